@@ -1,0 +1,56 @@
+"""Command line: ``python -m sgim_nodes <command> [options]``.
+
+Each command lives next to the code it drives and exposes ``main(argv) -> int``; this file only
+dispatches, so that ``python -m sgim_nodes --help`` stays fast (nothing heavy is imported until
+a command runs).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    # name: (module, one-line help)
+    "edit": ("sgim_nodes.pipeline", "sound/text-guided edit of a StyleGAN2 image (the main job)"),
+    "embed-audio": ("sgim_nodes.audio.cli", "embed an audio file into CLIP space and print a summary"),
+    "convert": ("sgim_nodes.convert", "convert a StyleGAN2 or audio-encoder checkpoint to our .safetensors"),
+    "download": ("sgim_nodes.download", "download a known model file (or say how to get it offline)"),
+    "train": ("sgim_nodes.train.__main__", "train an audio encoder into an open_clip model's space"),
+    "evaluate": ("sgim_nodes.evaluate", "zero-shot / linear-probe evaluation of an audio encoder"),
+    "make-synthetic-dataset": ("sgim_nodes.train.synthetic", "write a small synthetic sound-class dataset"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: python -m sgim_nodes <command> [options]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "'python -m sgim_nodes <command> --help' describes a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    from .errors import SGIMError
+
+    try:
+        return int(module.main(rest) or 0)
+    except SGIMError as exc:  # user-caused problems: one clear line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Exception types shared by the whole library.
+
+Every error a user can cause (a wrong file, a bad parameter) is an ``SGIMError`` whose message
+names the file or parameter and says what was expected. ComfyUI shows the message as it is, so
+it must make sense to an artist, not only to a developer.
+"""
+
+
+class SGIMError(Exception):
+    """Base class of every error this library raises on purpose."""
+
+
+class ModelFileError(SGIMError, ValueError):
+    """A model file is missing, truncated, of another network, or of an unsupported kind."""
+
+
+class UnsafeFileError(ModelFileError):
+    """A pickle asked for something outside the allow-list (code execution, arbitrary imports)."""
+
+
+class AudioError(SGIMError, ValueError):
+    """Audio could not be decoded or is unusable (empty, NaN, ...)."""
+
+
+class ParameterError(SGIMError, ValueError):
+    """A parameter is out of range or inconsistent with the models it is used with."""
+
+
+class Cancelled(SGIMError):
+    """Long work stopped because the caller asked for it (see ``optimize`` callbacks)."""

@@ -1,0 +1,90 @@
+"""Our own safetensors model files and atomic writes.
+
+Every file the pack writes (generators, audio encoders, W+ latents, training checkpoints) goes
+through here so that (1) a crash mid-write never leaves a half file where a good one was, and
+(2) every safetensors file says what it holds in its metadata:
+
+    sgim_kind        "stylegan2_generator" | "audio_encoder" | "wplus_latent" | ...
+    sgim_format      format version of that kind (an integer as a string)
+    config           JSON object describing the architecture / contents
+
+safetensors metadata values must be strings, hence the JSON encoding.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from .errors import ModelFileError
+
+FORMAT_VERSION = "1"
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success it replaces ``path`` in one step."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def save_model_file(path: str | os.PathLike, tensors: dict[str, torch.Tensor], kind: str,
+                    config: dict[str, Any], extra_metadata: dict[str, str] | None = None) -> None:
+    """Write ``tensors`` as safetensors with our metadata header, atomically."""
+    from safetensors.torch import save_file
+
+    metadata = {"sgim_kind": kind, "sgim_format": FORMAT_VERSION, "config": json.dumps(config, sort_keys=True)}
+    metadata.update(extra_metadata or {})
+    # safetensors refuses shared or non-contiguous storage; a detached contiguous copy is what we want on disk.
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The string metadata of a safetensors file; a clear error if it is not one."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: file not found") from None
+    except Exception as exc:  # safetensors raises its own SafetensorError for any malformed header
+        raise ModelFileError(f"{path}: not a readable .safetensors file ({exc})") from None
+
+
+def load_model_file(path: str | os.PathLike, kind: str, device: str | torch.device = "cpu"
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, str]]:
+    """Read one of our safetensors files of the given ``kind``: (tensors, config, raw metadata)."""
+    from safetensors.torch import load_file
+
+    metadata = read_safetensors_metadata(path)
+    found = metadata.get("sgim_kind")
+    if found != kind:
+        what = f"a '{found}' file" if found else "a safetensors file without comfyui-sgim metadata"
+        raise ModelFileError(f"{path}: expected a comfyui-sgim '{kind}' file, but this is {what}")
+    try:
+        config = json.loads(metadata.get("config", "{}"))
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{path}: the 'config' metadata is not valid JSON ({exc})") from None
+    try:
+        tensors = load_file(str(path), device=str(device))
+    except Exception as exc:
+        raise ModelFileError(f"{path}: could not read the tensors ({exc})") from None
+    return tensors, config, metadata

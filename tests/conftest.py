@@ -1,0 +1,33 @@
+"""Shared pytest fixtures: where the reference fixtures and sample audio live."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path:
+    """``$SGIM_SHARED_DIR`` or ``<repo>/../shared`` (where CI puts it)."""
+    return Path(os.environ.get("SGIM_SHARED_DIR", REPO_ROOT.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    path = shared_dir()
+    if not (path / "fixtures").is_dir():
+        pytest.skip(f"reference fixtures not found at {path} (set SGIM_SHARED_DIR)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir(shared: Path) -> Path:
+    return shared / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def audio_dir(shared: Path) -> Path:
+    return shared / "audio"
