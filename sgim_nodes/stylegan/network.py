@@ -1,0 +1,377 @@
+"""A StyleGAN2 generator (skip architecture) in plain PyTorch.
+
+One implementation for every checkpoint format: rosinality ``.pt`` files and NVlabs
+stylegan2-ada-pytorch pickles compute the same function and are mapped onto this module by
+:mod:`.loaders`.
+
+Design choices (this network is only ever *used*, never trained):
+
+- **Gains folded into the weights.** Both originals store "equalised learning rate" weights and
+  multiply them by ``lr_mul / sqrt(fan_in)`` on every call. We store the effective values (the
+  products) once, at load time, so a forward pass does no per-layer rescaling copies. The raw
+  layout is recovered by :func:`.loaders.rosinality_checkpoint`.
+- **Modulated convolution, two interchangeable forms.** ``modulation="activation"`` (default)
+  scales the input by the style, runs one ordinary convolution for the whole batch with the fixed
+  weight and scales the output by the demodulation factors. ``modulation="weight"`` is the
+  classic per-sample weight with a grouped convolution. Same function; the activation form needs
+  no per-sample weight gradient in backward, which is what the W+ optimiser pays for.
+  ToRGB (1x1, 3 outputs) always modulates its tiny weight: that is the cheaper form there.
+- **Upsampling as in the originals:** a stride-2 transposed convolution followed by the
+  ``[1,3,3,1]`` FIR (gain 4); the RGB skip path upsamples with the same FIR.
+- Parameters are frozen (``requires_grad=False``); gradients still flow to the ``ws`` input.
+- Works when called under ``torch.inference_mode()``; device/dtype moves (``.to``) always make
+  ordinary tensors, so a generator loaded inside inference mode can later be differentiated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ParameterError
+
+NOISE_MODES = ("const", "random", "none")
+MODULATION_MODES = ("activation", "weight")
+SQRT2 = math.sqrt(2.0)
+
+
+def standard_channels(resolution: int, channel_multiplier: int = 2, channel_max: int = 512) -> dict[int, int]:
+    """The official StyleGAN2 channel table (rosinality ``channel_multiplier`` = NVlabs ``channel_base/res``)."""
+    base = 16384 * channel_multiplier
+    out, res = {}, 4
+    while res <= resolution:
+        out[res] = min(base // res, channel_max)
+        res *= 2
+    return out
+
+
+@dataclass
+class GeneratorConfig:
+    """Everything needed to build a :class:`Generator`; round-trips through JSON (``to_dict``/``from_dict``)."""
+
+    resolution: int
+    z_dim: int = 512
+    w_dim: int = 512
+    n_mapping: int = 8
+    mapping_lr_mul: float = 0.01
+    mapping_hidden: int | None = None  # width of the inner mapping layers; None = w_dim
+    channels: dict[int, int] = field(default_factory=dict)  # resolution -> feature channels
+    conv_clamp: float | None = None  # NVlabs clamps activations and ToRGB outputs to +-conv_clamp
+    blur_kernel: list[int] = field(default_factory=lambda: [1, 3, 3, 1])
+    img_channels: int = 3
+    source_format: str = "random"
+
+    def __post_init__(self) -> None:
+        self.channels = {int(k): int(v) for k, v in self.channels.items()}
+        log2 = math.log2(self.resolution) if self.resolution > 0 else 0.5
+        if self.resolution < 4 or log2 != int(log2):
+            raise ParameterError(f"resolution: expected a power of two >= 4, got {self.resolution}")
+        if not self.channels:
+            self.channels = standard_channels(self.resolution)
+        missing = [r for r in self.block_resolutions if r not in self.channels]
+        if missing:
+            raise ParameterError(f"channels: no channel count for resolutions {missing}")
+        if len(self.blur_kernel) < 2 or len(self.blur_kernel) % 2:
+            raise ParameterError(f"blur_kernel: expected an even number of taps, got {self.blur_kernel}")
+        if self.n_mapping < 1:
+            raise ParameterError(f"n_mapping: expected at least 1 mapping layer, got {self.n_mapping}")
+
+    @property
+    def block_resolutions(self) -> list[int]:
+        return [2 ** i for i in range(2, int(math.log2(self.resolution)) + 1)]
+
+    @property
+    def num_ws(self) -> int:
+        return 2 * int(math.log2(self.resolution)) - 2
+
+    @classmethod
+    def stylegan2(cls, resolution: int = 1024, z_dim: int = 512, w_dim: int = 512, n_mapping: int = 8,
+                  channel_multiplier: int = 2, channel_max: int = 512, **kwargs: Any) -> "GeneratorConfig":
+        """The official configuration (e.g. FFHQ 1024: 18 W+ layers; LSUN 256: 14)."""
+        return cls(resolution=resolution, z_dim=z_dim, w_dim=w_dim, n_mapping=n_mapping,
+                   channels=standard_channels(resolution, channel_multiplier, channel_max), **kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["channels"] = {str(k): v for k, v in self.channels.items()}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GeneratorConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise ParameterError(f"generator config: unknown keys {sorted(unknown)}")
+        return cls(**data)
+
+
+def _blur_kernel(taps: list[int], gain: float) -> torch.Tensor:
+    k = torch.tensor(taps, dtype=torch.float32)
+    k2 = torch.outer(k, k)
+    return k2 / k2.sum() * gain
+
+
+def _leaky_relu_gain(x: torch.Tensor, clamp: float | None) -> torch.Tensor:
+    """lrelu(x, 0.2) * sqrt(2), then the NVlabs clamp; the caller already multiplied x by sqrt(2)
+    (lrelu is positively homogeneous), which saves one full-size pass."""
+    x = F.leaky_relu(x, 0.2, inplace=True)
+    if clamp is not None:
+        x = x.clamp(-clamp, clamp)
+    return x
+
+
+class MappingNetwork(nn.Module):
+    """z -> w: pixel norm, then ``n_mapping`` (linear + bias -> lrelu*sqrt2) layers."""
+
+    def __init__(self, config: GeneratorConfig):
+        super().__init__()
+        hidden = config.mapping_hidden or config.w_dim
+        dims = [config.z_dim] + [hidden] * (config.n_mapping - 1) + [config.w_dim]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for fan_in, fan_out in zip(dims[:-1], dims[1:]):
+            # Original init: raw N(0,1)/lr_mul scaled at run time by lr_mul/sqrt(fan_in); bias 0.
+            self.weights.append(nn.Parameter(torch.randn(fan_out, fan_in) / math.sqrt(fan_in)))
+            self.biases.append(nn.Parameter(torch.zeros(fan_out)))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = z * torch.rsqrt(z.square().mean(dim=1, keepdim=True) + 1e-8)
+        for weight, bias in zip(self.weights, self.biases):
+            x = F.leaky_relu(torch.addmm(bias, x, weight.t()), 0.2) * SQRT2
+        return x
+
+
+class ModulatedConv(nn.Module):
+    """A 3x3 demodulated style convolution (optionally upsampling 2x) + noise + bias + lrelu."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, upsample: bool,
+                 blur_kernel: list[int], conv_clamp: float | None, modulation: str):
+        super().__init__()
+        self.upsample = upsample
+        self.conv_clamp = conv_clamp
+        self.modulation = modulation
+        self.affine_weight = nn.Parameter(torch.randn(in_channels, w_dim) / math.sqrt(w_dim))
+        self.affine_bias = nn.Parameter(torch.ones(in_channels))
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 3, 3) / math.sqrt(in_channels * 9))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.noise_strength = nn.Parameter(torch.zeros([]))
+        self.register_buffer("noise_const", torch.randn(resolution, resolution))
+        if upsample:  # FIR after the transposed conv; gain 4 keeps the signal level after zero insertion
+            blur = _blur_kernel(blur_kernel, gain=4.0)
+            self.register_buffer("blur", blur.expand(out_channels, 1, *blur.shape).clone(), persistent=False)
+            self.blur_pad = (blur.shape[0] - 2) // 2  # as in both originals; [1,3,3,1] -> 1
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        styles = torch.addmm(self.affine_bias, w, self.affine_weight.t())  # [B, I]
+        if self.modulation == "activation":
+            # Demodulation factors without building per-sample weights: sum_{i,k} (W[o,i,k] s[i])^2.
+            weight_sq = self.weight.square().sum(dim=(2, 3))  # [O, I]
+            demod = torch.rsqrt(styles.square() @ weight_sq.t() + 1e-8)  # [B, O]
+            x = x * styles[:, :, None, None]
+            if self.upsample:
+                x = F.conv_transpose2d(x, self.weight.transpose(0, 1), stride=2)
+            else:
+                x = F.conv2d(x, self.weight, padding=1)
+        else:
+            batch, in_ch, height, width = x.shape
+            weight = self.weight[None] * styles[:, None, :, None, None]  # [B, O, I, 3, 3]
+            demod = torch.rsqrt(weight.square().sum(dim=(2, 3, 4)) + 1e-8)  # [B, O]
+            weight = weight * demod[:, :, None, None, None]
+            demod = None
+            x = x.reshape(1, batch * in_ch, height, width)
+            if self.upsample:
+                weight = weight.transpose(1, 2).reshape(batch * in_ch, -1, 3, 3)
+                x = F.conv_transpose2d(x, weight, stride=2, groups=batch)
+            else:
+                x = F.conv2d(x, weight.reshape(-1, in_ch, 3, 3), padding=1, groups=batch)
+            x = x.reshape(batch, -1, *x.shape[2:])
+        if self.upsample:
+            x = F.conv2d(x, self.blur, padding=self.blur_pad, groups=x.shape[1])
+        # Epilogue in as few full-size passes as possible: (x*demod + bias)*sqrt2 + noise*strength*sqrt2.
+        bias = (self.bias * SQRT2)[None, :, None, None]
+        if demod is not None:
+            x = torch.addcmul(bias, x, (demod * SQRT2)[:, :, None, None])
+        else:
+            x = torch.add(bias, x, alpha=SQRT2)
+        if noise is not None:
+            x = x.add_(noise * (self.noise_strength * SQRT2))
+        return _leaky_relu_gain(x, self.conv_clamp)
+
+
+class ToRGB(nn.Module):
+    """1x1 modulated conv without demodulation, plus bias; the skip image is added by the caller."""
+
+    def __init__(self, in_channels: int, w_dim: int, img_channels: int, conv_clamp: float | None):
+        super().__init__()
+        self.conv_clamp = conv_clamp
+        self.affine_weight = nn.Parameter(torch.randn(in_channels, w_dim) / math.sqrt(w_dim))
+        self.affine_bias = nn.Parameter(torch.ones(in_channels))
+        self.weight = nn.Parameter(torch.randn(img_channels, in_channels) / math.sqrt(in_channels))
+        self.bias = nn.Parameter(torch.zeros(img_channels))
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        styles = torch.addmm(self.affine_bias, w, self.affine_weight.t())  # [B, I]
+        weight = self.weight[None] * styles[:, None, :]  # [B, 3, I]: tiny, so modulate the weight
+        batch, in_ch, height, width = x.shape
+        out = torch.baddbmm(self.bias[None, :, None], weight, x.reshape(batch, in_ch, height * width))
+        out = out.reshape(batch, -1, height, width)
+        if self.conv_clamp is not None:
+            out = out.clamp(-self.conv_clamp, self.conv_clamp)
+        return out
+
+
+class SynthesisNetwork(nn.Module):
+    """ws [B, num_ws, w_dim] -> image, skip architecture.
+
+    Layer order (= W+ index): ``convs[0]`` is the 4 px conv (w0); for each resolution 8..R the
+    up-conv and the second conv follow (w 2k+1, 2k+2). ``torgbs[k]`` (resolution 2^(k+2)) reads
+    w[2k+1], the same row as the next up-conv.
+    """
+
+    def __init__(self, config: GeneratorConfig, modulation: str):
+        super().__init__()
+        res = config.block_resolutions
+        ch = config.channels
+        self.const = nn.Parameter(torch.randn(ch[4], 4, 4))
+        convs = [ModulatedConv(ch[4], ch[4], config.w_dim, 4, False, config.blur_kernel, config.conv_clamp, modulation)]
+        torgbs = [ToRGB(ch[4], config.w_dim, config.img_channels, config.conv_clamp)]
+        for prev, cur in zip(res[:-1], res[1:]):
+            convs.append(ModulatedConv(ch[prev], ch[cur], config.w_dim, cur, True, config.blur_kernel,
+                                       config.conv_clamp, modulation))
+            convs.append(ModulatedConv(ch[cur], ch[cur], config.w_dim, cur, False, config.blur_kernel,
+                                       config.conv_clamp, modulation))
+            torgbs.append(ToRGB(ch[cur], config.w_dim, config.img_channels, config.conv_clamp))
+        self.convs = nn.ModuleList(convs)
+        self.torgbs = nn.ModuleList(torgbs)
+        # Skip path: zero insertion + FIR(gain 4) with padding (2, 1) == transposed conv, stride 2, padding 1.
+        skip = _blur_kernel(config.blur_kernel, gain=4.0)
+        self.register_buffer("skip_kernel", skip.expand(config.img_channels, 1, *skip.shape).clone(),
+                             persistent=False)
+        self.skip_pad = (skip.shape[0] - 2) // 2
+
+    def forward(self, ws: torch.Tensor, noise_mode: str = "const",
+                noise_generator: torch.Generator | None = None) -> torch.Tensor:
+        batch = ws.shape[0]
+        x = self.const[None].expand(batch, -1, -1, -1)
+        img = None
+        for index, conv in enumerate(self.convs):
+            x = conv(x, ws[:, index], self._noise(conv, batch, noise_mode, noise_generator))
+            if index % 2 == 0:  # after the 4 px conv and after every second conv: ToRGB + skip
+                rgb = self.torgbs[index // 2](x, ws[:, index + 1])
+                if img is not None:
+                    img = F.conv_transpose2d(img, self.skip_kernel, stride=2, padding=self.skip_pad,
+                                             groups=img.shape[1])
+                    rgb = rgb.add_(img)
+                img = rgb
+        return img
+
+    @staticmethod
+    def _noise(conv: ModulatedConv, batch: int, noise_mode: str, generator: torch.Generator | None):
+        if noise_mode == "const":
+            return conv.noise_const
+        if noise_mode == "random":
+            size = conv.noise_const.shape
+            return torch.randn((batch, 1, *size), generator=generator, device=conv.noise_const.device,
+                               dtype=conv.noise_const.dtype)
+        return None
+
+
+class Generator(nn.Module):
+    """StyleGAN2 generator: ``mapping`` (z -> ws) and ``synthesis`` (ws -> image in about [-1, 1]).
+
+    Attributes: ``resolution``, ``num_ws``, ``w_dim``, ``z_dim``, ``w_avg`` (buffer [w_dim], the
+    checkpoint's mean latent), ``config``, ``name``, ``modulation``.
+    """
+
+    def __init__(self, config: GeneratorConfig, modulation: str = "activation", name: str = "stylegan2"):
+        super().__init__()
+        with torch.inference_mode(False):  # parameters must stay usable by autograd later
+            self.config = config
+            self.name = name
+            self.resolution = config.resolution
+            self.num_ws = config.num_ws
+            self.w_dim = config.w_dim
+            self.z_dim = config.z_dim
+            self.mapping_network = MappingNetwork(config)
+            self.synthesis_network = SynthesisNetwork(config, modulation)
+            self.register_buffer("w_avg", torch.zeros(config.w_dim))
+            self.modulation = modulation
+            self.requires_grad_(False)
+            self.eval()
+
+    @property
+    def modulation(self) -> str:
+        return self._modulation
+
+    @modulation.setter
+    def modulation(self, mode: str) -> None:
+        if mode not in MODULATION_MODES:
+            raise ParameterError(f"modulation: expected one of {MODULATION_MODES}, got {mode!r}")
+        self._modulation = mode
+        for conv in self.synthesis_network.convs:
+            conv.modulation = mode
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.synthesis_network.const.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.synthesis_network.const.device
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to()/.cuda()/.half() under inference mode would otherwise create inference tensors,
+        # which autograd refuses to save; the generator must stay differentiable w.r.t. ws.
+        with torch.inference_mode(False):
+            return super()._apply(fn, *args, **kwargs)
+
+    def mapping(self, z: torch.Tensor, truncation_psi: float = 1.0,
+                truncation_cutoff: int | None = None) -> torch.Tensor:
+        """z [B, z_dim] -> ws [B, num_ws, w_dim]; truncation lerps toward ``w_avg`` (first ``cutoff`` rows)."""
+        if z.ndim != 2 or z.shape[1] != self.z_dim:
+            raise ParameterError(f"z: expected shape [batch, {self.z_dim}], got {list(z.shape)}")
+        w = self.mapping_network(z.to(self.dtype))
+        ws = w[:, None, :].expand(-1, self.num_ws, -1)
+        if truncation_psi != 1:
+            cutoff = self.num_ws if truncation_cutoff is None else int(truncation_cutoff)
+            truncated = self.w_avg.lerp(ws[:, :cutoff], truncation_psi)
+            ws = torch.cat([truncated, ws[:, cutoff:]], dim=1)
+        return ws.contiguous()
+
+    def synthesis(self, ws: torch.Tensor, noise_mode: str = "const",
+                  noise_generator: torch.Generator | None = None) -> torch.Tensor:
+        """ws [B, num_ws, w_dim] -> float32 images [B, 3, H, W] (about [-1, 1], not clamped).
+
+        ``noise_mode``: "const" (the checkpoint's stored noise), "random" (fresh N(0,1), from
+        ``noise_generator`` if given; it must live on the generator's device) or "none".
+        """
+        if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
+            raise ParameterError(f"ws: expected shape [batch, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
+        if noise_mode not in NOISE_MODES:
+            raise ParameterError(f"noise_mode: expected one of {NOISE_MODES}, got {noise_mode!r}")
+        img = self.synthesis_network(ws.to(self.dtype), noise_mode, noise_generator)
+        return img.float()
+
+    def forward(self, z: torch.Tensor, truncation_psi: float = 1.0, noise_mode: str = "const",
+                truncation_cutoff: int | None = None) -> torch.Tensor:
+        return self.synthesis(self.mapping(z, truncation_psi, truncation_cutoff), noise_mode)
+
+    @torch.no_grad()
+    def estimate_w_avg(self, n_samples: int = 4096, seed: int = 0, batch_size: int = 1024) -> torch.Tensor:
+        """Mean of the mapping output over ``n_samples`` z ~ N(0,1) drawn on CPU from ``seed`` (what
+        rosinality's ``mean_latent`` does); used when a checkpoint carries no average latent."""
+        gen = torch.Generator().manual_seed(seed)
+        total = torch.zeros(self.w_dim, dtype=torch.float64)
+        for start in range(0, n_samples, batch_size):
+            z = torch.randn(min(batch_size, n_samples - start), self.z_dim, generator=gen)
+            total += self.mapping_network(z.to(self.device, self.dtype)).double().sum(0).cpu()
+        return (total / n_samples).float()
+
+    def extra_repr(self) -> str:
+        return (f"name={self.name!r}, resolution={self.resolution}, num_ws={self.num_ws}, "
+                f"w_dim={self.w_dim}, modulation={self.modulation!r}")
