@@ -99,13 +99,14 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def __init__(self, file, *, source: str, allowed: Mapping[tuple[str, str], Any],
                  stub_prefixes: tuple[str, ...] = (), persistent_load: Callable[[Any], Any] | None = None):
+        if persistent_load is not None:
+            # Set before Unpickler.__init__: the C unpickler binds persistent_load once, at init.
+            self.persistent_load = persistent_load  # type: ignore[method-assign]
         super().__init__(file)
         self._source = source
         self._allowed = allowed
         self._stub_prefixes = stub_prefixes
         self._stubs: dict[str, Any] = {}
-        if persistent_load is not None:
-            self.persistent_load = persistent_load  # type: ignore[method-assign]
 
     def find_class(self, module: str, name: str) -> Any:
         key = (module, name)
