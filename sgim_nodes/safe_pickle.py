@@ -83,14 +83,13 @@ TENSOR_GLOBALS: dict[tuple[str, str], Any] = {
 def _numpy_globals() -> dict[tuple[str, str], Any]:
     import numpy as np
 
-    scalar = np.core.multiarray.scalar if hasattr(np, "core") and hasattr(np.core, "multiarray") else None
     try:  # NumPy 2 moved the module; files carry whichever spelling wrote them
-        from numpy._core.multiarray import scalar as scalar2
+        from numpy._core.multiarray import scalar
     except ImportError:  # pragma: no cover - NumPy 1.x
-        scalar2 = scalar
+        from numpy.core.multiarray import scalar
     out = {("numpy", "dtype"): np.dtype}
     for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        out[(mod, "scalar")] = scalar2 or scalar
+        out[(mod, "scalar")] = scalar
     return out
 
 
