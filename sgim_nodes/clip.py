@@ -115,6 +115,42 @@ def register_model_config(name: str, config: dict[str, Any]) -> str:
     return name
 
 
+def _ensure_tiny_configs(*names: str | None) -> None:
+    """Register ``sgim-tiny-clip`` (and ``sgim-tiny-clip-<dim>`` when asked for) so that files of tiny test
+    models load in any process, also without a model name."""
+    import open_clip
+
+    wanted = {TINY_MODEL_NAME: 32}
+    for name in names:
+        match = name and name.startswith(TINY_MODEL_NAME + "-") and name[len(TINY_MODEL_NAME) + 1:]
+        if match and match.isdigit():
+            wanted[name] = int(match)
+    for name, dim in wanted.items():
+        if open_clip.get_model_config(name) is None:
+            register_model_config(name, tiny_clip_config(dim))
+
+
+class _QuietRandomInitWarning:
+    """open_clip logs 'No pretrained weights loaded ... initialized randomly' for every ``pretrained=None``
+    model; we always load weights right after, so that line would only mislead."""
+
+    def filter(self, record) -> bool:
+        return "initialized randomly" not in str(record.msg) and "initialized partially" not in str(record.msg)
+
+
+def _create_open_clip(name: str) -> torch.nn.Module:
+    import logging
+
+    import open_clip
+
+    quiet = _QuietRandomInitWarning()
+    logging.getLogger().addFilter(quiet)
+    try:
+        return open_clip.create_model(name, pretrained=None)
+    finally:
+        logging.getLogger().removeFilter(quiet)
+
+
 def build_tiny_clip(embed_dim: int = 32, seed: int = 0, name: str | None = None) -> torch.nn.Module:
     """A random-weight tiny open_clip ``CLIP`` (registered as ``name``, default ``sgim-tiny-clip`` or
     ``sgim-tiny-clip-<embed_dim>``), deterministic for a seed."""
@@ -124,7 +160,7 @@ def build_tiny_clip(embed_dim: int = 32, seed: int = 0, name: str | None = None)
     register_model_config(name, tiny_clip_config(embed_dim))
     with torch.inference_mode(False):
         torch.manual_seed(seed)
-        return open_clip.create_model(name, pretrained=None).eval()
+        return _create_open_clip(name).eval()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -413,6 +449,7 @@ def load_clip(path: str | os.PathLike, model_name: str | None = None, device: st
     if not path.is_file():
         raise ModelFileError(f"{path}: CLIP model file not found")
     device = resolve_device(device)
+    _ensure_tiny_configs(model_name)
     with torch.inference_mode(False), torch.no_grad():
         state = _read_state_dict(path)
         is_openai = any(k in state for k in OPENAI_EXTRA_KEYS) or _is_torchscript_zip(path)
@@ -438,7 +475,7 @@ def load_clip(path: str | os.PathLike, model_name: str | None = None, device: st
             if open_clip.get_model_config(model_name) is None:
                 raise ParameterError(f"model_name: unknown open_clip model {model_name!r}; "
                                      f"known: {', '.join(open_clip.list_models()[:12])}, ...")
-            model = open_clip.create_model(model_name, pretrained=None)
+            model = _create_open_clip(model_name)
             _load_into(model, state, str(path))
             name = model_name
         model = model.float().to(device)
