@@ -131,9 +131,9 @@ def optimize_latent(generator, clip, targets: torch.Tensor, source_ws: torch.Ten
     device = _device_of(generator)
     amp = _autocast_context(autocast, device)
     num_ws = int(generator.num_ws)
-    mask = resolve_layer_mask(layer_weights, num_ws)
 
     with torch.inference_mode(False), torch.enable_grad(), _seeded(seed, device):
+        mask = resolve_layer_mask(layer_weights, num_ws)
         # Tensors made under inference mode (ComfyUI) cannot enter autograd: clone everything we use.
         for net in (generator, _module_of(clip), id_model):
             _freeze_(net)
@@ -163,7 +163,7 @@ def optimize_latent(generator, clip, targets: torch.Tensor, source_ws: torch.Ten
                 source_id_features = identity_features(id_model, generator.synthesis(start, noise_mode=noise_mode)
                                                        ).float()
 
-        layer_g = mask.weights.to(device)
+        layer_g = mask.weights.detach().clone().to(device)  # the mask may have been built under inference mode
         editable = mask.editable.to(device)
         all_editable = editable.numel() == num_ws
         trainable = start[:, editable].clone().requires_grad_(True)
