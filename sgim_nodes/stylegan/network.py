@@ -68,6 +68,8 @@ class GeneratorConfig:
 
     def __post_init__(self) -> None:
         self.channels = {int(k): int(v) for k, v in self.channels.items()}
+        if self.mapping_hidden == self.w_dim or self.n_mapping == 1:
+            self.mapping_hidden = None  # one spelling for the default, so configs compare equal
         log2 = math.log2(self.resolution) if self.resolution > 0 else 0.5
         if self.resolution < 4 or log2 != int(log2):
             raise ParameterError(f"resolution: expected a power of two >= 4, got {self.resolution}")

@@ -1,0 +1,82 @@
+"""Convert a model checkpoint to our ``.safetensors`` format.
+
+    python -m sgim_nodes.convert IN OUT.safetensors        (or: python -m sgim_nodes convert ...)
+
+IN may be a StyleGAN2 generator (rosinality ``.pt``, NVlabs ``.pkl``, a safetensors state dict) or
+an audio-encoder checkpoint (the paper's ``.pth``). Nothing from IN is executed: the same safe
+loaders as everywhere else read it. The result is written atomically; IN is never overwritten,
+and an existing OUT only with ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import ModelFileError, ParameterError, UnsafeFileError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sgim_nodes convert", description=__doc__.split("\n\n")[0])
+    parser.add_argument("input", type=Path, help="checkpoint to convert (.pt, .pth, .pkl, .safetensors)")
+    parser.add_argument("output", type=Path, help="where to write the .safetensors file")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it already exists")
+    return parser
+
+
+def convert(input_path: Path, output_path: Path, overwrite: bool = False) -> str:
+    """Convert one file; returns a one-line description of what was written."""
+    input_path, output_path = Path(input_path), Path(output_path)
+    if output_path.suffix.lower() != ".safetensors":
+        raise ParameterError(f"output: expected a .safetensors file name, got {output_path}")
+    if output_path.exists() and input_path.exists() and output_path.resolve() == input_path.resolve():
+        raise ParameterError(f"output: {output_path} is the input file; choose another name (the input is "
+                             "never overwritten)")
+    if output_path.exists() and not overwrite:
+        raise ParameterError(f"output: {output_path} already exists (pass --overwrite to replace it)")
+
+    from .stylegan import load_generator, save_generator
+
+    try:
+        generator = load_generator(input_path)
+    except UnsafeFileError:
+        raise
+    except ModelFileError as generator_error:
+        return _convert_audio_encoder(input_path, output_path, generator_error)
+    save_generator(generator, output_path)
+    return (f"StyleGAN2 generator ({generator.config.source_format}, {generator.resolution} px, "
+            f"{generator.num_ws} W+ layers) -> {output_path}")
+
+
+def _convert_audio_encoder(input_path: Path, output_path: Path, generator_error: ModelFileError) -> str:
+    try:
+        from .audio import load_audio_encoder, save_audio_encoder
+    except ImportError as exc:  # the audio package is optional for this command
+        raise ModelFileError(f"{generator_error} (audio-encoder conversion is unavailable: {exc})") from None
+    try:
+        encoder = load_audio_encoder(input_path)
+    except UnsafeFileError:
+        raise
+    except ModelFileError as audio_error:
+        raise ModelFileError(f"{input_path}: neither a StyleGAN2 generator nor an audio encoder.\n"
+                             f"  as a generator: {generator_error}\n  as an audio encoder: {audio_error}") from None
+    save_audio_encoder(encoder, output_path)
+    backbone = getattr(encoder, "config", {}).get("backbone", "?")
+    return f"audio encoder ({backbone}) -> {output_path}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    print(convert(args.input, args.output, overwrite=args.overwrite))
+    return 0
+
+
+if __name__ == "__main__":
+    from .errors import SGIMError
+
+    try:
+        sys.exit(main())
+    except SGIMError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
