@@ -1,0 +1,507 @@
+"""The training loop: one process or many (torchrun), exact resume, atomic checkpoints, CSV log.
+
+Optimiser (paper defaults): SGD, lr 1e-3, momentum 0.9, weight decay 1e-4, 50 epochs. The paper's
+"cosine cyclic" schedule is implemented as ``torch.optim.lr_scheduler.CosineAnnealingWarmRestarts``
+stepped once per optimiser step, with cycles of ``cycle_epochs`` epochs (default 10, so 5 cycles in
+50 epochs), each going from ``lr`` down to ``lr * min_lr_ratio`` (default 0.01) before restarting.
+``optimizer="adamw"`` uses AdamW with the same schedule. The logit scale (when learnable) gets no
+weight decay.
+
+Distributed: launched by ``torchrun --nproc-per-node N -m sgim_nodes.train ...`` (several machines:
+the usual ``--nnodes/--rdzv-*`` options). Backend NCCL on CUDA, gloo on CPU. ``batch_size`` is per
+process; the global batch is ``batch_size * world_size`` and ``data.EpochBatchSampler`` gives the
+processes disjoint slices of exactly the batches a single process with the global batch would see.
+Negatives are all-gathered (``losses.gather_with_grad``). BatchNorm statistics are per process unless
+``sync_batchnorm`` is set.
+
+Exact resume: every ``checkpoint_every`` optimiser steps rank 0 writes ``<run_dir>/checkpoint.pt``
+atomically (``fileio.atomic_path``): model, loss (temperature), optimizer, scheduler, AMP scaler,
+epoch and position in the epoch, the bad-file list, and the Python/numpy/torch RNG states. Every
+random draw of the data pipeline depends only on (seed, epoch, index) and the DataLoader gets its
+own generator, so ``resume=True`` replays the rest of the run exactly: on CPU the final weights are
+bit-identical to an uninterrupted run with the same seed and settings.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import AudioError, ParameterError
+from .data import (DEFAULT_TEMPLATE, AudioTextDataset, EpochBatchSampler, build_targets, check_labels, collate,
+                   embed_images, read_classes_file, read_dataset, select)
+from .losses import PAPER_TEMPERATURE, ContrastiveLoss
+
+log = logging.getLogger("sgim.train")
+
+CHECKPOINT_NAME = "checkpoint.pt"
+LOG_NAME = "log.csv"
+LOG_COLUMNS = ["step", "epoch", "lr", "loss", "loss_text", "loss_self", "loss_image", "logit_scale",
+               "samples_per_s", "bad_files"]
+
+# Feature presets. "paper": the released model's front end (44.1 kHz, 128 mels, 864 frames, 128x512
+# input). "compact": a cheap front end for short clips and CPU experiments (16 kHz, 32 mels, 64 frames
+# = 1.02 s, 32x64 input); an encoder records its preset, so evaluation and inference follow it.
+FEATURE_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "compact": {"sample_rate": 16000, "n_mels": 32, "n_fft": 512, "hop_length": 256, "frames": 64,
+                "image_height": 64, "image_width": 32},
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on (also written into the checkpoint and the run folder)."""
+
+    data: str
+    clip: str
+    out: str
+    clip_model: str | None = None
+    clip_config: str | None = None  # a custom open_clip model config (JSON), registered under its file stem
+    layout: str = "auto"
+    audio_dir: str | None = None
+    split: str | None = None  # e.g. "train"; None: every row
+    folds: list[int] | None = None
+    classes: str | None = None  # optional class-names file: labels outside it are an error
+    run_dir: str | None = None  # checkpoints and log; default <out without suffix>_run
+    backbone: str = "resnet18"
+    features: str = "paper"
+    frames: int | None = None  # override the preset's window length in frames
+    epochs: int = 50
+    batch_size: int = 32  # per process
+    accum_steps: int = 1
+    optimizer: str = "sgd"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    cycle_epochs: float = 10.0
+    min_lr_ratio: float = 0.01
+    temperature: float = PAPER_TEMPERATURE
+    learnable_temperature: bool = False
+    text_weight: float = 1.0
+    image_weight: float = 1.0
+    self_weight: float = 1.0
+    template: str = DEFAULT_TEMPLATE
+    text_variants: int = 4
+    text_aug_prob: float = 0.3
+    spec_augment: bool = True
+    random_pad: bool = False
+    workers: int = 0
+    cache_dir: str | None = None
+    checkpoint_every: int = 100
+    resume: bool = False
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # CUDA only
+    sync_batchnorm: bool = False
+    max_bad_fraction: float = 0.05
+    max_steps: int | None = None  # stop after this many optimiser steps (smoke tests)
+    progress: bool = True
+    tensorboard: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def resolved_run_dir(self) -> Path:
+        if self.run_dir:
+            return Path(self.run_dir)
+        out = Path(self.out)
+        return out.with_name(out.stem + "_run")
+
+    def feature_settings(self):
+        from ..audio.features import FeatureSettings
+
+        if self.features not in FEATURE_PRESETS:
+            raise ParameterError(f"features: expected one of {', '.join(FEATURE_PRESETS)}, got {self.features!r}")
+        values = dict(FEATURE_PRESETS[self.features])
+        if self.frames is not None:
+            values["frames"] = int(self.frames)
+        return FeatureSettings(**values)
+
+    def validate(self) -> None:
+        checks = [
+            (self.epochs >= 1, "epochs", "an integer >= 1"),
+            (self.batch_size >= 2, "batch_size", "an integer >= 2 (a contrastive batch needs negatives)"),
+            (self.accum_steps >= 1, "accum_steps", "an integer >= 1"),
+            (self.optimizer in ("sgd", "adamw"), "optimizer", "'sgd' or 'adamw'"),
+            (self.lr > 0, "lr", "a positive number"),
+            (0 < self.temperature <= 10, "temperature", "a number in (0, 10]"),
+            (0 <= self.text_aug_prob <= 1, "text_aug_prob", "a probability in [0, 1]"),
+            (self.text_variants >= 1, "text_variants", "an integer >= 1"),
+            (0 <= self.max_bad_fraction <= 1, "max_bad_fraction", "a fraction in [0, 1]"),
+            (self.checkpoint_every >= 1, "checkpoint_every", "an integer >= 1"),
+            (self.cycle_epochs > 0, "cycle_epochs", "a positive number"),
+            ("{}" in self.template, "template", "a text containing '{}' where the label goes"),
+            (min(self.text_weight, self.image_weight, self.self_weight) >= 0, "loss weights", "non-negative"),
+            (self.text_weight + self.image_weight + self.self_weight > 0, "loss weights", "not all zero"),
+        ]
+        for ok, name, expected in checks:
+            if not ok:
+                raise ParameterError(f"{name}: expected {expected}, got {getattr(self, name, '?')!r}")
+
+
+class ContrastiveModel(nn.Module):
+    """Encoder + loss in one module, so DDP synchronises the (learnable) temperature as well."""
+
+    def __init__(self, encoder: nn.Module, criterion: ContrastiveLoss):
+        super().__init__()
+        self.encoder = encoder
+        self.criterion = criterion
+
+    def forward(self, audio, audio_aug, text, text_ids, image=None, image_ids=None):
+        n = audio.shape[0]
+        needs_aug = audio_aug is not None and self.criterion.weights["self"] > 0
+        # One pass over both views: half the kernel launches, and identical BatchNorm statistics.
+        embeddings = self.encoder(torch.cat([audio, audio_aug]) if needs_aug else audio).float()
+        return self.criterion(embeddings[:n], text, text_ids, embeddings[n:] if needs_aug else None, image, image_ids)
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_name: str) -> tuple[Distributed, torch.device]:
+    """Read torchrun's environment; start the process group (NCCL on CUDA, gloo on CPU)."""
+    from ..device import resolve_device
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Distributed(), resolve_device(device_name)
+    import torch.distributed as dist
+
+    dist_info = Distributed(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    device = resolve_device(device_name)
+    if device.type == "cuda":
+        device = torch.device("cuda", dist_info.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return dist_info, device
+
+
+def register_clip_config(path: str | os.PathLike | None) -> None:
+    """Make a custom open_clip config (``NAME.json``) known to open_clip as ``NAME``."""
+    if not path:
+        return
+    import open_clip
+
+    if not Path(path).is_file():
+        raise ParameterError(f"clip_config: {path} not found (expected an open_clip model config .json)")
+    open_clip.add_model_config(Path(path))
+
+
+def random_state() -> dict:
+    """Python, numpy and torch global RNG states in a form ``torch.load(weights_only=True)`` accepts."""
+    import numpy as np
+
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "numpy_keys": torch.from_numpy(keys.astype("int64")),
+             "numpy_rest": [int(pos), int(has_gauss), float(cached)], "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_random_state(state: dict) -> None:
+    import numpy as np
+
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    pos, has_gauss, cached = state["numpy_rest"]
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype("uint32"), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    from ..fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: Path) -> dict:
+    from ..errors import ModelFileError
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated or foreign file: say which
+        raise ModelFileError(f"{path}: not a readable training checkpoint ({exc})") from None
+
+
+def make_optimizer(cfg: TrainConfig, model: ContrastiveModel) -> torch.optim.Optimizer:
+    decay = [p for p in model.encoder.parameters() if p.requires_grad]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
+    scale_params = [p for p in model.criterion.parameters() if p.requires_grad]
+    if scale_params:
+        groups.append({"params": scale_params, "weight_decay": 0.0})
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+
+
+class CsvLog:
+    """``log.csv`` in the run folder; on resume, rows after the checkpoint's step are dropped."""
+
+    def __init__(self, path: Path, resume_step: int | None):
+        self.path = path
+        rows = []
+        if resume_step is not None and path.is_file():
+            with open(path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def write(self, row: dict) -> None:
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=LOG_COLUMNS).writerow({k: row.get(k, "") for k in LOG_COLUMNS})
+
+
+def _tensorboard_writer(cfg: TrainConfig, run_dir: Path):
+    if not cfg.tensorboard:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.warning("TensorBoard is not installed (pip install tensorboard); logging to CSV only")
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+# -------------------------------------------------------------------------------------------- train
+
+def train(cfg: TrainConfig) -> Path:
+    """Run (or resume) training; returns the exported encoder path (written by rank 0)."""
+    from ..audio.encoder import build_audio_encoder, save_audio_encoder
+    from ..clip import load_clip
+
+    cfg.validate()
+    settings = cfg.feature_settings()
+    dist_info, device = init_distributed(cfg.device)
+    run_dir = cfg.resolved_run_dir()
+    checkpoint_path = run_dir / CHECKPOINT_NAME
+    if dist_info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)  # model init: identical on every rank (DDP also broadcasts rank 0's weights)
+
+    samples, layout = read_dataset(cfg.data, cfg.layout, cfg.audio_dir)
+    samples = select(samples, cfg.split, cfg.folds)
+    if cfg.classes:
+        check_labels(samples, read_classes_file(cfg.classes))
+    log.info("dataset %s (%s): %d clips", cfg.data, layout, len(samples))
+
+    # Frozen CLIP targets: every distinct caption (and its offline augmentations) and image, once.
+    register_clip_config(cfg.clip_config)
+    clip = load_clip(cfg.clip, cfg.clip_model, device=device)
+    table, caption_ids, image_paths, image_ids = build_targets(samples, cfg.template, cfg.text_variants, cfg.seed)
+    text_embeddings = table.embed(clip, cache_dir=cfg.cache_dir, clip_path=cfg.clip).to(device)
+    image_embeddings = embed_images(clip, image_paths).to(device) if image_paths else None
+    clip_name, embed_dim = clip.name, int(clip.embed_dim)
+    del clip
+    log.info("embedded %d caption variants of %d captions and %d images", len(table.texts), len(table.captions),
+             len(image_paths))
+
+    dataset = AudioTextDataset(samples, caption_ids, table.variant_rows, image_ids, settings=settings, seed=cfg.seed,
+                               text_aug_prob=cfg.text_aug_prob, spec_augment=cfg.spec_augment,
+                               random_pad=cfg.random_pad, cache_dir=cfg.cache_dir)
+    encoder = build_audio_encoder(cfg.backbone, embed_dim, clip_name, settings, device=device)
+    encoder.config["prompt_template"] = cfg.template
+    criterion = ContrastiveLoss(cfg.text_weight, cfg.image_weight, cfg.self_weight, cfg.temperature,
+                                cfg.learnable_temperature)
+    model = ContrastiveModel(encoder, criterion).to(device)
+    if cfg.sync_batchnorm and dist_info.enabled:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.train()
+    optimizer = make_optimizer(cfg, model)
+
+    global_batch = cfg.batch_size * dist_info.world_size
+    batches_per_epoch = len(samples) // global_batch
+    steps_per_epoch = batches_per_epoch // cfg.accum_steps
+    if steps_per_epoch < 1:
+        raise ParameterError(f"batch_size/accum_steps: one optimiser step needs {global_batch * cfg.accum_steps} "
+                             f"clips, the dataset has {len(samples)}")
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+        optimizer, T_0=max(1, round(cfg.cycle_epochs * steps_per_epoch)), eta_min=cfg.lr * cfg.min_lr_ratio)
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    epoch, batch_in_epoch, step, bad = 0, 0, 0, {}
+    if cfg.resume and checkpoint_path.is_file():
+        state = load_checkpoint(checkpoint_path)
+        if state["global_batch"] != global_batch or state["seed"] != cfg.seed or state["dataset_size"] != len(samples):
+            raise ParameterError(
+                f"{checkpoint_path}: cannot resume: the checkpoint was made with global batch {state['global_batch']}, "
+                f"seed {state['seed']}, {state['dataset_size']} clips; this run has {global_batch}, {cfg.seed}, "
+                f"{len(samples)}")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        set_random_state(state["rng"])
+        epoch, batch_in_epoch, step = state["epoch"], state["batch_in_epoch"], state["step"]
+        bad = {int(i): str(p) for i, p in zip(state["bad_indices"], json.loads(state["bad_paths"]))}
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", checkpoint_path, step, epoch, batch_in_epoch)
+    elif cfg.resume:
+        log.info("no checkpoint in %s: starting from scratch", run_dir)
+
+    train_model: nn.Module = model
+    if dist_info.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    total_steps = cfg.epochs * steps_per_epoch
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+    csv_log = CsvLog(run_dir / LOG_NAME, step if cfg.resume else None) if dist_info.is_main else None
+    writer = _tensorboard_writer(cfg, run_dir) if dist_info.is_main else None
+    progress = None
+    if dist_info.is_main and cfg.progress:
+        from tqdm import tqdm
+
+        progress = tqdm(total=total_steps, initial=step, desc="train", unit="step", file=sys.stderr)
+
+    def checkpoint() -> None:
+        if not dist_info.is_main:
+            return
+        save_checkpoint(checkpoint_path, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "rng": random_state(), "epoch": epoch, "batch_in_epoch": batch_in_epoch,
+            "step": step, "global_batch": global_batch, "seed": cfg.seed, "dataset_size": len(samples),
+            "bad_indices": torch.tensor(sorted(bad), dtype=torch.long), "bad_paths": json.dumps([bad[i] for i in sorted(bad)]),
+            "config": json.dumps(dataclasses.asdict(cfg))})
+
+    micro_in_step, window_samples, window_start = 0, 0, time.perf_counter()
+    parts_sum: dict[str, float] = {}
+    loss_sum = 0.0
+    sampler = EpochBatchSampler(len(samples), cfg.batch_size, seed=cfg.seed, rank=dist_info.rank,
+                                world_size=dist_info.world_size, stop_batch=steps_per_epoch * cfg.accum_steps)
+    # Its own generator: creating iterators must not touch the global RNG. Persistent workers keep
+    # their in-memory spectrogram cache from one epoch to the next.
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
+                                         collate_fn=collate, generator=torch.Generator().manual_seed(cfg.seed),
+                                         persistent_workers=cfg.workers > 0, pin_memory=device.type == "cuda")
+    while step < total_steps and epoch < cfg.epochs:
+        sampler.epoch, sampler.start_batch = epoch, batch_in_epoch
+        for batch in loader:
+            for item in batch["bad"]:
+                if item.index not in bad:
+                    bad[item.index] = item.path
+                    log.warning("skipping unreadable audio %s: %s", item.path, item.reason)
+            if len(bad) > cfg.max_bad_fraction * len(samples):
+                raise AudioError(f"{len(bad)} of {len(samples)} audio files are unreadable or empty (more than "
+                                 f"max_bad_fraction={cfg.max_bad_fraction}); first: {next(iter(bad.values()))}")
+            batch_in_epoch += 1
+            micro_in_step += 1
+            last_micro = micro_in_step == cfg.accum_steps
+            if _batch_usable(batch, dist_info, device):
+                audio = batch["audio"].to(device, non_blocking=True)
+                audio_aug = batch["audio_aug"].to(device, non_blocking=True)
+                text = text_embeddings[batch["text_row"].to(device)]
+                image_ids = batch["image_id"].to(device)
+                image = image_embeddings[image_ids.clamp(min=0)] if image_embeddings is not None else None
+                sync_context = train_model.no_sync() if dist_info.enabled and not last_micro else _null_context()
+                with sync_context:
+                    with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                        loss, parts = train_model(audio, audio_aug, text, batch["caption_id"].to(device), image,
+                                                  image_ids if image is not None else None)
+                    scaler.scale(loss / cfg.accum_steps).backward()
+                loss_sum += float(loss.detach())
+                for k, v in parts.items():
+                    parts_sum[k] = parts_sum.get(k, 0.0) + v
+                window_samples += batch["size"] * dist_info.world_size
+            if not last_micro:
+                continue
+            micro_in_step = 0
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            step += 1
+            if batch_in_epoch >= steps_per_epoch * cfg.accum_steps:
+                epoch, batch_in_epoch = epoch + 1, 0
+            if dist_info.is_main:
+                elapsed = time.perf_counter() - window_start
+                row = {"step": step, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
+                       "loss": loss_sum / cfg.accum_steps,
+                       "logit_scale": float(model.criterion.logit_scale()), "bad_files": len(bad),
+                       "samples_per_s": window_samples / elapsed if elapsed > 0 else 0.0}
+                row.update({f"loss_{k}": v / cfg.accum_steps for k, v in parts_sum.items()})
+                csv_log.write(row)
+                if writer is not None:
+                    for k in ("loss", "lr", "logit_scale", "samples_per_s"):
+                        writer.add_scalar(k, row[k], step)
+                if progress is not None:
+                    progress.update(1)
+                    progress.set_postfix(loss=f"{row['loss']:.3f}", epoch=epoch)
+            loss_sum, parts_sum, window_samples, window_start = 0.0, {}, 0, time.perf_counter()
+            if step % cfg.checkpoint_every == 0 or step == total_steps:
+                checkpoint()
+            if step >= total_steps or batch_in_epoch == 0:
+                break  # epoch done (a new sampler) or run done
+    if progress is not None:
+        progress.close()
+    if writer is not None:
+        writer.close()
+    out = Path(cfg.out)
+    if dist_info.is_main:
+        if bad:
+            log.warning("%d unreadable audio file(s) were skipped (listed in %s)", len(bad), run_dir / "bad_files.txt")
+            (run_dir / "bad_files.txt").write_text("".join(f"{bad[i]}\n" for i in sorted(bad)), encoding="utf-8")
+        model.encoder.eval()
+        save_audio_encoder(model.encoder, out, clip_model=clip_name)
+        log.info("wrote %s after %d steps", out, step)
+    if dist_info.enabled:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+    return out
+
+
+class _null_context:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _batch_usable(batch: dict, dist_info: Distributed, device: torch.device) -> bool:
+    """A micro-batch is trained on when it has >= 2 clips; in a distributed run, only if every rank's has
+    (all ranks must run the same collectives)."""
+    ok = batch["size"] >= 2
+    if not dist_info.enabled:
+        return ok
+    import torch.distributed as dist
+
+    flag = torch.tensor([1 if ok else 0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
