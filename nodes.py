@@ -25,6 +25,7 @@ import copy
 import json
 import os
 import threading
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -74,9 +75,10 @@ def register_model_folders() -> None:
             fp.folder_names_and_paths[key] = (list(paths), set(old_extensions) | extensions)
         else:
             fp.folder_names_and_paths[key] = ([os.path.join(fp.models_dir, key)], set(extensions))
-        pack_folder = os.path.join(PACK_DIR, "models", key)
-        if os.path.isdir(pack_folder) and pack_folder not in fp.folder_names_and_paths[key][0]:
-            fp.add_model_folder_path(key, pack_folder)
+        paths = fp.folder_names_and_paths[key][0]
+        for folder in (os.path.join(fp.models_dir, key), os.path.join(PACK_DIR, "models", key)):
+            if folder not in paths:  # ComfyUI's models/<key> and the pack's own models/<key>
+                fp.add_model_folder_path(key, folder)
 
 
 def model_file_list(key: str) -> list[str]:
@@ -234,13 +236,25 @@ def generator_info(name: str) -> dict:
             "w_dim": generator.w_dim, "groups": groups}
 
 
-def on_device(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """The module on ``device`` without moving the cached loader object (a copy when it must move)."""
-    param = next(iter(module.parameters()), None)
-    if param is None or param.device == device:
-        return module
-    with torch.inference_mode(False):
-        return copy.deepcopy(module).to(device)
+_DEVICE_COPIES: "weakref.WeakKeyDictionary[object, dict[str, object]]" = weakref.WeakKeyDictionary()
+
+
+def on_device(model, device: torch.device):
+    """``model`` (a module, or a wrapper with ``.to``/``.device``) on ``device``, without moving the
+    loader's cached CPU object: a copy is made once per device and kept while the original lives."""
+    current = getattr(model, "device", None)
+    if current is None:
+        param = next(iter(model.parameters()), None)
+        current = param.device if param is not None else device
+    if torch.device(current) == torch.device(device):
+        return model
+    with _CACHE_LOCK:
+        copies = _DEVICE_COPIES.setdefault(model, {})
+        if str(device) not in copies:
+            with torch.inference_mode(False):
+                moved = copy.deepcopy(model).to(device)
+            copies[str(device)] = moved if moved is not None else model
+        return copies[str(device)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -425,9 +439,9 @@ class SGIMLoadIdentityModel(_Loader):
 
     def load(self, identity_name):
         def load(path):
-            from .sgim_nodes.optimize import load_identity_model
+            from .sgim_nodes.optimize import load_id_model
 
-            return load_identity_model(path, device="cpu")
+            return load_id_model(path, device="cpu")
 
         return (self._load(identity_name, load, "Load Identity Model"),)
 
@@ -473,19 +487,20 @@ class SGIMEmbedAudio:
             raise ParameterError(f"{node}, input 'end_seconds': {end_seconds} must be after "
                                  f"start_seconds {start_seconds} (or 0 for the end of the sound)")
         waveform = audio["waveform"]
+        encoder = on_device(audio_encoder, torch_device())
         try:
             if pool == "first":
                 # the paper's inference: only the window that starts at start_seconds
-                vectors = embed_audio(audio_encoder, waveform, int(audio["sample_rate"]), pool="none",
+                vectors = embed_audio(encoder, waveform, int(audio["sample_rate"]), pool="none",
                                       start_seconds=start_seconds or None, end_seconds=end_seconds or None)
                 vectors = vectors[:, 0]
             else:
-                vectors = embed_audio(audio_encoder, waveform, int(audio["sample_rate"]),
+                vectors = embed_audio(encoder, waveform, int(audio["sample_rate"]),
                                       hop_seconds=hop_seconds or None, pool="mean",
                                       start_seconds=start_seconds or None, end_seconds=end_seconds or None)
         except SGIMError as exc:
             raise named_error(node, "audio", exc) from None
-        clip_model = getattr(getattr(audio_encoder, "config", None), "clip_model", None)
+        clip_model = (getattr(audio_encoder, "config", None) or {}).get("clip_model")
         return (single_embedding(vectors, "audio", clip_model),)
 
 
@@ -656,9 +671,13 @@ class SGIMLayerMask:
         node = "Layer Mask"
         if preset != "custom":
             try:
-                return (LayerFreedom(tuple(preset_freedom(preset, generator.num_ws)), generator.name),)
+                freedom = preset_freedom(preset, generator.num_ws)
             except SGIMError as exc:
                 raise named_error(node, "preset", exc) from None
+            if not any(freedom):
+                raise ParameterError(f"{node}, input 'preset': '{preset}' selects no layer of generator "
+                                     f"{generator.name!r} ({generator.num_ws} W+ layers, {generator.resolution} px)")
+            return (LayerFreedom(tuple(freedom), generator.name),)
         try:
             values = json.loads(weights) if weights.strip() else None
         except json.JSONDecodeError as exc:
@@ -792,7 +811,7 @@ class SGIMOptimizeLatent:
         with torch.inference_mode(False), torch.enable_grad():
             try:
                 result = optimize_latent(
-                    on_device(generator, device), on_device_clip(clip, device),
+                    on_device(generator, device), on_device(clip, device),
                     targets.clone().to(device), source_ws=source_ws.clone().to(device),
                     target_weights=list(target_weights), steps=steps, lr=lr, lambda_sim=lambda_sim,
                     lambda_id=lambda_id,
@@ -804,14 +823,6 @@ class SGIMOptimizeLatent:
                 raise named_error(node, "target", exc) from None
         log = json.dumps({"last": history[-1] if history else {}, "history": history})
         return (wplus_value(result.ws, generator.name), log)
-
-
-def on_device_clip(clip, device: torch.device):
-    """ClipModel on ``device`` (a copy if it must move, so the loader's cached object stays put)."""
-    if torch.device(getattr(clip, "device", "cpu")) == device:
-        return clip
-    with torch.inference_mode(False):
-        return copy.deepcopy(clip).to(device)
 
 
 class SGIMStyleMix:

@@ -1,0 +1,92 @@
+"""Tiny random-weight model files in the real formats, laid out like ComfyUI's ``models/`` folder.
+
+Used by the node unit tests and the real-server integration tests (which copy them into a
+temporary ComfyUI base directory). Also runnable by hand:
+
+    python tests/integration/tiny_models.py OUT_MODELS_DIR
+
+Files written (folder keys are the pack's folder_paths keys):
+
+    stylegan/tiny_rosinality.pt            32 px, 8 W+ layers, rosinality checkpoint layout
+    stylegan/tiny16.safetensors            16 px, 6 W+ layers, our safetensors (for mismatch tests)
+    sgim_audio_encoders/tiny_encoder.safetensors   ResNet-18 audio encoder, embed_dim = the tiny CLIP's
+    sgim_audio_encoders/wide_encoder.safetensors   same with a different width (CLIP mismatch tests)
+    sgim_clip/tiny_clip.pt                 tiny CLIP as an OpenAI-layout state dict (loads without a name)
+    sgim_identity/tiny_ir_se.pth           IR-SE state dict (tiny config)
+    stylegan/not_a_model.pt                a PNG header renamed .pt (bad-file tests)
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+TINY_SEED = 1234
+
+
+def _tiny_generator(resolution: int, dim: int, name: str):
+    from sgim_nodes.stylegan import Generator, GeneratorConfig
+
+    channels = {2 ** i: 16 for i in range(2, resolution.bit_length())}  # 16 channels at 4 .. resolution px
+    config = GeneratorConfig(resolution=resolution, z_dim=dim, w_dim=dim, n_mapping=2, channels=channels)
+    torch.manual_seed(TINY_SEED)
+    generator = Generator(config, name=name)
+    generator.w_avg.copy_(generator.estimate_w_avg(256))
+    return generator
+
+
+def save_tiny_clip(path: Path, embed_dim: int = 32) -> tuple[str, int]:
+    """A tiny random CLIP saved in the OpenAI state-dict layout (with input_resolution/context_length/
+    vocab_size), which load_clip rebuilds without a registered model name, in any process."""
+    from sgim_nodes.clip import build_tiny_clip
+
+    model = build_tiny_clip(embed_dim=embed_dim, seed=TINY_SEED)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state.update(input_resolution=torch.tensor(32), context_length=torch.tensor(77), vocab_size=torch.tensor(49408))
+    torch.save(state, path)
+    return f"openai:{Path(path).stem}", embed_dim
+
+
+def write_tiny_models(models_dir: str | Path, shared_dir: str | Path | None = None) -> dict[str, str]:
+    """Write the files listed in the module docstring; returns {role: file name inside its folder}."""
+    from sgim_nodes.audio import build_audio_encoder, save_audio_encoder
+    from sgim_nodes.optimize import TINY_IRSE, IRSEBackbone
+    from sgim_nodes.stylegan import rosinality_checkpoint, save_generator
+
+    models = Path(models_dir)
+    for key in ("stylegan", "sgim_audio_encoders", "sgim_clip", "sgim_identity"):
+        (models / key).mkdir(parents=True, exist_ok=True)
+
+    fixture = Path(shared_dir) / "fixtures" / "stylegan2" / "rosinality_tiny.pt" if shared_dir else None
+    if fixture is not None and fixture.is_file():
+        shutil.copyfile(fixture, models / "stylegan" / "tiny_rosinality.pt")
+    else:
+        torch.save(rosinality_checkpoint(_tiny_generator(32, 64, "tiny_rosinality")),
+                   models / "stylegan" / "tiny_rosinality.pt")
+    save_generator(_tiny_generator(16, 32, "tiny16"), models / "stylegan" / "tiny16.safetensors")
+    (models / "stylegan" / "not_a_model.pt").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
+
+    clip_name, embed_dim = save_tiny_clip(models / "sgim_clip" / "tiny_clip.pt")
+    torch.manual_seed(TINY_SEED)
+    save_audio_encoder(build_audio_encoder("resnet18", embed_dim=embed_dim, clip_model=clip_name),
+                       models / "sgim_audio_encoders" / "tiny_encoder.safetensors")
+    save_audio_encoder(build_audio_encoder("resnet18", embed_dim=embed_dim + 8, clip_model="other"),
+                       models / "sgim_audio_encoders" / "wide_encoder.safetensors")
+
+    torch.manual_seed(TINY_SEED)
+    with torch.inference_mode(False):
+        torch.save(IRSEBackbone(TINY_IRSE).state_dict(), models / "sgim_identity" / "tiny_ir_se.pth")
+    return {"generator": "tiny_rosinality.pt", "generator16": "tiny16.safetensors", "bad_generator": "not_a_model.pt",
+            "encoder": "tiny_encoder.safetensors", "wide_encoder": "wide_encoder.safetensors",
+            "clip": "tiny_clip.pt", "clip_model_name": clip_name, "identity": "tiny_ir_se.pth"}
+
+
+if __name__ == "__main__":
+    print(write_tiny_models(sys.argv[1], REPO.parent / "shared"))
