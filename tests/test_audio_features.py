@@ -1,0 +1,169 @@
+"""The paper's preprocessing against the official reference tensors, and its edge cases."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sgim_nodes.audio import FeatureSettings, load_audio, mel_db, paper_input, to_model_input
+from sgim_nodes.audio import features as feat
+from sgim_nodes.errors import AudioError
+
+STEMS_44K = ["explosion", "fire", "giggling", "raining", "thunderstorm", "wind"]
+STEMS_48K = ["drill", "sobbing"]
+
+
+@pytest.fixture(scope="module")
+def reference(fixtures_dir):
+    from safetensors.torch import load_file
+
+    return load_file(str(fixtures_dir / "audio" / "official_inference_preprocess.safetensors"))
+
+
+@pytest.mark.parametrize("stem,tolerance", [(s, 1e-4) for s in STEMS_44K] + [(s, 1e-2) for s in STEMS_48K])
+def test_paper_input_matches_librosa_081_reference(audio_dir, reference, stem, tolerance):
+    waveform, rate = load_audio(audio_dir / f"{stem}.wav")
+    got = paper_input(waveform, rate)
+    expected = reference[f"{stem}.legacy081"]
+    assert got.shape == (1, 1, 128, 512) and got.dtype == torch.float32
+    error = float((got - expected).abs().max())
+    print(f"paper_input {stem} ({rate} Hz): max abs vs legacy081 = {error:.2e}")
+    assert error <= tolerance
+
+
+@pytest.mark.parametrize("stem", STEMS_44K)
+def test_constant_padding_matches_current_librosa_reference(audio_dir, reference, stem):
+    """pad_mode='constant' reproduces today's librosa (the `<stem>` tensors) for 44.1 kHz clips,
+    including the whole-clip dB array before crop/pad/resize."""
+    waveform, rate = load_audio(audio_dir / f"{stem}.wav")
+    settings = FeatureSettings(pad_mode="constant")
+    assert float((paper_input(waveform, rate, settings) - reference[stem]).abs().max()) <= 1e-4
+    db = mel_db(waveform, rate, settings)
+    assert db.shape == reference[f"{stem}.mel_db"].shape
+    assert float((db - reference[f"{stem}.mel_db"]).abs().max()) <= 2e-5
+
+
+def test_resize_and_raw_reshape_alone(reference):
+    """to_model_input from the reference dB array reproduces cv2.resize + the raw reshape (not a transpose)."""
+    for stem in ("explosion", "thunderstorm"):
+        window = feat.fit_frames(reference[f"{stem}.mel_db"], FeatureSettings())
+        got = to_model_input(window)
+        assert float((got - reference[stem]).abs().max()) <= 1e-6
+        transposed = torch.nn.functional.interpolate(window[None, None], size=(512, 128), mode="bilinear")[0, 0].T
+        assert float((transposed.reshape(1, 1, 128, 512) - reference[stem]).abs().max()) > 0.1
+
+
+def test_settings_round_trip_json():
+    import json
+
+    settings = FeatureSettings(pad_mode="constant", frames=432)
+    assert FeatureSettings.from_dict(json.loads(json.dumps(settings.to_dict()))) == settings
+    assert FeatureSettings.from_dict({"unknown_future_key": 1}) == FeatureSettings()
+    with pytest.raises(Exception, match="pad_mode"):
+        FeatureSettings(pad_mode="edge")
+
+
+def _tone(seconds: float, rate: int, freq: float = 440.0, channels: int = 1) -> torch.Tensor:
+    t = torch.arange(int(seconds * rate), dtype=torch.float64) / rate
+    wave = (0.5 * torch.sin(2 * math.pi * freq * t) + 0.1 * torch.sin(2 * math.pi * 3 * freq * t)).float()
+    return wave.repeat(channels, 1)
+
+
+@pytest.mark.parametrize("pad_mode", ["reflect", "constant"])
+def test_sliced_resampling_and_frames_equal_the_whole_clip(pad_mode):
+    """The bounded-memory path computes any frame range from a slice; it must equal the whole computation."""
+    import torchaudio
+
+    settings = FeatureSettings(pad_mode=pad_mode)
+    gen = torch.Generator().manual_seed(0)
+    mono = torch.randn(48000 * 25, generator=gen) * 0.1
+    whole = torchaudio.transforms.Resample(48000, 44100, resampling_method="sinc_interp_kaiser",
+                                           lowpass_filter_width=64, rolloff=settings.rolloff,
+                                           beta=settings.beta)(mono)
+    for start, stop in [(0, 5000), (123_457, 300_001), (len(whole) - 7000, len(whole))]:
+        assert float((feat.resample_slice(mono, 48000, settings, start, stop) - whole[start:stop]).abs().max()) < 1e-6
+    total = feat.num_frames(len(whole), settings)
+    full = feat.mel_power_frames(mono, 48000, settings, 0, total)
+    assert full.shape == (128, total)
+    for start, stop in [(0, 40), (700, 1800), (total - 30, total + 50)]:
+        part = feat.mel_power_frames(mono, 48000, settings, start, stop)
+        ref = full[:, start:min(stop, total)]
+        assert float(((part - ref).abs() / (ref.abs().max() + 1e-12)).max()) < 1e-5
+
+
+def test_windows_of_long_clip_match_cropping_the_whole_clip():
+    """Window k of iter_windows == the official pipeline cropped at k*hop (dB relative to the whole clip)."""
+    settings = FeatureSettings()
+    rate = 22050
+    wave = _tone(31.0, rate) * torch.linspace(0.05, 1.0, int(31.0 * rate))  # loudest at the end
+    db = mel_db(wave, rate, settings)
+    hop = 300
+    windows = torch.cat(list(feat.iter_windows(wave, rate, settings, hop_frames=hop, batch_size=3)))
+    offsets = feat.window_offsets(db.shape[-1], hop, settings)
+    assert windows.shape == (len(offsets), 1, 128, 512) and len(offsets) == 1 + math.ceil((db.shape[-1] - 864) / hop)
+    for k, offset in enumerate(offsets):
+        expected = to_model_input(feat.fit_frames(db, settings, offset))
+        assert float((windows[k:k + 1] - expected).abs().max()) < 1e-4
+    assert torch.equal(paper_input(wave, rate), windows[:1])
+
+
+def test_silence_gives_the_defined_floor_without_nan():
+    got = paper_input(torch.zeros(2, 44100 * 3), 44100)
+    assert torch.isfinite(got).all()
+    # librosa: ref = max = 0 -> both sides clamp at 1e-10 -> 0 dB -> 1.0; padded frames are 0.0
+    db = mel_db(torch.zeros(1, 44100 * 3), 44100)
+    assert torch.equal(db, torch.ones_like(db))
+    assert float(got.max()) == 1.0 and float(got.min()) == 0.0
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_samples_are_a_clear_error(bad):
+    wave = torch.zeros(1, 1000)
+    wave[0, 10] = bad
+    with pytest.raises(AudioError, match="NaN or infinite"):
+        paper_input(wave, 44100)
+
+
+def test_empty_waveform_is_a_clear_error():
+    for empty in (torch.zeros(1, 0), torch.zeros(0, 100)):
+        with pytest.raises(AudioError, match="empty"):
+            paper_input(empty, 44100)
+    with pytest.raises(AudioError, match="sample_rate"):
+        paper_input(torch.zeros(1, 100), 0)
+
+
+@pytest.mark.parametrize("samples,rate", [(1, 44100), (1, 8000), (2, 44100), (700, 48000)])
+def test_tiny_clips_have_a_defined_result(samples, rate):
+    wave = torch.linspace(-0.5, 0.5, samples)[None]
+    got = paper_input(wave, rate)
+    assert got.shape == (1, 1, 128, 512) and torch.isfinite(got).all()
+    assert float(got.max()) <= 1.0 and float(got.min()) >= 0.0
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 192000])
+def test_other_sample_rates_resample_to_the_same_features(rate):
+    """A 440 Hz tone at 8/16/192 kHz gives nearly the features of the same tone at 44.1 kHz."""
+    native = paper_input(_tone(4.0, 44100), 44100)
+    other = paper_input(_tone(4.0, rate), rate)
+    assert torch.isfinite(other).all()
+    # compare where the tone has energy (above the -60 dB line); the floor differs with band limits
+    loud = native > 0.25
+    assert float((other - native)[loud].abs().max()) < 0.02
+
+
+def test_eight_channels_are_averaged():
+    wave = _tone(2.0, 44100, channels=8)
+    wave[4:] *= -1  # channels cancel in the mean: silence
+    assert torch.equal(paper_input(wave, 44100), paper_input(torch.zeros(1, wave.shape[1]), 44100))
+    wave = _tone(2.0, 44100, channels=8)
+    assert float((paper_input(wave, 44100) - paper_input(wave[:1], 44100)).abs().max()) < 2e-5  # float mean rounding
+
+
+def test_random_crop_offset_range():
+    settings = FeatureSettings()
+    gen = torch.Generator().manual_seed(3)
+    offsets = {feat.random_crop_offset(900, settings, gen) for _ in range(200)}
+    assert offsets <= set(range(37)) and len(offsets) > 20
+    assert feat.random_crop_offset(500, settings, gen) == 0
