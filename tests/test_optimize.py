@@ -1,4 +1,4 @@
-"""The W+ optimiser on a tiny random StyleGAN2 and a tiny CLIP image tower (fast, CPU)."""
+"""The W+ optimiser on a tiny random StyleGAN2 and a tiny random open_clip ViT (fast, CPU)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-
+from sgim_nodes.clip import ClipModel, build_tiny_clip
 from sgim_nodes.errors import Cancelled, ParameterError
 from sgim_nodes.optimize import (LOSS_TERMS, PRESETS, TINY_IRSE, IRSEBackbone, LayerMask, lr_schedule,
                                  optimize_latent, sample_source_ws)
@@ -26,17 +25,9 @@ def make_generator(seed: int = 0) -> Generator:
     return gen
 
 
-class _TinyClip:
-    """Stand-in image tower: embed_dim + differentiable, normalised image_features."""
-
-    def __init__(self, seed: int = 0):
-        torch.manual_seed(seed)
-        self.model = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.GELU(), nn.Conv2d(16, 32, 3, 2, 1), nn.GELU(),
-                                   nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(128, 24))
-        self.embed_dim = 24
-
-    def image_features(self, images, normalize_input=False):
-        return F.normalize(self.model(images), dim=-1)
+def make_clip(seed: int = 0) -> ClipModel:
+    """Engineer B's tiny random open_clip ViT (32 px, one block), 24-d embeddings."""
+    return ClipModel(build_tiny_clip(embed_dim=24, seed=seed), "sgim-tiny-clip-24", tokenizer=None)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +37,7 @@ def gen():
 
 @pytest.fixture(scope="module")
 def clip():
-    return _TinyClip()
+    return make_clip()
 
 
 def unit(x):
@@ -197,9 +188,7 @@ def test_identity_term_needs_a_model_and_reaches_w(gen, clip):
 def test_runs_inside_inference_mode():
     with torch.inference_mode():
         gen = make_generator(1)  # parameters created under inference mode
-        clip = _TinyClip(1)
-        for p in clip.model.parameters():
-            assert p.is_inference()
+        clip = make_clip(1)
         targets = torch.randn(2, clip.embed_dim)
         source = sample_source_ws(gen, 2, seed=16)
         result = optimize_latent(gen, clip, targets, source, steps=8, lambda_sim=0.0)
