@@ -1,0 +1,69 @@
+"""W+ codes on disk and style mixing: shared by the command line and the ComfyUI nodes.
+
+File format: our safetensors (``sgim_kind`` "wplus_latent") with the tensor ``ws``
+``[B, num_ws, w_dim]`` and optionally ``source_ws`` (the code an edit started from); the metadata
+records the generator's name so a code is not silently rendered by a generator it does not belong to.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .errors import ModelFileError, ParameterError
+from .fileio import load_model_file, save_model_file
+
+WPLUS_KIND = "wplus_latent"
+
+
+def save_wplus(path: str | os.PathLike, ws: torch.Tensor, generator_name: str = "",
+               source_ws: torch.Tensor | None = None) -> None:
+    """Write ``ws`` (and the edit's ``source_ws``) atomically."""
+    if ws.dim() != 3:
+        raise ParameterError(f"ws: expected W+ codes [batch, num_ws, w_dim], got shape {list(ws.shape)}")
+    tensors = {"ws": ws.float()}
+    if source_ws is not None:
+        tensors["source_ws"] = source_ws.float()
+    save_model_file(path, tensors, kind=WPLUS_KIND,
+                    config={"generator": generator_name, "num_ws": int(ws.shape[1]), "w_dim": int(ws.shape[2]),
+                            "batch": int(ws.shape[0])},
+                    extra_metadata={"generator": generator_name})
+
+
+def load_wplus(path: str | os.PathLike) -> tuple[torch.Tensor, str, torch.Tensor | None]:
+    """Read a W+ file: ``(ws, generator_name, source_ws or None)``."""
+    tensors, config, _ = load_model_file(path, WPLUS_KIND)
+    ws = tensors.get("ws")
+    if ws is None or ws.dim() != 3:
+        raise ModelFileError(f"{path}: expected a tensor 'ws' of shape [batch, num_ws, w_dim]")
+    return ws, str(config.get("generator", "")), tensors.get("source_ws")
+
+
+def check_wplus_fits(ws: torch.Tensor, generator, what: str = "ws") -> torch.Tensor:
+    """``ws`` as ``[B, num_ws, w_dim]`` for ``generator``; a ``[B, w_dim]`` code is repeated per layer."""
+    if ws.dim() == 2 and ws.shape[1] == generator.w_dim:
+        ws = ws[:, None, :].expand(-1, generator.num_ws, -1)
+    if ws.dim() != 3 or ws.shape[1] != generator.num_ws or ws.shape[2] != generator.w_dim:
+        raise ParameterError(f"{what}: W+ code of shape {list(ws.shape)} does not fit generator "
+                             f"{getattr(generator, 'name', '')!r}, which needs [batch, {generator.num_ws}, "
+                             f"{generator.w_dim}]")
+    return ws
+
+
+def style_mix(ws_a: torch.Tensor, ws_b: torch.Tensor, blend: torch.Tensor) -> torch.Tensor:
+    """Layer-wise mix of two W+ batches: per layer, ``blend`` 0 keeps A, 1 takes B, between lerps.
+
+    This is the paper's sound-and-text mixing: e.g. coarse layers from a text edit, fine layers from
+    a sound edit. Batches of 1 broadcast against the other batch.
+    """
+    if ws_a.dim() != 3 or ws_a.shape[1:] != ws_b.shape[1:]:
+        raise ParameterError(f"ws_b: codes of shape {list(ws_b.shape)} and {list(ws_a.shape)} come from "
+                             "different generators")
+    if ws_a.shape[0] != ws_b.shape[0] and 1 not in (ws_a.shape[0], ws_b.shape[0]):
+        raise ParameterError(f"ws_b: batch {ws_b.shape[0]} does not match batch {ws_a.shape[0]} "
+                             "(use equal batches or a batch of 1)")
+    blend = torch.as_tensor(blend, dtype=ws_a.dtype, device=ws_a.device).flatten()
+    if blend.numel() != ws_a.shape[1]:
+        raise ParameterError(f"blend: expected {ws_a.shape[1]} per-layer weights, got {blend.numel()}")
+    return torch.lerp(ws_a, ws_b.to(ws_a), blend[None, :, None])
