@@ -9,6 +9,15 @@ from sgim_nodes.errors import ModelFileError
 from sgim_nodes.optimize import IRSE50, TINY_IRSE, IRSEBackbone, face_crop, identity_features, identity_loss, load_id_model
 
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a shared 2-core machine they lose ~10x to contention."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
 def test_real_layout_key_names_and_shapes():
     state = IRSEBackbone(IRSE50).state_dict()
     # model_ir_se50.pth: 24 bottleneck units (3 + 4 + 14 + 3).
