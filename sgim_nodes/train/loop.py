@@ -50,7 +50,7 @@ log = logging.getLogger("sgim.train")
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.csv"
 LOG_COLUMNS = ["step", "epoch", "lr", "loss", "loss_text", "loss_self", "loss_image", "logit_scale",
-               "samples_per_s", "bad_files"]
+               "samples", "samples_per_s", "bad_files"]  # samples: clips in the step over all processes
 
 # Feature presets. "paper": the released model's front end (44.1 kHz, 128 mels, 864 frames, 128x512
 # input). "compact": a cheap front end for short clips and CPU experiments (16 kHz, 32 mels, 64 frames
@@ -336,6 +336,9 @@ def train(cfg: TrainConfig) -> Path:
     criterion = ContrastiveLoss(cfg.text_weight, cfg.image_weight, cfg.self_weight, cfg.temperature,
                                 cfg.learnable_temperature)
     model = ContrastiveModel(encoder, criterion).to(device)
+    if cfg.sync_batchnorm and dist_info.enabled and device.type != "cuda":
+        raise ParameterError("sync_batchnorm: torch's SyncBatchNorm needs CUDA; on CPU each process keeps its own "
+                             "BatchNorm statistics (leave the option off)")
     if cfg.sync_batchnorm and dist_info.enabled:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.train()
@@ -421,7 +424,8 @@ def train(cfg: TrainConfig) -> Path:
             batch_in_epoch += 1
             micro_in_step += 1
             last_micro = micro_in_step == cfg.accum_steps
-            if _batch_usable(batch, dist_info, device):
+            global_size = _global_batch_size(batch, dist_info, device)
+            if global_size:
                 audio = batch["audio"].to(device, non_blocking=True)
                 audio_aug = batch["audio_aug"].to(device, non_blocking=True)
                 text = text_embeddings[batch["text_row"].to(device)]
@@ -436,7 +440,7 @@ def train(cfg: TrainConfig) -> Path:
                 loss_sum += float(loss.detach())
                 for k, v in parts.items():
                     parts_sum[k] = parts_sum.get(k, 0.0) + v
-                window_samples += batch["size"] * dist_info.world_size
+                window_samples += global_size
             if not last_micro:
                 continue
             micro_in_step = 0
@@ -445,14 +449,15 @@ def train(cfg: TrainConfig) -> Path:
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             step += 1
+            step_epoch = epoch
             if batch_in_epoch >= steps_per_epoch * cfg.accum_steps:
                 epoch, batch_in_epoch = epoch + 1, 0
             if dist_info.is_main:
                 elapsed = time.perf_counter() - window_start
-                row = {"step": step, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
+                row = {"step": step, "epoch": step_epoch, "lr": optimizer.param_groups[0]["lr"],
                        "loss": loss_sum / cfg.accum_steps,
                        "logit_scale": float(model.criterion.logit_scale()), "bad_files": len(bad),
-                       "samples_per_s": window_samples / elapsed if elapsed > 0 else 0.0}
+                       "samples": window_samples, "samples_per_s": window_samples / elapsed if elapsed > 0 else 0.0}
                 row.update({f"loss_{k}": v / cfg.accum_steps for k, v in parts_sum.items()})
                 csv_log.write(row)
                 if writer is not None:
@@ -494,14 +499,14 @@ class _null_context:
         return False
 
 
-def _batch_usable(batch: dict, dist_info: Distributed, device: torch.device) -> bool:
-    """A micro-batch is trained on when it has >= 2 clips; in a distributed run, only if every rank's has
-    (all ranks must run the same collectives)."""
-    ok = batch["size"] >= 2
+def _global_batch_size(batch: dict, dist_info: Distributed, device: torch.device) -> int:
+    """Clips in this micro-batch over all ranks, or 0 when it must be skipped: a rank with fewer than
+    2 readable clips (all ranks must run the same collectives, so all skip together)."""
+    size = batch["size"]
     if not dist_info.enabled:
-        return ok
+        return size if size >= 2 else 0
     import torch.distributed as dist
 
-    flag = torch.tensor([1 if ok else 0], device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item())
+    counts = torch.tensor([size, 1 if size >= 2 else 0], device=device)
+    dist.all_reduce(counts)
+    return int(counts[0]) if int(counts[1]) == dist_info.world_size else 0

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ParameterError
+
 PAPER_TEMPERATURE = 0.07
 MAX_LOGIT_SCALE = 100.0
 
@@ -75,22 +77,48 @@ def symmetric_info_nce(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tens
     return (loss_ab + loss_ba) / 2
 
 
+def _all_gather_cat(x: torch.Tensor) -> torch.Tensor:
+    import torch.distributed as dist
+
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+class _AllGather(torch.autograd.Function):
+    """Differentiable all_gather of equal-sized tensors: backward sums every rank's gradient of the
+    gathered tensor (all_reduce) and keeps this rank's slice. Works on gloo (no reduce_scatter needed)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        ctx.rank, ctx.rows = dist.get_rank(), x.shape[0]
+        return _all_gather_cat(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
+
+
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """All ranks' rows concatenated in rank order, differentiable (a no-op outside distributed runs)."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return x
-    from torch.distributed.nn.functional import all_gather
-
     count = torch.tensor([x.shape[0]], device=x.device)
     counts = [torch.zeros_like(count) for _ in range(dist.get_world_size())]
     dist.all_gather(counts, count)
     counts = [int(c) for c in counts]
     longest = max(counts)
     padded = torch.nn.functional.pad(x, [0, 0] * (x.dim() - 1) + [0, longest - x.shape[0]])
-    parts = all_gather(padded.contiguous())
-    return torch.cat([part[:n] for part, n in zip(parts, counts)], dim=0)
+    gathered = _AllGather.apply(padded) if x.requires_grad else _all_gather_cat(padded)
+    return torch.cat([gathered[i * longest:i * longest + n] for i, n in enumerate(counts)], dim=0)
 
 
 class ContrastiveLoss(nn.Module):
@@ -125,7 +153,7 @@ class ContrastiveLoss(nn.Module):
                 terms["image"] = symmetric_info_nce(audio_all[has_image], gather_with_grad(image)[has_image],
                                                     scale, ids[has_image])
         if not terms:
-            raise ValueError("ContrastiveLoss: no loss term is active (all weights zero or no inputs)")
+            raise ParameterError("loss weights: no loss term is active (all weights are zero or their inputs are missing)")
         weight_sum = sum(self.weights[k] for k in terms)
         total = sum(self.weights[k] * v for k, v in terms.items()) / weight_sum
         parts = {k: float(v.detach()) for k, v in terms.items()}
