@@ -174,8 +174,8 @@ def register_routes() -> None:
         loop = asyncio.get_running_loop()
         try:
             info = await loop.run_in_executor(None, generator_info, name)
-        except SGIMError as exc:
-            return web.json_response({"error": str(exc)}, status=404)
+        except SGIMError as exc:  # answered with 200: the editor shows the message (no console error)
+            return web.json_response({"error": str(exc)})
         return web.json_response(info)
 
 

@@ -161,7 +161,7 @@ class LayerMaskEditor {
       const response = await api.fetchApi(`/sgim/generator_info?name=${encodeURIComponent(name)}`);
       const data = await response.json();
       if (name !== this.infoName) return; // a newer request is under way
-      if (!response.ok) {
+      if (!response.ok || data.error) {
         this.info = null;
         this.message = data.error ?? `generator info failed (${response.status})`;
       } else {

@@ -1,0 +1,182 @@
+"""Writes the drafts of ``example_workflows/*.json`` from compact graph descriptions.
+
+    python tests/integration/build_example_workflows.py http://127.0.0.1:PORT [OUT_DIR]
+
+Node definitions (widget order, defaults) come from the running server's ``/object_info``, so the
+drafts match what that ComfyUI expects. The browser test then opens each draft in the real
+frontend; ``tests/integration/test_browser.py --canonicalize`` re-saves them exactly as the editor
+serialises them and renders the ``.jpg`` thumbnails.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from workflow_format import build_ui_workflow  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Model files each example expects (docs/nodes.md says where each comes from).
+LANDSCAPE = "landscape.pt"
+FFHQ = "stylegan2-ffhq-config-f.pt"
+WIKIART = "wikiart.pt"
+ENCODER = "resnet18_57.pth"
+CLIP = "ViT-B-32.pt"
+IDENTITY = "model_ir_se50.pth"
+
+X = [0, 380, 760, 1140, 1520]  # column positions
+
+
+def common_models(generator: str, y0: int = 0) -> tuple[list[dict], list[tuple]]:
+    nodes = [
+        {"id": 1, "type": "SGIMLoadStyleGAN", "pos": [X[0], y0], "widgets": {"generator_name": generator}},
+        {"id": 2, "type": "SGIMLoadCLIP", "pos": [X[0], y0 + 110], "widgets": {"clip_name": CLIP}},
+    ]
+    return nodes, []
+
+
+def sound_target(audio_file: str, y: int, node_ids=(3, 4, 5)) -> tuple[list[dict], list[tuple]]:
+    load_audio, encoder, embed = node_ids
+    nodes = [
+        {"id": encoder, "type": "SGIMLoadAudioEncoder", "pos": [X[0], y], "widgets": {"encoder_name": ENCODER}},
+        {"id": load_audio, "type": "LoadAudio", "pos": [X[0], y + 110], "size": [320, 140],
+         "widgets": {"audio": audio_file}},
+        {"id": embed, "type": "SGIMEmbedAudio", "pos": [X[1], y]},
+    ]
+    links = [(encoder, "audio_encoder", embed, "audio_encoder"), (load_audio, "AUDIO", embed, "audio")]
+    return nodes, links
+
+
+def edit_graph(generator: str, audio_file: str, optimize: dict, source: dict, mask: str = "all",
+               with_identity: bool = False, save_prefix: str = "sgim/edit") -> tuple[list[dict], list[tuple]]:
+    nodes, links = common_models(generator)
+    n, l = sound_target(audio_file, 240)
+    nodes += n
+    links += l
+    nodes += [
+        {"id": 6, "type": "SGIMSourceLatent", "pos": [X[1], 0], "widgets": source},
+        {"id": 7, "type": "SGIMLayerMask", "pos": [X[1], 420], "size": [340, 260], "widgets": {"preset": mask}},
+        {"id": 8, "type": "SGIMOptimizeLatent", "pos": [X[2], 0], "size": [340, 440], "widgets": optimize},
+        {"id": 9, "type": "SGIMDecode", "pos": [X[3], 0], "title": "Decode edited"},
+        {"id": 10, "type": "SaveImage", "pos": [X[4], 0], "size": [300, 320], "widgets": {"filename_prefix": save_prefix}},
+        {"id": 11, "type": "SGIMDecode", "pos": [X[3], 320], "title": "Decode source"},
+        {"id": 12, "type": "PreviewImage", "pos": [X[4], 360], "size": [300, 300], "title": "Source image"},
+    ]
+    links += [
+        (1, "generator", 6, "generator"), (1, "generator", 7, "generator"), (1, "generator", 8, "generator"),
+        (2, "clip", 8, "clip"), (5, "embedding", 8, "target"), (6, "wplus", 8, "source"),
+        (7, "layer_mask", 8, "layer_mask"), (1, "generator", 9, "generator"), (8, "wplus", 9, "wplus"),
+        (9, "image", 10, "images"), (1, "generator", 11, "generator"), (6, "wplus", 11, "wplus"),
+        (11, "image", 12, "images"),
+    ]
+    if with_identity:
+        nodes.append({"id": 13, "type": "SGIMLoadIdentityModel", "pos": [X[0], 520],
+                      "widgets": {"identity_name": IDENTITY}})
+        links.append((13, "identity_model", 8, "identity_model"))
+    return nodes, links
+
+
+def landscape_sound_edit():
+    return edit_graph(LANDSCAPE, "thunderstorm.wav",
+                      {"steps": 300, "lr": 0.1, "lambda_sim": 0.002, "lambda_id": 0.0, "seed": 0},
+                      {"seed": 7, "truncation_psi": 0.7}, save_prefix="sgim/landscape_thunderstorm")
+
+
+def face_identity_edit():
+    return edit_graph(FFHQ, "giggling.wav",
+                      {"steps": 300, "lr": 0.05, "lambda_sim": 0.008, "lambda_id": 0.005, "seed": 0},
+                      {"seed": 3, "truncation_psi": 0.7}, mask="all", with_identity=True,
+                      save_prefix="sgim/face_giggling")
+
+
+def music_to_painting():
+    return edit_graph(WIKIART, "music.wav",
+                      {"steps": 200, "lr": 0.1, "lambda_sim": 0.002, "lambda_id": 0.0, "seed": 0},
+                      {"seed": 11, "truncation_psi": 0.7}, mask="all", save_prefix="sgim/painting")
+
+
+def sound_text_style_mix():
+    nodes, links = common_models(LANDSCAPE)
+    n, l = sound_target("raining.wav", 240)
+    nodes += n
+    links += l
+    opt = {"steps": 300, "lr": 0.1, "lambda_sim": 0.002, "lambda_id": 0.0, "seed": 0}
+    nodes += [
+        {"id": 6, "type": "SGIMSourceLatent", "pos": [X[1], 0], "widgets": {"seed": 5, "truncation_psi": 0.7}},
+        {"id": 7, "type": "SGIMEmbedText", "pos": [X[1], 420], "size": [340, 150],
+         "widgets": {"text": "a landscape at night with a full moon"}},
+        {"id": 8, "type": "SGIMOptimizeLatent", "pos": [X[2], 0], "size": [340, 440], "title": "Optimize (sound)",
+         "widgets": opt},
+        {"id": 9, "type": "SGIMOptimizeLatent", "pos": [X[2], 480], "size": [340, 440], "title": "Optimize (text)",
+         "widgets": opt},
+        {"id": 10, "type": "SGIMStyleMix", "pos": [X[3], 0], "size": [320, 170],
+         "widgets": {"layers_from_b": "fine"}},
+        {"id": 11, "type": "SGIMDecode", "pos": [X[3], 220]},
+        {"id": 12, "type": "SaveImage", "pos": [X[4], 0], "size": [300, 320],
+         "widgets": {"filename_prefix": "sgim/sound_text_mix"}},
+        {"id": 13, "type": "SGIMSaveLatent", "pos": [X[4], 380], "widgets": {"filename_prefix": "sgim/sound_text_mix"}},
+    ]
+    links += [
+        (1, "generator", 6, "generator"), (1, "generator", 8, "generator"), (1, "generator", 9, "generator"),
+        (2, "clip", 8, "clip"), (2, "clip", 9, "clip"), (2, "clip", 7, "clip"),
+        (5, "embedding", 8, "target"), (7, "embedding", 9, "target"),
+        (6, "wplus", 8, "source"), (6, "wplus", 9, "source"),
+        # A = the text edit (its coarse and middle layers: layout), B = the sound edit (fine layers: colour, texture)
+        (9, "wplus", 10, "wplus_a"), (8, "wplus", 10, "wplus_b"),
+        (1, "generator", 11, "generator"), (10, "wplus", 11, "wplus"), (11, "image", 12, "images"),
+        (10, "wplus", 13, "wplus"),
+    ]
+    return nodes, links
+
+
+def chain_upscale_save():
+    nodes, links = common_models(LANDSCAPE)
+    n, l = sound_target("fire.wav", 240)
+    nodes += n
+    links += l
+    nodes += [
+        {"id": 6, "type": "SGIMSourceLatent", "pos": [X[1], 0], "widgets": {"seed": 21, "truncation_psi": 0.7}},
+        {"id": 8, "type": "SGIMOptimizeLatent", "pos": [X[2], 0], "size": [340, 440],
+         "widgets": {"steps": 300, "lr": 0.1, "lambda_sim": 0.002, "lambda_id": 0.0, "seed": 0}},
+        {"id": 9, "type": "SGIMDecode", "pos": [X[3], 0]},
+        {"id": 10, "type": "ImageScaleBy", "pos": [X[3], 160], "widgets": {"upscale_method": "lanczos", "scale_by": 2.0}},
+        {"id": 11, "type": "SaveImage", "pos": [X[4], 0], "size": [300, 320], "widgets": {"filename_prefix": "sgim/upscaled"}},
+        {"id": 12, "type": "SGIMSaveLatent", "pos": [X[4], 380], "widgets": {"filename_prefix": "sgim/upscaled"}},
+    ]
+    links += [
+        (1, "generator", 6, "generator"), (1, "generator", 8, "generator"), (2, "clip", 8, "clip"),
+        (5, "embedding", 8, "target"), (6, "wplus", 8, "source"), (1, "generator", 9, "generator"),
+        (8, "wplus", 9, "wplus"), (9, "image", 10, "image"), (10, "IMAGE", 11, "images"), (8, "wplus", 12, "wplus"),
+    ]
+    return nodes, links
+
+
+EXAMPLES = {
+    "landscape_sound_edit": landscape_sound_edit,
+    "face_edit_with_identity": face_identity_edit,
+    "music_to_painting": music_to_painting,
+    "sound_and_text_style_mix": sound_text_style_mix,
+    "chain_upscale_and_save": chain_upscale_save,
+}
+
+
+def main(argv: list[str]) -> int:
+    server = argv[0].rstrip("/")
+    out_dir = Path(argv[1]) if len(argv) > 1 else REPO / "example_workflows"
+    with urllib.request.urlopen(f"{server}/object_info") as response:
+        definitions = json.load(response)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, make in EXAMPLES.items():
+        nodes, links = make()
+        workflow = build_ui_workflow(nodes, links, definitions)
+        (out_dir / f"{name}.json").write_text(json.dumps(workflow, indent=2) + "\n")
+        print(f"wrote {out_dir / name}.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
