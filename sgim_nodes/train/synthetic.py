@@ -58,7 +58,8 @@ def _low_rumble(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
 
 
 def _high_hiss(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
-    return _band_noise(rng, n, sr, rng.uniform(4000.0, 5000.0), sr / 2)
+    nyquist = sr / 2
+    return _band_noise(rng, n, sr, nyquist * rng.uniform(0.5, 0.6), nyquist)
 
 
 def _click_train(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
@@ -133,8 +134,8 @@ def make_dataset(out_dir: str | Path, per_class: int = 24, *, classes: int | Non
         if not 2 <= classes <= len(names):
             raise ParameterError(f"classes: expected 2..{len(names)}, got {classes}")
         names = names[:classes]
-    if not 0.1 <= seconds <= 30.0 or sample_rate < 4000:
-        raise ParameterError(f"seconds/sample_rate: expected 0.1-30 s at >= 4000 Hz, got {seconds} s at {sample_rate} Hz")
+    if not 0.1 <= seconds <= 30.0 or sample_rate < 8000:
+        raise ParameterError(f"seconds/sample_rate: expected 0.1-30 s at >= 8000 Hz, got {seconds} s at {sample_rate} Hz")
     out_dir = Path(out_dir)
     n_test = min(per_class - 1, max(1, round(per_class * test_fraction)))
     rows = []
