@@ -196,12 +196,29 @@ def test_identity_term_needs_a_model_and_reaches_w(gen, clip):
 
 def test_runs_inside_inference_mode():
     with torch.inference_mode():
-        gen = make_generator(1)  # parameters created under inference mode
+        gen = make_generator(1)  # every net and tensor created under inference mode, as in ComfyUI
         clip = make_clip(1)
+        arcface = IRSEBackbone(TINY_IRSE).eval()
+        assert next(arcface.parameters()).is_inference()
         targets = torch.randn(2, clip.embed_dim)
         source = sample_source_ws(gen, 2, seed=16)
-        result = optimize_latent(gen, clip, targets, source, steps=8, lambda_sim=0.0)
+        mask = LayerMask.preset("coarse", gen.num_ws, outside_weight=2.0)
+        result = optimize_latent(gen, clip, targets, source, steps=8, lambda_sim=0.001, lambda_id=0.5,
+                                 id_model=arcface, layer_weights=mask, adaptive_mask=True)
     assert (result.history["clip"][-1] < result.history["clip"][0]).all()
+    assert (result.history["identity"][-1] > 0).all()
+
+
+def test_channels_last_option_keeps_results(gen, clip):
+    targets = torch.randn(1, clip.embed_dim, generator=torch.Generator().manual_seed(17))
+    previous = gen.synthesis_network.channels_last
+    try:
+        nchw = optimize_latent(gen, clip, targets, "random", steps=5, channels_last=False)
+        nhwc = optimize_latent(gen, clip, targets, "random", steps=5, channels_last=True)
+    finally:
+        gen.synthesis_network.set_channels_last(previous)
+    assert gen.synthesis_network.channels_last == previous
+    torch.testing.assert_close(nhwc.ws, nchw.ws, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -98,7 +98,7 @@ def optimize_latent(generator, clip, targets: torch.Tensor, source_ws: torch.Ten
                     seed: int = 0, callback: Callable[[StepInfo], None] | None = None, preview_every: int = 0,
                     should_cancel: Callable[[], bool] | None = None, target_weights: torch.Tensor | None = None,
                     truncation: float = 0.7, noise_mode: str = "const", cosine_scale: float = 1.0,
-                    return_images: bool = True, autocast: str | None = None, channels_last: bool = False,
+                    return_images: bool = True, autocast: str | None = None, channels_last: bool | None = None,
                     compile: bool = False) -> OptimizeResult:
     """Optimise W+ codes so the generated images move toward CLIP-space ``targets``.
 
@@ -117,8 +117,11 @@ def optimize_latent(generator, clip, targets: torch.Tensor, source_ws: torch.Ten
     id_model    an ArcFace IR-SE50 (``load_id_model``), required when lambda_id > 0 in edit mode.
     callback    called after every step with a :class:`StepInfo`; its exceptions propagate.
     should_cancel  polled before every step; True raises :class:`Cancelled`.
-    autocast    None, "bf16" or "fp16" (CUDA only). channels_last / compile: optional speed paths
-                (on CPU neither helped in our measurements; compile costs minutes up front).
+    autocast    None, "bf16" or "fp16" (CUDA only; the losses are still summed in float32).
+    channels_last  None leaves the nets' memory layout alone; True/False switches the generator
+                (``synthesis_network.set_channels_last``) and the identity net (in place).
+    compile     wrap rendering + CLIP in ``torch.compile`` (per call; on this 2-core CPU it took
+                minutes to compile and ran slower than eager, so it is off by default).
     """
     steps = _check_int("steps", steps, minimum=1)
     preview_every = _check_int("preview_every", preview_every, minimum=0)
@@ -137,10 +140,8 @@ def optimize_latent(generator, clip, targets: torch.Tensor, source_ws: torch.Ten
         # Tensors made under inference mode (ComfyUI) cannot enter autograd: clone everything we use.
         for net in (generator, _module_of(clip), id_model):
             _freeze_(net)
-        if channels_last:
-            for net in (generator, _module_of(clip), id_model):
-                if net is not None:
-                    net.to(memory_format=torch.channels_last)
+        if channels_last is not None:
+            _set_channels_last(generator, id_model, channels_last)
         target_vector, target_offset = combine_targets(targets.detach().clone().to(device),
                                                        None if target_weights is None else
                                                        torch.as_tensor(target_weights).detach().clone(),
@@ -260,6 +261,14 @@ def _broadcast_batch(x: torch.Tensor, batch: int, name: str, other: int) -> torc
         return x.expand(batch, *x.shape[1:]).clone()
     raise ParameterError(f"{name}: batch {x.shape[0]} does not match the other side's batch {other} "
                          "(give the same number of sources and targets, or one of either)")
+
+
+def _set_channels_last(generator, id_model: nn.Module | None, enabled: bool) -> None:
+    synthesis = getattr(generator, "synthesis_network", None)
+    if hasattr(synthesis, "set_channels_last"):
+        synthesis.set_channels_last(enabled)
+    if id_model is not None:
+        id_model.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
 
 
 def _module_of(clip) -> nn.Module | None:
