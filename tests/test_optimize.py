@@ -144,7 +144,7 @@ def test_weighted_target_set_equals_its_combined_vector(gen, clip):
     # scaled back to the combined vector's length through cosine_scale.
     single = optimize_latent(gen, clip, unit(combined), source, steps=8, cosine_scale=combined.norm().item())
     torch.testing.assert_close(mixed.ws, single.ws, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(mixed.history["clip"], single.history["clip"] - (1 - 1), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(mixed.history["clip"], single.history["clip"], rtol=1e-4, atol=1e-5)
 
 
 def test_callback_previews_and_cancellation(gen, clip):
@@ -219,6 +219,19 @@ def test_channels_last_option_keeps_results(gen, clip):
         gen.synthesis_network.set_channels_last(previous)
     assert gen.synthesis_network.channels_last == previous
     torch.testing.assert_close(nhwc.ws, nchw.ws, rtol=1e-4, atol=1e-5)
+
+
+def test_weight_modulation_generator_runs_in_activation_form_and_is_restored(clip):
+    gen_w = make_generator()
+    gen_w.modulation = "weight"
+    targets = torch.randn(2, clip.embed_dim, generator=torch.Generator().manual_seed(18))
+    source = sample_source_ws(gen_w, 2, seed=19)
+    seen = []
+    fast = optimize_latent(gen_w, clip, targets, source, steps=4,
+                           callback=lambda info: seen.append(gen_w.modulation))
+    assert seen == ["activation"] * 4 and gen_w.modulation == "weight"
+    kept = optimize_latent(gen_w, clip, targets, source, steps=4, modulation=None)
+    torch.testing.assert_close(fast.ws, kept.ws, rtol=1e-4, atol=1e-5)  # the same function
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -99,7 +99,7 @@ def optimize_latent(generator, clip, targets: torch.Tensor, source_ws: torch.Ten
                     should_cancel: Callable[[], bool] | None = None, target_weights: torch.Tensor | None = None,
                     truncation: float = 0.7, noise_mode: str = "const", cosine_scale: float = 1.0,
                     return_images: bool = True, autocast: str | None = None, channels_last: bool | None = None,
-                    compile: bool = False) -> OptimizeResult:
+                    compile: bool = False, modulation: str | None = "activation") -> OptimizeResult:
     """Optimise W+ codes so the generated images move toward CLIP-space ``targets``.
 
     generator   from ``sgim_nodes.stylegan`` (``synthesis``, ``mapping``, ``num_ws``, ``w_dim``, ``w_avg``);
@@ -120,6 +120,8 @@ def optimize_latent(generator, clip, targets: torch.Tensor, source_ws: torch.Ten
     autocast    None, "bf16" or "fp16" (CUDA only; the losses are still summed in float32).
     channels_last  None leaves the nets' memory layout alone; True/False switches the generator
                 (``synthesis_network.set_channels_last``) and the identity net (in place).
+    modulation  the generator's modulated-convolution form during the run ("activation": no per-sample
+                weight gradients in backward, one convolution per batch; restored afterwards); None keeps it.
     compile     wrap rendering + CLIP in ``torch.compile`` (per call; on this 2-core CPU it took
                 minutes to compile and ran slower than eager, so it is off by default).
     """
@@ -135,7 +137,8 @@ def optimize_latent(generator, clip, targets: torch.Tensor, source_ws: torch.Ten
     amp = _autocast_context(autocast, device)
     num_ws = int(generator.num_ws)
 
-    with torch.inference_mode(False), torch.enable_grad(), _seeded(seed, device):
+    with torch.inference_mode(False), torch.enable_grad(), _seeded(seed, device), \
+            _modulation_mode(generator, modulation):
         mask = resolve_layer_mask(layer_weights, num_ws)
         # Tensors made under inference mode (ComfyUI) cannot enter autograd: clone everything we use.
         for net in (generator, _module_of(clip), id_model):
@@ -294,6 +297,20 @@ def _device_of(generator) -> torch.device:
     for tensor in generator.parameters():
         return tensor.device
     return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def _modulation_mode(generator, mode: str | None):
+    """Temporarily switch a generator that offers both forms (same function, different cost)."""
+    previous = getattr(generator, "modulation", None)
+    if mode is None or previous is None or previous == mode:
+        yield
+        return
+    generator.modulation = mode
+    try:
+        yield
+    finally:
+        generator.modulation = previous
 
 
 @contextlib.contextmanager
