@@ -102,8 +102,8 @@ def optimize_latent(generator, clip, targets: torch.Tensor, source_ws: torch.Ten
                     compile: bool = False, modulation: str | None = "activation") -> OptimizeResult:
     """Optimise W+ codes so the generated images move toward CLIP-space ``targets``.
 
-    generator   from ``sgim_nodes.stylegan`` (``synthesis``, ``mapping``, ``num_ws``, ``w_dim``, ``w_avg``);
-                load it with ``modulation="activation"`` for speed. Frozen in place (eval, no grads).
+    generator   from ``sgim_nodes.stylegan`` (``synthesis``, ``mapping``, ``num_ws``, ``w_dim``, ``w_avg``).
+                Frozen in place (eval, no parameter gradients); only the W+ codes are optimised.
     clip        a ``sgim_nodes.clip`` ClipModel (``embed_dim``, ``image_features``).
     targets     ``[B, D]`` unit embeddings (audio or text), or ``[B, K, D]`` with ``target_weights``
                 ``[K]``/``[B, K]`` (default uniform): a weighted set combined into one objective.
@@ -145,6 +145,8 @@ def optimize_latent(generator, clip, targets: torch.Tensor, source_ws: torch.Ten
             _freeze_(net)
         if channels_last is not None:
             _set_channels_last(generator, id_model, channels_last)
+        if not isinstance(targets, torch.Tensor):
+            raise ParameterError(f"targets: expected a tensor of CLIP embeddings, got {type(targets).__name__}")
         target_vector, target_offset = combine_targets(targets.detach().clone().to(device),
                                                        None if target_weights is None else
                                                        torch.as_tensor(target_weights).detach().clone(),
