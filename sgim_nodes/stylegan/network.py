@@ -220,8 +220,13 @@ class ToRGB(nn.Module):
         styles = torch.addmm(self.affine_bias, w, self.affine_weight.t())  # [B, I]
         weight = self.weight[None] * styles[:, None, :]  # [B, 3, I]: tiny, so modulate the weight
         batch, in_ch, height, width = x.shape
-        out = torch.baddbmm(self.bias[None, :, None], weight, x.reshape(batch, in_ch, height * width))
-        out = out.reshape(batch, -1, height, width)
+        if x.is_contiguous():  # NCHW: [B, 3, I] @ [B, I, HW]
+            out = torch.baddbmm(self.bias[None, :, None], weight, x.reshape(batch, in_ch, height * width))
+            out = out.reshape(batch, -1, height, width)
+        else:  # channels_last: [B, HW, I] @ [B, I, 3], no layout copy of x
+            pixels = x.permute(0, 2, 3, 1).reshape(batch, height * width, in_ch)
+            out = torch.baddbmm(self.bias[None, None, :], pixels, weight.transpose(1, 2))
+            out = out.reshape(batch, height, width, -1).permute(0, 3, 1, 2)
         if self.conv_clamp is not None:
             out = out.clamp(-self.conv_clamp, self.conv_clamp)
         return out
@@ -250,6 +255,7 @@ class SynthesisNetwork(nn.Module):
             torgbs.append(ToRGB(ch[cur], config.w_dim, config.img_channels, config.conv_clamp))
         self.convs = nn.ModuleList(convs)
         self.torgbs = nn.ModuleList(torgbs)
+        self.channels_last = False
         # Skip path: zero insertion + FIR(gain 4) with padding (2, 1) == transposed conv, stride 2, padding 1.
         skip = _blur_kernel(config.blur_kernel, gain=4.0)
         self.register_buffer("skip_kernel", skip.expand(config.img_channels, 1, *skip.shape).clone(),
@@ -260,6 +266,8 @@ class SynthesisNetwork(nn.Module):
                 noise_generator: torch.Generator | None = None) -> torch.Tensor:
         batch = ws.shape[0]
         x = self.const[None].expand(batch, -1, -1, -1)
+        if self.channels_last and self.convs[0].modulation == "activation":  # grouped convs are slower in NHWC
+            x = x.contiguous(memory_format=torch.channels_last)
         img = None
         for index, conv in enumerate(self.convs):
             x = conv(x, ws[:, index], self._noise(conv, batch, noise_mode, noise_generator))
@@ -270,7 +278,14 @@ class SynthesisNetwork(nn.Module):
                                              groups=img.shape[1])
                     rgb = rgb.add_(img)
                 img = rgb
-        return img
+        return img.contiguous()
+
+    def set_channels_last(self, enabled: bool) -> None:
+        """NHWC activations and conv weights: oneDNN (CPU) and tensor cores run them without layout copies."""
+        self.channels_last = bool(enabled)
+        layout = torch.channels_last if enabled else torch.contiguous_format
+        for conv in self.convs:
+            conv.weight.data = conv.weight.data.contiguous(memory_format=layout)
 
     @staticmethod
     def _noise(conv: ModulatedConv, batch: int, noise_mode: str, generator: torch.Generator | None):
@@ -290,7 +305,8 @@ class Generator(nn.Module):
     checkpoint's mean latent), ``config``, ``name``, ``modulation``.
     """
 
-    def __init__(self, config: GeneratorConfig, modulation: str = "activation", name: str = "stylegan2"):
+    def __init__(self, config: GeneratorConfig, modulation: str = "activation", name: str = "stylegan2",
+                 channels_last: bool = True):
         super().__init__()
         with torch.inference_mode(False):  # parameters must stay usable by autograd later
             self.config = config
@@ -303,6 +319,7 @@ class Generator(nn.Module):
             self.synthesis_network = SynthesisNetwork(config, modulation)
             self.register_buffer("w_avg", torch.zeros(config.w_dim))
             self.modulation = modulation
+            self.synthesis_network.set_channels_last(channels_last)
             self.requires_grad_(False)
             self.eval()
 
