@@ -392,7 +392,8 @@ class ClipModel:
             raise ParameterError(f"prompts: expected a non-empty list of strings, got {prompts!r}")
         with torch.no_grad():
             tokens = self.tokenizer(prompts).to(self.device)
-            return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+            embeddings = F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+        return _usable_outside_inference_mode(embeddings)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """[B, D] L2-normalised embeddings of images in [0, 1], ``[B, H, W, 3]`` (ComfyUI) or ``[B, 3, H, W]``,
@@ -412,7 +413,8 @@ class ClipModel:
                 x = F.interpolate(x, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True)
             top, left = (new_h - self.image_size) // 2, (new_w - self.image_size) // 2
             x = x[..., top:top + self.image_size, left:left + self.image_size].clamp(0, 1)
-            return F.normalize(self.model.encode_image(self._normalize_pixels(x)).float(), dim=-1)
+            embeddings = F.normalize(self.model.encode_image(self._normalize_pixels(x)).float(), dim=-1)
+        return _usable_outside_inference_mode(embeddings)
 
     def image_features(self, images_m11: torch.Tensor, *, normalize_input: bool = False) -> torch.Tensor:
         """[B, D] L2-normalised embeddings of generator output in [-1, 1] at any resolution, differentiable
@@ -425,6 +427,15 @@ class ClipModel:
         if normalize_input:
             x = self._normalize_pixels((x + 1) / 2)
         return F.normalize(self.model.encode_image(x).float(), dim=-1)
+
+
+def _usable_outside_inference_mode(tensor: torch.Tensor) -> torch.Tensor:
+    """Inference tensors cannot be saved for backward; targets computed inside ComfyUI's inference mode
+    are copied to normal tensors so the optimiser can use them."""
+    if not tensor.is_inference():
+        return tensor
+    with torch.inference_mode(False):
+        return tensor.clone()
 
 
 def _tokenizer_for(name: str | None, model: torch.nn.Module) -> Any:

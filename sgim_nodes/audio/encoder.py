@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ModelFileError, ParameterError
+from ..errors import AudioError, ModelFileError, ParameterError
 from ..fileio import load_model_file, read_safetensors_metadata, save_model_file
 from .features import PAPER_SETTINGS, FeatureSettings, check_sample_rate, count_windows, iter_windows
 
@@ -127,8 +127,9 @@ def _read_official(path: Path) -> dict[str, torch.Tensor]:
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ModelFileError(f"{path}: expected a state dict of tensors (the official .pth layout), "
-                             f"got {type(obj).__name__}")
+        found = f"keys {', '.join(map(str, list(obj)[:5]))}" if isinstance(obj, dict) else type(obj).__name__
+        raise ModelFileError(f"{path}: not a SoundCLIP audio encoder (expected a state dict of tensors as in the "
+                             f"official .pth; found {found})")
     return _strip_module_prefix(obj)
 
 
@@ -231,6 +232,8 @@ def embed_audio(encoder: AudioEncoder, waveform: torch.Tensor, sample_rate: int,
             raise ParameterError(f"hop_seconds: expected a positive number of seconds, got {hop_seconds!r}")
         hop_frames = max(1, int(round(hop_seconds * settings.sample_rate / settings.hop_length)))
     batch = _as_batch(waveform)
+    if batch.numel() == 0:
+        raise AudioError(f"waveform: the audio is empty (shape {list(waveform.shape)}); need at least one sample")
     start = _seconds_to_samples(start_seconds, sample_rate, "start_seconds") or 0
     end = _seconds_to_samples(end_seconds, sample_rate, "end_seconds")
     end = batch.shape[-1] if end is None else min(end, batch.shape[-1])
@@ -249,7 +252,8 @@ def embed_audio(encoder: AudioEncoder, waveform: torch.Tensor, sample_rate: int,
         embeddings = torch.stack(results)  # [B, W, D]
         if pool == "mean":
             embeddings = torch.nn.functional.normalize(embeddings.mean(dim=1), dim=-1)
-    return embeddings.clone()  # a normal tensor, usable outside inference mode
+    with torch.inference_mode(False):  # a normal tensor even when called inside inference mode, so that an
+        return embeddings.clone()       # optimiser can use it as a constant target under autograd
 
 
 def windows_for(encoder: AudioEncoder, num_samples: int, sample_rate: int, hop_seconds: float | None = None) -> int:

@@ -192,6 +192,16 @@ def _reflect_index(idx: torch.Tensor, length: int) -> torch.Tensor:
     return torch.where(idx >= length, period - idx, idx)
 
 
+def _edge_padding(mono: torch.Tensor, sample_rate: int, settings: FeatureSettings, start: int, stop: int,
+                  total: int) -> torch.Tensor:
+    """Padding samples at positions [start, stop) outside [0, total): zeros, or numpy-style reflection."""
+    if settings.pad_mode == "constant":
+        return mono.new_zeros(stop - start)
+    positions = _reflect_index(torch.arange(start, stop, device=mono.device), total)
+    first, last = int(positions.min()), int(positions.max()) + 1
+    return resample_slice(mono, sample_rate, settings, first, last)[positions - first]
+
+
 def num_frames(num_samples_resampled: int, settings: FeatureSettings) -> int:
     """Frames of a centred STFT: 1 + floor(samples / hop)."""
     return 1 + num_samples_resampled // settings.hop_length
@@ -210,16 +220,12 @@ def mel_power_frames(mono: torch.Tensor, sample_rate: int, settings: FeatureSett
     half = settings.n_fft // 2
     lo = frame_start * settings.hop_length - half  # first sample of the first frame (may be < 0: padding)
     hi = (frame_stop - 1) * settings.hop_length + half + (settings.n_fft % 2)  # one past the last one
-    positions = torch.arange(lo, hi, device=mono.device)
-    inside = (positions >= 0) & (positions < total)
-    if settings.pad_mode == "reflect":
-        positions = _reflect_index(positions, total)
-        inside = torch.ones_like(inside)
-    else:
-        positions = positions.clamp(0, total - 1)
-    first, last = int(positions.min()), int(positions.max()) + 1
-    segment = resample_slice(mono, sample_rate, settings, first, last)
-    samples = segment[positions - first] * inside
+    pieces = [resample_slice(mono, sample_rate, settings, max(lo, 0), min(hi, total))]
+    if lo < 0:  # centred frames reach before the start: pad like librosa
+        pieces.insert(0, _edge_padding(mono, sample_rate, settings, lo, 0, total))
+    if hi > total:
+        pieces.append(_edge_padding(mono, sample_rate, settings, total, hi, total))
+    samples = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
     spec = torch.stft(samples, settings.n_fft, hop_length=settings.hop_length, win_length=settings.n_fft,
                       window=_hann(settings.n_fft).to(mono.device), center=False, return_complex=True)
     power = spec.real.square() + spec.imag.square()
@@ -237,7 +243,7 @@ def power_to_unit_db(mel_power: torch.Tensor, ref_power: float | torch.Tensor, s
 
 
 def _chunk_frames(settings: FeatureSettings) -> int:
-    return 8 * settings.frames  # ~80 s per chunk at the paper settings: small, and few Python round trips
+    return 2 * settings.frames  # ~20 s per chunk at the paper settings: ~60 MB of STFT work memory
 
 
 def clip_max_power(mono: torch.Tensor, sample_rate: int, settings: FeatureSettings) -> torch.Tensor:
