@@ -187,7 +187,7 @@ def test_shape_errors_are_parameter_errors():
 def test_frozen_inference_mode_and_gradient_to_ws():
     with torch.inference_mode():  # ComfyUI builds and runs nodes like this
         gen = perturbed(small_config())
-        gen = gen.to(torch.float32)  # a device/dtype move inside inference mode must not poison the params
+        gen = gen.to(torch.float64).to(torch.float32)  # moves inside inference mode must not poison the params
         ws = gen.mapping(torch.randn(2, gen.z_dim))
         img = gen.synthesis(ws)
         assert img.shape == (2, 3, 32, 32)
@@ -244,3 +244,20 @@ def test_config_json_round_trip():
         GeneratorConfig(resolution=48)
     with pytest.raises(ParameterError, match="unknown"):
         GeneratorConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+
+
+def test_loaded_inside_inference_mode_is_differentiable(sg_dir):
+    with torch.inference_mode():
+        gen = load_generator(sg_dir / "rosinality_tiny.pt", dtype="float32")
+        ws = gen.mapping(torch.randn(1, gen.z_dim))
+    with torch.enable_grad():
+        ws_var = ws.clone().requires_grad_(True)
+        gen.synthesis(ws_var).mean().backward()
+    assert ws_var.grad.abs().sum() > 0
+
+
+def test_load_parameter_errors(sg_dir):
+    with pytest.raises(ParameterError, match="dtype"):
+        load_generator(sg_dir / "rosinality_tiny.pt", dtype="int8")
+    with pytest.raises(ParameterError, match="modulation"):
+        load_generator(sg_dir / "rosinality_tiny.pt", modulation="grouped")

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ModelFileError, UnsafeFileError
+from ..errors import ModelFileError, ParameterError, UnsafeFileError
 from .network import Generator, GeneratorConfig
 
 GENERATOR_KIND = "stylegan2_generator"
@@ -44,10 +44,20 @@ _LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19
 
 # --------------------------------------------------------------------------------------------- public API
 
-def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                   modulation: str = "activation", mapping_lr_mul: float | None = None) -> Generator:
-    """Load a StyleGAN2 generator from a rosinality ``.pt``, NVlabs ``.pkl`` or our ``.safetensors``."""
+def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu",
+                   dtype: torch.dtype | str = torch.float32, modulation: str = "activation",
+                   mapping_lr_mul: float | None = None) -> Generator:
+    """Load a StyleGAN2 generator from a rosinality ``.pt``, NVlabs ``.pkl`` or our ``.safetensors``.
+
+    ``device`` as :func:`..device.resolve_device` ("auto", "cpu", "cuda:1", ...); ``dtype`` float32,
+    float16 or bfloat16 (a torch dtype or its name); ``modulation`` "activation" or "weight";
+    ``mapping_lr_mul`` overrides the 0.01 assumed for rosinality files. The generator is frozen, in
+    eval mode, and named after the file's stem.
+    """
+    from ..device import resolve_device
+
     path = Path(path)
+    device, dtype = resolve_device(device), _resolve_dtype(dtype)
     with torch.inference_mode(False):  # ComfyUI loads under inference mode; the result must stay differentiable
         config, state, w_avg_known = _read_generator(path, mapping_lr_mul)
         generator = Generator(config, modulation=modulation, name=path.stem)
@@ -421,6 +431,15 @@ def _take_nvlabs_affine(ours: dict, dst: str, get, src: str, gain) -> None:
 
 
 # --------------------------------------------------------------------------------------------- helpers
+
+def _resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    resolved = names.get(dtype.replace("torch.", "")) if isinstance(dtype, str) else dtype
+    if resolved not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ParameterError(f"dtype: expected float32, float16 or bfloat16, got {dtype!r}")
+    return resolved
+
 
 def _getter(state: dict, path: Path):
     """``get(key, ndim=None)``: a float32 tensor from ``state`` or a ModelFileError naming the key."""

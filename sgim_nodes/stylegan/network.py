@@ -354,7 +354,7 @@ class Generator(nn.Module):
         """z [B, z_dim] -> ws [B, num_ws, w_dim]; truncation lerps toward ``w_avg`` (first ``cutoff`` rows)."""
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ParameterError(f"z: expected shape [batch, {self.z_dim}], got {list(z.shape)}")
-        w = self.mapping_network(z.to(self.dtype))
+        w = self.mapping_network(z.to(self.device, self.dtype))
         ws = w[:, None, :].expand(-1, self.num_ws, -1)
         if truncation_psi != 1:
             cutoff = self.num_ws if truncation_cutoff is None else int(truncation_cutoff)
@@ -373,7 +373,7 @@ class Generator(nn.Module):
             raise ParameterError(f"ws: expected shape [batch, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
         if noise_mode not in NOISE_MODES:
             raise ParameterError(f"noise_mode: expected one of {NOISE_MODES}, got {noise_mode!r}")
-        img = self.synthesis_network(ws.to(self.dtype), noise_mode, noise_generator)
+        img = self.synthesis_network(ws.to(self.device, self.dtype), noise_mode, noise_generator)
         return img.float()
 
     def forward(self, z: torch.Tensor, truncation_psi: float = 1.0, noise_mode: str = "const",
