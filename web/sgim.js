@@ -42,6 +42,21 @@ function parseWeights(text) {
   }
 }
 
+function wrapText(ctx, text, x, y, maxWidth, lineHeight) {
+  let line = "";
+  for (const word of String(text).split(" ")) {
+    const candidate = line ? `${line} ${word}` : word;
+    if (line && ctx.measureText(candidate).width > maxWidth) {
+      ctx.fillText(line, x, y);
+      y += lineHeight;
+      line = word;
+    } else {
+      line = candidate;
+    }
+  }
+  if (line) ctx.fillText(line, x, y);
+}
+
 class LayerMaskEditor {
   constructor(node) {
     this.node = node;
@@ -192,7 +207,7 @@ class LayerMaskEditor {
     ctx.font = "10px sans-serif";
     if (!n) {
       ctx.fillStyle = "#bbb";
-      ctx.fillText(this.message || "no layers", 6, height / 2);
+      wrapText(ctx, this.message || "no layers", 6, 14, width - 12, 13);
       return;
     }
     const plot = height - 16;
@@ -218,7 +233,7 @@ class LayerMaskEditor {
     }
     if (this.message) {
       ctx.fillStyle = "#f88";
-      ctx.fillText(this.message, 4, 11);
+      wrapText(ctx, this.message, 4, 11, width - 8, 12);
     }
   }
 }
@@ -269,8 +284,8 @@ function setUpLossReadout(node) {
   element.textContent = "loss terms appear here while it runs";
   const widget = node.addDOMWidget("loss_readout", "sgim_loss_readout", element, {
     serialize: false,
-    getMinHeight: () => 64,
-    getHeight: () => 64,
+    getMinHeight: () => 84,
+    getHeight: () => 84,
   });
   widget.serialize = false;
   node.sgimLossReadout = element;

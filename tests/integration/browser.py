@@ -1,0 +1,118 @@
+"""Headless Chromium on the ComfyUI frontend (Python playwright, the system's chromium binary).
+
+Console messages are recorded and split into the pack's own problems (anything mentioning
+sgim, coming from our extension file or hitting our routes) and the frontend's own noise.
+Also usable as a tool that re-saves the example workflows exactly as the editor serialises
+them and renders their ``.jpg`` thumbnails:
+
+    python tests/integration/browser.py canonicalize http://127.0.0.1:PORT example_workflows/
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+APP = "window.comfyAPI.app.app"
+
+# Errors the shipped frontend (1.27.10) logs on a fresh --base-directory with or without this
+# pack: missing optional user files and a settings-migration TypeError inside its own bundle.
+FRONTEND_NOISE = ("/user.css", "/api/userdata", "Failed to load resource", "reading 'id'")
+
+
+def chromium_path() -> str | None:
+    for candidate in (os.environ.get("CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser"):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return None
+
+
+def skip_first_run_dialog(url: str) -> None:
+    """A fresh user directory makes the frontend open its template browser over the canvas."""
+    import urllib.request
+
+    request = urllib.request.Request(f"{url}/api/settings/Comfy.TutorialCompleted", data=b"true", method="POST",
+                                     headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=10).close()
+
+
+class FrontendPage:
+    def __init__(self, playwright, url: str, viewport=(1600, 1000)):
+        self.browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        self.page = self.browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+        self.console: list[dict] = []
+        self.page.on("console", self._on_console)
+        self.page.on("pageerror", lambda e: self.console.append(
+            {"kind": "pageerror", "text": str(e), "where": e.stack or ""}))
+        self.page.on("response", lambda r: r.status >= 400 and self.console.append(
+            {"kind": "http", "text": f"HTTP {r.status}", "where": r.url}))
+        skip_first_run_dialog(url)
+        self.page.goto(url)
+        self.page.wait_for_function(f"() => {APP}?.graph && {APP}.extensionManager", timeout=90_000)
+        self.page.wait_for_timeout(1500)
+
+    def _on_console(self, message) -> None:
+        if message.type in ("error", "warning"):
+            location = message.location or {}
+            self.console.append({"kind": message.type, "text": message.text, "where": location.get("url", "")})
+
+    def our_problems(self) -> list[dict]:
+        """Console errors/warnings and failed requests that concern the pack."""
+        def ours(entry):
+            blob = f"{entry['text']} {entry['where']}".lower()
+            return "sgim" in blob
+        return [e for e in self.console if ours(e)]
+
+    def other_errors(self) -> list[dict]:
+        return [e for e in self.console if e not in self.our_problems() and e["kind"] != "warning"
+                and not any(noise in f"{e['text']} {e['where']}" for noise in FRONTEND_NOISE)]
+
+    def extension_names(self) -> list[str]:
+        return self.page.evaluate(f"() => ({APP}.extensions || []).map(e => e.name)")
+
+    def open_workflow(self, workflow: dict) -> None:
+        self.page.evaluate(f"async (wf) => {{ await {APP}.loadGraphData(wf); }}", workflow)
+        self.page.wait_for_timeout(1200)
+
+    def serialized_workflow(self) -> dict:
+        """What the editor writes when saving (JSON.stringify drops undefined fields)."""
+        return json.loads(self.page.evaluate(f"() => JSON.stringify({APP}.graph.serialize())"))
+
+    def api_prompt(self) -> dict:
+        return self.page.evaluate(f"async () => (await {APP}.graphToPrompt()).output")
+
+    def close(self) -> None:
+        self.browser.close()
+
+
+def canonicalize(url: str, folder: Path) -> None:
+    """Re-save every example workflow through the editor and write a .jpg thumbnail of it."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        page = FrontendPage(playwright, url, viewport=(1500, 900))
+        for path in sorted(folder.glob("*.json")):
+            page.open_workflow(json.loads(path.read_text()))
+            page.page.evaluate(f"() => {{ {APP}.canvas.ds.scale = 0.62; {APP}.canvas.ds.offset = [60, 110]; "
+                               f"{APP}.canvas.setDirty(true, true); }}")
+            page.page.wait_for_timeout(800)
+            saved = page.serialized_workflow()
+            saved.pop("id", None)  # a random id per editor session
+            path.write_text(json.dumps(saved, indent=2) + "\n")
+            canvas = page.page.locator("#graph-canvas")
+            canvas.screenshot(path=str(path.with_suffix(".jpg")), type="jpeg", quality=80)
+            print(f"canonicalised {path.name}")
+        problems = page.our_problems()
+        page.close()
+    if problems:
+        raise SystemExit(f"console problems from the pack: {problems}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 4 or sys.argv[1] != "canonicalize":
+        raise SystemExit(__doc__)
+    canonicalize(sys.argv[2], Path(sys.argv[3]))
