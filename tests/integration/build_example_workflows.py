@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 # Model files each example expects (docs/nodes.md says where each comes from).
 LANDSCAPE = "landscape.pt"
-FFHQ = "stylegan2-ffhq-config-f.pt"
+FFHQ = "ffhq.pkl"  # NVlabs stylegan2-ada-pytorch FFHQ 1024 (python -m sgim_nodes download ffhq)
 WIKIART = "wikiart.pt"
 ENCODER = "resnet18_57.pth"
 CLIP = "ViT-B-32.pt"
