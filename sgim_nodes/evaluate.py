@@ -72,20 +72,21 @@ def zero_shot_logits(audio: torch.Tensor, class_text: torch.Tensor) -> torch.Ten
 def train_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, l2: float = 1e-3,
                 max_iter: int = 200) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Logistic regression on standardised features: returns (weight [D, C], bias [C], mean, std)."""
-    mean, std = features.mean(0), features.std(0, unbiased=False).clamp(min=1e-6)
-    x = ((features - mean) / std).double()
-    weight = torch.zeros(x.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, tolerance_grad=1e-9,
-                                  tolerance_change=1e-12, history_size=20, line_search_fn="strong_wolfe")
+    with torch.inference_mode(False), torch.enable_grad():  # callable from ComfyUI's inference mode
+        features, labels = features.clone(), labels.clone()
+        mean, std = features.mean(0), features.std(0, unbiased=False).clamp(min=1e-6)
+        x = ((features - mean) / std).double()
+        weight = torch.zeros(x.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
+        bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
+        optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, tolerance_grad=1e-7,
+                                      tolerance_change=1e-10, history_size=20, line_search_fn="strong_wolfe")
 
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = F.cross_entropy(x @ weight + bias, labels) + l2 * (weight ** 2).sum()
-        loss.backward()
-        return loss
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = F.cross_entropy(x @ weight + bias, labels) + l2 * (weight ** 2).sum()
+            loss.backward()
+            return loss
 
-    with torch.inference_mode(False), torch.enable_grad():
         optimizer.step(closure)
     return weight.detach(), bias.detach(), mean, std
 
