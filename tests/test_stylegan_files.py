@@ -420,3 +420,13 @@ def test_convert_delegates_audio_encoders(tmp_path, monkeypatch):
     other = _write(tmp_path, "other.pth", {"conv.weight": torch.zeros(3, 1, 3, 3)})
     with pytest.raises(ModelFileError, match="neither a StyleGAN2 generator nor an audio encoder"):
         main([str(other), str(tmp_path / "x.safetensors")])
+
+
+def test_legacy_torch_save_format(tmp_path, sg_dir):
+    """Checkpoints written by old torch (non-zip torch.save) load through the same safe path."""
+    checkpoint = torch.load(sg_dir / "rosinality_tiny.pt", weights_only=True)
+    checkpoint = {"g_ema": checkpoint["g_ema"], "latent_avg": checkpoint["latent_avg"]}
+    path = tmp_path / "legacy.pt"
+    torch.save(checkpoint, path, _use_new_zipfile_serialization=False)
+    assert not path.read_bytes().startswith(b"PK")
+    same_outputs(load_generator(sg_dir / "rosinality_tiny.pt"), load_generator(path), atol=0)
