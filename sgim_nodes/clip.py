@@ -115,6 +115,18 @@ def register_model_config(name: str, config: dict[str, Any]) -> str:
     return name
 
 
+def unregister_model_config(name: str) -> None:
+    """Undo :func:`register_model_config` (tests use it to keep the registry as they found it)."""
+    from open_clip import factory
+
+    if _REGISTRY_DIR is not None:
+        config_path = _REGISTRY_DIR / f"{name}.json"
+        if config_path in factory._MODEL_CONFIG_PATHS:
+            factory._MODEL_CONFIG_PATHS.remove(config_path)
+        config_path.unlink(missing_ok=True)
+    factory._MODEL_CONFIGS.pop(name, None)  # open_clip has no public way to forget a config
+
+
 def _ensure_tiny_configs(*names: str | None) -> None:
     """Register ``sgim-tiny-clip`` (and ``sgim-tiny-clip-<dim>`` when asked for) so that files of tiny test
     models load in any process, also without a model name."""

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -167,3 +172,43 @@ def test_random_crop_offset_range():
     offsets = {feat.random_crop_offset(900, settings, gen) for _ in range(200)}
     assert offsets <= set(range(37)) and len(offsets) > 20
     assert feat.random_crop_offset(500, settings, gen) == 0
+
+
+@pytest.mark.slow
+def test_one_hour_of_audio_uses_bounded_memory():
+    """A synthetic one-hour 8 kHz clip goes through the windowed path (what embed_audio feeds the encoder,
+    batch by batch). Whole-clip processing would need 1025 x 310k float32 of STFT power (1.27 GB) and a
+    159 MB mel spectrogram; here the memory above the waveform is one chunk's, whatever the duration."""
+    script = textwrap.dedent("""
+        import math, re, time, torch
+        from sgim_nodes.audio import features
+        def high_water_mib():
+            return int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) // 1024
+        rate, seconds = 8000, 3600
+        t = torch.arange(rate * seconds, dtype=torch.float32) / rate
+        wave = (0.2 * torch.sin(2 * math.pi * 440 * t) * torch.sin(2 * math.pi * t / 60)).unsqueeze(0)
+        del t
+        def reset_high_water():  # Linux: writing 5 to clear_refs resets VmHWM to the current RSS
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        reset_high_water()
+        with_wave = high_water_mib()
+        for _ in features.iter_windows(wave[:, :rate * 120], rate):  # two minutes: same chunk sizes
+            pass
+        after_short = high_water_mib()
+        reset_high_water()
+        start, count = time.time(), 0
+        for batch in features.iter_windows(wave, rate, batch_size=8):
+            count += batch.shape[0]
+            assert batch.shape[1:] == (1, 128, 512) and torch.isfinite(batch).all()
+        print(count, after_short - with_wave, high_water_mib() - with_wave, round(time.time() - start, 1))
+    """)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    windows, short_mib, hour_mib, seconds = result.stdout.split()
+    print(f"one hour at 8 kHz: {windows} windows in {seconds} s; peak memory above the waveform: "
+          f"{hour_mib} MiB for the hour, {short_mib} MiB for two minutes")
+    assert int(windows) == 1 + math.ceil((1 + 3600 * 44100 // 512 - 864) / 864)
+    assert int(hour_mib) < 300  # whole-clip processing: > 1400 MiB
+    assert int(hour_mib) < int(short_mib) + 64  # does not grow with the duration

@@ -104,10 +104,11 @@ def to_mono(waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
     if waveform.shape[0] == 0 or waveform.shape[1] == 0:
         raise AudioError(f"waveform: the audio is empty (shape {list(waveform.shape)}); need at least one sample")
     waveform = waveform.to(torch.float32)
-    if not torch.isfinite(waveform).all():
+    # A NaN/Inf makes the sum non-finite; only then (or on overflow) pay for the exact per-sample check.
+    if not torch.isfinite(waveform.sum()) and not torch.isfinite(waveform).all():
         bad = int((~torch.isfinite(waveform)).sum())
         raise AudioError(f"waveform: {bad} sample(s) are NaN or infinite; the audio is corrupt")
-    return waveform.mean(dim=0)
+    return waveform[0] if waveform.shape[0] == 1 else waveform.mean(dim=0)  # mono: a view, no copy
 
 
 def check_sample_rate(sample_rate: Any) -> int:
