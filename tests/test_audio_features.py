@@ -212,3 +212,14 @@ def test_one_hour_of_audio_uses_bounded_memory():
     assert int(windows) == 1 + math.ceil((1 + 3600 * 44100 // 512 - 864) / 864)
     assert int(hour_mib) < 300  # whole-clip processing: > 1400 MiB
     assert int(hour_mib) < int(short_mib) + 64  # does not grow with the duration
+
+
+@pytest.mark.parametrize("rate", [44101, 47999])
+def test_awkward_sample_rates_are_bridged_not_gigabytes(rate):
+    """gcd(44101, 44100) = 1: the exact polyphase kernel would hold 44100 x 44237 floats (7.8 GB)."""
+    assert feat._kernel_elements(rate, 44100, FeatureSettings()) > feat.MAX_KERNEL_ELEMENTS
+    native = paper_input(_tone(3.0, 44100), 44100)
+    other = paper_input(_tone(3.0, rate), rate)
+    loud = native > 0.25
+    assert float((other - native)[loud].abs().max()) < 0.02
+    assert feat.resampled_total(rate * 3, rate, FeatureSettings()) in (44100 * 3, 44100 * 3 + 1)

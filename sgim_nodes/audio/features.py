@@ -137,16 +137,63 @@ def resampled_length(num_samples: int, orig: int, new: int) -> int:
     return -(-num_samples * new // orig)
 
 
+MAX_KERNEL_ELEMENTS = 1 << 24  # 64 MB of float32 filter bank; exact polyphase kernels beyond this are bridged
+
+
+def _kernel_elements(orig: int, new: int, settings: FeatureSettings) -> int:
+    """Size of torchaudio's polyphase kernel, [new/g, 1, orig/g + 2 * half_width] (g = gcd)."""
+    g = math.gcd(orig, new)
+    o, n = orig // g, new // g
+    return n * (o + 2 * math.ceil(settings.lowpass_filter_width * o / (min(o, n) * settings.rolloff)))
+
+
+def _bridge_rate(orig: int, settings: FeatureSettings) -> int | None:
+    """For rates like 44101 Hz (gcd 1 with 44100) the exact polyphase kernel would take gigabytes; such audio
+    is first linearly interpolated to the nearest multiple of 100 Hz (a pitch change below 0.12 %), then
+    resampled exactly. None when no bridge is needed."""
+    if orig == settings.sample_rate or _kernel_elements(orig, settings.sample_rate, settings) <= MAX_KERNEL_ELEMENTS:
+        return None
+    return max(100, round(orig / 100) * 100)
+
+
+def resampled_total(num_samples: int, orig: int, settings: FeatureSettings) -> int:
+    """Length of the clip once resampled to ``settings.sample_rate`` (ceil, as librosa and torchaudio)."""
+    bridge = _bridge_rate(orig, settings)
+    if bridge is not None:
+        num_samples, orig = resampled_length(num_samples, orig, bridge), bridge
+    return resampled_length(num_samples, orig, settings.sample_rate)
+
+
+def _linear_slice(mono: torch.Tensor, orig: int, new: int, start: int, stop: int) -> torch.Tensor:
+    """Samples [start, stop) of ``mono`` linearly interpolated from ``orig`` to ``new`` Hz."""
+    positions = torch.arange(start, stop, dtype=torch.float64, device=mono.device) * (orig / new)
+    left = positions.floor().long().clamp(max=mono.shape[-1] - 1)
+    right = (left + 1).clamp(max=mono.shape[-1] - 1)
+    frac = (positions - left).clamp(0, 1).to(mono.dtype)
+    return mono[left] * (1 - frac) + mono[right] * frac
+
+
 def resample_slice(mono: torch.Tensor, orig: int, settings: FeatureSettings, start: int, stop: int) -> torch.Tensor:
     """Samples [start, stop) of ``mono`` resampled to ``settings.sample_rate``, equal (to float rounding) to
     slicing the resampled whole clip, computed from the needed input slice only."""
+    bridge = _bridge_rate(orig, settings)
+    if bridge is None:
+        return _polyphase_slice(lambda a, b: mono[a:b], mono.shape[-1], orig, settings, start, stop)
+    length = resampled_length(mono.shape[-1], orig, bridge)
+    return _polyphase_slice(lambda a, b: _linear_slice(mono, orig, bridge, a, b), length, bridge, settings,
+                            start, stop)
+
+
+def _polyphase_slice(read, length: int, orig: int, settings: FeatureSettings, start: int, stop: int) -> torch.Tensor:
+    """torchaudio's windowed-sinc resampling of the input ``read(a, b)`` (``length`` samples at ``orig`` Hz),
+    output samples [start, stop) only: the input slice it reads has enough context on both sides."""
     new = settings.sample_rate
-    total = resampled_length(mono.shape[-1], orig, new)
+    total = resampled_length(length, orig, new)
     start, stop = max(0, start), min(total, stop)
     if stop <= start:
-        return mono.new_zeros(0)
+        return read(0, 0)
     if orig == new:
-        return mono[start:stop]
+        return read(start, stop)
     g = math.gcd(orig, new)
     o, n = orig // g, new // g  # o input samples <-> n output samples, exactly
     # Filter half-width in input samples (torchaudio's formula) plus a margin, in whole blocks of o.
@@ -155,10 +202,11 @@ def resample_slice(mono: torch.Tensor, orig: int, settings: FeatureSettings, sta
     context_blocks = -(-half_width // o)
     first_block = max(0, start // n - context_blocks)
     last_block = -(-stop // n) + context_blocks
-    in_start, in_stop = first_block * o, min(mono.shape[-1], last_block * o)
+    in_start, in_stop = first_block * o, min(length, last_block * o)
+    segment = read(in_start, in_stop)
     resampler = _resampler(orig, new, settings.resampling_method, settings.lowpass_filter_width,
-                           settings.rolloff, settings.beta).to(mono.device)
-    out = resampler(mono[in_start:in_stop])
+                           settings.rolloff, settings.beta).to(segment.device)
+    out = resampler(segment)
     offset = first_block * n
     return out[start - offset:stop - offset]
 
@@ -214,7 +262,7 @@ def mel_power_frames(mono: torch.Tensor, sample_rate: int, settings: FeatureSett
 
     Frames past the end of the clip are not returned (the result may be shorter than asked).
     """
-    total = resampled_length(mono.shape[-1], sample_rate, settings.sample_rate)
+    total = resampled_total(mono.shape[-1], sample_rate, settings)
     frame_stop = min(frame_stop, num_frames(total, settings))
     if frame_stop <= frame_start:
         return mono.new_zeros(settings.n_mels, 0)
@@ -249,7 +297,7 @@ def _chunk_frames(settings: FeatureSettings) -> int:
 
 def clip_max_power(mono: torch.Tensor, sample_rate: int, settings: FeatureSettings) -> torch.Tensor:
     """Maximum mel power over the whole clip (the ``ref=np.max`` of power_to_db), computed chunk by chunk."""
-    total_frames = num_frames(resampled_length(mono.shape[-1], sample_rate, settings.sample_rate), settings)
+    total_frames = num_frames(resampled_total(mono.shape[-1], sample_rate, settings), settings)
     step = _chunk_frames(settings)
     best = mono.new_zeros(())
     for start in range(0, total_frames, step):
@@ -263,7 +311,7 @@ def mel_db(waveform: torch.Tensor, sample_rate: int, settings: FeatureSettings =
     Builds the full spectrogram: meant for clips of dataset size, not hours (use :func:`iter_windows`).
     """
     mono = to_mono(waveform, sample_rate)
-    total_frames = num_frames(resampled_length(mono.shape[-1], sample_rate, settings.sample_rate), settings)
+    total_frames = num_frames(resampled_total(mono.shape[-1], sample_rate, settings), settings)
     power = mel_power_frames(mono, sample_rate, settings, 0, total_frames)
     return power_to_unit_db(power, power.max(), settings)
 
@@ -322,7 +370,7 @@ def iter_windows(waveform: torch.Tensor, sample_rate: int, settings: FeatureSett
     whole file and then crops). Memory: one chunk of spectrogram at a time, never the whole clip's.
     """
     mono = to_mono(waveform, sample_rate)
-    total_frames = num_frames(resampled_length(mono.shape[-1], sample_rate, settings.sample_rate), settings)
+    total_frames = num_frames(resampled_total(mono.shape[-1], sample_rate, settings), settings)
     hop_frames = settings.frames if hop_frames is None else int(hop_frames)
     offsets = window_offsets(total_frames, hop_frames, settings)
     if len(offsets) == 1:  # the common case: one pass, no separate max pass
@@ -342,7 +390,7 @@ def iter_windows(waveform: torch.Tensor, sample_rate: int, settings: FeatureSett
 
 def count_windows(num_samples: int, sample_rate: int, settings: FeatureSettings = PAPER_SETTINGS,
                   hop_frames: int | None = None) -> int:
-    total_frames = num_frames(resampled_length(num_samples, sample_rate, settings.sample_rate), settings)
+    total_frames = num_frames(resampled_total(num_samples, sample_rate, settings), settings)
     return len(window_offsets(total_frames, settings.frames if hop_frames is None else hop_frames, settings))
 
 
