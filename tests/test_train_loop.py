@@ -100,7 +100,7 @@ def test_short_run_learns_the_synthetic_classes(assets, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_kill_9_then_resume_gives_bit_identical_weights(assets, tmp_path):
-    common = ["--epochs", "4", "--batch-size", "8", "--checkpoint-every", "2", "--lr", "0.01"]
+    common = ["--epochs", "2", "--batch-size", "8", "--checkpoint-every", "2", "--lr", "0.01"]  # 2 x 4 steps
     full = subprocess.Popen([sys.executable, "-m", "sgim_nodes.train",
                              *_args(assets, tmp_path / "full.safetensors", *common)],
                             env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -114,7 +114,7 @@ def test_kill_9_then_resume_gives_bit_identical_weights(assets, tmp_path):
     victim.kill()  # SIGKILL: no cleanup, no final checkpoint
     victim.wait()
     killed_at = load_checkpoint(checkpoint)["step"]
-    assert 2 <= killed_at < 12 and not (tmp_path / "cut.safetensors").exists()
+    assert 2 <= killed_at < 8 and not (tmp_path / "cut.safetensors").exists()
 
     resumed = subprocess.run(victim_cmd + ["--resume"], env=_env(), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -126,7 +126,7 @@ def test_kill_9_then_resume_gives_bit_identical_weights(assets, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
     # the log continues without duplicated or missing steps, with the same losses
     full_log, cut_log = _log(tmp_path / "full_run"), _log(tmp_path / "cut_run")
-    assert [r["step"] for r in cut_log] == [str(i) for i in range(1, 13)]
+    assert [r["step"] for r in cut_log] == [str(i) for i in range(1, 9)]
     assert [r["loss"] for r in cut_log] == [r["loss"] for r in full_log]
 
 

@@ -11,8 +11,12 @@ Distributed: launched by ``torchrun --nproc-per-node N -m sgim_nodes.train ...``
 the usual ``--nnodes/--rdzv-*`` options). Backend NCCL on CUDA, gloo on CPU. ``batch_size`` is per
 process; the global batch is ``batch_size * world_size`` and ``data.EpochBatchSampler`` gives the
 processes disjoint slices of exactly the batches a single process with the global batch would see.
-Negatives are all-gathered (``losses.gather_with_grad``). BatchNorm statistics are per process unless
-``sync_batchnorm`` is set.
+Negatives are all-gathered (``losses.gather_with_grad``), so the loss and its gradient are those of
+the global batch. BatchNorm statistics are per process unless ``sync_batchnorm`` is set (CUDA only:
+torch's SyncBatchNorm does not run on CPU), so CPU multi-process weights match a single process with
+the global batch only up to those statistics. Gradient accumulation (``accum_steps``) sums gradients of
+micro-batches; each micro-batch's contrastive negatives are its own clips (not the accumulated batch).
+The two views of a clip (plain and SpecAugmented) go through the encoder in one batch.
 
 Exact resume: every ``checkpoint_every`` optimiser steps rank 0 writes ``<run_dir>/checkpoint.pt``
 atomically (``fileio.atomic_path``): model, loss (temperature), optimizer, scheduler, AMP scaler,
@@ -109,6 +113,7 @@ class TrainConfig:
     sync_batchnorm: bool = False
     max_bad_fraction: float = 0.05
     max_steps: int | None = None  # stop after this many optimiser steps (smoke tests)
+    recompute_text: bool = False  # encode captions with CLIP every batch, as the released code did (benchmark)
     progress: bool = True
     tensorboard: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -324,7 +329,8 @@ def train(cfg: TrainConfig) -> Path:
     text_embeddings = table.embed(clip, cache_dir=cfg.cache_dir, clip_path=cfg.clip).to(device)
     image_embeddings = embed_images(clip, image_paths).to(device) if image_paths else None
     clip_name, embed_dim = clip.name, int(clip.embed_dim)
-    del clip
+    if not cfg.recompute_text:
+        del clip
     log.info("embedded %d caption variants of %d captions and %d images", len(table.texts), len(table.captions),
              len(image_paths))
 
@@ -428,7 +434,10 @@ def train(cfg: TrainConfig) -> Path:
             if global_size:
                 audio = batch["audio"].to(device, non_blocking=True)
                 audio_aug = batch["audio_aug"].to(device, non_blocking=True)
-                text = text_embeddings[batch["text_row"].to(device)]
+                if cfg.recompute_text:
+                    text = clip.encode_text([table.texts[i] for i in batch["text_row"].tolist()])
+                else:
+                    text = text_embeddings[batch["text_row"].to(device)]
                 image_ids = batch["image_id"].to(device)
                 image = image_embeddings[image_ids.clamp(min=0)] if image_embeddings is not None else None
                 sync_context = train_model.no_sync() if dist_info.enabled and not last_micro else _null_context()
@@ -444,8 +453,9 @@ def train(cfg: TrainConfig) -> Path:
             if not last_micro:
                 continue
             micro_in_step = 0
-            scaler.step(optimizer)
-            scaler.update()
+            if window_samples:  # else every micro-batch was unusable: no gradient, keep the schedule moving
+                scaler.step(optimizer)
+                scaler.update()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             step += 1
@@ -456,7 +466,7 @@ def train(cfg: TrainConfig) -> Path:
                 elapsed = time.perf_counter() - window_start
                 row = {"step": step, "epoch": step_epoch, "lr": optimizer.param_groups[0]["lr"],
                        "loss": loss_sum / cfg.accum_steps,
-                       "logit_scale": float(model.criterion.logit_scale()), "bad_files": len(bad),
+                       "logit_scale": float(model.criterion.logit_scale().detach()), "bad_files": len(bad),
                        "samples": window_samples, "samples_per_s": window_samples / elapsed if elapsed > 0 else 0.0}
                 row.update({f"loss_{k}": v / cfg.accum_steps for k, v in parts_sum.items()})
                 csv_log.write(row)
@@ -471,6 +481,8 @@ def train(cfg: TrainConfig) -> Path:
                 checkpoint()
             if step >= total_steps or batch_in_epoch == 0:
                 break  # epoch done (a new sampler) or run done
+        else:  # the sampler had nothing left in this epoch
+            epoch, batch_in_epoch = epoch + 1, 0
     if progress is not None:
         progress.close()
     if writer is not None:
