@@ -132,6 +132,15 @@ def throw_if_interrupted() -> None:
     mm.throw_exception_if_processing_interrupted()
 
 
+def free_device_cache() -> None:
+    """Give the optimiser's freed GPU memory back to ComfyUI's other models."""
+    try:
+        import comfy.model_management as mm  # type: ignore[import-not-found]
+    except ImportError:
+        return
+    mm.soft_empty_cache()
+
+
 def progress_bar(total: int, node_id: str | None):
     """A ComfyUI ProgressBar (created per call: it captures the server hook); None outside ComfyUI."""
     try:
@@ -229,7 +238,11 @@ def load_generator_file(path: str):
 
 def generator_info(name: str) -> dict:
     """num_ws and the layer groups of a generator file, for the layer-mask editor."""
-    path = model_file_path("stylegan", name, "generator_info", "name")
+    try:
+        path = model_file_path("stylegan", name, "Layer Mask", "generator")
+    except ModelFileError:
+        raise ModelFileError(f"generator file {name!r} is not in models/stylegan (see docs/nodes.md for "
+                             "where to get it), so the layers cannot be shown yet") from None
     generator = cached_load("stylegan", path, load_generator_file)
     groups = {preset: preset_freedom(preset, generator.num_ws) for preset in ("coarse", "middle", "fine")}
     return {"name": name, "num_ws": generator.num_ws, "resolution": generator.resolution,
@@ -821,6 +834,8 @@ class SGIMOptimizeLatent:
                     seed=seed, callback=report, preview_every=preview_every)
             except SGIMError as exc:
                 raise named_error(node, "target", exc) from None
+            finally:
+                free_device_cache()
         log = json.dumps({"last": history[-1] if history else {}, "history": history})
         return (wplus_value(result.ws, generator.name), log)
 

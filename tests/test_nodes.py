@@ -241,6 +241,17 @@ def test_loaders_cache_models_and_track_file_changes(nodes, models, comfy_base):
     reloaded, = run("SGIMLoadStyleGAN", nodes, generator_name=names["generator16"])
     assert reloaded is not models.generator16 and reloaded.num_ws == 6
     assert math.isnan(nodes.SGIMLoadStyleGAN.IS_CHANGED(generator_name="missing.pt"))
+    clip_a = nodes.SGIMLoadCLIP.IS_CHANGED(clip_name=names["clip"], model_name="")
+    assert clip_a != nodes.SGIMLoadCLIP.IS_CHANGED(clip_name=names["clip"], model_name="ViT-B-32")
+    assert clip_a == nodes.SGIMLoadCLIP.IS_CHANGED(clip_name=names["clip"], model_name="")
+
+
+def test_generator_info_for_the_layer_mask_editor(nodes, models, errors):
+    info = nodes.generator_info(models.names["generator"])
+    assert info["num_ws"] == 8 and info["resolution"] == 32 and info["w_dim"] == 64
+    assert info["groups"]["coarse"] == [1.0] * 4 + [0.0] * 4 and info["groups"]["fine"] == [0.0] * 8
+    with pytest.raises(errors.ModelFileError, match="'landscape.pt' is not in models/stylegan"):
+        nodes.generator_info("landscape.pt")
 
 
 def test_wrong_model_files_name_the_node_input(nodes, models, errors):
@@ -395,7 +406,8 @@ class FakeInterrupt(Exception):
 @pytest.fixture()
 def fake_comfy(monkeypatch):
     """comfy.model_management / comfy.utils / server stand-ins recording what the node reports."""
-    record = types.SimpleNamespace(progress=[], previews=[], events=[], texts=[], interrupt_at=None, checks=0)
+    record = types.SimpleNamespace(progress=[], previews=[], events=[], texts=[], interrupt_at=None, checks=0,
+                                   cache_emptied=0)
 
     mm = types.ModuleType("comfy.model_management")
     mm.get_torch_device = lambda: torch.device("cpu")
@@ -406,6 +418,11 @@ def fake_comfy(monkeypatch):
             raise FakeInterrupt("interrupted")
 
     mm.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
+
+    def soft_empty_cache():
+        record.cache_emptied += 1
+
+    mm.soft_empty_cache = soft_empty_cache
 
     class ProgressBar:
         def __init__(self, total, node_id=None):
@@ -462,6 +479,7 @@ def test_optimize_latent_reports_progress_and_edits(nodes, models, sound, fake_c
     assert len(losses) == 6 and losses[-1][1]["step"] == 6 and losses[-1][2] == "client-1"
     assert losses[0][1]["terms"]["clip"] == pytest.approx(history[0]["clip"])
     assert fake_comfy.texts[-1][1] == "17" and fake_comfy.texts[-1][0].startswith("step 6/6")
+    assert fake_comfy.cache_emptied == 1
 
     # same inputs and seed: same result; another seed of the optimiser is allowed to differ only via noise
     again, _ = run("SGIMOptimizeLatent", nodes, generator=g, clip=models.clip, target=audio, source=src, steps=6,
@@ -479,6 +497,7 @@ def test_optimize_latent_stops_on_interrupt(nodes, models, sound, fake_comfy):
         run("SGIMOptimizeLatent", nodes, generator=g, clip=models.clip, target=text, source=src, steps=50,
             lr=0.1, lambda_sim=0.002, lambda_id=0.0, adaptive_mask=False, seed=0, preview_every=0, unique_id="5")
     assert len(fake_comfy.progress) == 2  # stopped within one step
+    assert fake_comfy.cache_emptied == 1  # memory handed back on the way out
 
 
 def test_optimize_latent_errors_name_inputs(nodes, models, sound, errors, fake_comfy):

@@ -85,6 +85,22 @@ class FrontendPage:
     def api_prompt(self) -> dict:
         return self.page.evaluate(f"async () => (await {APP}.graphToPrompt()).output")
 
+    def graph_bounds(self, margin: int = 0) -> dict:
+        """Screen rectangle around every node (title bars included), for thumbnails."""
+        return self.page.evaluate(
+            f"""(margin) => {{
+                const app = {APP}; const ds = app.canvas.ds; const rect = app.canvas.canvas.getBoundingClientRect();
+                let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+                for (const n of app.graph.nodes) {{
+                    const [x, y] = n.pos, [w, h] = n.size, title = 30;
+                    x0 = Math.min(x0, x); y0 = Math.min(y0, y - title); x1 = Math.max(x1, x + w); y1 = Math.max(y1, y + h);
+                }}
+                const sx = (v) => rect.left + (v + ds.offset[0]) * ds.scale, sy = (v) => rect.top + (v + ds.offset[1]) * ds.scale;
+                const left = Math.max(rect.left, sx(x0) - margin), top = Math.max(rect.top, sy(y0) - margin);
+                return {{x: left, y: top, width: Math.min(rect.right, sx(x1) + margin) - left,
+                         height: Math.min(rect.bottom, sy(y1) + margin) - top}};
+            }}""", margin)
+
     def close(self) -> None:
         self.browser.close()
 
@@ -103,8 +119,8 @@ def canonicalize(url: str, folder: Path) -> None:
             saved = page.serialized_workflow()
             saved.pop("id", None)  # a random id per editor session
             path.write_text(json.dumps(saved, indent=2) + "\n")
-            canvas = page.page.locator("#graph-canvas")
-            canvas.screenshot(path=str(path.with_suffix(".jpg")), type="jpeg", quality=80)
+            page.page.screenshot(path=str(path.with_suffix(".jpg")), type="jpeg", quality=80,
+                                 clip=page.graph_bounds(margin=16))
             print(f"canonicalised {path.name}")
         problems = page.our_problems()
         page.close()

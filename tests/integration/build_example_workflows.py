@@ -74,7 +74,7 @@ def edit_graph(generator: str, audio_file: str, optimize: dict, source: dict, ma
         (11, "image", 12, "images"),
     ]
     if with_identity:
-        nodes.append({"id": 13, "type": "SGIMLoadIdentityModel", "pos": [X[0], 520],
+        nodes.append({"id": 13, "type": "SGIMLoadIdentityModel", "pos": [X[0], 600],
                       "widgets": {"identity_name": IDENTITY}})
         links.append((13, "identity_model", 8, "identity_model"))
     return nodes, links
