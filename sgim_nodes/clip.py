@@ -6,7 +6,9 @@ Supported files (never any network access: open_clip is always called with ``pre
   compile the code stored in it, so instead its ``data.pkl`` is read with the restricted unpickler
   (TorchScript classes become inert stand-ins, storages are read from the zip), the tensors are
   collected into a state dict and open_clip's own OpenAI builder makes the model (QuickGELU);
-* a plain OpenAI state dict (``.pt``; it carries ``input_resolution``/``context_length``/``vocab_size``);
+* a plain OpenAI state dict (``.pt``; it carries ``input_resolution``/``context_length``/``vocab_size``).
+  For both OpenAI forms the architecture comes from the tensors (QuickGELU, as OpenAI trained it); a
+  ``model_name`` only labels the model (default: the matching open_clip name, e.g. ``ViT-B-32``);
 * open_clip state dicts (``.bin``/``.pt``/``.pth``/``.safetensors``) with an open_clip model name. Without a
   name, it is inferred from the tensor shapes and the file name when exactly one known config fits; else a
   clear error asks for it (e.g. ``ViT-B-32`` and ``ViT-B-32-quickgelu`` have identical weights layouts).
@@ -476,7 +478,7 @@ def load_clip(path: str | os.PathLike, model_name: str | None = None, device: st
     with torch.inference_mode(False), torch.no_grad():
         state = _read_state_dict(path)
         is_openai = any(k in state for k in OPENAI_EXTRA_KEYS) or _is_torchscript_zip(path)
-        if model_name is None and is_openai:
+        if is_openai:  # architecture from the weights, QuickGELU as OpenAI trained it; a given name only labels it
             if _state_signature(state) is None and "visual.attnpool.positional_embedding" not in state:
                 raise ModelFileError(f"{path}: not an OpenAI CLIP checkpoint (missing the visual/text tower keys)")
             try:
@@ -485,8 +487,8 @@ def load_clip(path: str | os.PathLike, model_name: str | None = None, device: st
                 raise ModelFileError(f"{path}: OpenAI CLIP weights could not be loaded ({exc})") from None
             model = model.float()
             _load_into(model, state, str(path))  # again in float32: the builder rounds through float16
-            name = infer_model_name(state)[1]
-            name = next((c for c in name if not c.endswith("quickgelu")), None) or f"openai:{path.stem}"
+            fitting = infer_model_name(state)[1]
+            name = model_name or next((c for c in fitting if not c.endswith("quickgelu")), None) or f"openai:{path.stem}"
         else:
             if model_name is None:
                 model_name, candidates = infer_model_name(state, path.name)

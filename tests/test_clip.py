@@ -76,6 +76,13 @@ def test_every_format_loads_and_embeds_like_open_clip(files, reference, fmt):
     assert float((image - image_ref).abs().max()) < tolerance
 
 
+def test_openai_files_take_the_architecture_from_the_weights(files, reference):
+    """A name given for an OpenAI file only labels it (a non-QuickGELU config must not be used)."""
+    model = load_clip(files["torchscript"], model_name="ViT-tiny (OpenAI)")
+    assert model.name == "ViT-tiny (OpenAI)"
+    assert float((model.encode_text(PROMPTS) - reference[1]).abs().max()) < 1e-5
+
+
 def test_batch_consistency(files):
     model = load_clip(files["safetensors"])
     batched = model.encode_text(PROMPTS)

@@ -373,10 +373,9 @@ def iter_windows(waveform: torch.Tensor, sample_rate: int, settings: FeatureSett
     total_frames = num_frames(resampled_total(mono.shape[-1], sample_rate, settings), settings)
     hop_frames = settings.frames if hop_frames is None else int(hop_frames)
     offsets = window_offsets(total_frames, hop_frames, settings)
-    if len(offsets) == 1:  # the common case: one pass, no separate max pass
+    if len(offsets) == 1:  # the clip fits one window: one pass, its own maximum is the clip's
         power = mel_power_frames(mono, sample_rate, settings, 0, settings.frames)
-        ref = power.max() if total_frames <= settings.frames else clip_max_power(mono, sample_rate, settings)
-        yield to_model_input(fit_frames(power_to_unit_db(power, ref, settings), settings), settings)
+        yield to_model_input(fit_frames(power_to_unit_db(power, power.max(), settings), settings), settings)
         return
     ref = clip_max_power(mono, sample_rate, settings)
     batch_size = max(1, int(batch_size))
