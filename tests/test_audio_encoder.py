@@ -168,6 +168,8 @@ def test_embed_audio_windows_hop_and_selection(encoder):
     pooled = embed_audio(encoder, wave, rate, hop_seconds=5.0)
     mean = torch.nn.functional.normalize(per_window.mean(dim=1), dim=-1)
     assert float((pooled - mean).abs().max()) < 1e-6
+    first = embed_audio(encoder, wave, rate, pool="first", hop_seconds=5.0)
+    assert first.shape == (1, 512) and float((first - per_window[:, 0]).abs().max()) < 1e-6
     part = embed_audio(encoder, wave, rate, start_seconds=2.0, end_seconds=6.0)
     assert float((part - embed_audio(encoder, wave[:, 2 * rate:6 * rate], rate)).abs().max()) < 1e-6
     with pytest.raises(ParameterError, match="empty"):

@@ -215,14 +215,15 @@ def embed_audio(encoder: AudioEncoder, waveform: torch.Tensor, sample_rate: int,
     10 s) every ``hop_seconds`` (default: the window length, no overlap); a clip shorter than a window
     is zero-padded after its end, as the official inference code does. ``pool="mean"`` returns one
     embedding per clip, ``[B, D]`` (the mean of the normalised window embeddings, renormalised);
-    ``pool="none"`` returns ``[B, W, D]``, one per window (W is the same for every clip of a batch).
+    ``pool="none"`` returns ``[B, W, D]``, one per window (W is the same for every clip of a batch);
+    ``pool="first"`` returns ``[B, D]`` from the first window only (the paper's inference, cheapest).
     ``start_seconds``/``end_seconds`` select a part of the clip first. ``window_seconds`` may only be
     None or the model's window length (the network and its preprocessing fix it).
     """
     settings = encoder.settings
     sample_rate = check_sample_rate(sample_rate)
-    if pool not in ("mean", "none"):
-        raise ParameterError(f"pool: expected 'mean' or 'none', got {pool!r}")
+    if pool not in ("mean", "none", "first"):
+        raise ParameterError(f"pool: expected 'mean', 'none' or 'first', got {pool!r}")
     if window_seconds is not None and abs(window_seconds - settings.window_seconds) > 1e-3:
         raise ParameterError(f"window_seconds: this encoder's window is fixed at {settings.window_seconds:.3f} s "
                              f"({settings.frames} frames); got {window_seconds}")
@@ -245,13 +246,17 @@ def embed_audio(encoder: AudioEncoder, waveform: torch.Tensor, sample_rate: int,
     results = []
     with torch.inference_mode():
         for clip in batch:
-            per_window = [encoder(inputs.to(device)).float()
-                          for inputs in iter_windows(clip, sample_rate, settings, hop_frames=hop_frames,
-                                                     batch_size=batch_size)]
+            windows = iter_windows(clip, sample_rate, settings, hop_frames=hop_frames,
+                                   batch_size=1 if pool == "first" else batch_size)
+            if pool == "first":  # the paper's inference: only the window at offset 0, nothing else computed
+                windows = [next(windows)]
+            per_window = [encoder(inputs.to(device)).float() for inputs in windows]
             results.append(torch.nn.functional.normalize(torch.cat(per_window), dim=-1))
         embeddings = torch.stack(results)  # [B, W, D]
         if pool == "mean":
             embeddings = torch.nn.functional.normalize(embeddings.mean(dim=1), dim=-1)
+        elif pool == "first":
+            embeddings = embeddings[:, 0]
     with torch.inference_mode(False):  # a normal tensor even when called inside inference mode, so that an
         return embeddings.clone()       # optimiser can use it as a constant target under autograd
 
