@@ -271,6 +271,14 @@ def test_wrong_model_files_name_the_node_input(nodes, models, errors):
         fp.folder_names_and_paths["sgim_clip"][0].remove(stylegan_dir)
 
 
+def test_nvlabs_pickle_loads_through_the_node(nodes, models):
+    generator, = run("SGIMLoadStyleGAN", nodes, generator_name="nvlabs_tiny.pkl")
+    assert generator.num_ws == 8 and generator.resolution == 32
+    src, = run("SGIMSourceLatent", nodes, generator=generator, seed=0, truncation_psi=1.0, mode="random", batch_size=1)
+    image, = run("SGIMDecode", nodes, generator=generator, wplus=src, noise_mode="const")
+    assert image.shape == (1, 32, 32, 3) and image.std() > 0.01
+
+
 def test_identity_loader(nodes, models, monkeypatch, pack):
     identity = importlib.import_module(PACK_MODULE + ".sgim_nodes.optimize.identity")
     # the library's loader builds the full IR-SE50 by default; the tiny test file needs its config
@@ -278,6 +286,17 @@ def test_identity_loader(nodes, models, monkeypatch, pack):
     model, = run("SGIMLoadIdentityModel", nodes, identity_name=models.names["identity"])
     assert isinstance(model, torch.nn.Module)
     assert not any(p.requires_grad for p in model.parameters())
+    # a face-style edit with the identity term switched on
+    g = models.generator
+    text, = run("SGIMEmbedText", nodes, clip=models.clip, text="a smiling face")
+    src, = run("SGIMSourceLatent", nodes, generator=g, seed=2, truncation_psi=0.7, mode="random", batch_size=1)
+    wplus, log = run("SGIMOptimizeLatent", nodes, generator=g, clip=models.clip, target=text, source=src, steps=3,
+                     lr=0.05, lambda_sim=0.008, lambda_id=0.5, adaptive_mask=True, seed=0, preview_every=0,
+                     identity_model=model)
+    history = json.loads(log)["history"]
+    assert history[0]["identity"] == pytest.approx(0.0, abs=1e-4)  # step 1 starts at the source
+    assert history[-1]["identity"] > 1e-6  # the face moved, the identity term sees it
+    assert not torch.equal(wplus["ws"], src["ws"])
 
 
 # ------------------------------------------------------------------------------ embeddings

@@ -114,7 +114,7 @@ def test_object_info_lists_every_node_without_import_errors(server):
     assert "comfyui-sgim" in log.split("Import times for custom nodes:")[1].split("\n\n")[0]
     assert info["SGIMOptimizeLatent"]["category"] == "SGIM"
     assert info["SGIMLoadStyleGAN"]["input"]["required"]["generator_name"][0] == [
-        "not_a_model.pt", "tiny16.safetensors", "tiny_rosinality.pt"]  # folder_paths sees models/stylegan
+        "not_a_model.pt", "nvlabs_tiny.pkl", "tiny16.safetensors", "tiny_rosinality.pt"]  # models/stylegan
     assert "/extensions/comfyui-sgim/sgim.js" in get_json(f"{server.url}/extensions")
     assert get_json(f"{server.url}/sgim/generator_info?name=tiny_rosinality.pt")["num_ws"] == 8
     assert "comfyui-sgim" in get_json(f"{server.url}/workflow_templates")
@@ -152,6 +152,17 @@ def test_example_workflow_runs_with_progress_previews_and_saved_image(server):
     latent_text = history["outputs"][node_of(prompt, "SGIMSaveLatent")]["text"][0]
     assert latent_text.startswith("saved sgim/upscaled_")
     print(f"tiny 8-step example graph: {elapsed:.1f} s end to end")
+
+    # queued again unchanged: nothing re-runs (ComfyUI's cache; the optimiser is skipped)
+    again = run_prompt(server, prompt)
+    cached = [n for d in of_type(again, "execution_cached") for n in d["nodes"]]
+    assert optimize_id in cached and not of_type(again, "progress")
+    # only the optimiser's seed changed: the loaders and the source stay cached, the optimiser re-runs
+    prompt[optimize_id]["inputs"]["seed"] = 102
+    changed = run_prompt(server, prompt)
+    cached = [n for d in of_type(changed, "execution_cached") for n in d["nodes"]]
+    assert node_of(prompt, "SGIMLoadStyleGAN") in cached and node_of(prompt, "SGIMSourceLatent") in cached
+    assert [d["value"] for d in of_type(changed, "progress") if d["node"] == optimize_id] == list(range(1, 9))
 
 
 def test_interrupt_stops_the_optimiser_within_a_step(server):
