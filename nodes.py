@@ -26,7 +26,7 @@ import json
 import os
 import threading
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -43,7 +43,6 @@ MODEL_FOLDERS = {
     "sgim_clip": {".pt", ".pth", ".bin", ".safetensors"},
     "sgim_identity": {".pt", ".pth", ".safetensors"},
 }
-LATENT_KIND = "wplus_latent"  # sgim_kind of saved W+ files (sgim_nodes.fileio)
 LOSS_EVENT = "sgim.loss"  # custom websocket message read by web/sgim.js
 
 
@@ -286,7 +285,6 @@ class Embedding:
     weights: tuple[float, ...]
     labels: tuple[str, ...]
     clip_model: str | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def dim(self) -> int:
@@ -307,13 +305,13 @@ def wplus_value(ws: torch.Tensor, generator_name: str) -> dict:
 
 
 def check_wplus(wplus: dict, generator, node: str, input_name: str) -> torch.Tensor:
-    ws = wplus["ws"]
-    if ws.dim() != 3 or ws.shape[1] != generator.num_ws or ws.shape[2] != generator.w_dim:
-        raise ParameterError(
-            f"{node}, input '{input_name}': the W+ code has shape {list(ws.shape)} (from generator "
-            f"{wplus.get('generator')!r}), but generator {generator.name!r} needs "
-            f"[batch, {generator.num_ws}, {generator.w_dim}]")
-    return ws
+    """The W+ tensor of ``wplus`` if it fits ``generator``; else an error naming the node input."""
+    from .sgim_nodes.latents import check_wplus_fits
+
+    try:
+        return check_wplus_fits(wplus["ws"], generator, what=f"code from generator {wplus.get('generator')!r}")
+    except SGIMError as exc:
+        raise named_error(node, input_name, exc) from None
 
 
 def to_comfy_image(images: torch.Tensor) -> torch.Tensor:
@@ -502,15 +500,9 @@ class SGIMEmbedAudio:
         waveform = audio["waveform"]
         encoder = on_device(audio_encoder, torch_device())
         try:
-            if pool == "first":
-                # the paper's inference: only the window that starts at start_seconds
-                vectors = embed_audio(encoder, waveform, int(audio["sample_rate"]), pool="none",
-                                      start_seconds=start_seconds or None, end_seconds=end_seconds or None)
-                vectors = vectors[:, 0]
-            else:
-                vectors = embed_audio(encoder, waveform, int(audio["sample_rate"]),
-                                      hop_seconds=hop_seconds or None, pool="mean",
-                                      start_seconds=start_seconds or None, end_seconds=end_seconds or None)
+            vectors = embed_audio(encoder, waveform, int(audio["sample_rate"]), pool=pool,
+                                  hop_seconds=hop_seconds or None,
+                                  start_seconds=start_seconds or None, end_seconds=end_seconds or None)
         except SGIMError as exc:
             raise named_error(node, "audio", exc) from None
         clip_model = (getattr(audio_encoder, "config", None) or {}).get("clip_model")
@@ -868,6 +860,7 @@ class SGIMStyleMix:
         }
 
     def mix(self, wplus_a, wplus_b, layers_from_b="fine", custom_layers="", layer_mask=None):
+        from .sgim_nodes.latents import style_mix
         from .sgim_nodes.optimize.layer_mask import parse_layer_list
 
         node = "Style Mix"
@@ -891,11 +884,10 @@ class SGIMStyleMix:
             input_name = "layers_from_b" if layers_from_b != "custom" else (
                 "layer_mask" if layer_mask is not None else "custom_layers")
             raise named_error(node, input_name, exc) from None
-        if ws_a.shape[0] != ws_b.shape[0] and 1 not in (ws_a.shape[0], ws_b.shape[0]):
-            raise ParameterError(f"{node}, input 'wplus_b': batch {ws_b.shape[0]} does not match batch "
-                                 f"{ws_a.shape[0]} of wplus_a (use equal batches or a batch of 1)")
-        # per layer: 0 keeps A, 1 takes B, in between blends (a lerp in W+, as style mixing does)
-        mixed = torch.lerp(ws_a, ws_b, blend[None, :, None].to(ws_a.dtype))
+        try:
+            mixed = style_mix(ws_a, ws_b, blend)
+        except SGIMError as exc:
+            raise named_error(node, "wplus_b", exc) from None
         return (wplus_value(mixed, wplus_a.get("generator", "")),)
 
 
@@ -949,7 +941,7 @@ class SGIMSaveLatent:
         }}
 
     def save(self, wplus, filename_prefix="sgim/latent"):
-        from .sgim_nodes.fileio import save_model_file
+        from .sgim_nodes.latents import save_wplus
 
         out_dir = os.path.realpath(output_directory())
         target_dir = os.path.realpath(os.path.join(out_dir, os.path.dirname(filename_prefix)))
@@ -961,11 +953,7 @@ class SGIMSaveLatent:
                            if f.startswith(base + "_") and f.endswith(".safetensors")
                            and f[len(base) + 1:-len(".safetensors")].isdigit()] or [0])
         name = f"{base}_{counter:05d}.safetensors"
-        ws = wplus["ws"]
-        save_model_file(os.path.join(target_dir, name), {"ws": ws}, kind=LATENT_KIND,
-                        config={"generator": wplus.get("generator", ""), "num_ws": int(ws.shape[1]),
-                                "w_dim": int(ws.shape[2]), "batch": int(ws.shape[0])},
-                        extra_metadata={"generator": wplus.get("generator", "")})
+        save_wplus(os.path.join(target_dir, name), wplus["ws"], generator_name=wplus.get("generator", ""))
         subfolder = os.path.relpath(target_dir, out_dir)
         shown = name if subfolder == "." else f"{subfolder}/{name}"
         return {"ui": {"text": [f"saved {shown}"]}}
@@ -1016,17 +1004,13 @@ class SGIMLoadLatent:
         return f"{mtime}:{size}"
 
     def load(self, latent_file):
-        from .sgim_nodes.fileio import load_model_file
+        from .sgim_nodes.latents import load_wplus
 
-        path = latent_file_path(latent_file)
         try:
-            tensors, config, _ = load_model_file(path, LATENT_KIND)
+            ws, generator_name, _ = load_wplus(latent_file_path(latent_file))
         except SGIMError as exc:
             raise named_error("Load Latent", "latent_file", exc) from None
-        ws = tensors.get("ws")
-        if ws is None or ws.dim() != 3:
-            raise ModelFileError(f"Load Latent, input 'latent_file': {latent_file} holds no W+ tensor 'ws'")
-        return (wplus_value(ws, config.get("generator", "")),)
+        return (wplus_value(ws, generator_name),)
 
 
 NODE_CLASS_MAPPINGS = {

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
