@@ -218,18 +218,52 @@ def test_bad_audio_is_skipped_and_counted_until_the_threshold(assets, tmp_path, 
                       max_bad_fraction=0.05))
 
 
-def test_options_accumulation_adamw_learnable_temperature_and_resume_checks(assets, tmp_path):
+def _manifest_with_images(assets: Path, folder: Path) -> Path:
+    """The synthetic training rows plus an image per class (PNG files; one class gets a video, one none)."""
+    import av
+    import numpy as np
+    from PIL import Image
+
+    rows = list(csv.DictReader(open(assets / "synth" / "manifest.csv", newline="")))
+    labels = sorted({r["label"] for r in rows})
+    images = {}
+    for i, label in enumerate(labels[:2]):
+        images[label] = folder / f"{i}.png"
+        Image.fromarray(np.full((40, 48, 3), 60 * i, np.uint8)).save(images[label])
+    video = folder / "clip.mp4"
+    with av.open(str(video), "w") as container:
+        stream = container.add_stream("mpeg4", rate=4)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for k in range(3):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 50 * k, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    images[labels[2]] = video
+    manifest = folder / "with_images.csv"
+    with open(manifest, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["audio", "label", "split", "image"])
+        for r in rows:
+            writer.writerow([assets / "synth" / r["audio"], r["label"], r["split"], images.get(r["label"], "")])
+    return manifest
+
+
+def test_options_images_accumulation_adamw_learnable_temperature_and_resume_checks(assets, tmp_path):
     out = tmp_path / "enc.safetensors"
-    cfg = _config(assets, out, epochs=2, batch_size=6, accum_steps=2, optimizer="adamw", lr=1e-3,
-                  learnable_temperature=True, max_steps=3, checkpoint_every=1)
+    manifest = _manifest_with_images(assets, tmp_path)
+    cfg = _config(assets, out, data=str(manifest), epochs=2, batch_size=6, accum_steps=2, optimizer="adamw",
+                  lr=1e-3, learnable_temperature=True, max_steps=3, checkpoint_every=1)
     train(cfg)
     rows = _log(tmp_path / "enc_run")
     assert [r["samples"] for r in rows] == ["12"] * 3  # 2 micro-batches of 6 per optimiser step
+    assert all(float(r["loss_image"]) > 0 for r in rows)  # the audio-image term is active
     assert float(rows[-1]["logit_scale"]) != pytest.approx(1 / 0.07, abs=1e-6)  # the temperature moved
     state = load_checkpoint(tmp_path / "enc_run" / "checkpoint.pt")
     assert state["step"] == 3 and "criterion.logit_scale.log_scale" in state["model"]
     with pytest.raises(ParameterError, match="cannot resume"):
-        train(_config(assets, out, epochs=2, batch_size=4, resume=True))
+        train(_config(assets, out, data=str(manifest), epochs=2, batch_size=4, resume=True))
     with pytest.raises(ParameterError, match="batch_size"):
         train(_config(assets, out, batch_size=1))
     with pytest.raises(ParameterError, match="template"):

@@ -408,7 +408,7 @@ def train(cfg: TrainConfig) -> Path:
             "config": json.dumps(dataclasses.asdict(cfg))})
 
     micro_in_step, window_samples, window_start = 0, 0, time.perf_counter()
-    parts_sum: dict[str, float] = {}
+    parts_sum: dict[str, tuple[float, int]] = {}
     loss_sum = 0.0
     sampler = EpochBatchSampler(len(samples), cfg.batch_size, seed=cfg.seed, rank=dist_info.rank,
                                 world_size=dist_info.world_size, stop_batch=steps_per_epoch * cfg.accum_steps)
@@ -447,8 +447,9 @@ def train(cfg: TrainConfig) -> Path:
                                                   image_ids if image is not None else None)
                     scaler.scale(loss / cfg.accum_steps).backward()
                 loss_sum += float(loss.detach())
-                for k, v in parts.items():
-                    parts_sum[k] = parts_sum.get(k, 0.0) + v
+                for k, v in parts.items():  # a term can be absent from a micro-batch (e.g. < 2 images)
+                    total_, count_ = parts_sum.get(k, (0.0, 0))
+                    parts_sum[k] = (total_ + v, count_ + 1)
                 window_samples += global_size
             if not last_micro:
                 continue
@@ -468,7 +469,7 @@ def train(cfg: TrainConfig) -> Path:
                        "loss": loss_sum / cfg.accum_steps,
                        "logit_scale": float(model.criterion.logit_scale().detach()), "bad_files": len(bad),
                        "samples": window_samples, "samples_per_s": window_samples / elapsed if elapsed > 0 else 0.0}
-                row.update({f"loss_{k}": v / cfg.accum_steps for k, v in parts_sum.items()})
+                row.update({f"loss_{k}": total_ / count_ for k, (total_, count_) in parts_sum.items()})
                 csv_log.write(row)
                 if writer is not None:
                     for k in ("loss", "lr", "logit_scale", "samples_per_s"):
