@@ -723,12 +723,12 @@ class SGIMSourceLatent:
         }}
 
     def sample(self, generator, seed=0, truncation_psi=0.7, mode="random", batch_size=1):
-        with torch.no_grad():
-            if mode == "mean":
-                ws = generator.w_avg[None, None].expand(batch_size, generator.num_ws, -1)
-            else:  # z drawn on the CPU so that a seed gives the same image on every device
-                z = torch.randn(batch_size, generator.z_dim, generator=torch.Generator().manual_seed(seed))
-                ws = generator.mapping(z.to(generator.device), truncation_psi=truncation_psi)
+        from .sgim_nodes.optimize import sample_source_ws
+
+        if mode == "mean":
+            ws = generator.w_avg[None, None].expand(batch_size, generator.num_ws, -1)
+        else:  # z is drawn on the CPU, so a seed gives the same image on every device
+            ws = sample_source_ws(generator, batch_size, seed, truncation=truncation_psi)
         return (wplus_value(ws, generator.name),)
 
 
