@@ -19,11 +19,17 @@ from comfy_client import REPO
 EXAMPLES = sorted((REPO / "example_workflows").glob("*.json"))
 
 
-@pytest.fixture(scope="module")
-def frontend(server):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs the playwright package")
+@pytest.fixture(scope="session")
+def sync_api():
+    """Checked before the server starts, so a missing browser skips without starting ComfyUI."""
+    module = pytest.importorskip("playwright.sync_api", reason="the browser test needs the playwright package")
     if chromium_path() is None:
         pytest.skip("the browser test needs Chromium (/usr/bin/chromium or $CHROMIUM)")
+    return module
+
+
+@pytest.fixture(scope="module")
+def frontend(sync_api, server):
     with sync_api.sync_playwright() as playwright:
         page = FrontendPage(playwright, server.url)
         yield page
