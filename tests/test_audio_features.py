@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -27,7 +28,9 @@ def reference(fixtures_dir):
     return load_file(str(fixtures_dir / "audio" / "official_inference_preprocess.safetensors"))
 
 
-@pytest.mark.parametrize("stem,tolerance", [(s, 1e-4) for s in STEMS_44K] + [(s, 1e-2) for s in STEMS_48K])
+# Acceptance: 1e-4 and 1e-2. Measured: <= 4.7e-6 (44.1 kHz) and 1.8e-4 / 2.9e-4 (drill / sobbing, resampy-style
+# kernel; torchaudio's Kaiser resampler gives 3.2e-3 / 6.3e-3).
+@pytest.mark.parametrize("stem,tolerance", [(s, 1e-4) for s in STEMS_44K] + [(s, 1e-3) for s in STEMS_48K])
 def test_paper_input_matches_librosa_081_reference(audio_dir, reference, stem, tolerance):
     waveform, rate = load_audio(audio_dir / f"{stem}.wav")
     got = paper_input(waveform, rate)
@@ -68,6 +71,8 @@ def test_settings_round_trip_json():
     assert FeatureSettings.from_dict({"unknown_future_key": 1}) == FeatureSettings()
     with pytest.raises(Exception, match="pad_mode"):
         FeatureSettings(pad_mode="edge")
+    with pytest.raises(Exception, match="resampling_method"):
+        FeatureSettings(resampling_method="soxr")
 
 
 def _tone(seconds: float, rate: int, freq: float = 440.0, channels: int = 1) -> torch.Tensor:
@@ -76,17 +81,68 @@ def _tone(seconds: float, rate: int, freq: float = 440.0, channels: int = 1) -> 
     return wave.repeat(channels, 1)
 
 
-@pytest.mark.parametrize("pad_mode", ["reflect", "constant"])
-def test_sliced_resampling_and_frames_equal_the_whole_clip(pad_mode):
+def _resampy_loop(x, orig, new, settings):
+    """resampy 0.2.2's per-output-sample loop (kaiser_best), written plainly: the reference for our kernel."""
+    table = 2 ** 9
+    entries = table * settings.lowpass_filter_width
+    half = settings.rolloff * np.sinc(settings.rolloff * np.linspace(0, settings.lowpass_filter_width, entries + 1))
+    half = half * np.kaiser(2 * entries + 1, settings.beta)[entries:]
+    ratio = new / orig
+    scale = min(1.0, ratio)
+    if ratio < 1:
+        half = half * ratio
+    delta = np.zeros_like(half)
+    delta[:-1] = np.diff(half)
+    step = int(scale * table)
+    out = np.zeros(int(len(x) * ratio))
+    time = 0.0
+    for t in range(len(out)):
+        n = int(time)
+        frac = scale * (time - n)
+        for wing, (f, limit) in enumerate(((frac, n + 1), (scale - frac, len(x) - n - 1))):
+            index = f * table
+            offset = int(index)
+            eta = index - offset
+            for i in range(min(limit, (len(half) - offset) // step)):
+                weight = half[offset + i * step] + eta * delta[offset + i * step]
+                out[t] += weight * x[n - i if wing == 0 else n + i + 1]
+        time += 1.0 / ratio
+    return out
+
+
+@pytest.mark.parametrize("orig", [48000, 8000])
+def test_resampy_style_kernel_equals_resampys_loop(orig):
+    settings = FeatureSettings()
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(orig // 40, generator=gen)
+    expected = _resampy_loop(x.double().numpy(), orig, 44100, settings)
+    got = feat.resample_slice(x, orig, settings, 0, 10 ** 9)
+    assert len(got) == feat.resampled_length(len(x), orig, 44100) and len(got) - len(expected) in (0, 1)
+    error = np.abs(got[:len(expected)].double().numpy() - expected)
+    # Outputs that fall exactly on an input sample (phase 0: every 147th at 48 kHz) are the exception:
+    # resampy's accumulated float time lands just below or above the integer from block to block, which
+    # moves a tap between its two wings; with its truncated table stride that changes the value slightly.
+    phases = 44100 // math.gcd(orig, 44100)
+    on_sample = np.arange(len(expected)) % phases == 0
+    assert float(error[~on_sample].max()) < 2e-5
+    assert float(error[on_sample].max()) < 5e-3
+    assert torch.equal(got[len(expected):], torch.zeros(len(got) - len(expected)))  # librosa's fix_length zeros
+
+
+@pytest.mark.parametrize("pad_mode,method", [("reflect", "resampy_kaiser_best"), ("constant", "sinc_interp_kaiser")])
+def test_sliced_resampling_and_frames_equal_the_whole_clip(pad_mode, method):
     """The bounded-memory path computes any frame range from a slice; it must equal the whole computation."""
     import torchaudio
 
-    settings = FeatureSettings(pad_mode=pad_mode)
+    settings = FeatureSettings(pad_mode=pad_mode, resampling_method=method)
     gen = torch.Generator().manual_seed(0)
     mono = torch.randn(48000 * 25, generator=gen) * 0.1
-    whole = torchaudio.transforms.Resample(48000, 44100, resampling_method="sinc_interp_kaiser",
-                                           lowpass_filter_width=64, rolloff=settings.rolloff,
-                                           beta=settings.beta)(mono)
+    if method == "sinc_interp_kaiser":
+        whole = torchaudio.transforms.Resample(48000, 44100, resampling_method="sinc_interp_kaiser",
+                                               lowpass_filter_width=64, rolloff=settings.rolloff,
+                                               beta=settings.beta)(mono)
+    else:
+        whole = feat.resample_slice(mono, 48000, settings, 0, 10 ** 9)
     for start, stop in [(0, 5000), (123_457, 300_001), (len(whole) - 7000, len(whole))]:
         assert float((feat.resample_slice(mono, 48000, settings, start, stop) - whole[start:stop]).abs().max()) < 1e-6
     total = feat.num_frames(len(whole), settings)
