@@ -9,7 +9,8 @@ layers, standard channel table). Two passes are timed: ``forward`` (synthesis un
 ``backward`` (synthesis + backward to ws, what the W+ optimiser pays per step). Every
 (modulation, pass) runs in its own subprocess so that the peak memory is its own: CPU peak RSS
 from /proc/self/status VmHWM (minus the RSS after building the model = "work"), CUDA
-``torch.cuda.max_memory_allocated``.
+``torch.cuda.max_memory_allocated``. "cpu s" is process CPU time per batch: on a shared machine
+it is steadier than wall time (with N threads it is up to N x the wall time).
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ def worker(args) -> dict:
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(0)
-    gen = Generator(_config(args), modulation=args.modulation).to(device=device, dtype=dtype)
+    gen = Generator(_config(args), modulation=args.modulation, channels_last=args.channels_last)
+    gen = gen.to(device=device, dtype=dtype)
     ws = torch.randn(args.batch, gen.num_ws, gen.w_dim, device=device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
@@ -76,12 +78,13 @@ def worker(args) -> dict:
     for _ in range(args.warmup):
         step()
     sync()
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     for _ in range(args.iters):
         step()
     sync()
     seconds = (time.perf_counter() - start) / args.iters
-    out = {"modulation": args.modulation, "pass": args.pass_, "s_per_batch": seconds,
+    cpu_seconds = (time.process_time() - start_cpu) / args.iters  # robust to other load on a shared machine
+    out = {"modulation": args.modulation, "pass": args.pass_, "s_per_batch": seconds, "cpu_s_per_batch": cpu_seconds,
            "images_per_s": args.batch / seconds, "resolution": gen.resolution, "num_ws": gen.num_ws}
     if device.type == "cuda":
         out["peak_mb"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
@@ -96,7 +99,8 @@ def _run_worker(args, modulation: str, pass_: str) -> dict:
     cmd = [sys.executable, __file__, "--worker", "--modulation", modulation, "--pass", pass_,
            "--resolution", str(args.resolution), "--batch", str(args.batch), "--dtype", args.dtype,
            "--device", args.device, "--iters", str(args.iters), "--warmup", str(args.warmup),
-           "--threads", str(args.threads)] + (["--quick"] if args.quick else [])
+           "--threads", str(args.threads)] + (["--quick"] if args.quick else []) \
+        + (["--channels-last"] if args.channels_last else [])
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     if done.returncode != 0:
         raise SystemExit(f"worker failed ({modulation}, {pass_}):\n{done.stderr}")
@@ -114,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    parser.add_argument("--channels-last", action="store_true", help="NHWC activations (activation mode)")
     parser.add_argument("--quick", action="store_true", help="small smoke run: 64 px, narrow, 1 iteration")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -127,15 +132,16 @@ def main(argv: list[str] | None = None) -> int:
     passes = ["forward", "backward"] if args.pass_ == "both" else [args.pass_]
     what = "quick 64px config" if args.quick else f"{args.resolution}px"
     print(f"StyleGAN2 synthesis, {what}, batch {args.batch}, {args.dtype}, {args.device}, {args.iters} iters")
-    print(f"{'pass':<9} {'modulation':<11} {'img/s':>8} {'s/batch':>8} {'peak MB':>8} {'work MB':>8}")
+    print(f"{'pass':<9} {'modulation':<11} {'img/s':>8} {'s/batch':>8} {'cpu s':>8} {'peak MB':>8} {'work MB':>8}")
     for pass_ in passes:
         results = {m: _run_worker(args, m, pass_) for m in modes}
         for mode, r in results.items():
             print(f"{pass_:<9} {mode:<11} {r['images_per_s']:8.3f} {r['s_per_batch']:8.3f} "
-                  f"{r['peak_mb']:8.0f} {r['work_mb']:8.0f}")
+                  f"{r['cpu_s_per_batch']:8.3f} {r['peak_mb']:8.0f} {r['work_mb']:8.0f}")
         if len(results) == 2:
             ratio = results["weight"]["s_per_batch"] / results["activation"]["s_per_batch"]
-            print(f"{pass_:<9} activation is {ratio:.2f}x as fast as weight")
+            cpu_ratio = results["weight"]["cpu_s_per_batch"] / results["activation"]["cpu_s_per_batch"]
+            print(f"{pass_:<9} activation is {ratio:.2f}x as fast as weight (CPU time: {cpu_ratio:.2f}x)")
     return 0
 
 

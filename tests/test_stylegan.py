@@ -162,14 +162,14 @@ def test_modulation_modes_agree_and_batched_equals_per_sample():
         weight = gen.synthesis(ws)
         gen.modulation = "activation"
         single = torch.cat([gen.synthesis(ws[i:i + 1]) for i in range(3)])
-        gen.synthesis_network.set_channels_last(False)  # NCHW layout: same function
-        nchw = gen.synthesis(ws)
-        gen.synthesis_network.set_channels_last(True)
+        gen.synthesis_network.set_channels_last(True)  # NHWC layout: same function
+        nhwc = gen.synthesis(ws)
+        gen.synthesis_network.set_channels_last(False)
         unclamped = perturbed(small_config()).synthesis(ws)
     assert_close(act, weight, atol=1e-5, rtol=1e-5)
     assert_close(act, single, atol=1e-5, rtol=1e-5)
-    assert_close(act, nchw, atol=1e-5, rtol=1e-5)
-    assert act.is_contiguous()
+    assert_close(act, nhwc, atol=1e-5, rtol=1e-5)
+    assert nhwc.is_contiguous()
     assert act.abs().max() <= 0.5 * 4 + 1e-5  # each ToRGB clamped, skip sum of <= 4 upsampled terms
     assert (act - unclamped).abs().max() > 1e-2
     with pytest.raises(ParameterError, match="modulation"):
