@@ -7,6 +7,7 @@ selects the interpreter that runs the server (default: the one running pytest).
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -44,6 +45,7 @@ def server(comfyui_dir, tmp_path_factory, shared, audio_dir):
     base = tmp_path_factory.mktemp("comfyui_base")
     names = write_tiny_models(base / "models", shared)
     copy_inputs(base, audio_dir, SOUNDS)
+    shutil.copyfile(audio_dir / "wind.wav", base / "input" / "music.wav")  # music_to_painting's input
     instance = ComfyServer(comfyui_dir, base, python=os.environ.get("COMFYUI_PYTHON", sys.executable))
     instance.start()
     instance.names = names

@@ -184,6 +184,7 @@ def test_interrupt_stops_the_optimiser_within_a_step(server):
     history = wait_for_history(server, seen["prompt_id"])
     assert history["status"]["status_str"] == "error"
     assert not of_type(seen, "execution_error")  # an interruption, not a crash
+    print(f"interrupt requested after step {state['sent'][0]}, last step reported {max(steps)}")
 
 
 @pytest.mark.parametrize("case, expected", [
