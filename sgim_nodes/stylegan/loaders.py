@@ -197,6 +197,8 @@ def _from_container(obj: Any, path: Path, mapping_lr_mul: float | None) -> tuple
     if not isinstance(obj, dict):
         raise ModelFileError(f"{path}: expected a checkpoint dict, found a {type(obj).__name__}")
     if "G_ema" in obj:
+        if _is_tensor_dict(obj["G_ema"]):  # {"G_ema": G_ema.state_dict()} written by conversion scripts
+            return _from_nvlabs_flat(_strip_prefix(obj["G_ema"], "module."), {}, path)
         return _from_nvlabs_network(obj["G_ema"], path)
     if "g_ema" in obj:
         state = obj["g_ema"]
