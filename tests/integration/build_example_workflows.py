@@ -59,7 +59,7 @@ def edit_graph(generator: str, audio_file: str, optimize: dict, source: dict, ma
     links += l
     nodes += [
         {"id": 6, "type": "SGIMSourceLatent", "pos": [X[1], 0], "widgets": source},
-        {"id": 7, "type": "SGIMLayerMask", "pos": [X[1], 420], "size": [340, 260], "widgets": {"preset": mask}},
+        {"id": 7, "type": "SGIMLayerMask", "pos": [X[1], 470], "size": [340, 260], "widgets": {"preset": mask}},
         {"id": 8, "type": "SGIMOptimizeLatent", "pos": [X[2], 0], "size": [340, 440], "widgets": optimize},
         {"id": 9, "type": "SGIMDecode", "pos": [X[3], 0], "title": "Decode edited"},
         {"id": 10, "type": "SaveImage", "pos": [X[4], 0], "size": [300, 320], "widgets": {"filename_prefix": save_prefix}},
@@ -107,7 +107,7 @@ def sound_text_style_mix():
     opt = {"steps": 300, "lr": 0.1, "lambda_sim": 0.002, "lambda_id": 0.0, "seed": 0}
     nodes += [
         {"id": 6, "type": "SGIMSourceLatent", "pos": [X[1], 0], "widgets": {"seed": 5, "truncation_psi": 0.7}},
-        {"id": 7, "type": "SGIMEmbedText", "pos": [X[1], 420], "size": [340, 150],
+        {"id": 7, "type": "SGIMEmbedText", "pos": [X[1], 470], "size": [340, 150],
          "widgets": {"text": "a landscape at night with a full moon"}},
         {"id": 8, "type": "SGIMOptimizeLatent", "pos": [X[2], 0], "size": [340, 440], "title": "Optimize (sound)",
          "widgets": opt},
@@ -115,7 +115,7 @@ def sound_text_style_mix():
          "widgets": opt},
         {"id": 10, "type": "SGIMStyleMix", "pos": [X[3], 0], "size": [320, 170],
          "widgets": {"layers_from_b": "fine"}},
-        {"id": 11, "type": "SGIMDecode", "pos": [X[3], 220]},
+        {"id": 11, "type": "SGIMDecode", "pos": [X[3], 280]},
         {"id": 12, "type": "SaveImage", "pos": [X[4], 0], "size": [300, 320],
          "widgets": {"filename_prefix": "sgim/sound_text_mix"}},
         {"id": 13, "type": "SGIMSaveLatent", "pos": [X[4], 380], "widgets": {"filename_prefix": "sgim/sound_text_mix"}},
