@@ -151,8 +151,8 @@ def test_draws_are_reproducible_and_the_feature_cache_is_used(tmp_path, monkeypa
         D.AudioTextDataset([D.Sample(audio=clip, label="x")], [0], [[0]], **kwargs)[(0, 0)]
 
 
-def test_text_table_embeds_each_caption_once_and_caches_on_disk(tmp_path):
-    calls = []
+def test_text_and_image_embeddings_are_computed_once_and_cached_on_disk(tmp_path):
+    calls, image_calls = [], []
 
     class FakeClip:
         name = "fake"
@@ -166,6 +166,10 @@ def test_text_table_embeds_each_caption_once_and_caches_on_disk(tmp_path):
             calls.append(list(texts))
             return torch.nn.functional.normalize(torch.randn(len(texts), 4), dim=-1)
 
+        def encode_image(self, images):
+            image_calls.append(tuple(images.shape))
+            return torch.nn.functional.normalize(images.mean(dim=(1, 2)), dim=-1)  # [B, 3]
+
     samples = [D.Sample(audio=tmp_path / f"{i}.wav", label=l) for i, l in enumerate(["dog", "rain", "dog", "rain"])]
     table, caption_ids, images, image_ids = D.build_targets(samples, "the sound of {}", text_variants_count=2)
     assert table.captions == ["the sound of dog", "the sound of rain"] and caption_ids == [0, 1, 0, 1]
@@ -175,3 +179,15 @@ def test_text_table_embeds_each_caption_once_and_caches_on_disk(tmp_path):
     again = D.TextTable(table.captions, 2).embed(FakeClip(), cache_dir=tmp_path)
     assert len(calls) == 1 and torch.equal(emb, again)  # second time from the disk cache
     json.dumps(table.texts)
+
+    from PIL import Image
+
+    paths = [tmp_path / "a.png", tmp_path / "b.png"]
+    for i, p in enumerate(paths):
+        Image.fromarray(np.full((8, 12, 3), 100 * i + 20, np.uint8)).save(p)
+    first = D.embed_images(FakeClip(), paths, cache_dir=tmp_path)
+    assert image_calls == [(1, 8, 12, 3)] * 2 and first.shape == (2, 3)
+    assert torch.equal(D.embed_images(FakeClip(), paths, cache_dir=tmp_path), first) and len(image_calls) == 2
+    Image.fromarray(np.zeros((8, 12, 3), np.uint8)).save(paths[1])  # an edited image invalidates the entry
+    D.embed_images(FakeClip(), paths, cache_dir=tmp_path)
+    assert len(image_calls) == 4

@@ -487,26 +487,33 @@ class TextTable:
         return self.embeddings
 
 
-def embed_texts_cached(clip, texts: Sequence[str], batch_size: int = 256, cache_dir: str | os.PathLike | None = None,
-                       clip_path: str | os.PathLike | None = None) -> torch.Tensor:
-    """[N, D] normalised text embeddings, from ``cache_dir`` when the same model embedded them before."""
+def _cached(kind: str, key_text: str, cache_dir: str | os.PathLike | None, compute) -> torch.Tensor:
+    """``compute()`` once per distinct ``key_text``: stored as ``<cache_dir>/<kind>_<hash>.safetensors``."""
     from ..fileio import load_model_file, save_model_file
 
     entry = None
     if cache_dir:
-        key = hashlib.sha256((_clip_identity(clip, clip_path) + "\n" + "\n".join(texts)).encode()).hexdigest()
-        entry = Path(cache_dir) / f"text_{key[:32]}.safetensors"
+        entry = Path(cache_dir) / f"{kind}_{hashlib.sha256(key_text.encode()).hexdigest()[:32]}.safetensors"
         if entry.is_file():
             try:
-                return load_model_file(entry, "text_embedding_cache")[0]["embeddings"]
-            except ModelFileError:
+                return load_model_file(entry, f"{kind}_embedding_cache")[0]["embeddings"]
+            except ModelFileError:  # damaged entry: recompute and overwrite
                 pass
-    with torch.no_grad():
-        parts = [clip.encode_text(list(texts[i:i + batch_size])).float().cpu() for i in range(0, len(texts), batch_size)]
-    embeddings = torch.cat(parts)
+    embeddings = compute()
     if entry is not None:
-        save_model_file(entry, {"embeddings": embeddings}, "text_embedding_cache", {"count": len(texts)})
+        save_model_file(entry, {"embeddings": embeddings}, f"{kind}_embedding_cache", {"count": len(embeddings)})
     return embeddings
+
+
+def embed_texts_cached(clip, texts: Sequence[str], batch_size: int = 256, cache_dir: str | os.PathLike | None = None,
+                       clip_path: str | os.PathLike | None = None) -> torch.Tensor:
+    """[N, D] normalised text embeddings, from ``cache_dir`` when the same model embedded them before."""
+    def compute() -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([clip.encode_text(list(texts[i:i + batch_size])).float().cpu()
+                              for i in range(0, len(texts), batch_size)])
+
+    return _cached("text", _clip_identity(clip, clip_path) + "\n" + "\n".join(texts), cache_dir, compute)
 
 
 def load_image(path: Path) -> torch.Tensor:
@@ -534,10 +541,23 @@ def load_image(path: Path) -> torch.Tensor:
     return torch.from_numpy(array.copy()).float() / 255.0
 
 
-def embed_images(clip, paths: Sequence[Path]) -> torch.Tensor:
-    """[N, D] normalised CLIP image embeddings, one image at a time (sizes differ)."""
-    with torch.no_grad():
-        return torch.cat([clip.encode_image(load_image(p)[None]).float().cpu() for p in paths])
+def embed_images(clip, paths: Sequence[Path], cache_dir: str | os.PathLike | None = None,
+                 clip_path: str | os.PathLike | None = None) -> torch.Tensor:
+    """[N, D] normalised CLIP image embeddings, one image at a time (sizes differ); cached on disk like
+    the text embeddings, keyed by the model and every image's path, size and mtime."""
+    def compute() -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([clip.encode_image(load_image(p)[None]).float().cpu() for p in paths])
+
+    def stamp(p: Path) -> str:
+        try:
+            st = p.stat()
+        except OSError:
+            return f"{p}|missing"
+        return f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+
+    return _cached("image", _clip_identity(clip, clip_path) + "\n" + "\n".join(stamp(p) for p in paths),
+                   cache_dir, compute)
 
 
 def build_targets(samples: Sequence[Sample], template: str = DEFAULT_TEMPLATE, text_variants_count: int = 1,

@@ -327,7 +327,8 @@ def train(cfg: TrainConfig) -> Path:
     clip = load_clip(cfg.clip, cfg.clip_model, device=device)
     table, caption_ids, image_paths, image_ids = build_targets(samples, cfg.template, cfg.text_variants, cfg.seed)
     text_embeddings = table.embed(clip, cache_dir=cfg.cache_dir, clip_path=cfg.clip).to(device)
-    image_embeddings = embed_images(clip, image_paths).to(device) if image_paths else None
+    image_embeddings = (embed_images(clip, image_paths, cfg.cache_dir, cfg.clip).to(device)
+                        if image_paths else None)
     clip_name, embed_dim = clip.name, int(clip.embed_dim)
     if not cfg.recompute_text:
         del clip
