@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             results[mode] = (_throughput(folder / f"{mode}_run", steps_per_epoch), time.perf_counter() - start)
     print(f"CLIP {name}, batch {args.batch_size}, {epochs} epochs of {steps_per_epoch} steps, {args.threads} thread(s)")
     for mode, (rate, seconds) in results.items():
-        print(f"  {mode:<11} text embeddings: {rate:7.2f} samples/s  (whole run {seconds:.1f} s)")
+        print(f"  {mode:<11} text embeddings: {rate:7.2f} samples/s  (wall time incl. start-up and loading: {seconds:.1f} s)")
     print(f"  speed-up of caching: x{results['cached'][0] / results['recomputed'][0]:.2f}")
     if args.quick and not args.clip:
         print("  (--quick uses a tiny CLIP whose text tower costs almost nothing, so expect about x1;\n"
