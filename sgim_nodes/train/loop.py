@@ -23,7 +23,8 @@ atomically (``fileio.atomic_path``): model, loss (temperature), optimizer, sched
 epoch and position in the epoch, the bad-file list, and the Python/numpy/torch RNG states. Every
 random draw of the data pipeline depends only on (seed, epoch, index) and the DataLoader gets its
 own generator, so ``resume=True`` replays the rest of the run exactly: on CPU the final weights are
-bit-identical to an uninterrupted run with the same seed and settings.
+bit-identical to an uninterrupted run with the same seed and settings. Every process reads the
+checkpoint on resume, so with several machines the run folder must be on a shared file system.
 """
 
 from __future__ import annotations
