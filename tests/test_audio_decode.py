@@ -20,6 +20,15 @@ EXPECTED = {  # stem: (channels, samples, rate), from the files' headers
 }
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Small ops in loops: on the shared 2-core machine a second thread mostly adds contention (7x slower)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def _wav_pcm(path) -> tuple[np.ndarray, int, int]:
     """Minimal RIFF reader (fmt + data chunks) for checking the decoder: int samples [C, T], bits, rate."""
     raw = path.read_bytes()

@@ -21,6 +21,15 @@ STEMS_44K = ["explosion", "fire", "giggling", "raining", "thunderstorm", "wind"]
 STEMS_48K = ["drill", "sobbing"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Small ops in loops: on the shared 2-core machine a second thread mostly adds contention (7x slower)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def reference(fixtures_dir):
     from safetensors.torch import load_file
@@ -238,6 +247,7 @@ def test_one_hour_of_audio_uses_bounded_memory():
     script = textwrap.dedent("""
         import math, re, time, torch
         from sgim_nodes.audio import features
+        torch.set_num_threads(1)  # plain loops of small ops: a second thread only adds contention here
         def high_water_mib():
             return int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) // 1024
         rate, seconds = 8000, 3600

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from ..errors import AudioError, ParameterError
 
-# torchaudio's "kaiser_best" parameters (the resampy filter librosa 0.8.1 used by default).
+# resampy's "kaiser_best" filter (librosa 0.8.1's default): 64 zero crossings, rolloff, Kaiser beta.
 KAISER_BEST = {"lowpass_filter_width": 64, "rolloff": 0.9475937167399596, "beta": 14.769656459379492}
 RESAMPLING_METHODS = ("resampy_kaiser_best", "sinc_interp_kaiser", "sinc_interp_hann")
 RESAMPY_TABLE_BITS = 9  # resampy's filter table: 2^9 samples per zero crossing
