@@ -4,7 +4,8 @@
 
 Preprocessing runs on the eight shared clips (or synthetic 10 s clips when ../shared is absent), split by
 sample rate (44.1 kHz clips need no resampling; 48 kHz ones go through the Kaiser resampler). Encoding uses
-a randomly initialised official-layout ResNet-18 at batch 1 and batch 8. ``--quick`` does one round of each.
+a randomly initialised official-layout ResNet-18 at batch 1 and batch 8. The exact CLIP-input resize of
+the optimiser is timed too. ``--quick`` does one round of each.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sgim_nodes.audio import build_audio_encoder, load_audio, paper_input  # noqa: E402
+from sgim_nodes.clip import paper_resize  # noqa: E402
 from sgim_nodes.device import resolve_device  # noqa: E402
 
 
@@ -69,6 +71,15 @@ def main(argv: list[str] | None = None) -> int:
                 torch.cuda.synchronize()
 
         print(f"encoding, resnet18 batch {batch}: {_rate(encode, rounds) * batch:.1f} clips/s")
+    for size in (256, 1024):  # the optimiser's CLIP input: exact paper resize, forward + backward
+        image = (torch.rand(1, 3, size, size, device=device) * 2 - 1).requires_grad_(True)
+
+        def resize():
+            paper_resize(image).sum().backward()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+
+        print(f"paper_resize {size}->224, forward+backward: {1000 / _rate(resize, rounds * 4):.1f} ms")
     return 0
 
 
