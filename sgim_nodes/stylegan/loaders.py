@@ -8,8 +8,8 @@ Formats (detected from the bytes, never from the extension):
   mean of the mapping output over 4096 z drawn from seed 0 (:meth:`Generator.estimate_w_avg`).
 - NVlabs stylegan2-ada-pytorch snapshot pickles: ``G_ema`` only (never the training copy ``G``),
   read by :func:`..safe_pickle.restricted_load`. The ``torch_utils.persistence`` records become
-  inert :class:`PlainObject`\\ s whose pickled ``state`` we read as plain data; also a
-  ``torch.save``-d ``G_ema.state_dict()``.
+  inert ``PlainObject`` records whose pickled ``state`` we read as plain data; also a
+  ``torch.save``-d ``G_ema.state_dict()`` (bare or as ``{"G_ema": ...}``).
 - Our ``.safetensors`` (``sgim_kind = "stylegan2_generator"``, the :class:`GeneratorConfig` as JSON
   metadata), and a plain safetensors file holding one of the state dicts above.
 
@@ -456,7 +456,7 @@ def _getter(state: dict, path: Path):
 
 
 def _count(state: dict, pattern: str) -> int:
-    """How many consecutive indices match ``pattern`` (with one integer group), starting from its lowest."""
+    """How many distinct indices match ``pattern`` (one integer group); gaps surface later as missing keys."""
     found = {int(m.group(1)) for k in state if (m := re.fullmatch(pattern, k))}
     return len(found)
 
