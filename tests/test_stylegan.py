@@ -261,3 +261,20 @@ def test_load_parameter_errors(sg_dir):
         load_generator(sg_dir / "rosinality_tiny.pt", dtype="int8")
     with pytest.raises(ParameterError, match="modulation"):
         load_generator(sg_dir / "rosinality_tiny.pt", modulation="grouped")
+
+
+def test_float16_large_styles_do_not_overflow():
+    """Squared styles above 65504 overflow float16; the demodulation is computed in float32."""
+    gen = perturbed(small_config())
+    with torch.no_grad():
+        for conv in gen.synthesis_network.convs:
+            conv.affine_bias.fill_(300.0)  # |style| ~ 300 -> style^2 ~ 9e4 > float16 max
+    ws = torch.randn(1, gen.num_ws, gen.w_dim)
+    for mode in MODES:
+        gen.modulation = mode
+        with torch.no_grad():
+            reference = gen.synthesis(ws)
+            half = gen.half().synthesis(ws)
+            gen.float()
+        assert torch.isfinite(half).all()
+        assert (half - reference).abs().max() < 0.05 * reference.abs().max()

@@ -172,9 +172,10 @@ class ModulatedConv(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
         styles = torch.addmm(self.affine_bias, w, self.affine_weight.t())  # [B, I]
         if self.modulation == "activation":
-            # Demodulation factors without building per-sample weights: sum_{i,k} (W[o,i,k] s[i])^2.
-            weight_sq = self.weight.square().sum(dim=(2, 3))  # [O, I]
-            demod = torch.rsqrt(styles.square() @ weight_sq.t() + 1e-8)  # [B, O]
+            # Demodulation factors without building per-sample weights: sum_{i,k} (W[o,i,k] s[i])^2,
+            # in float32 (tiny tensors; squared styles can overflow float16).
+            weight_sq = self.weight.float().square().sum(dim=(2, 3))  # [O, I]
+            demod = torch.rsqrt(styles.float().square() @ weight_sq.t() + 1e-8).to(x.dtype)  # [B, O]
             x = x * styles[:, :, None, None]
             if self.upsample:
                 x = F.conv_transpose2d(x, self.weight.transpose(0, 1), stride=2)
@@ -183,8 +184,8 @@ class ModulatedConv(nn.Module):
         else:
             batch, in_ch, height, width = x.shape
             weight = self.weight[None] * styles[:, None, :, None, None]  # [B, O, I, 3, 3]
-            demod = torch.rsqrt(weight.square().sum(dim=(2, 3, 4)) + 1e-8)  # [B, O]
-            weight = weight * demod[:, :, None, None, None]
+            demod = torch.rsqrt(weight.float().square().sum(dim=(2, 3, 4)) + 1e-8)  # [B, O], float32 as above
+            weight = weight * demod.to(weight.dtype)[:, :, None, None, None]
             demod = None
             x = x.reshape(1, batch * in_ch, height, width)
             if self.upsample:
