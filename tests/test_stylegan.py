@@ -278,3 +278,6 @@ def test_float16_large_styles_do_not_overflow():
             gen.float()
         assert torch.isfinite(half).all()
         assert (half - reference).abs().max() < 0.05 * reference.abs().max()
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16):  # what the optimiser's amp does
+            mixed = gen.synthesis(ws)
+        assert (mixed - reference).abs().max() < 0.05 * reference.abs().max()

@@ -173,9 +173,11 @@ class ModulatedConv(nn.Module):
         styles = torch.addmm(self.affine_bias, w, self.affine_weight.t())  # [B, I]
         if self.modulation == "activation":
             # Demodulation factors without building per-sample weights: sum_{i,k} (W[o,i,k] s[i])^2,
-            # in float32 (tiny tensors; squared styles can overflow float16).
+            # in float32 (squared styles can overflow float16) and without a matmul, which autocast
+            # would run in half precision again. The [B, O, I] temporary is small.
             weight_sq = self.weight.float().square().sum(dim=(2, 3))  # [O, I]
-            demod = torch.rsqrt(styles.float().square() @ weight_sq.t() + 1e-8).to(x.dtype)  # [B, O]
+            demod = (styles.float().square()[:, None, :] * weight_sq).sum(dim=2)
+            demod = torch.rsqrt(demod + 1e-8).to(x.dtype)  # [B, O]
             x = x * styles[:, :, None, None]
             if self.upsample:
                 x = F.conv_transpose2d(x, self.weight.transpose(0, 1), stride=2)
