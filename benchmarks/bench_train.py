@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clip", help="CLIP weights to use instead of a random one")
     p.add_argument("--clip-model", help="open_clip model name for --clip")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--epochs", type=int, default=None, help="default 2 (quick) or 3")
+    p.add_argument("--epochs", type=int, default=None, help="default 3 (steps of the first are not counted)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     from sgim_nodes.train.synthetic import make_dataset
 
     torch.set_num_threads(args.threads)
-    epochs = args.epochs or (2 if args.quick else 3)
+    epochs = args.epochs or 3
     with tempfile.TemporaryDirectory(prefix="sgim_bench_train_") as tmp:
         folder = Path(tmp)
         per_class = 4 if args.quick else 8

@@ -301,12 +301,39 @@ def _tensorboard_writer(cfg: TrainConfig, run_dir: Path):
     return SummaryWriter(str(run_dir / "tensorboard"))
 
 
+@dataclass
+class FrozenTargets:
+    """What the frozen CLIP contributes: embeddings of every caption variant and image, computed once."""
+
+    table: Any  # data.TextTable
+    caption_ids: list[int]
+    image_ids: list[int]
+    text: torch.Tensor
+    image: torch.Tensor | None
+    clip_name: str
+    embed_dim: int
+    clip: Any = None  # kept only when captions are re-encoded every batch (benchmark)
+
+
+def frozen_targets(cfg: TrainConfig, samples, device: torch.device) -> FrozenTargets:
+    from ..clip import load_clip
+
+    register_clip_config(cfg.clip_config)
+    clip = load_clip(cfg.clip, cfg.clip_model, device=device)
+    table, caption_ids, image_paths, image_ids = build_targets(samples, cfg.template, cfg.text_variants, cfg.seed)
+    text = table.embed(clip, cache_dir=cfg.cache_dir, clip_path=cfg.clip).to(device)
+    image = embed_images(clip, image_paths, cfg.cache_dir, cfg.clip).to(device) if image_paths else None
+    log.info("embedded %d caption variants of %d captions and %d images", len(table.texts), len(table.captions),
+             len(image_paths))
+    return FrozenTargets(table, caption_ids, image_ids, text, image, clip.name, int(clip.embed_dim),
+                         clip if cfg.recompute_text else None)
+
+
 # -------------------------------------------------------------------------------------------- train
 
 def train(cfg: TrainConfig) -> Path:
     """Run (or resume) training; returns the exported encoder path (written by rank 0)."""
     from ..audio.encoder import build_audio_encoder, save_audio_encoder
-    from ..clip import load_clip
 
     cfg.validate()
     settings = cfg.feature_settings()
@@ -323,23 +350,13 @@ def train(cfg: TrainConfig) -> Path:
         check_labels(samples, read_classes_file(cfg.classes))
     log.info("dataset %s (%s): %d clips", cfg.data, layout, len(samples))
 
-    # Frozen CLIP targets: every distinct caption (and its offline augmentations) and image, once.
-    register_clip_config(cfg.clip_config)
-    clip = load_clip(cfg.clip, cfg.clip_model, device=device)
-    table, caption_ids, image_paths, image_ids = build_targets(samples, cfg.template, cfg.text_variants, cfg.seed)
-    text_embeddings = table.embed(clip, cache_dir=cfg.cache_dir, clip_path=cfg.clip).to(device)
-    image_embeddings = (embed_images(clip, image_paths, cfg.cache_dir, cfg.clip).to(device)
-                        if image_paths else None)
-    clip_name, embed_dim = clip.name, int(clip.embed_dim)
-    if not cfg.recompute_text:
-        del clip
-    log.info("embedded %d caption variants of %d captions and %d images", len(table.texts), len(table.captions),
-             len(image_paths))
-
-    dataset = AudioTextDataset(samples, caption_ids, table.variant_rows, image_ids, settings=settings, seed=cfg.seed,
-                               text_aug_prob=cfg.text_aug_prob, spec_augment=cfg.spec_augment,
+    targets = frozen_targets(cfg, samples, device)
+    table, text_embeddings, image_embeddings = targets.table, targets.text, targets.image
+    clip, clip_name = targets.clip, targets.clip_name
+    dataset = AudioTextDataset(samples, targets.caption_ids, table.variant_rows, targets.image_ids, settings=settings,
+                               seed=cfg.seed, text_aug_prob=cfg.text_aug_prob, spec_augment=cfg.spec_augment,
                                random_pad=cfg.random_pad, cache_dir=cfg.cache_dir)
-    encoder = build_audio_encoder(cfg.backbone, embed_dim, clip_name, settings, device=device)
+    encoder = build_audio_encoder(cfg.backbone, targets.embed_dim, clip_name, settings, device=device)
     encoder.config["prompt_template"] = cfg.template
     criterion = ContrastiveLoss(cfg.text_weight, cfg.image_weight, cfg.self_weight, cfg.temperature,
                                 cfg.learnable_temperature)
