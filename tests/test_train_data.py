@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from sgim_nodes.errors import AudioError, ParameterError
+from sgim_nodes.errors import ParameterError
 from sgim_nodes.train import data as D
 from sgim_nodes.train.synthetic import write_wav
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +43,6 @@ import torch
 from ..errors import AudioError, ModelFileError, ParameterError
 from .augment import spec_augment, text_variants
 
-log = logging.getLogger("sgim.train")
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".wma", ".aiff", ".aif", ".mp4",
                     ".mkv", ".webm")

@@ -33,12 +33,11 @@ import csv
 import dataclasses
 import json
 import logging
-import math
 import os
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +116,6 @@ class TrainConfig:
     recompute_text: bool = False  # encode captions with CLIP every batch, as the released code did (benchmark)
     progress: bool = True
     tensorboard: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved_run_dir(self) -> Path:
         if self.run_dir:
