@@ -179,8 +179,9 @@ class ModulatedConv(nn.Module):
             # Demodulation factors without building per-sample weights: sum_{i,k} (W[o,i,k] s[i])^2,
             # in float32 (squared styles can overflow float16) and without a matmul, which autocast
             # would run in half precision again. The [B, O, I] temporary is small.
-            weight_sq = self.weight.float().square().sum(dim=(2, 3))  # [O, I]
-            demod = (styles.float().square()[:, None, :] * weight_sq).sum(dim=2)
+            precise = torch.promote_types(x.dtype, torch.float32)
+            weight_sq = self.weight.to(precise).square().sum(dim=(2, 3))  # [O, I]
+            demod = (styles.to(precise).square()[:, None, :] * weight_sq).sum(dim=2)
             demod = torch.rsqrt(demod + 1e-8).to(x.dtype)  # [B, O]
             x = x * styles[:, :, None, None]
             if self.upsample:
@@ -190,7 +191,8 @@ class ModulatedConv(nn.Module):
         else:
             batch, in_ch, height, width = x.shape
             weight = self.weight[None] * styles[:, None, :, None, None]  # [B, O, I, 3, 3]
-            demod = torch.rsqrt(weight.float().square().sum(dim=(2, 3, 4)) + 1e-8)  # [B, O], float32 as above
+            precise = torch.promote_types(x.dtype, torch.float32)
+            demod = torch.rsqrt(weight.to(precise).square().sum(dim=(2, 3, 4)) + 1e-8)  # [B, O], >= float32 as above
             weight = weight * demod.to(weight.dtype)[:, :, None, None, None]
             demod = None
             x = x.reshape(1, batch * in_ch, height, width)
