@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
 def convert(input_path: Path, output_path: Path, overwrite: bool = False) -> str:
     """Convert one file; returns a one-line description of what was written."""
     input_path, output_path = Path(input_path), Path(output_path)
+    if not input_path.is_file():
+        raise ModelFileError(f"{input_path}: file not found (expected a checkpoint to convert)")
     if output_path.suffix.lower() != ".safetensors":
         raise ParameterError(f"output: expected a .safetensors file name, got {output_path}")
     if output_path.exists() and input_path.exists() and output_path.resolve() == input_path.resolve():

@@ -378,6 +378,8 @@ def test_convert_main_generator(tmp_path, sg_dir):
 def test_convert_refuses_non_models_with_both_reasons(tmp_path):
     from sgim_nodes.convert import main
 
+    with pytest.raises(ModelFileError, match=r"missing\.pt: file not found"):
+        main([str(tmp_path / "missing.pt"), str(tmp_path / "x.safetensors")])
     bad = _write(tmp_path, "weights.pt", {"conv1.weight": torch.zeros(2, 2)})
     with pytest.raises(ModelFileError, match="StyleGAN2"):
         main([str(bad), str(tmp_path / "x.safetensors")])
