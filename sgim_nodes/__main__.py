@@ -39,17 +39,19 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    from .errors import SGIMError
+    from .errors import run_command
 
-    try:
-        return int(module.main(rest) or 0)
-    except SGIMError as exc:  # user-caused problems: one clear line, no traceback
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_command(importlib.import_module(COMMANDS[name][0]).main, rest)
+
+
+def train_entry() -> int:
+    """Console script ``sgim-train``."""
+    return main(["train", *sys.argv[1:]])
+
+
+def evaluate_entry() -> int:
+    """Console script ``sgim-evaluate``."""
+    return main(["evaluate", *sys.argv[1:]])
 
 
 if __name__ == "__main__":

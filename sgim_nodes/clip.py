@@ -168,8 +168,6 @@ def _create_open_clip(name: str) -> torch.nn.Module:
 def build_tiny_clip(embed_dim: int = 32, seed: int = 0, name: str | None = None) -> torch.nn.Module:
     """A random-weight tiny open_clip ``CLIP`` (registered as ``name``, default ``sgim-tiny-clip`` or
     ``sgim-tiny-clip-<embed_dim>``), deterministic for a seed."""
-    import open_clip
-
     name = name or (TINY_MODEL_NAME if embed_dim == 32 else f"{TINY_MODEL_NAME}-{embed_dim}")
     register_model_config(name, tiny_clip_config(embed_dim))
     with torch.inference_mode(False):

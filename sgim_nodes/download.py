@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             where = (args.dir / m.folder / m.filename) if args.dir else m.default_path
             how = "direct" if m.url else "by hand"
             print(f"{m.name:<16} {how:<8} -> {where}\n{'':<16} {m.description}")
-        print(f"\nfolders: " + "; ".join(f"{k}: {v}" for k, v in FOLDERS.items()))
+        print("\nfolders: " + "; ".join(f"{k}: {v}" for k, v in FOLDERS.items()))
         return 0
 
     status = 0
@@ -133,4 +133,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .errors import run_command
+
+    raise SystemExit(run_command(main))

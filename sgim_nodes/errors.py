@@ -28,3 +28,17 @@ class ParameterError(SGIMError, ValueError):
 
 class Cancelled(SGIMError):
     """Long work stopped because the caller asked for it (see ``optimize`` callbacks)."""
+
+
+def run_command(main, argv=None) -> int:
+    """Run a command's ``main(argv)``: user-caused errors become one clear line and exit code 1."""
+    import sys
+
+    try:
+        return int(main(argv) or 0)
+    except SGIMError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

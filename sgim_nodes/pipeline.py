@@ -14,7 +14,6 @@ when one is missing the command stops before doing any work and says which file 
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -274,4 +273,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .errors import run_command
+
+    raise SystemExit(run_command(main))

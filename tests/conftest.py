@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,3 +32,13 @@ def fixtures_dir(shared: Path) -> Path:
 @pytest.fixture(scope="session")
 def audio_dir(shared: Path) -> Path:
     return shared / "audio"
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules of tiny models: threads gain nothing there, and on a busy 2-core machine they lose
+    up to 10x to contention. Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

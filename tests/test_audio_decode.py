@@ -20,13 +20,7 @@ EXPECTED = {  # stem: (channels, samples, rate), from the files' headers
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Small ops in loops: on the shared 2-core machine a second thread mostly adds contention (7x slower)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _wav_pcm(path) -> tuple[np.ndarray, int, int]:

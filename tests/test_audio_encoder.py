@@ -17,13 +17,7 @@ from sgim_nodes.errors import AudioError, ModelFileError, ParameterError
 WEIGHTS_SHA256 = "454fbc1e9029d72e86a9d82a22fba559cced0990a6753d139b2525ec7a7b0b2e"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Small ops in loops: on the shared 2-core machine a second thread mostly adds contention (7x slower)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def deterministic_state(keys_json) -> dict[str, torch.Tensor]:

@@ -18,13 +18,7 @@ from sgim_nodes.errors import ModelFileError, ParameterError, UnsafeFileError
 PROMPTS = ["the sound of rain", "a dog barking", "thunder", "fire crackling in a fireplace"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Small ops in loops: on the shared 2-core machine a second thread mostly adds contention (7x slower)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,7 @@ from sgim_nodes.optimize import IRSE50, TINY_IRSE, IRSEBackbone, face_crop, iden
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine they lose ~10x to contention."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def test_real_layout_key_names_and_shapes():
     state = IRSEBackbone(IRSE50).state_dict()

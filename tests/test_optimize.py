@@ -14,13 +14,7 @@ from sgim_nodes.optimize import (LOSS_TERMS, PRESETS, TINY_IRSE, IRSEBackbone, L
 from sgim_nodes.stylegan import Generator, GeneratorConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine they lose ~10x to contention."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 W_DIM = 32
 

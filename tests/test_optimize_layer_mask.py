@@ -11,13 +11,7 @@ from sgim_nodes.optimize.layer_mask import adaptive_init, adaptive_update_
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine they lose ~10x to contention."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.mark.parametrize("num_ws, coarse, middle, fine", [
     (8, [0, 1, 2, 3], [4, 5, 6, 7], []),

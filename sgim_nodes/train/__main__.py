@@ -97,10 +97,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from ..errors import SGIMError
+    from ..errors import run_command
 
-    try:
-        sys.exit(main())
-    except SGIMError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    raise SystemExit(run_command(main))
