@@ -18,6 +18,7 @@ import torch
 from sgim_nodes.errors import ModelFileError, ParameterError, UnsafeFileError
 from sgim_nodes.safe_pickle import PlainObject, restricted_load
 from sgim_nodes.stylegan import Generator, GeneratorConfig, load_generator, rosinality_checkpoint, save_generator
+from test_stylegan import perturbed  # the same perturbed random generator as the network tests
 
 REPO = Path(__file__).resolve().parents[1]
 PERSISTENT = "torch_utils.persistence._reconstruct_persistent_obj"
@@ -28,15 +29,6 @@ def sg_dir(fixtures_dir):
     return fixtures_dir / "stylegan2"
 
 
-def perturbed(config: GeneratorConfig, seed: int = 0) -> Generator:
-    torch.manual_seed(seed)
-    gen = Generator(config)
-    with torch.no_grad():
-        for name, tensor in gen.named_parameters():
-            if "bias" in name or "noise_strength" in name:
-                tensor.add_(torch.randn_like(tensor) * 0.2)
-        gen.w_avg.copy_(torch.randn(config.w_dim) * 0.3)
-    return gen
 
 
 def same_outputs(a: Generator, b: Generator, atol: float = 1e-5):
