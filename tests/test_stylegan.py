@@ -220,6 +220,64 @@ def test_gradient_matches_finite_difference():
     assert abs(numeric.item() - (ws.grad * direction).sum().item()) < 1e-5 * max(1.0, abs(numeric.item()))
 
 
+@pytest.mark.parametrize("noise_mode", ["const", "random"])
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_activation_backward_equals_autograd_of_weight_form(noise_mode, layout):
+    """The activation form's hand-written backward against plain autograd of the weight form, in float64,
+    with a clamp that is reached, a batch of 2 and an image-dependent loss: gradients to ws and to
+    an input-independent upstream tensor agree to ~1e-12, i.e. the backward is exact, not approximate."""
+    gen = perturbed(small_config(conv_clamp=0.6)).double()
+    gen.synthesis_network.set_channels_last(layout == "nhwc")
+    ws = torch.randn(2, gen.num_ws, gen.w_dim, dtype=torch.float64)
+    target = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    grads, images, clipped = {}, {}, []
+    for conv in gen.synthesis_network.convs:
+        conv.register_forward_hook(lambda m, i, out: clipped.append((out.abs() >= 0.6).double().mean().item()))
+    for mode in MODES:
+        gen.modulation = mode
+        ws_var = ws.clone().requires_grad_(True)
+        noise = torch.Generator().manual_seed(5)
+        images[mode] = gen.synthesis_network(ws_var, noise_mode, noise)
+        (images[mode] * target).sum().backward()
+        grads[mode] = ws_var.grad
+    assert 0 < max(clipped) < 0.9  # the clamp is reached, but not everywhere (both gradient paths are tested)
+    assert_close(images["activation"], images["weight"], atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(grads["activation"], grads["weight"], atol=1e-11, rtol=1e-9)
+    assert grads["activation"].abs().max() > 1e-3
+
+
+def test_activation_backward_leaves_a_shared_output_gradient_alone():
+    """Used on its own, a conv layer must not overwrite the gradient it receives: here ``y + other``
+    hands the very same gradient tensor to ``y`` and to ``other``. (Inside SynthesisNetwork each
+    conv owns its output gradient and may overwrite it; the float64 test above covers that path.)"""
+    gen = perturbed(small_config())
+    conv = gen.synthesis_network.convs[4]  # 12 -> 12 channels at 16 px
+    x = torch.randn(2, 12, 16, 16)
+    w = torch.randn(2, gen.w_dim, requires_grad=True)
+    weight_grad = torch.randn(2, 12, 16, 16)
+    for owns in (False, True):
+        leaf = torch.zeros(2, 12, 16, 16, requires_grad=True)
+        other = leaf * 2.0  # made first, so autograd runs its backward after the conv's
+        y = conv(x, w, conv.noise_const, owns_output_grad=owns)
+        ((y + other) * weight_grad).sum().backward()
+        if not owns:
+            assert torch.equal(leaf.grad, 2 * weight_grad)
+    assert not torch.equal(leaf.grad, 2 * weight_grad)  # the flag really licenses the overwrite
+
+
+def test_activation_form_refuses_weight_gradients():
+    gen = perturbed(small_config())
+    gen.synthesis_network.convs[1].weight.requires_grad_(True)
+    with pytest.raises(ParameterError, match="modulation='weight'"):
+        gen.synthesis(torch.randn(1, gen.num_ws, gen.w_dim))
+    gen.modulation = "weight"
+    gen.synthesis(torch.randn(1, gen.num_ws, gen.w_dim)).sum().backward()
+    assert gen.synthesis_network.convs[1].weight.grad.abs().sum() > 0
+    with torch.no_grad():  # no gradient wanted: the activation form runs
+        gen.modulation = "activation"
+        assert torch.isfinite(gen.synthesis(torch.randn(1, gen.num_ws, gen.w_dim))).all()
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_low_precision_runs_close_to_float32(sg_dir, nvlabs_expected, dtype):
     gen = load_generator(sg_dir / "nvlabs_tiny.pkl", dtype=dtype)

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from ..errors import ParameterError
 
@@ -173,46 +174,132 @@ class ModulatedConv(nn.Module):
             self.register_buffer("blur", blur.expand(out_channels, 1, *blur.shape).clone(), persistent=False)
             self.blur_pad = (blur.shape[0] - 2) // 2  # as in both originals; [1,3,3,1] -> 1
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None,
+                owns_output_grad: bool = False) -> torch.Tensor:
+        """``owns_output_grad``: the caller guarantees that the gradient arriving at the output is read by
+        this layer only (true inside :class:`SynthesisNetwork`), so the activation form's backward may
+        overwrite it instead of allocating another full-size buffer."""
         styles = torch.addmm(self.affine_bias, w, self.affine_weight.t())  # [B, I]
+        noise_term = None if noise is None else noise * (self.noise_strength * SQRT2)
         if self.modulation == "activation":
+            if torch.is_grad_enabled() and any(p.requires_grad for p in (self.weight, self.bias, self.noise_strength)):
+                raise ParameterError("modulation='activation' differentiates only with respect to ws and the "
+                                     "input (the generator is frozen); use modulation='weight' for weight gradients")
             # Demodulation factors without building per-sample weights: sum_{i,k} (W[o,i,k] s[i])^2,
             # in float32 (squared styles can overflow float16) and without a matmul, which autocast
             # would run in half precision again. The [B, O, I] temporary is small.
             precise = torch.promote_types(x.dtype, torch.float32)
             weight_sq = self.weight.to(precise).square().sum(dim=(2, 3))  # [O, I]
             demod = (styles.to(precise).square()[:, None, :] * weight_sq).sum(dim=2)
-            demod = torch.rsqrt(demod + 1e-8).to(x.dtype)  # [B, O]
-            x = x * styles[:, :, None, None]
-            if self.upsample:
-                x = F.conv_transpose2d(x, self.weight.transpose(0, 1), stride=2)
-            else:
-                x = F.conv2d(x, self.weight, padding=1)
+            scale = (torch.rsqrt(demod + 1e-8) * SQRT2).to(x.dtype)  # [B, O]
+            blur = self.blur if self.upsample else None
+            return _ActivationModulatedConv.apply(x, styles, scale, self.weight, blur, self.bias * SQRT2, noise_term,
+                                                  self.blur_pad if self.upsample else 0, self.conv_clamp,
+                                                  owns_output_grad)
+        batch, in_ch, height, width = x.shape
+        weight = self.weight[None] * styles[:, None, :, None, None]  # [B, O, I, 3, 3]
+        precise = torch.promote_types(x.dtype, torch.float32)
+        demod = torch.rsqrt(weight.to(precise).square().sum(dim=(2, 3, 4)) + 1e-8)  # [B, O], >= float32 as above
+        weight = weight * demod.to(weight.dtype)[:, :, None, None, None]
+        x = x.reshape(1, batch * in_ch, height, width)
+        if self.upsample:
+            weight = weight.transpose(1, 2).reshape(batch * in_ch, -1, 3, 3)
+            x = F.conv_transpose2d(x, weight, stride=2, groups=batch)
         else:
-            batch, in_ch, height, width = x.shape
-            weight = self.weight[None] * styles[:, None, :, None, None]  # [B, O, I, 3, 3]
-            precise = torch.promote_types(x.dtype, torch.float32)
-            demod = torch.rsqrt(weight.to(precise).square().sum(dim=(2, 3, 4)) + 1e-8)  # [B, O], >= float32 as above
-            weight = weight * demod.to(weight.dtype)[:, :, None, None, None]
-            demod = None
-            x = x.reshape(1, batch * in_ch, height, width)
-            if self.upsample:
-                weight = weight.transpose(1, 2).reshape(batch * in_ch, -1, 3, 3)
-                x = F.conv_transpose2d(x, weight, stride=2, groups=batch)
-            else:
-                x = F.conv2d(x, weight.reshape(-1, in_ch, 3, 3), padding=1, groups=batch)
-            x = x.reshape(batch, -1, *x.shape[2:])
+            x = F.conv2d(x, weight.reshape(-1, in_ch, 3, 3), padding=1, groups=batch)
+        x = x.reshape(batch, -1, *x.shape[2:])
         if self.upsample:
             x = F.conv2d(x, self.blur, padding=self.blur_pad, groups=x.shape[1])
-        # Epilogue in as few full-size passes as possible: (x*demod + bias)*sqrt2 + noise*strength*sqrt2.
-        bias = (self.bias * SQRT2)[None, :, None, None]
-        if demod is not None:
-            x = torch.addcmul(bias, x, (demod * SQRT2)[:, :, None, None])
-        else:
-            x = torch.add(bias, x, alpha=SQRT2)
-        if noise is not None:
-            x = x.add_(noise * (self.noise_strength * SQRT2))
+        # Epilogue in as few full-size passes as possible: (x + bias)*sqrt2 + noise*strength*sqrt2.
+        x = torch.add((self.bias * SQRT2)[None, :, None, None], x, alpha=SQRT2)
+        if noise_term is not None:
+            x = x.add_(noise_term)
         return _leaky_relu_gain(x, self.conv_clamp)
+
+
+def _spatial_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """sum over H, W of a * b, per (batch, channel): [B, C, H, W] x 2 -> [B, C], without a full-size temporary."""
+    batch, channels = a.shape[:2]
+    if a.is_contiguous() and b.is_contiguous():
+        return torch.bmm(a.view(batch * channels, 1, -1), b.view(batch * channels, -1, 1)).view(batch, channels)
+    return (a * b).sum(dim=(2, 3))
+
+
+class _ActivationModulatedConv(torch.autograd.Function):
+    """The activation form of a modulated conv layer, with a hand-written backward.
+
+    Forward: ``y = lrelu(scale * conv(x * styles) + bias + noise)`` (``conv`` is the 3x3 conv, or the
+    stride-2 transposed conv followed by the FIR for up-layers; ``scale`` = demodulation * sqrt2,
+    ``bias`` and ``noise`` already carry the sqrt2 gain, lrelu slope 0.2, then the optional clamp).
+    Autograd would keep about six full-size tensors per layer for backward (the scaled input, the
+    conv and FIR outputs, the epilogue's inputs...); at 1024 px that is ~1.8 GB. This backward keeps
+    only ``x`` and ``y``, which are the previous and this layer's outputs and live anyway, and
+    recovers what it needs from them:
+
+    * lrelu is invertible and sign-preserving, so its derivative is read off ``y``, and
+      ``grad_pre * pre == grad_y * y`` element-wise (pre = the lrelu input);
+    * hence ``d/dscale = sum_hw grad_pre * conv_out = (sum grad_y*y - bias*sum grad_pre - sum grad_pre*noise) / scale``;
+    * the convolutions' input gradients are their adjoints (transposed conv <-> strided conv), so no
+      weight gradient is ever computed (the network is frozen; ``ModulatedConv`` refuses otherwise).
+    Checked against autograd of the same expression in float64 (tests/test_stylegan.py).
+    """
+
+    @staticmethod
+    def forward(ctx, x, styles, scale, weight, blur, bias, noise, blur_pad: int, clamp: float | None,
+                owns_output_grad: bool):
+        out = x * styles[:, :, None, None]
+        if blur is not None:
+            out = F.conv_transpose2d(out, weight.transpose(0, 1), stride=2)
+            out = F.conv2d(out, blur, padding=blur_pad, groups=out.shape[1])
+        else:
+            out = F.conv2d(out, weight, padding=1)
+        out = out.mul_(scale[:, :, None, None]).add_(bias[None, :, None, None])
+        if noise is not None:
+            out = out.add_(noise)
+        out = F.leaky_relu(out, 0.2, inplace=True)
+        if clamp is not None:
+            out = out.clamp_(-clamp, clamp)
+        ctx.save_for_backward(x, styles, scale, weight, blur, bias, noise, out)
+        ctx.blur_pad, ctx.clamp, ctx.owns_output_grad = blur_pad, clamp, owns_output_grad
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y):
+        x, styles, scale, weight, blur, bias, noise, y = ctx.saved_tensors
+        layout = _memory_format(y)
+        writable = ctx.owns_output_grad and grad_y.is_contiguous(memory_format=layout)
+        grad_y = grad_y.contiguous(memory_format=layout)
+        if ctx.clamp is not None:  # the clamp passes gradient only where it did not clip
+            grad_y = grad_y.mul_(y.abs() < ctx.clamp) if writable else grad_y * (y.abs() < ctx.clamp)
+            writable = True
+        grad_y_dot_y = _spatial_dot(grad_y, y) if ctx.needs_input_grad[2] else None
+        # lrelu's slope read off the output's sign; written over grad_y when nobody else reads it
+        grad_pre = torch.ops.aten.leaky_relu_backward.grad_input(
+            grad_y, y, 0.2, True, grad_input=grad_y if writable else torch.empty_like(grad_y))
+        del grad_y
+        grad_scale = None
+        if grad_y_dot_y is not None:
+            numerator = grad_y_dot_y - bias * grad_pre.sum(dim=(2, 3))
+            if noise is not None:
+                numerator = numerator - (grad_pre * noise).sum(dim=(2, 3))
+            grad_scale = (numerator / scale).to(scale.dtype)
+        grad = grad_pre.mul_(scale[:, :, None, None])
+        del grad_pre
+        weight = weight.to(grad.dtype)
+        if blur is not None:  # adjoints in reverse order: the FIR, then the stride-2 transposed conv
+            grad = F.conv_transpose2d(grad, blur.to(grad.dtype), padding=ctx.blur_pad, groups=grad.shape[1])
+            grad = F.conv2d(grad, weight.transpose(0, 1), stride=2)
+        else:
+            grad = F.conv_transpose2d(grad, weight, padding=1)
+        grad_styles = _spatial_dot(grad, x).to(styles.dtype) if ctx.needs_input_grad[1] else None
+        grad_x = grad.mul_(styles[:, :, None, None]) if ctx.needs_input_grad[0] else None
+        return grad_x, grad_styles, grad_scale, None, None, None, None, None, None, None
+
+
+def _memory_format(t: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(
+        memory_format=torch.channels_last) else torch.contiguous_format
 
 
 class ToRGB(nn.Module):
@@ -281,7 +368,9 @@ class SynthesisNetwork(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         img = None
         for index, conv in enumerate(self.convs):
-            x = conv(x, ws[:, index], self._noise(conv, batch, noise_mode, noise_generator))
+            # Each conv output feeds only the next conv and a ToRGB, whose backward passes return fresh
+            # gradients: the sum arriving at the conv is its own to overwrite.
+            x = conv(x, ws[:, index], self._noise(conv, batch, noise_mode, noise_generator), owns_output_grad=True)
             if index % 2 == 0:  # after the 4 px conv and after every second conv: ToRGB + skip
                 rgb = self.torgbs[index // 2](x, ws[:, index + 1])
                 if img is not None:
