@@ -17,9 +17,12 @@ ArcFace passes per step, also at lambda_id = 0); ``backward(retain_graph=True)``
 per step. Its batch 4 is four images one after another (4x the time of one, same memory).
 Not reproduced: the intermediate PNG written every 20 steps.
 
-"ours" is ``optimize_latent`` with the activation-modulation generator, the exact box resize,
-targets embedded once, frozen nets, the vectorised adaptive mask; identity only where it is used
-(the face setting at 1024: lambda_id 0.005; the landscape setting at 256: lambda_id 0).
+"ours" is ``optimize_latent`` with the activation-modulation generator (its hand-written backward),
+the exact box resize, targets embedded once, frozen nets, the vectorised adaptive mask, freed CPU
+memory kept mapped between steps (``sgim_nodes.memory``); identity only where it is used (the face
+setting at 1024: lambda_id 0.005; the landscape setting at 256: lambda_id 0). "lean" is the same
+with ``reuse_cpu_memory=False``: every step's activations come fresh from the kernel, slower (page
+faults) but with a lower peak (no heap fragmentation).
 
 Throughput is reported as FLOPs counted by ``torch.utils.flop_counter`` (matmuls and convolutions,
 forward and backward) per second, and as a share of a measured fp32 matmul peak.
@@ -173,6 +176,7 @@ def run_worker(impl: str, config: str, batch: int, steps: int) -> dict:
     t0 = time.perf_counter()
     gen_config, clip_model, audio, arcface = build_models(config)
     gen = make_generator(gen_config, "weight" if impl == "original" else "activation")
+    reuse_memory = impl == "ours"
     source = sample_source_ws(gen, batch, seed=2, truncation=0.7)
     audio_input = torch.randn(1, 1, 128, 512, generator=torch.Generator().manual_seed(3))
     build_s = time.perf_counter() - t0
@@ -194,7 +198,8 @@ def run_worker(impl: str, config: str, batch: int, steps: int) -> dict:
         def run(n, on_step):
             optimize_latent(gen, clip, targets, source, steps=n, lr=LR, lambda_sim=settings["lambda_sim"],
                             lambda_id=settings["lambda_id"], id_model=arcface if use_id else None,
-                            adaptive_mask=True, return_images=False, callback=on_step)
+                            adaptive_mask=True, return_images=False, callback=on_step,
+                            reuse_cpu_memory=reuse_memory)
 
     counter = FlopCounterMode(display=False)
     # Its per-module tracker asserts on no_grad forwards of nets whose parameters require grad (the
@@ -242,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny models, two timed steps")
     parser.add_argument("--configs", default="256,1024", help="comma list of 256, 1024 (ignored with --quick)")
     parser.add_argument("--batches", default="1,4", help="batch sizes for ours (the original runs one image)")
+    parser.add_argument("--no-lean", action="store_true", help="skip the reuse_cpu_memory=False run (batch 1)")
     parser.add_argument("--steps", type=int, default=3,
                         help="steps per run after one FLOP-counted warm-up; the mean excludes the first")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per subprocess")
@@ -269,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     for config in configs:
         rows = [spawn("original", config, 1, steps, args.timeout)]
         rows += [spawn("ours", config, b, steps, args.timeout) for b in batches]
-        for r in rows:
+        lean = None if args.no_lean else spawn("lean", config, 1, steps, args.timeout)
+        for r in rows + ([lean] if lean else []):
             rate = r["gflop_per_step"] / r["s_per_step"]
             print(f"{config:>6} {r['impl']:>8} {r['batch']:>5} {r['s_per_step']:8.3f} "
                   f"{r['s_per_step'] / r['batch']:8.3f} {r['vm_hwm_gb']:8.2f} {r['gflop_per_step']:10.1f} "
@@ -283,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{orig['s_per_step'] / per_edit:.2f}x; per-edit time vs our batch 1 "
                   f"{per_edit / ours1['s_per_step']:.2f}; peak memory vs original "
                   f"{r['vm_hwm_gb'] / orig['vm_hwm_gb']:.2f}")
+        if lean:
+            print(f"{config:>6} ratios: lean batch 1: speed-up per edit {orig['s_per_step'] / lean['s_per_step']:.2f}x; "
+                  f"peak memory vs original {lean['vm_hwm_gb'] / orig['vm_hwm_gb']:.2f}")
         sys.stdout.flush()
     return 0
 

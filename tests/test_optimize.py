@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from sgim_nodes import memory
 from sgim_nodes.clip import ClipModel, build_tiny_clip
 from sgim_nodes.errors import Cancelled, ParameterError
 from sgim_nodes.optimize import (LOSS_TERMS, PRESETS, TINY_IRSE, IRSEBackbone, LayerMask, lr_schedule,
@@ -163,6 +164,7 @@ def test_callback_previews_and_cancellation(gen, clip):
         optimize_latent(gen, clip, targets, "random", steps=50, should_cancel=cancel_after_three,
                         callback=done.append)
     assert len(done) == 3
+    assert memory._depth == 0  # the CPU allocator hint is lifted even when a run is cancelled
 
     class Stop(Exception):
         pass
