@@ -323,7 +323,9 @@ class ToRGB(nn.Module):
         else:  # channels_last: [HW, I] @ [I, 3] per sample, no layout copy of x. (A bmm over the
             # batch is 2-3x slower in backward on CPU for this long-and-thin NHWC shape.)
             pixels = x.permute(0, 2, 3, 1).reshape(batch, height * width, in_ch)
-            out = torch.stack([torch.addmm(self.bias, pixels[b], weight[b].t()) for b in range(batch)])
+            # unbind, not pixels[b]: its backward stacks the B gradients into one tensor, where indexing
+            # would allocate a zero-filled full-size gradient per sample.
+            out = torch.stack([torch.addmm(self.bias, rows, weight[b].t()) for b, rows in enumerate(pixels.unbind(0))])
             out = out.reshape(batch, height, width, -1).permute(0, 3, 1, 2)
         if self.conv_clamp is not None:
             out = out.clamp(-self.conv_clamp, self.conv_clamp)
