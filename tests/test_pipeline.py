@@ -56,6 +56,30 @@ def test_edit_command_writes_images_and_codes(model_files, audio_dir: Path, tmp_
     assert not torch.equal(ws, source_ws)
 
 
+def test_lean_memory_flag_reaches_the_optimiser_and_changes_no_result(model_files, tmp_path: Path, monkeypatch):
+    import contextlib
+
+    import sgim_nodes.optimize.loop as loop
+
+    seen = []
+
+    @contextlib.contextmanager
+    def recording(enabled=True):
+        seen.append(enabled)
+        yield
+
+    monkeypatch.setattr(loop, "reuse_freed_memory", recording)
+    codes = {}
+    for flag in ([], ["--lean-memory"]):
+        out = tmp_path / f"edit{len(flag)}.png"
+        assert cli(["edit", "--text", "a rainy night", "--generator", str(model_files["generator"]),
+                    "--clip", str(model_files["clip"]), "--clip-model", "sgim-tiny-clip", "--out", str(out),
+                    "--steps", "5", "--seed", "3", "--device", "cpu"] + flag) == 0
+        codes[len(flag)] = load_wplus(tmp_path / f"edit{len(flag)}_wplus.safetensors")[0]
+    assert seen == [True, False]  # default keeps freed CPU memory, --lean-memory gives it back
+    assert torch.equal(codes[0], codes[1])  # an allocator setting, not a change of the mathematics
+
+
 def test_edit_reports_missing_models(tmp_path: Path, monkeypatch, capsys):
     monkeypatch.setenv("SGIM_MODELS_DIR", str(tmp_path / "empty"))
     code = cli(["edit", "--audio", "x.wav", "--out", str(tmp_path / "o.png")])
