@@ -265,6 +265,40 @@ def test_activation_backward_leaves_a_shared_output_gradient_alone():
     assert not torch.equal(leaf.grad, 2 * weight_grad)  # the flag really licenses the overwrite
 
 
+@pytest.mark.parametrize("noise_mode", ["const", "random", "none"])
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_stripwise_last_block_is_the_same_function_and_gradient(noise_mode, layout):
+    """The last block computed (and recomputed in backward) in horizontal strips, halos included,
+    against the whole-image path: float64, batch 2, a clamp that is reached, 4 and 7 strips."""
+    config = small_config(resolution=64, channels={4: 16, 8: 16, 16: 12, 32: 8, 64: 8}, conv_clamp=0.6)
+    gen = perturbed(config).double()
+    gen.synthesis_network.set_channels_last(layout == "nhwc")
+    ws = torch.randn(2, gen.num_ws, gen.w_dim, dtype=torch.float64)
+    target = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    results = {}
+    for strips in (1, 4, 7):
+        gen.synthesis_network.last_block_strips = strips
+        ws_var = ws.clone().requires_grad_(True)
+        img = gen.synthesis_network(ws_var, noise_mode, torch.Generator().manual_seed(3))
+        (img * target).sum().backward()
+        results[strips] = img.detach(), ws_var.grad
+    for strips in (4, 7):
+        assert_close(results[strips][0], results[1][0], atol=1e-12, rtol=1e-10)
+        torch.testing.assert_close(results[strips][1], results[1][1], atol=1e-11, rtol=1e-9)
+    assert results[1][1][:, -3:].abs().max() > 1e-3  # the last block's own W+ rows get gradient
+
+
+def test_stripwise_last_block_steps_aside_for_parameter_gradients():
+    gen = perturbed(small_config(resolution=64, channels={4: 16, 8: 16, 16: 12, 32: 8, 64: 8}))
+    assert gen.synthesis_network.last_block_strips == 1  # below 512 px the whole image is cheap
+    gen.synthesis_network.last_block_strips = 4
+    gen.modulation = "weight"
+    gen.requires_grad_(True)  # e.g. the benchmark's re-implementation of the original loop
+    gen.synthesis(torch.randn(1, gen.num_ws, gen.w_dim)).square().sum().backward()
+    assert gen.synthesis_network.convs[-1].weight.grad.abs().sum() > 0
+    assert Generator(GeneratorConfig.stylegan2(512, n_mapping=1)).synthesis_network.last_block_strips == 4
+
+
 def test_activation_form_refuses_weight_gradients():
     gen = perturbed(small_config())
     gen.synthesis_network.convs[1].weight.requires_grad_(True)

@@ -12,14 +12,14 @@ Design choices (this network is only ever *used*, never trained):
   layout is recovered by :func:`.loaders.rosinality_checkpoint`.
 - **Modulated convolution, two interchangeable forms.** ``modulation="activation"`` (default)
   scales the input by the style, runs one ordinary convolution for the whole batch with the fixed
-  weight and scales the output by the demodulation factors. ``modulation="weight"`` is the
-  classic per-sample weight with a grouped convolution. Same function; the activation form needs
-  no per-sample weight gradient in backward, which is what the W+ optimiser pays for. Measured
-  (benchmarks/bench_generator.py, 2-core CPU, batch 1, CPU time): synthesis+backward 1.4x faster
-  at 256 px, about even at 1024 px (thin high-resolution layers: its extra elementwise passes
-  weigh as much as the saved GEMM) where it also keeps ~35% more activations for backward;
-  batches favour it further (one convolution instead of a grouped one).
+  weight and scales the output by the demodulation factors; its hand-written backward
+  (:class:`_ActivationModulatedConv`) keeps only each layer's input and output and computes no
+  weight gradient. ``modulation="weight"`` is the classic per-sample weight with a grouped
+  convolution, differentiated by autograd (use it to train). Same function.
   ToRGB (1x1, 3 outputs) always modulates its tiny weight: that is the cheaper form there.
+- **The last block in strips under autograd** (``SynthesisNetwork.last_block_strips``, 4 from
+  512 px up): it holds the largest activations, so it is recomputed strip by strip in backward
+  instead of being kept (one more forward of that block; same function and gradient).
 - **Upsampling as in the originals:** a stride-2 transposed convolution followed by the
   ``[1,3,3,1]`` FIR (gain 4); the RGB skip path upsamples with the same FIR.
 - ``channels_last=True`` runs NHWC (see :meth:`SynthesisNetwork.set_channels_last`).
@@ -332,6 +332,50 @@ class ToRGB(nn.Module):
         return out
 
 
+def _noise_rows(noise: torch.Tensor | None, top: int, bottom: int) -> torch.Tensor | None:
+    """Rows [top, bottom) of a noise map: [H, W] (stored) or [B, 1, H, W] (random)."""
+    if noise is None:
+        return None
+    return noise[top:bottom] if noise.dim() == 2 else noise[:, :, top:bottom]
+
+
+class _StripwiseLastBlock(torch.autograd.Function):
+    """The last synthesis block as one node: forward and backward strip by strip (see SynthesisNetwork)."""
+
+    @staticmethod
+    def forward(ctx, x, ws3, network, noise_up, noise_conv):
+        in_rows = x.shape[2]
+        strips = network._strip_bounds(2 * in_rows)
+        parts = []
+        for top, bottom in strips:
+            first, last = network._slab_rows(top, bottom, in_rows)
+            parts.append(network._last_block_rows(x[:, :, first:last], first, in_rows, ws3, noise_up, noise_conv,
+                                                  top, bottom))
+        ctx.save_for_backward(x, ws3)
+        ctx.network, ctx.noise, ctx.strips = network, (noise_up, noise_conv), strips
+        return torch.cat(parts, dim=2)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_rgb):
+        x, ws3 = ctx.saved_tensors
+        network, in_rows = ctx.network, x.shape[2]
+        want_x = ctx.needs_input_grad[0]
+        grad_x = torch.zeros_like(x) if want_x else None
+        grad_ws = torch.zeros_like(ws3)
+        for top, bottom in ctx.strips:  # recompute one strip with autograd, differentiate it, free it
+            first, last = network._slab_rows(top, bottom, in_rows)
+            with torch.enable_grad():
+                slab = x[:, :, first:last].detach().requires_grad_(want_x)
+                ws_rows = ws3.detach().requires_grad_(True)
+                rgb = network._last_block_rows(slab, first, in_rows, ws_rows, *ctx.noise, top, bottom)
+                grads = torch.autograd.grad(rgb, [ws_rows] + ([slab] if want_x else []), grad_rgb[:, :, top:bottom])
+            grad_ws += grads[0]
+            if want_x:
+                grad_x[:, :, first:last] += grads[1]
+        return grad_x, grad_ws, None, None, None
+
+
 class SynthesisNetwork(nn.Module):
     """ws [B, num_ws, w_dim] -> image, skip architecture.
 
@@ -356,6 +400,8 @@ class SynthesisNetwork(nn.Module):
         self.convs = nn.ModuleList(convs)
         self.torgbs = nn.ModuleList(torgbs)
         self.channels_last = False
+        # Rows of 128 MB per image and channel block at 1024 px: four strips; small images need none.
+        self.last_block_strips = 4 if config.resolution >= 512 else 1
         # Skip path: zero insertion + FIR(gain 4) with padding (2, 1) == transposed conv, stride 2, padding 1.
         skip = _blur_kernel(config.blur_kernel, gain=4.0)
         self.register_buffer("skip_kernel", skip.expand(config.img_channels, 1, *skip.shape).clone(),
@@ -369,23 +415,78 @@ class SynthesisNetwork(nn.Module):
         if self.channels_last and self.convs[0].modulation == "activation":  # grouped convs are slower in NHWC
             x = x.contiguous(memory_format=torch.channels_last)
         img = None
+        last_up = len(self.convs) - 2
         for index, conv in enumerate(self.convs):
+            noise = self._noise(conv, batch, noise_mode, noise_generator)
+            if index == last_up and self._use_strips(x, ws):
+                noise_last = self._noise(self.convs[-1], batch, noise_mode, noise_generator)
+                rgb = _StripwiseLastBlock.apply(x, ws[:, index:index + 3], self, noise, noise_last)
+                img = rgb.add_(self._upsample_skip(img))
+                break
             # Each conv output feeds only the next conv and a ToRGB, whose backward passes return fresh
             # gradients: the sum arriving at the conv is its own to overwrite.
-            x = conv(x, ws[:, index], self._noise(conv, batch, noise_mode, noise_generator), owns_output_grad=True)
+            x = conv(x, ws[:, index], noise, owns_output_grad=True)
             if index % 2 == 0:  # after the 4 px conv and after every second conv: ToRGB + skip
                 rgb = self.torgbs[index // 2](x, ws[:, index + 1])
                 if img is not None:
-                    img = F.conv_transpose2d(img, self.skip_kernel, stride=2, padding=self.skip_pad,
-                                             groups=img.shape[1])
-                    rgb = rgb.add_(img)
+                    rgb = rgb.add_(self._upsample_skip(img))
                 img = rgb
         return img.contiguous()
 
+    def _upsample_skip(self, img: torch.Tensor) -> torch.Tensor:
+        return F.conv_transpose2d(img, self.skip_kernel, stride=2, padding=self.skip_pad, groups=img.shape[1])
+
+    # --- the last block in horizontal strips (memory) -------------------------------------------------
+    # Under autograd the last block (up-conv, conv, ToRGB at full resolution) holds the largest tensors:
+    # at 1024 px each of its activations is 128 MB per image, and its backward needs several at once.
+    # With ``last_block_strips`` > 1 it runs as one autograd node that keeps only its input (the
+    # previous block's output, alive anyway) and recomputes the block strip by strip in backward, so no
+    # full-resolution activation is ever held. Same function (each strip reads the rows it depends
+    # on, halos included); costs one more forward of the last block.
+
+    def _use_strips(self, x: torch.Tensor, ws: torch.Tensor) -> bool:
+        if self.last_block_strips <= 1 or not torch.is_grad_enabled() or not (x.requires_grad or ws.requires_grad):
+            return False
+        layers = (self.convs[-2], self.convs[-1], self.torgbs[-1])
+        # the recomputation differentiates only x and ws: parameters that want gradients take the plain path
+        return not any(p.requires_grad for layer in layers for p in layer.parameters())
+
+    def _strip_bounds(self, rows: int) -> list[tuple[int, int]]:
+        count = max(1, min(self.last_block_strips, rows // 8))
+        edges = [round(k * rows / count) for k in range(count + 1)]
+        return list(zip(edges[:-1], edges[1:]))
+
+    def _slab_rows(self, top: int, bottom: int, in_rows: int) -> tuple[int, int]:
+        """Rows [first, last) of the last block's input that RGB rows [top, bottom) depend on: the 3x3
+        conv reads one row either side; the up-conv (3-tap transposed conv, stride 2, then the k-tap FIR
+        with padding p) reads input rows from (row - p - 1) / 2 to (row - p + k - 3) / 2. The image
+        border is real zero padding, so no halo is needed there."""
+        up = self.convs[-2]
+        taps, pad = up.blur.shape[-1], up.blur_pad
+        conv_top, conv_bottom = max(top - 1, 0), min(bottom + 1, 2 * in_rows)
+        first = max(0, (conv_top - pad - 1) // 2)
+        last = min(in_rows, -(-(conv_bottom - pad + taps - 3) // 2) + 1)
+        return first, last
+
+    def _last_block_rows(self, slab: torch.Tensor, first: int, in_rows: int, ws3: torch.Tensor,
+                         noise_up, noise_conv, top: int, bottom: int) -> torch.Tensor:
+        """RGB rows [top, bottom) of the last block (before the skip) from ``slab``, the input rows
+        ``_slab_rows(top, bottom, in_rows)`` starting at row ``first``; ``ws3`` holds the three W+ rows."""
+        up, conv, torgb = self.convs[-2], self.convs[-1], self.torgbs[-1]
+        conv_top, conv_bottom = max(top - 1, 0), min(bottom + 1, 2 * in_rows)
+        last = first + slab.shape[2]
+        # Strip outputs are sliced before use: the gradient arriving at each conv is a fresh tensor.
+        u = up(slab, ws3[:, 0], _noise_rows(noise_up, 2 * first, 2 * last), owns_output_grad=True)
+        u = u[:, :, conv_top - 2 * first:conv_bottom - 2 * first]
+        v = conv(u, ws3[:, 1], _noise_rows(noise_conv, conv_top, conv_bottom), owns_output_grad=True)
+        v = v[:, :, top - conv_top:bottom - conv_top]
+        v = v.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+        return torgb(v, ws3[:, 2])
+
     def set_channels_last(self, enabled: bool) -> None:
-        """NHWC activations and conv weights (activation modulation only). Measured on a 2-core CPU at
-        256 px: the FIR is ~3x faster but conv backward slower, about even overall, so it is off by
-        default; try it on GPUs (tensor cores prefer NHWC)."""
+        """NHWC activations and conv weights (activation modulation only). Measured on a 2-core CPU
+        (synthesis + backward): within 5 % of NCHW at 256 and 1024 px, so it is off by default; try it
+        on GPUs (tensor cores prefer NHWC)."""
         self.channels_last = bool(enabled)
         layout = torch.channels_last if enabled else torch.contiguous_format
         for conv in self.convs:
