@@ -296,7 +296,7 @@ def test_stripwise_last_block_steps_aside_for_parameter_gradients():
     gen.requires_grad_(True)  # e.g. the benchmark's re-implementation of the original loop
     gen.synthesis(torch.randn(1, gen.num_ws, gen.w_dim)).square().sum().backward()
     assert gen.synthesis_network.convs[-1].weight.grad.abs().sum() > 0
-    assert Generator(GeneratorConfig.stylegan2(512, n_mapping=1)).synthesis_network.last_block_strips == 4
+    assert Generator(GeneratorConfig.stylegan2(512, n_mapping=1)).synthesis_network.last_block_strips == 8
 
 
 def test_activation_form_refuses_weight_gradients():

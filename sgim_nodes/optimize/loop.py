@@ -13,7 +13,10 @@ similarity or identity term). Differences, all on purpose:
 - the identity term's gradient reaches ``w`` (see ``identity.py``); it is skipped when lambda_id = 0;
 - target embeddings and the source identity features are computed once; the nets are frozen;
   the adaptive mask is updated on the device (no per-layer host syncs); at most one host sync per
-  step, and only when a callback wants numbers.
+  step, and only when a callback wants numbers;
+- on CPU, freed memory stays mapped between steps (``sgim_nodes.memory``; ``reuse_cpu_memory``);
+  the generator's own memory savings (hand-written backward, last block in strips) are in
+  ``sgim_nodes.stylegan.network``.
 
 Defaults: lr 0.1 and 300 steps (the landscape example) with the argparse lambda_sim 0.008 and
 lambda_id 0; :data:`PRESETS` holds the two released settings.
