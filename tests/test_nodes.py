@@ -537,3 +537,11 @@ def test_optimize_latent_errors_name_inputs(nodes, models, sound, errors, fake_c
         run("SGIMOptimizeLatent", nodes, target=text, source=src16, lambda_id=0.0, **common)
     with pytest.raises(errors.ParameterError, match=r"Optimize Latent, input 'identity_model'"):
         run("SGIMOptimizeLatent", nodes, target=text, source=src, lambda_id=0.005, **common)
+
+
+def test_root_imported_as_a_lone_module_registers_nothing_and_does_not_fail():
+    """pytest imports the repository root this way when the checkout's folder name is not an identifier."""
+    spec = importlib.util.spec_from_file_location("__init__", REPO / "__init__.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.NODE_CLASS_MAPPINGS == {} and module.WEB_DIRECTORY == "./web"
