@@ -288,6 +288,26 @@ def test_stripwise_last_block_is_the_same_function_and_gradient(noise_mode, layo
     assert results[1][1][:, -3:].abs().max() > 1e-3  # the last block's own W+ rows get gradient
 
 
+def test_stripwise_last_block_under_autocast_recomputes_in_the_same_precision():
+    """Backward recomputes each strip under the forward's autocast state, and the activation form's
+    backward copes with a float32 input feeding a bfloat16 layer."""
+    config = small_config(resolution=64, channels={4: 16, 8: 16, 16: 12, 32: 8, 64: 8})
+    gen = perturbed(config)
+    ws = torch.randn(1, gen.num_ws, gen.w_dim)
+    dtypes, grads = [], {}
+    gen.synthesis_network.convs[-1].register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
+    for strips in (1, 4):
+        gen.synthesis_network.last_block_strips = strips
+        ws_var = ws.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            img = gen.synthesis(ws_var)
+        img.square().mean().backward()
+        grads[strips] = ws_var.grad
+    assert dtypes == [torch.bfloat16] * (1 + 4 + 4)  # whole image; 4 strips forward; 4 recomputed in backward
+    scale = grads[1].abs().max()
+    assert (grads[4] - grads[1]).abs().max() < 0.01 * scale  # bfloat16 rounding apart, the same gradient
+
+
 def test_stripwise_last_block_steps_aside_for_parameter_gradients():
     gen = perturbed(small_config(resolution=64, channels={4: 16, 8: 16, 16: 12, 32: 8, 64: 8}))
     assert gen.synthesis_network.last_block_strips == 1  # below 512 px the whole image is cheap

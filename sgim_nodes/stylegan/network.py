@@ -220,6 +220,9 @@ class ModulatedConv(nn.Module):
 def _spatial_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """sum over H, W of a * b, per (batch, channel): [B, C, H, W] x 2 -> [B, C], without a full-size temporary."""
     batch, channels = a.shape[:2]
+    if a.dtype != b.dtype:  # under autocast a layer's input and its output gradient can differ
+        common = torch.promote_types(a.dtype, b.dtype)
+        a, b = a.to(common), b.to(common)
     if a.is_contiguous() and b.is_contiguous():
         return torch.bmm(a.view(batch * channels, 1, -1), b.view(batch * channels, -1, 1)).view(batch, channels)
     return (a * b).sum(dim=(2, 3))
@@ -353,6 +356,8 @@ class _StripwiseLastBlock(torch.autograd.Function):
                                                   top, bottom))
         ctx.save_for_backward(x, ws3)
         ctx.network, ctx.noise, ctx.strips = network, (noise_up, noise_conv), strips
+        device = x.device.type  # backward recomputes under the forward's autocast state
+        ctx.autocast = (device, torch.get_autocast_dtype(device), torch.is_autocast_enabled(device))
         return torch.cat(parts, dim=2)
 
     @staticmethod
@@ -365,7 +370,8 @@ class _StripwiseLastBlock(torch.autograd.Function):
         grad_ws = torch.zeros_like(ws3)
         for top, bottom in ctx.strips:  # recompute one strip with autograd, differentiate it, free it
             first, last = network._slab_rows(top, bottom, in_rows)
-            with torch.enable_grad():
+            device, dtype, enabled = ctx.autocast
+            with torch.enable_grad(), torch.autocast(device, dtype=dtype, enabled=enabled):
                 slab = x[:, :, first:last].detach().requires_grad_(want_x)
                 ws_rows = ws3.detach().requires_grad_(True)
                 rgb = network._last_block_rows(slab, first, in_rows, ws_rows, *ctx.noise, top, bottom)
