@@ -220,7 +220,6 @@ def run_worker(impl: str, config: str, batch: int, steps: int) -> dict:
     with counter:  # one counted warm-up step
         run(1, lambda *_: None)
     flops = counter.get_total_flops()
-    warmup_hwm_gb = vm_hwm_gb()
     reset_vm_hwm()  # the peak reported is that of the timed run, without the FLOP counter's dispatch layer
     stamps.append(time.perf_counter())
     run(steps, stamp)
@@ -228,7 +227,7 @@ def run_worker(impl: str, config: str, batch: int, steps: int) -> dict:
     timed = per_step[1:] or per_step  # the first timed step also carries one-time setup (source render...)
     seconds = sum(timed) / len(timed)
     return dict(impl=impl, config=config, batch=batch, s_per_step=seconds, steps=per_step,
-                gflop_per_step=flops / 1e9, vm_hwm_gb=vm_hwm_gb(), warmup_hwm_gb=warmup_hwm_gb, build_s=build_s,
+                gflop_per_step=flops / 1e9, vm_hwm_gb=vm_hwm_gb(), build_s=build_s,
                 threads=torch.get_num_threads())
 
 

@@ -347,39 +347,47 @@ class _StripwiseLastBlock(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, ws3, network, noise_up, noise_conv):
-        in_rows = x.shape[2]
-        strips = network._strip_bounds(2 * in_rows)
-        parts = []
-        for top, bottom in strips:
-            first, last = network._slab_rows(top, bottom, in_rows)
-            parts.append(network._last_block_rows(x[:, :, first:last], first, in_rows, ws3, noise_up, noise_conv,
-                                                  top, bottom))
+        plan = network._strip_plan(x.shape[2])
+        rgb = torch.cat([network._last_block_rows(x[:, :, strip.first:strip.last], strip, ws3, noise_up, noise_conv)
+                         for strip in plan], dim=2)
         ctx.save_for_backward(x, ws3)
-        ctx.network, ctx.noise, ctx.strips = network, (noise_up, noise_conv), strips
+        ctx.network, ctx.noise, ctx.plan = network, (noise_up, noise_conv), plan
         device = x.device.type  # backward recomputes under the forward's autocast state
         ctx.autocast = (device, torch.get_autocast_dtype(device), torch.is_autocast_enabled(device))
-        return torch.cat(parts, dim=2)
+        return rgb
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_rgb):
         x, ws3 = ctx.saved_tensors
-        network, in_rows = ctx.network, x.shape[2]
         want_x = ctx.needs_input_grad[0]
         grad_x = torch.zeros_like(x) if want_x else None
         grad_ws = torch.zeros_like(ws3)
-        for top, bottom in ctx.strips:  # recompute one strip with autograd, differentiate it, free it
-            first, last = network._slab_rows(top, bottom, in_rows)
-            device, dtype, enabled = ctx.autocast
+        device, dtype, enabled = ctx.autocast
+        for strip in ctx.plan:  # recompute one strip with autograd, differentiate it, free it
             with torch.enable_grad(), torch.autocast(device, dtype=dtype, enabled=enabled):
-                slab = x[:, :, first:last].detach().requires_grad_(want_x)
+                slab = x[:, :, strip.first:strip.last].detach().requires_grad_(want_x)
                 ws_rows = ws3.detach().requires_grad_(True)
-                rgb = network._last_block_rows(slab, first, in_rows, ws_rows, *ctx.noise, top, bottom)
-                grads = torch.autograd.grad(rgb, [ws_rows] + ([slab] if want_x else []), grad_rgb[:, :, top:bottom])
+                rgb = ctx.network._last_block_rows(slab, strip, ws_rows, *ctx.noise)
+                grads = torch.autograd.grad(rgb, [ws_rows] + ([slab] if want_x else []),
+                                            grad_rgb[:, :, strip.top:strip.bottom])
             grad_ws += grads[0]
             if want_x:
-                grad_x[:, :, first:last] += grads[1]
+                grad_x[:, :, strip.first:strip.last] += grads[1]
         return grad_x, grad_ws, None, None, None
+
+
+@dataclass(frozen=True)
+class _Strip:
+    """One strip of the last block: the RGB rows it produces, the rows of the up-conv output the 3x3
+    conv reads for them (one-row halo), and the rows of the block input the up-conv reads."""
+
+    top: int
+    bottom: int
+    conv_top: int
+    conv_bottom: int
+    first: int
+    last: int
 
 
 class SynthesisNetwork(nn.Module):
@@ -458,35 +466,33 @@ class SynthesisNetwork(nn.Module):
         # the recomputation differentiates only x and ws: parameters that want gradients take the plain path
         return not any(p.requires_grad for layer in layers for p in layer.parameters())
 
-    def _strip_bounds(self, rows: int) -> list[tuple[int, int]]:
+    def _strip_plan(self, in_rows: int) -> list[_Strip]:
+        """The last block's output rows (twice ``in_rows``) cut into ``last_block_strips`` strips of at least
+        8 rows. The up-conv (3-tap transposed conv, stride 2, then the k-tap FIR with padding p) reads input
+        rows from (row - p - 1) / 2 to (row - p + k - 3) / 2; the image border is real zero padding, so no
+        halo is needed there."""
+        rows = 2 * in_rows
         count = max(1, min(self.last_block_strips, rows // 8))
         edges = [round(k * rows / count) for k in range(count + 1)]
-        return list(zip(edges[:-1], edges[1:]))
+        taps, pad = self.convs[-2].blur.shape[-1], self.convs[-2].blur_pad
+        plan = []
+        for top, bottom in zip(edges[:-1], edges[1:]):
+            conv_top, conv_bottom = max(top - 1, 0), min(bottom + 1, rows)
+            first = max(0, (conv_top - pad - 1) // 2)
+            last = min(in_rows, -(-(conv_bottom - pad + taps - 3) // 2) + 1)
+            plan.append(_Strip(top, bottom, conv_top, conv_bottom, first, last))
+        return plan
 
-    def _slab_rows(self, top: int, bottom: int, in_rows: int) -> tuple[int, int]:
-        """Rows [first, last) of the last block's input that RGB rows [top, bottom) depend on: the 3x3
-        conv reads one row either side; the up-conv (3-tap transposed conv, stride 2, then the k-tap FIR
-        with padding p) reads input rows from (row - p - 1) / 2 to (row - p + k - 3) / 2. The image
-        border is real zero padding, so no halo is needed there."""
-        up = self.convs[-2]
-        taps, pad = up.blur.shape[-1], up.blur_pad
-        conv_top, conv_bottom = max(top - 1, 0), min(bottom + 1, 2 * in_rows)
-        first = max(0, (conv_top - pad - 1) // 2)
-        last = min(in_rows, -(-(conv_bottom - pad + taps - 3) // 2) + 1)
-        return first, last
-
-    def _last_block_rows(self, slab: torch.Tensor, first: int, in_rows: int, ws3: torch.Tensor,
-                         noise_up, noise_conv, top: int, bottom: int) -> torch.Tensor:
-        """RGB rows [top, bottom) of the last block (before the skip) from ``slab``, the input rows
-        ``_slab_rows(top, bottom, in_rows)`` starting at row ``first``; ``ws3`` holds the three W+ rows."""
+    def _last_block_rows(self, slab: torch.Tensor, strip: _Strip, ws3: torch.Tensor, noise_up, noise_conv
+                         ) -> torch.Tensor:
+        """RGB rows ``strip.top:strip.bottom`` of the last block (before the skip) from ``slab``, the block
+        input's rows ``strip.first:strip.last``; ``ws3`` holds the block's three W+ rows."""
         up, conv, torgb = self.convs[-2], self.convs[-1], self.torgbs[-1]
-        conv_top, conv_bottom = max(top - 1, 0), min(bottom + 1, 2 * in_rows)
-        last = first + slab.shape[2]
         # Strip outputs are sliced before use: the gradient arriving at each conv is a fresh tensor.
-        u = up(slab, ws3[:, 0], _noise_rows(noise_up, 2 * first, 2 * last), owns_output_grad=True)
-        u = u[:, :, conv_top - 2 * first:conv_bottom - 2 * first]
-        v = conv(u, ws3[:, 1], _noise_rows(noise_conv, conv_top, conv_bottom), owns_output_grad=True)
-        v = v[:, :, top - conv_top:bottom - conv_top]
+        u = up(slab, ws3[:, 0], _noise_rows(noise_up, 2 * strip.first, 2 * strip.last), owns_output_grad=True)
+        u = u[:, :, strip.conv_top - 2 * strip.first:strip.conv_bottom - 2 * strip.first]
+        v = conv(u, ws3[:, 1], _noise_rows(noise_conv, strip.conv_top, strip.conv_bottom), owns_output_grad=True)
+        v = v[:, :, strip.top - strip.conv_top:strip.bottom - strip.conv_top]
         v = v.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         return torgb(v, ws3[:, 2])
 
