@@ -5,9 +5,20 @@ names the file or parameter and says what was expected. ComfyUI shows the messag
 it must make sense to an artist, not only to a developer.
 """
 
+from __future__ import annotations
+
 
 class SGIMError(Exception):
-    """Base class of every error this library raises on purpose."""
+    """Base class of every error this library raises on purpose.
+
+    ``parameter`` names the library parameter at fault (``"lr"``, ``"source_ws"``, ...) when there is
+    one, so that a front end (a ComfyUI node, the command line) can name its own input or option
+    for it instead of guessing.
+    """
+
+    def __init__(self, *args, parameter: str | None = None):
+        super().__init__(*args)
+        self.parameter = parameter
 
 
 class ModelFileError(SGIMError, ValueError):
