@@ -356,17 +356,16 @@ def _from_nvlabs_network(obj: Any, path: Path) -> tuple[GeneratorConfig, dict, b
             or any(re.fullmatch(r"L\d+_.*", n) for n in layer_names):
         raise ModelFileError(f"{path}: this looks like a StyleGAN3 (alias-free) generator, which is not supported; "
                              "expected a StyleGAN2 / StyleGAN2-ADA generator")
-    if int(state.get("c_dim", 0) or 0) > 0 or "mapping.embed.weight" in tensors:
-        raise ModelFileError(f"{path}: a conditional (class-label) generator (c_dim={state.get('c_dim')}); "
-                             "only unconditional StyleGAN2 generators are supported")
+    c_dim = state.get("c_dim", 0)
+    if isinstance(c_dim, int) and c_dim > 0 and "mapping.embed.weight" not in tensors:
+        raise ModelFileError(f"{path}: a conditional generator (c_dim={c_dim}) without its class embedding "
+                             "'mapping.embed' (damaged or an unknown variant)")
     return _from_nvlabs_flat(tensors, attrs, path)
 
 
 def _from_nvlabs_flat(state: dict, attrs: dict[str, dict], path: Path) -> tuple[GeneratorConfig, dict, bool]:
     """NVlabs ``G_ema.state_dict()`` layout (+ attributes from the pickle, when we have them)."""
     get = _getter(state, path)
-    if "mapping.embed.weight" in state:
-        raise ModelFileError(f"{path}: a conditional (class-label) generator; only unconditional ones are supported")
     n_mapping = _count(state, r"mapping\.fc(\d+)\.weight")
     blocks = sorted(int(m.group(1)) for k in state if (m := re.fullmatch(r"synthesis\.b(\d+)\.conv1\.weight", k)))
     if n_mapping == 0 or not blocks or blocks[0] != 4:
@@ -387,8 +386,14 @@ def _from_nvlabs_flat(state: dict, attrs: dict[str, dict], path: Path) -> tuple[
     conv_clamp = clamps.pop()
     fir = state.get("synthesis.b8.resample_filter", state.get("synthesis.b4.resample_filter"))
     channels = {res: get(f"synthesis.b{res}.conv1.weight", ndim=4).shape[0] for res in blocks}
+    embed = get("mapping.embed.weight", ndim=2) if "mapping.embed.weight" in state else None
+    label_width, c_dim = (0, 0) if embed is None else embed.shape
+    if first.shape[1] <= label_width:
+        raise ModelFileError(f"{path}: 'mapping.fc0.weight' reads {first.shape[1]} values, too few for z and "
+                             f"the {label_width}-wide class embedding")
     config = GeneratorConfig(
-        resolution=resolution, z_dim=first.shape[1], w_dim=last.shape[0], n_mapping=n_mapping,
+        resolution=resolution, z_dim=first.shape[1] - label_width, w_dim=last.shape[0], n_mapping=n_mapping,
+        c_dim=c_dim, label_mode="embed" if c_dim else None, label_features=label_width or None,
         mapping_lr_mul=float(attrs.get("mapping.fc0", {}).get("bias_gain", ROSINALITY_LR_MUL)),
         mapping_hidden=first.shape[0] if n_mapping > 1 else None, channels=channels,
         conv_clamp=None if conv_clamp is None else float(conv_clamp),
@@ -404,6 +409,9 @@ def _from_nvlabs_flat(state: dict, attrs: dict[str, dict], path: Path) -> tuple[
         ours[f"mapping_network.weights.{i}"] = weight * gain(module, "weight_gain",
                                                              config.mapping_lr_mul / math.sqrt(weight.shape[1]))
         ours[f"mapping_network.biases.{i}"] = get(module + ".bias") * gain(module, "bias_gain", config.mapping_lr_mul)
+    if embed is not None:  # the class embedding is an ordinary FullyConnectedLayer (lr multiplier 1)
+        ours["mapping_network.label_weight"] = embed * gain("mapping.embed", "weight_gain", 1 / math.sqrt(c_dim))
+        ours["mapping_network.label_bias"] = get("mapping.embed.bias") * gain("mapping.embed", "bias_gain", 1.0)
     ours["w_avg"] = get("mapping.w_avg", ndim=1)
     ours["synthesis_network.const"] = get("synthesis.b4.const", ndim=3)
     layers = [("synthesis.b4.conv1", 4)]
