@@ -166,8 +166,11 @@ def _torch_load(path: Path) -> Any:
 def _load_pickle(path: Path) -> Any:
     from ..safe_pickle import restricted_load
 
+    from .tf_pickle import tf_pickle_globals
+
     with open(path, "rb") as f:
-        return restricted_load(f, source=str(path), extra_allowed={("dnnlib.util", "EasyDict"): dict},
+        return restricted_load(f, source=str(path),
+                               extra_allowed={("dnnlib.util", "EasyDict"): dict, **tf_pickle_globals()},
                                stub_prefixes=("torch_utils.persistence",))
 
 
@@ -192,6 +195,10 @@ def _read_safetensors(path: Path, mapping_lr_mul: float | None) -> tuple[Generat
 
 def _from_container(obj: Any, path: Path, mapping_lr_mul: float | None) -> tuple[GeneratorConfig, dict, bool]:
     """Dispatch on what a pickle / torch file contained."""
+    from .tf_pickle import from_tf_container, is_tf_container
+
+    if is_tf_container(obj):  # TensorFlow (G, D, Gs)
+        return from_tf_container(obj, path)
     if _is_persistent(obj):  # a pickled network on its own
         return _from_nvlabs_network(obj, path)
     if not isinstance(obj, dict):
