@@ -69,6 +69,7 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu",
         if not w_avg_known:
             generator.w_avg.copy_(generator.estimate_w_avg())
         _check_finite(generator, path)
+        generator.class_names = _stored_class_names(path, config.c_dim)
         return generator.to(device=device, dtype=dtype)
 
 
@@ -76,8 +77,46 @@ def save_generator(generator: Generator, path: str | os.PathLike) -> None:
     """Write ``generator`` as our ``.safetensors`` (float32 weights + the config as JSON), atomically."""
     from ..fileio import save_model_file
 
+    import json
+
     tensors = {k: v.float() for k, v in generator.state_dict().items()}
-    save_model_file(path, tensors, GENERATOR_KIND, generator.config.to_dict(), {"name": generator.name})
+    extra = {"name": generator.name}
+    names = getattr(generator, "class_names", None)
+    if names:
+        extra["class_names"] = json.dumps(list(check_class_names(names, generator.c_dim, "class_names")))
+    save_model_file(path, tensors, GENERATOR_KIND, generator.config.to_dict(), extra)
+
+
+def check_class_names(names, c_dim: int, name: str) -> list[str]:
+    """``names`` as a list of ``c_dim`` distinct non-empty strings, or a ParameterError naming ``name``."""
+    names = [str(n).strip() for n in names]
+    if c_dim == 0:
+        raise ParameterError(f"{name}: the generator is unconditional; it has no classes to name")
+    if len(names) != c_dim:
+        raise ParameterError(f"{name}: got {len(names)} class names for a generator with {c_dim} classes")
+    if any(not n for n in names) or len(set(names)) != len(names):
+        raise ParameterError(f"{name}: class names must be non-empty and distinct")
+    return names
+
+
+def _stored_class_names(path: Path, c_dim: int) -> list[str] | None:
+    """Class names from our ``.safetensors`` metadata; no other format records them."""
+    import json
+
+    from ..fileio import read_safetensors_metadata
+
+    if not c_dim or _sniff(path) != "safetensors":
+        return None
+    text = read_safetensors_metadata(path).get("class_names")
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+        if not isinstance(value, list):
+            raise TypeError(f"expected a list, got {type(value).__name__}")
+        return check_class_names(value, c_dim, "class_names")
+    except (ValueError, TypeError) as exc:
+        raise ModelFileError(f"{path}: the 'class_names' metadata is invalid ({exc})") from None
 
 
 def rosinality_checkpoint(generator: Generator) -> dict[str, Any]:
