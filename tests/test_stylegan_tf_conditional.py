@@ -399,3 +399,75 @@ def test_reconstruct_wrapper_refuses_other_types():
         reconstruct(np.ma.MaskedArray, (0,), b"b")
 
 
+
+
+# ------------------------------------------------------------------------------------ editing with a class
+
+@pytest.fixture(scope="module")
+def tiny_clip():
+    from sgim_nodes.clip import ClipModel, build_tiny_clip
+
+    return ClipModel(build_tiny_clip(embed_dim=24, seed=0), "sgim-tiny-clip-24", tokenizer=None)
+
+
+def test_library_edit_of_a_conditional_generator_with_a_chosen_class(more_dir, tiny_clip):
+    from sgim_nodes.optimize import optimize_latent, sample_source_ws
+
+    gen = load_generator(more_dir / "tf_sg2ada_cond_tiny.pkl")
+    source = sample_source_ws(gen, 1, seed=3, truncation=0.7, labels=2)
+    targets = torch.randn(1, tiny_clip.embed_dim, generator=torch.Generator().manual_seed(5))
+
+    def cosine(ws):
+        with torch.no_grad():
+            return F.cosine_similarity(tiny_clip.image_features(gen.synthesis(ws)), targets).item()
+
+    result = optimize_latent(gen, tiny_clip, targets, source, steps=25, lr=0.1, lambda_sim=0.0)
+    assert torch.equal(result.source_ws, source)
+    assert cosine(result.ws) > cosine(source) + 0.05
+    # a random source from the seed works too (one random class per image)
+    drawn = optimize_latent(gen, tiny_clip, targets, "random", steps=2, seed=3, return_images=False)
+    assert torch.isfinite(drawn.ws).all()
+
+
+@pytest.fixture(scope="module")
+def cli_models(tmp_path_factory, more_dir):
+    from sgim_nodes.clip import build_tiny_clip, save_open_clip_state_dict
+
+    root = tmp_path_factory.mktemp("cond_models")
+    save_open_clip_state_dict(build_tiny_clip(embed_dim=32, seed=0), root / "tiny_clip.safetensors")
+    return {"clip": root / "tiny_clip.safetensors", "generator": more_dir / "tf_sg2_labelconcat_tiny.pkl",
+            "unconditional": more_dir / "tf_sg2_tiny.pkl"}
+
+
+def _edit(cli_models, tmp_path, *extra, generator="generator"):
+    from sgim_nodes.__main__ import main as cli
+
+    return cli(["edit", "--text", "an impressionist painting", "--generator", str(cli_models[generator]),
+                "--clip", str(cli_models["clip"]), "--clip-model", "sgim-tiny-clip", "--out",
+                str(tmp_path / "edit.png"), "--steps", "6", "--seed", "5", "--device", "cpu", *extra])
+
+
+def test_cli_edit_with_a_class(cli_models, tmp_path, capsys):
+    from sgim_nodes.latents import load_wplus
+    from sgim_nodes.optimize import sample_source_ws
+
+    assert _edit(cli_models, tmp_path, "--class", "4") == 0
+    ws, _, source_ws = load_wplus(tmp_path / "edit_wplus.safetensors")
+    gen = load_generator(cli_models["generator"])
+    assert torch.equal(source_ws, sample_source_ws(gen, 1, seed=5, truncation=0.7, labels=4))
+    assert not torch.equal(source_ws, sample_source_ws(gen, 1, seed=5, truncation=0.7, labels=1))
+    assert not torch.equal(ws, source_ws)
+
+
+@pytest.mark.parametrize("extra, generator, message", [
+    (("--class", "9"), "generator", "error: --class: class 9 is out of range: generator 'tf_sg2_labelconcat_tiny' "
+                                    "has 5 classes (0..4)"),
+    (("--class", "cubism"), "generator", "error: --class: generator 'tf_sg2_labelconcat_tiny' has no class named "
+                                         "'cubism'"),
+    (("--class", "1"), "unconditional", "error: --class: generator 'tf_sg2_tiny' is unconditional"),
+    (("--class", "1", "--mode", "generate"), "generator", "error: --class: picks the class of the random source"),
+])
+def test_cli_class_errors(cli_models, tmp_path, capsys, extra, generator, message):
+    assert _edit(cli_models, tmp_path, *extra, generator=generator) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "edit.png").exists()
