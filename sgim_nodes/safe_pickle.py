@@ -137,10 +137,12 @@ class RestrictedUnpickler(pickle.Unpickler):
         if any(module == p or module.startswith(p + ".") for p in self._stub_prefixes):
             qualname = f"{module}.{name}"
             return self._stubs.setdefault(qualname, plain_class(qualname))
-        raise UnsafeFileError(
+        error = UnsafeFileError(
             f"{self._source}: refused to load '{module}.{name}'. The file asks for code outside the "
             "small set of tensor-building functions this loader allows, so it is either not a model "
             "file of the expected kind or it was crafted to run code; nothing from it was executed.")
+        error.refused_global = f"{module}.{name}"  # lets a loader recognise a known but unsupported format
+        raise error
 
     def persistent_load(self, pid: Any) -> Any:  # default: formats that use it pass their own
         raise UnsafeFileError(f"{self._source}: unexpected persistent reference {pid!r} in the pickle")

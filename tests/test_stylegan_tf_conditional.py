@@ -471,3 +471,26 @@ def test_cli_class_errors(cli_models, tmp_path, capsys, extra, generator, messag
     assert _edit(cli_models, tmp_path, *extra, generator=generator) == 1
     assert message in capsys.readouterr().err
     assert not (tmp_path / "edit.png").exists()
+
+
+def test_stylegan_xl_snapshot_refused_by_name(tmp_path, sg2_dir):
+    """A StyleGAN-XL mapping network holds a plain torch.nn.Embedding (its pretrained class embedding) next
+    to 'embed_proj': the restricted unpickler refuses the torch class, and the loader says what the file is."""
+    from sgim_nodes.safe_pickle import restricted_load
+    from test_stylegan_files import write_nvlabs_pickle
+
+    with open(sg2_dir / "nvlabs_tiny.pkl", "rb") as f:
+        tree = restricted_load(f, source="fixture", extra_allowed={("dnnlib.util", "EasyDict"): dict},
+                               stub_prefixes=("torch_utils.persistence",))
+    mapping = tree["G_ema"].args[0]["state"]["_modules"]["mapping"].args[0]["state"]
+    mapping["_modules"]["embed"] = torch.nn.Embedding(3, 4)
+    mapping["_modules"]["embed_proj"] = None
+    path = write_nvlabs_pickle(tree, tmp_path / "imagenet128.pkl")
+    with pytest.raises(ModelFileError, match=r"imagenet128\.pkl: a StyleGAN-XL snapshot .*"
+                                             r"'torch\.nn\.modules\.sparse\.Embedding'.*not supported") as info:
+        load_generator(path)
+    assert not isinstance(info.value, UnsafeFileError)
+    # the same torch class without StyleGAN-XL's marker stays an unexplained refusal
+    del mapping["_modules"]["embed_proj"]
+    with pytest.raises(UnsafeFileError, match=r"other\.pkl: refused to load 'torch\.nn\.modules\.sparse\.Embedding'"):
+        load_generator(write_nvlabs_pickle(tree, tmp_path / "other.pkl"))

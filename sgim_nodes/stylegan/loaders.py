@@ -34,6 +34,8 @@ from .network import Generator, GeneratorConfig
 GENERATOR_KIND = "stylegan2_generator"
 ROSINALITY_LR_MUL = 0.01
 PERSISTENT_RECORD = "torch_utils.persistence._reconstruct_persistent_obj"
+# Module names only StyleGAN-XL's mapping network has (a projection of its pretrained class embedding)
+STYLEGAN_XL_MARKERS = frozenset({"embed_proj"})
 
 _MAGIC_NAMES = {  # a few common non-model files users pick by mistake
     b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image",
@@ -207,10 +209,33 @@ def _load_pickle(path: Path) -> Any:
 
     from .tf_pickle import tf_pickle_globals
 
-    with open(path, "rb") as f:
-        return restricted_load(f, source=str(path),
-                               extra_allowed={("dnnlib.util", "EasyDict"): dict, **tf_pickle_globals()},
-                               stub_prefixes=("torch_utils.persistence",))
+    try:
+        with open(path, "rb") as f:
+            return restricted_load(f, source=str(path),
+                                   extra_allowed={("dnnlib.util", "EasyDict"): dict, **tf_pickle_globals()},
+                                   stub_prefixes=("torch_utils.persistence",))
+    except UnsafeFileError as exc:
+        refused = getattr(exc, "refused_global", "")
+        if refused.startswith("torch.nn.modules.") and _pickle_mentions(path, STYLEGAN_XL_MARKERS):
+            raise ModelFileError(f"{path}: a StyleGAN-XL snapshot (its mapping network holds a pretrained class "
+                                 f"embedding, '{refused}'); StyleGAN-XL generators are not supported. Nothing "
+                                 "from the file was executed.") from None
+        raise
+
+
+def _pickle_mentions(path: Path, words: frozenset[str]) -> bool:
+    """Whether a string opcode of the pickle is one of ``words``: reads the opcode stream without building
+    any object (so without running anything), one opcode at a time."""
+    import pickletools
+
+    try:
+        with open(path, "rb") as f:
+            for opcode, arg, _ in pickletools.genops(f):
+                if isinstance(arg, str) and "UNICODE" in opcode.name and arg in words:
+                    return True
+    except Exception:  # a damaged stream: the caller reports the refusal it already has
+        return False
+    return False
 
 
 def _read_safetensors(path: Path, mapping_lr_mul: float | None) -> tuple[GeneratorConfig, dict, bool]:
