@@ -4,6 +4,7 @@ shapes written with the test-side TF writer, refusals, the safetensors round tri
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import sys
@@ -494,3 +495,26 @@ def test_stylegan_xl_snapshot_refused_by_name(tmp_path, sg2_dir):
     del mapping["_modules"]["embed_proj"]
     with pytest.raises(UnsafeFileError, match=r"other\.pkl: refused to load 'torch\.nn\.modules\.sparse\.Embedding'"):
         load_generator(write_nvlabs_pickle(tree, tmp_path / "other.pkl"))
+
+
+def test_unsupported_resample_kernel_names_the_file(tmp_path):
+    gen, _, kwargs = _other("orig_8px_unconditional")
+    path = write_tf_pickle(tmp_path / "odd_fir.pkl", generator_records(gen, False, {**kwargs, "resample_kernel": [1, 2, 1]}))
+    with pytest.raises(ModelFileError, match=r"odd_fir\.pkl: unsupported TensorFlow generator settings .*blur_kernel"):
+        load_generator(path)
+
+
+def test_nvlabs_conditional_state_dict_of_another_shape(tmp_path):
+    """NVlabs layout (as conversion scripts save G_ema.state_dict()), 16 px, 3 mapping layers, 7 classes
+    embedded into 20 values (embed_features != w_dim)."""
+    from test_stylegan_files import nvlabs_state_dict
+
+    gen, _, _ = _other("ada_16px_embed7")
+    state = nvlabs_state_dict(gen)
+    ours = gen.state_dict()
+    state["mapping.embed.weight"] = ours["mapping_network.label_weight"] * math.sqrt(gen.c_dim)
+    state["mapping.embed.bias"] = ours["mapping_network.label_bias"].clone()
+    torch.save({"G_ema": state}, tmp_path / "cond_state.pt")
+    loaded = load_generator(tmp_path / "cond_state.pt")
+    assert (loaded.c_dim, loaded.config.label_mode, loaded.config.label_width) == (7, "embed", 20)
+    _same_images(gen, loaded)

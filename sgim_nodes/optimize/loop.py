@@ -124,7 +124,8 @@ def optimize_latent(generator, clip, targets: torch.Tensor, source_ws: torch.Ten
     targets     ``[B, D]`` unit embeddings (audio or text), or ``[B, K, D]`` with ``target_weights``
                 ``[K]``/``[B, K]`` (default uniform): a weighted set combined into one objective.
     source_ws   ``[B, num_ws, w_dim]`` (or ``[B, w_dim]``, broadcast to every row): edit mode;
-                ``"random"``: edit a code drawn from ``seed`` with ``truncation``;
+                ``"random"``: edit a code drawn from ``seed`` with ``truncation`` (conditional generators:
+                a random class per image; pick one with ``sample_source_ws(..., labels=)`` instead);
                 ``None``: free generation from the mean latent (CLIP term only).
                 A batch of 1 on either side is broadcast to the other's batch.
     layer_weights  None (all layers, g = 1), a preset name, ``num_ws`` numbers, or a LayerMask

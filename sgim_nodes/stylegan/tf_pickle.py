@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ModelFileError
+from ..errors import ModelFileError, ParameterError
 from .network import GeneratorConfig
 
 TF_NETWORK = "dnnlib.tflib.network.Network"
@@ -38,6 +38,7 @@ PROGAN_NETWORK = "tfutil.Network"  # Progressive GAN's own (older) network class
 # ``legacy.py``'s force_fp32), or that we check against the variables' shapes instead of trusting.
 _INERT_KWARGS = {
     "truncation_psi", "truncation_cutoff", "truncation_psi_val", "truncation_cutoff_val", "dlatent_avg_beta",
+    "w_avg_beta",
     "style_mixing_prob", "randomize_noise", "is_training", "is_validation", "return_dlatents",
     "is_template_graph", "structure", "conditioning", "fused_modconv", "dtype", "num_fp16_res",
     "fmap_base", "fmap_decay", "fmap_min", "fmap_max", "fmap_const", "dlatent_broadcast", "components",
@@ -265,12 +266,15 @@ def _convert_generator(state: dict, path: Path) -> tuple[GeneratorConfig, dict[s
     expect("num_channels", img_channels, kwargs.get("num_channels"))
 
     clamp = kwargs.get("conv_clamp")
-    config = GeneratorConfig(
-        resolution=resolution, z_dim=z_dim, w_dim=w_dim, n_mapping=n_mapping, mapping_lr_mul=lr_mul,
-        mapping_hidden=hidden, channels=channels, conv_clamp=None if clamp is None else float(clamp),
-        blur_kernel=[int(t) for t in kwargs.get("resample_kernel", [1, 3, 3, 1])], img_channels=img_channels,
-        c_dim=c_dim, label_mode=label_mode, label_features=label_width or None,
-        source_format="tensorflow-ada" if ada_layout else "tensorflow")
+    try:
+        config = GeneratorConfig(
+            resolution=resolution, z_dim=z_dim, w_dim=w_dim, n_mapping=n_mapping, mapping_lr_mul=lr_mul,
+            mapping_hidden=hidden, channels=channels, conv_clamp=None if clamp is None else float(clamp),
+            blur_kernel=[int(t) for t in kwargs.get("resample_kernel") or [1, 3, 3, 1]],
+            img_channels=img_channels, c_dim=c_dim, label_mode=label_mode, label_features=label_width or None,
+            source_format="tensorflow-ada" if ada_layout else "tensorflow")
+    except (ParameterError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: unsupported TensorFlow generator settings ({exc})") from None
     w_avg = top.get("dlatent_avg")
     if w_avg is not None:
         if w_avg.shape != (w_dim,):
