@@ -518,3 +518,16 @@ def test_nvlabs_conditional_state_dict_of_another_shape(tmp_path):
     loaded = load_generator(tmp_path / "cond_state.pt")
     assert (loaded.c_dim, loaded.config.label_mode, loaded.config.label_width) == (7, "embed", 20)
     _same_images(gen, loaded)
+
+
+def test_malformed_tf_kwargs_and_records_named(tmp_path):
+    gen, _, kwargs = _other("orig_8px_unconditional")
+    path = write_tf_pickle(tmp_path / "text_lrmul.pkl", generator_records(gen, False, {**kwargs, "mapping_lrmul": "x"}))
+    with pytest.raises(ModelFileError, match=r"text_lrmul\.pkl: TensorFlow kwarg mapping_lrmul='x' is not a finite"):
+        load_generator(path)
+    numpy_kwargs = {k: np.int64(v) if isinstance(v, int) else v for k, v in kwargs.items()}  # as TF configs hold them
+    _same_images(gen, load_generator(write_tf_pickle(tmp_path / "np.pkl", generator_records(gen, False, numpy_kwargs))))
+    broken = generator_records(gen)
+    del broken.state["components"]["mapping"].state["variables"]
+    with pytest.raises(ModelFileError, match=r"broken\.pkl: Gs/mapping is a TensorFlow network record without"):
+        load_generator(write_tf_pickle(tmp_path / "broken.pkl", broken))

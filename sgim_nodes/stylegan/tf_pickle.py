@@ -21,6 +21,7 @@ variables, so a file whose kwargs and weights disagree is refused rather than mi
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,7 @@ def _refuse_unsupported(net: Any, state: dict, path: Path) -> None:
     components = state.get("components")
     if not isinstance(components, dict) or not all(is_tf_network(components.get(k)) for k in ("mapping", "synthesis")):
         raise ModelFileError(f"{path}: the TensorFlow generator has no 'mapping' and 'synthesis' components")
+    _network_state(components["mapping"], path, "Gs/mapping")
     synthesis_func = _network_state(components["synthesis"], path, "Gs/synthesis")["build_func_name"]
     if synthesis_func not in ("G_synthesis_stylegan2", "G_synthesis"):
         what = {"G_synthesis_stylegan_revised": "the revised StyleGAN synthesis of StyleGAN2 configs A-D"}.get(
@@ -179,7 +181,7 @@ def _convert_generator(state: dict, path: Path) -> tuple[GeneratorConfig, dict[s
         return value
 
     def expect(what: str, found: int, declared: Any) -> None:
-        if declared is not None and int(declared) != found:
+        if declared is not None and _number(declared, what, path) != found:
             raise ModelFileError(f"{path}: static_kwargs say {what}={declared} but the variables have {found}")
 
     # --- mapping
@@ -217,7 +219,7 @@ def _convert_generator(state: dict, path: Path) -> tuple[GeneratorConfig, dict[s
     expect("latent_size", z_dim, kwargs.get("latent_size"))
     if label_mode == "embed":
         expect("label_fmaps", label_width, kwargs.get("label_fmaps"))
-    lr_mul = float(kwargs.get("mapping_lrmul", 0.01))
+    lr_mul = _number(kwargs.get("mapping_lrmul", 0.01), "mapping_lrmul", path)
     for i, weight in enumerate(dense):
         ours[f"mapping_network.weights.{i}"] = weight.t() * (lr_mul / math.sqrt(weight.shape[0]))
         ours[f"mapping_network.biases.{i}"] = get(mapping, f"Dense{i}/bias", 1, "mapping") * lr_mul
@@ -269,7 +271,8 @@ def _convert_generator(state: dict, path: Path) -> tuple[GeneratorConfig, dict[s
     try:
         config = GeneratorConfig(
             resolution=resolution, z_dim=z_dim, w_dim=w_dim, n_mapping=n_mapping, mapping_lr_mul=lr_mul,
-            mapping_hidden=hidden, channels=channels, conv_clamp=None if clamp is None else float(clamp),
+            mapping_hidden=hidden, channels=channels,
+            conv_clamp=None if clamp is None else _number(clamp, "conv_clamp", path),
             blur_kernel=[int(t) for t in kwargs.get("resample_kernel") or [1, 3, 3, 1]],
             img_channels=img_channels, c_dim=c_dim, label_mode=label_mode, label_features=label_width or None,
             source_format="tensorflow-ada" if ada_layout else "tensorflow")
@@ -283,6 +286,12 @@ def _convert_generator(state: dict, path: Path) -> tuple[GeneratorConfig, dict[s
     else:
         ours["w_avg"] = torch.zeros(w_dim)
     return config, ours, w_avg is not None
+
+
+def _number(value: Any, key: str, path: Path) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ModelFileError(f"{path}: TensorFlow kwarg {key}={value!r} is not a finite number")
+    return value
 
 
 def _take_tf_affine(ours: dict, dst: str, synthesis: dict, name: str, get) -> None:
