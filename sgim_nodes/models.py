@@ -22,7 +22,7 @@ from pathlib import Path
 PACK_ROOT = Path(__file__).resolve().parents[1]
 
 FOLDERS = {
-    "stylegan": "StyleGAN2 generators (.pt rosinality, .pkl NVlabs stylegan2-ada-pytorch, .safetensors)",
+    "stylegan": "StyleGAN2 generators (.pt rosinality, .pkl NVlabs stylegan2-ada-pytorch or TensorFlow, .safetensors)",
     "sgim_audio_encoders": "audio encoders (.pth official, .safetensors ours)",
     "sgim_clip": "CLIP models (OpenAI .pt archive, open_clip .bin/.safetensors)",
     "sgim_identity": "ArcFace IR-SE50 identity model (model_ir_se50.pth)",
