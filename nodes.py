@@ -720,15 +720,29 @@ class SGIMSourceLatent:
             "mode": (["random", "mean"], {"default": "random", "tooltip":
                 "'random' draws z from the seed; 'mean' uses the average latent (seed ignored)."}),
             "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Number of source images."}),
+        }, "optional": {
+            "class_index": ("INT", {"default": -1, "min": -1, "max": 100000, "tooltip":
+                "Conditional generators (e.g. a WikiArt model with one class per style): the class to draw, "
+                "0-based. -1 = none: a random class per image from the seed. Must stay -1 for ordinary "
+                "(unconditional) generators."}),
+            "class_name": ("STRING", {"default": "", "tooltip":
+                "Conditional generators whose file carries class names (a .safetensors converted with "
+                "--class-names): the class by name; overrides class_index. Leave empty otherwise."}),
         }}
 
-    def sample(self, generator, seed=0, truncation_psi=0.7, mode="random", batch_size=1):
+    def sample(self, generator, seed=0, truncation_psi=0.7, mode="random", batch_size=1, class_index=-1,
+               class_name=""):
         from .sgim_nodes.optimize import sample_source_ws
 
-        if mode == "mean":
+        label, input_name = (class_name, "class_name") if class_name.strip() else (class_index, "class_index")
+        if mode == "mean":  # the single global average, for conditional generators too (as truncation uses)
+            if label not in (-1, ""):
+                raise ParameterError(f"Source Latent, input '{input_name}': a class is only used in 'random' "
+                                     "mode (the mean latent has no class)")
             ws = generator.w_avg[None, None].expand(batch_size, generator.num_ws, -1)
         else:  # z is drawn on the CPU, so a seed gives the same image on every device
-            ws = sample_source_ws(generator, batch_size, seed, truncation=truncation_psi)
+            ws = sample_source_ws(generator, batch_size, seed, truncation=truncation_psi, labels=label,
+                                  labels_name=f"Source Latent, input '{input_name}'")
         return (wplus_value(ws, generator.name),)
 
 

@@ -2,8 +2,10 @@
 
     python -m sgim_nodes.convert IN OUT.safetensors        (or: python -m sgim_nodes convert ...)
 
-IN may be a StyleGAN2 generator (rosinality ``.pt``, NVlabs ``.pkl``, a safetensors state dict) or
-an audio-encoder checkpoint (the paper's ``.pth``). Nothing from IN is executed: the same safe
+IN may be a StyleGAN2 generator (rosinality ``.pt``, NVlabs ``.pkl`` incl. conditional ADA snapshots,
+TensorFlow StyleGAN2 / StyleGAN2-ADA ``.pkl``, a safetensors state dict) or an audio-encoder
+checkpoint (the paper's ``.pth``). For a conditional generator, ``--class-names FILE`` (one name per
+line, in class order) stores the class names in OUT, so that nodes and ``edit --class`` accept them. Nothing from IN is executed: the same safe
 loaders as everywhere else read it. The result is written atomically; IN is never overwritten,
 and an existing OUT only with ``--overwrite``.
 """
@@ -22,10 +24,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("input", type=Path, help="checkpoint to convert (.pt, .pth, .pkl, .safetensors)")
     parser.add_argument("output", type=Path, help="where to write the .safetensors file")
     parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it already exists")
+    parser.add_argument("--class-names", type=Path, help="conditional generators: text file with one class name "
+                                                         "per line, in class order")
     return parser
 
 
-def convert(input_path: Path, output_path: Path, overwrite: bool = False) -> str:
+def convert(input_path: Path, output_path: Path, overwrite: bool = False, class_names: Path | None = None) -> str:
     """Convert one file; returns a one-line description of what was written."""
     input_path, output_path = Path(input_path), Path(output_path)
     if not input_path.is_file():
@@ -46,9 +50,18 @@ def convert(input_path: Path, output_path: Path, overwrite: bool = False) -> str
         raise
     except ModelFileError as generator_error:
         return _convert_audio_encoder(input_path, output_path, generator_error)
+    if class_names is not None:
+        from .stylegan.loaders import check_class_names
+
+        try:
+            lines = Path(class_names).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ParameterError(f"--class-names: cannot read {class_names} ({exc})") from None
+        generator.class_names = check_class_names([n for n in lines if n.strip()], generator.c_dim, "--class-names")
     save_generator(generator, output_path)
+    classes = f", {generator.c_dim} classes" if generator.c_dim else ""
     return (f"StyleGAN2 generator ({generator.config.source_format}, {generator.resolution} px, "
-            f"{generator.num_ws} W+ layers) -> {output_path}")
+            f"{generator.num_ws} W+ layers{classes}) -> {output_path}")
 
 
 def _convert_audio_encoder(input_path: Path, output_path: Path, generator_error: ModelFileError) -> str:
@@ -70,7 +83,7 @@ def _convert_audio_encoder(input_path: Path, output_path: Path, generator_error:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-    print(convert(args.input, args.output, overwrite=args.overwrite))
+    print(convert(args.input, args.output, overwrite=args.overwrite, class_names=args.class_names))
     return 0
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 PACK_ROOT = Path(__file__).resolve().parents[1]
 
 FOLDERS = {
-    "stylegan": "StyleGAN2 generators (.pt rosinality, .pkl NVlabs stylegan2-ada-pytorch, .safetensors)",
+    "stylegan": "StyleGAN2 generators (.pt rosinality, .pkl NVlabs stylegan2-ada-pytorch or TensorFlow, .safetensors)",
     "sgim_audio_encoders": "audio encoders (.pth official, .safetensors ours)",
     "sgim_clip": "CLIP models (OpenAI .pt archive, open_clip .bin/.safetensors)",
     "sgim_identity": "ArcFace IR-SE50 identity model (model_ir_se50.pth)",
@@ -50,6 +50,22 @@ class KnownModel:
     def default_path(self) -> Path:
         return models_dir() / self.folder / self.filename
 
+
+_NGC_STYLEGAN3 = "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan3/versions/1/files/"
+_NGC_STYLEGAN3_MODELS = {  # every file the NVlabs stylegan3 README lists ("u": unaligned data)
+    "stylegan3-t-ffhq-1024x1024": "StyleGAN3-T FFHQ faces, 1024x1024",
+    "stylegan3-t-ffhqu-1024x1024": "StyleGAN3-T FFHQ-U faces (unaligned), 1024x1024",
+    "stylegan3-t-ffhqu-256x256": "StyleGAN3-T FFHQ-U faces (unaligned), 256x256",
+    "stylegan3-r-ffhq-1024x1024": "StyleGAN3-R FFHQ faces, 1024x1024",
+    "stylegan3-r-ffhqu-1024x1024": "StyleGAN3-R FFHQ-U faces (unaligned), 1024x1024",
+    "stylegan3-r-ffhqu-256x256": "StyleGAN3-R FFHQ-U faces (unaligned), 256x256",
+    "stylegan3-t-metfaces-1024x1024": "StyleGAN3-T MetFaces (art portraits), 1024x1024",
+    "stylegan3-t-metfacesu-1024x1024": "StyleGAN3-T MetFaces-U (art portraits, unaligned), 1024x1024",
+    "stylegan3-r-metfaces-1024x1024": "StyleGAN3-R MetFaces (art portraits), 1024x1024",
+    "stylegan3-r-metfacesu-1024x1024": "StyleGAN3-R MetFaces-U (art portraits, unaligned), 1024x1024",
+    "stylegan3-t-afhqv2-512x512": "StyleGAN3-T AFHQv2 animal faces, 512x512",
+    "stylegan3-r-afhqv2-512x512": "StyleGAN3-R AFHQv2 animal faces, 512x512",
+}
 
 KNOWN_MODELS: dict[str, KnownModel] = {m.name: m for m in [
     KnownModel(
@@ -103,6 +119,61 @@ KNOWN_MODELS: dict[str, KnownModel] = {m.name: m for m in [
         manual="the file StyleCLIP and pixel2style2pixel distribute as model_ir_se50.pth (TreB1eN's "
                "InsightFace_Pytorch IR-SE50); download it from those projects' pretrained-model links",
         source="TreB1eN/InsightFace_Pytorch, via StyleCLIP / pixel2style2pixel",
+    ),
+    KnownModel(
+        name="wikiart",
+        filename="wikiart-1024-stylegan3-t-17.2Mimg.pkl",
+        folder="stylegan",
+        description="WikiArt paintings, 1024x1024, StyleGAN3-T (NVlabs snapshot pickle; the music-to-painting "
+                    "generator)",
+        url="https://archive.org/download/wikiart-1024-stylegan3-t-17.2Mimg/wikiart-1024-stylegan3-t-17.2Mimg.pkl",
+        source="archive.org item wikiart-1024-stylegan3-t-17.2Mimg, as listed in public projects' model tables "
+               "(no checksum published)",
+    ),
+    KnownModel(
+        name="lhq-256",
+        filename="lhq-256-stylegan3-t-25Mimg.pkl",
+        folder="stylegan",
+        description="LHQ landscapes, 256x256, StyleGAN3-T (NVlabs snapshot pickle; the paper's landscape setting)",
+        url="https://archive.org/download/lhq-256-stylegan3-t-25Mimg/lhq-256-stylegan3-t-25Mimg.pkl",
+        source="archive.org item lhq-256-stylegan3-t-25Mimg, as listed in public projects' model tables "
+               "(no checksum published)",
+    ),
+    *[KnownModel(
+        name=stem,
+        filename=f"{stem}.pkl",
+        folder="stylegan",
+        description=f"{description} (NVlabs StyleGAN3 snapshot pickle)",
+        url=f"{_NGC_STYLEGAN3}{stem}.pkl",
+        source="NVIDIA NGC StyleGAN3 release, as printed in the NVlabs stylegan3 README (no checksum published)",
+    ) for stem, description in _NGC_STYLEGAN3_MODELS.items()],
+    KnownModel(
+        name="stylegan2-metfaces-1024x1024",
+        filename="stylegan2-metfaces-1024x1024.pkl",
+        folder="stylegan",
+        description="StyleGAN2 MetFaces (art portraits), 1024x1024 (stylegan2-ada-pytorch pickle, 18 W+ layers)",
+        url="https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan2/versions/1/files/"
+            "stylegan2-metfaces-1024x1024.pkl",
+        source="NVIDIA NGC StyleGAN2 release, as printed in the NVlabs stylegan3 README (no checksum published)",
+    ),
+    KnownModel(
+        name="wikiart-sg2-tf",
+        filename="wikiart-stylegan2-tf.pkl",
+        folder="stylegan",
+        description="Peter Baylies' WikiArt StyleGAN2, unconditional (TensorFlow StyleGAN2 pickle)",
+        manual="community model lists link this file on Google Drive (no direct address); download it in a "
+               "browser and save it under this name",
+        source="Peter Baylies (pbaylies/stylegan2), via community model lists (no checksum published)",
+    ),
+    KnownModel(
+        name="wikiart-sg2-tf-conditional",
+        filename="wikiart-stylegan2-tf-conditional.pkl",
+        folder="stylegan",
+        description="Peter Baylies' WikiArt StyleGAN2, conditional on 167 classes (TensorFlow StyleGAN2 pickle, "
+                    "LabelConcat; choose the class with Source Latent's class_index or edit --class)",
+        manual="community model lists link this file on Google Drive (no direct address); download it in a "
+               "browser and save it under this name",
+        source="Peter Baylies (pbaylies/stylegan2), via community model lists (no checksum published)",
     ),
 ]}
 

@@ -55,6 +55,7 @@ class EditRequest:
     mode: str = "edit"
     seed: int = 0
     batch: int = 1
+    class_label: str | int | None = None  # conditional generators: class index or name of the random source
     hop_seconds: float | None = None
     start_seconds: float | None = None
     end_seconds: float | None = None
@@ -90,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="edit a source code, or generate freely from the mean latent")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=1, help="number of random source codes edited together")
+    p.add_argument("--class", dest="class_label", metavar="N",
+                   help="conditional generators: class of the random source code, an index (0-based) or a "
+                        "name the file carries; default: a random class per image from --seed")
     p.add_argument("--hop", dest="hop_seconds", type=float, help="window hop in seconds for long audio")
     p.add_argument("--start", dest="start_seconds", type=float, help="use the audio from this second")
     p.add_argument("--end", dest="end_seconds", type=float, help="use the audio up to this second")
@@ -142,7 +146,8 @@ def request_from_args(args: argparse.Namespace) -> EditRequest:
                        clip_model=args.clip_model, preset=args.preset, steps=args.steps, lr=args.lr,
                        lambda_sim=args.lambda_sim, lambda_id=args.lambda_id, truncation=args.truncation,
                        mask=args.mask, adaptive_mask=args.adaptive_mask, source_latent=args.source_latent,
-                       mode=args.mode, seed=args.seed, batch=args.batch, hop_seconds=args.hop_seconds,
+                       mode=args.mode, seed=args.seed, batch=args.batch, class_label=args.class_label,
+                       hop_seconds=args.hop_seconds,
                        start_seconds=args.start_seconds, end_seconds=args.end_seconds, device=args.device,
                        lean_memory=args.lean_memory, **paths)
 
@@ -193,13 +198,19 @@ def run_edit(request: EditRequest, progress: bool = True):
     from .latents import check_wplus_fits, load_wplus, save_wplus
     from .optimize import PRESETS, load_id_model, optimize_latent
     from .stylegan import load_generator
+    from .stylegan.labels import class_labels
 
     device = resolve_device(request.device)
     settings = dict(PRESETS[request.preset])
     for key in ("steps", "lr", "lambda_sim", "lambda_id", "truncation"):
         if getattr(request, key) is not None:
             settings[key] = getattr(request, key)
+    if request.class_label is not None and (request.mode == "generate" or request.source_latent is not None):
+        raise ParameterError("--class: picks the class of the random source code; it cannot be combined with "
+                             "--source-latent or --mode generate")
     generator = load_generator(request.generator, device=device)
+    if request.class_label is not None:  # a wrong class stops here, before any audio or CLIP work
+        class_labels(generator, request.class_label, request.batch, name="--class")
     clip = load_clip(request.clip, model_name=request.clip_model, device=device)
     targets, weights, labels = build_targets(request, clip, device)
     if request.mode == "generate":
@@ -210,7 +221,8 @@ def run_edit(request: EditRequest, progress: bool = True):
     else:
         from .optimize import sample_source_ws
 
-        source = sample_source_ws(generator, request.batch, request.seed, settings["truncation"])
+        source = sample_source_ws(generator, request.batch, request.seed, settings["truncation"],
+                                  labels=request.class_label, labels_name="--class")
     if source is not None and source.shape[0] > 1:
         targets = targets.expand(source.shape[0], -1, -1)
     id_model = None

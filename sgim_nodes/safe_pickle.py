@@ -93,6 +93,29 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
     return out
 
 
+def numpy_array_globals() -> dict[tuple[str, str], Any]:
+    """``numpy.ndarray`` and its pickle constructor ``_reconstruct`` (both module spellings: NumPy 1
+    wrote ``numpy.core``, NumPy 2 writes ``numpy._core``), for files that hold numpy arrays (TensorFlow
+    pickles). ``_reconstruct`` builds an empty array that BUILD then fills from raw bytes; the wrapper
+    accepts only the plain ``ndarray`` type, so no other class can be instantiated through it."""
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # pragma: no cover - NumPy 1.x
+        from numpy.core.multiarray import _reconstruct
+
+    def reconstruct_plain_ndarray(subtype, shape, dtype):
+        if subtype is not np.ndarray:
+            raise TypeError(f"array of type {subtype!r} refused (plain numpy arrays only)")
+        return _reconstruct(subtype, shape, dtype)
+
+    out: dict[tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray}
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        out[(mod, "_reconstruct")] = reconstruct_plain_ndarray
+    return out
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """``pickle.Unpickler`` that resolves only ``allowed`` globals (plus ``stub_prefixes`` as PlainObjects)."""
 
@@ -114,10 +137,12 @@ class RestrictedUnpickler(pickle.Unpickler):
         if any(module == p or module.startswith(p + ".") for p in self._stub_prefixes):
             qualname = f"{module}.{name}"
             return self._stubs.setdefault(qualname, plain_class(qualname))
-        raise UnsafeFileError(
+        error = UnsafeFileError(
             f"{self._source}: refused to load '{module}.{name}'. The file asks for code outside the "
             "small set of tensor-building functions this loader allows, so it is either not a model "
             "file of the expected kind or it was crafted to run code; nothing from it was executed.")
+        error.refused_global = f"{module}.{name}"  # lets a loader recognise a known but unsupported format
+        raise error
 
     def persistent_load(self, pid: Any) -> Any:  # default: formats that use it pass their own
         raise UnsafeFileError(f"{self._source}: unexpected persistent reference {pid!r} in the pickle")

@@ -81,3 +81,59 @@ def test_manual_only_model_explains_where(tmp_path: Path, capsys):
     assert dl.main(["ir-se50", "--dir", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert str(tmp_path / "sgim_identity" / "model_ir_se50.pth") in out
+
+
+# The published addresses of the generators artists use, exactly as their publishers print them.
+PUBLISHED = {
+    "wikiart": "https://archive.org/download/wikiart-1024-stylegan3-t-17.2Mimg/wikiart-1024-stylegan3-t-17.2Mimg.pkl",
+    "lhq-256": "https://archive.org/download/lhq-256-stylegan3-t-25Mimg/lhq-256-stylegan3-t-25Mimg.pkl",
+    "stylegan3-t-metfaces-1024x1024": "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan3/versions/1/"
+                                      "files/stylegan3-t-metfaces-1024x1024.pkl",
+    "stylegan3-r-metfacesu-1024x1024": "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan3/versions/1/"
+                                       "files/stylegan3-r-metfacesu-1024x1024.pkl",
+    "stylegan3-r-afhqv2-512x512": "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan3/versions/1/"
+                                  "files/stylegan3-r-afhqv2-512x512.pkl",
+    "stylegan3-t-ffhq-1024x1024": "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan3/versions/1/"
+                                  "files/stylegan3-t-ffhq-1024x1024.pkl",
+    "stylegan2-metfaces-1024x1024": "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan2/versions/1/"
+                                    "files/stylegan2-metfaces-1024x1024.pkl",
+}
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_published_generators_recorded_exactly_without_invented_checksums(name):
+    model = KNOWN_MODELS[name]
+    assert model.url == PUBLISHED[name]
+    assert model.filename == PUBLISHED[name].rsplit("/", 1)[1]
+    assert model.folder == "stylegan"
+    assert model.sha256 is None and "no checksum published" in model.source
+
+
+def test_every_ngc_stylegan3_file_follows_the_published_pattern():
+    ngc = [m for m in KNOWN_MODELS.values() if m.url and "/stylegan3/versions/1/files/" in m.url]
+    assert len(ngc) == 12  # the twelve files the stylegan3 README lists
+    for model in ngc:
+        assert model.url == ("https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan3/versions/1/files/"
+                             + model.filename)
+        assert model.name + ".pkl" == model.filename and model.sha256 is None
+
+
+@pytest.mark.parametrize("name", ["wikiart-sg2-tf", "wikiart-sg2-tf-conditional"])
+def test_tensorflow_wikiart_models_are_manual(tmp_path: Path, capsys, name):
+    model = KNOWN_MODELS[name]
+    assert model.url is None and model.sha256 is None and "Google Drive" in model.manual
+    assert dl.main([name, "--dir", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert str(tmp_path / "stylegan" / model.filename) in out and "Google Drive" in out
+
+
+def test_offline_wikiart_names_the_address_and_no_checksum(tmp_path: Path, capsys, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise dl.urllib.error.URLError("no network")
+
+    monkeypatch.setattr(dl.urllib.request, "urlopen", refuse)
+    assert dl.main(["wikiart", "--dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert PUBLISHED["wikiart"] in err
+    assert str(tmp_path / "stylegan" / "wikiart-1024-stylegan3-t-17.2Mimg.pkl") in err
+    assert "sha256" not in err

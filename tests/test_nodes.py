@@ -545,3 +545,26 @@ def test_root_imported_as_a_lone_module_registers_nothing_and_does_not_fail():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.NODE_CLASS_MAPPINGS == {} and module.WEB_DIRECTORY == "./web"
+
+
+def test_source_latent_class_input(nodes, models, errors, shared):
+    load_generator = sys.modules[PACK_MODULE + ".sgim_nodes.stylegan"].load_generator
+    cond = load_generator(shared / "fixtures" / "stylegan_more" / "tf_sg2_labelconcat_tiny.pkl")
+    kwargs = dict(generator=cond, seed=4, truncation_psi=0.7, mode="random", batch_size=2)
+    chosen, = run("SGIMSourceLatent", nodes, class_index=3, **kwargs)
+    z = torch.randn(2, cond.z_dim, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert torch.equal(chosen["ws"], cond.mapping(z, truncation_psi=0.7, c=torch.eye(5)[[3, 3]]))
+    drawn, = run("SGIMSourceLatent", nodes, **kwargs)  # -1 (default): a random class per image from the seed
+    assert drawn["ws"].shape == (2, 8, 64) and not torch.equal(drawn["ws"], chosen["ws"])
+    with pytest.raises(errors.ParameterError, match=r"Source Latent, input 'class_index': class 5 is out of range.*"
+                                                    r"5 classes \(0\.\.4\)"):
+        run("SGIMSourceLatent", nodes, class_index=5, **kwargs)
+    with pytest.raises(errors.ParameterError, match=r"Source Latent, input 'class_name': .*no class named 'cubism'.*"
+                                                    r"carries no class names"):
+        run("SGIMSourceLatent", nodes, class_name="cubism", **kwargs)
+    with pytest.raises(errors.ParameterError, match=r"Source Latent, input 'class_index': generator '.*' is "
+                                                    r"unconditional"):
+        run("SGIMSourceLatent", nodes, **{**kwargs, "generator": models.generator}, class_index=0)
+    with pytest.raises(errors.ParameterError, match=r"input 'class_index': a class is only used in 'random' mode"):
+        run("SGIMSourceLatent", nodes, **{**kwargs, "mode": "mean"}, class_index=1)

@@ -178,7 +178,7 @@ def test_rewritten_nvlabs_pickle_still_loads(tmp_path, nvlabs_tree, sg_dir):
     same_outputs(load_generator(sg_dir / "nvlabs_tiny.pkl"), load_generator(path), atol=0)
 
 
-def test_conditional_pickle_refused(tmp_path, nvlabs_tree):
+def test_conditional_pickle_without_its_embedding_refused(tmp_path, nvlabs_tree):
     tree = nvlabs_tree
     _state(tree["G_ema"])["c_dim"] = 10
     path = write_nvlabs_pickle(tree, tmp_path / "cond.pkl")

@@ -87,12 +87,23 @@ class OptimizeResult:
     layer_mask: LayerMask | None = field(default=None, repr=False)
 
 
-def sample_source_ws(generator, batch: int, seed: int, truncation: float = 0.7) -> torch.Tensor:
-    """Random source codes as the released edit mode draws them: z ~ N(0, I) (seeded), mapped, truncated."""
+def sample_source_ws(generator, batch: int, seed: int, truncation: float = 0.7, labels=None,
+                     labels_name: str = "labels") -> torch.Tensor:
+    """Random source codes as the released edit mode draws them: z ~ N(0, I) (seeded), mapped, truncated.
+
+    ``labels`` (conditional generators): a class index or name, one per image, or label vectors (see
+    :func:`sgim_nodes.stylegan.labels.class_labels`); None/-1 draws one random class per image from the
+    same seed, after z. An unconditional generator refuses a class; ``labels_name`` is the input or
+    option named in that error.
+    """
+    from ..stylegan.labels import class_labels
+
     device = _device_of(generator)
-    z = torch.randn(batch, generator.z_dim, generator=torch.Generator().manual_seed(int(seed))).to(device)
+    rng = torch.Generator().manual_seed(int(seed))
+    z = torch.randn(batch, generator.z_dim, generator=rng).to(device)
+    c = class_labels(generator, labels, batch, rng=rng, name=labels_name)
     with torch.no_grad():
-        ws = generator.mapping(z, truncation_psi=truncation)
+        ws = generator.mapping(z, truncation_psi=truncation, c=None if c is None else c.to(device))
     return _as_wplus(ws, generator.num_ws, "mapping output")
 
 
@@ -113,7 +124,8 @@ def optimize_latent(generator, clip, targets: torch.Tensor, source_ws: torch.Ten
     targets     ``[B, D]`` unit embeddings (audio or text), or ``[B, K, D]`` with ``target_weights``
                 ``[K]``/``[B, K]`` (default uniform): a weighted set combined into one objective.
     source_ws   ``[B, num_ws, w_dim]`` (or ``[B, w_dim]``, broadcast to every row): edit mode;
-                ``"random"``: edit a code drawn from ``seed`` with ``truncation``;
+                ``"random"``: edit a code drawn from ``seed`` with ``truncation`` (conditional generators:
+                a random class per image; pick one with ``sample_source_ws(..., labels=)`` instead);
                 ``None``: free generation from the mean latent (CLIP term only).
                 A batch of 1 on either side is broadcast to the other's batch.
     layer_weights  None (all layers, g = 1), a preset name, ``num_ws`` numbers, or a LayerMask

@@ -34,6 +34,8 @@ from .network import Generator, GeneratorConfig
 GENERATOR_KIND = "stylegan2_generator"
 ROSINALITY_LR_MUL = 0.01
 PERSISTENT_RECORD = "torch_utils.persistence._reconstruct_persistent_obj"
+# Module names only StyleGAN-XL's mapping network has (a projection of its pretrained class embedding)
+STYLEGAN_XL_MARKERS = frozenset({"embed_proj"})
 
 _MAGIC_NAMES = {  # a few common non-model files users pick by mistake
     b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image",
@@ -69,6 +71,7 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu",
         if not w_avg_known:
             generator.w_avg.copy_(generator.estimate_w_avg())
         _check_finite(generator, path)
+        generator.class_names = _stored_class_names(path, config.c_dim)
         return generator.to(device=device, dtype=dtype)
 
 
@@ -76,8 +79,46 @@ def save_generator(generator: Generator, path: str | os.PathLike) -> None:
     """Write ``generator`` as our ``.safetensors`` (float32 weights + the config as JSON), atomically."""
     from ..fileio import save_model_file
 
+    import json
+
     tensors = {k: v.float() for k, v in generator.state_dict().items()}
-    save_model_file(path, tensors, GENERATOR_KIND, generator.config.to_dict(), {"name": generator.name})
+    extra = {"name": generator.name}
+    names = getattr(generator, "class_names", None)
+    if names:
+        extra["class_names"] = json.dumps(list(check_class_names(names, generator.c_dim, "class_names")))
+    save_model_file(path, tensors, GENERATOR_KIND, generator.config.to_dict(), extra)
+
+
+def check_class_names(names, c_dim: int, name: str) -> list[str]:
+    """``names`` as a list of ``c_dim`` distinct non-empty strings, or a ParameterError naming ``name``."""
+    names = [str(n).strip() for n in names]
+    if c_dim == 0:
+        raise ParameterError(f"{name}: the generator is unconditional; it has no classes to name")
+    if len(names) != c_dim:
+        raise ParameterError(f"{name}: got {len(names)} class names for a generator with {c_dim} classes")
+    if any(not n for n in names) or len(set(names)) != len(names):
+        raise ParameterError(f"{name}: class names must be non-empty and distinct")
+    return names
+
+
+def _stored_class_names(path: Path, c_dim: int) -> list[str] | None:
+    """Class names from our ``.safetensors`` metadata; no other format records them."""
+    import json
+
+    from ..fileio import read_safetensors_metadata
+
+    if not c_dim or _sniff(path) != "safetensors":
+        return None
+    text = read_safetensors_metadata(path).get("class_names")
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+        if not isinstance(value, list):
+            raise TypeError(f"expected a list, got {type(value).__name__}")
+        return check_class_names(value, c_dim, "class_names")
+    except (ValueError, TypeError) as exc:
+        raise ModelFileError(f"{path}: the 'class_names' metadata is invalid ({exc})") from None
 
 
 def rosinality_checkpoint(generator: Generator) -> dict[str, Any]:
@@ -166,9 +207,35 @@ def _torch_load(path: Path) -> Any:
 def _load_pickle(path: Path) -> Any:
     from ..safe_pickle import restricted_load
 
-    with open(path, "rb") as f:
-        return restricted_load(f, source=str(path), extra_allowed={("dnnlib.util", "EasyDict"): dict},
-                               stub_prefixes=("torch_utils.persistence",))
+    from .tf_pickle import tf_pickle_globals
+
+    try:
+        with open(path, "rb") as f:
+            return restricted_load(f, source=str(path),
+                                   extra_allowed={("dnnlib.util", "EasyDict"): dict, **tf_pickle_globals()},
+                                   stub_prefixes=("torch_utils.persistence",))
+    except UnsafeFileError as exc:
+        refused = getattr(exc, "refused_global", "")
+        if refused.startswith("torch.nn.modules.") and _pickle_mentions(path, STYLEGAN_XL_MARKERS):
+            raise ModelFileError(f"{path}: a StyleGAN-XL snapshot (its mapping network holds a pretrained class "
+                                 f"embedding, '{refused}'); StyleGAN-XL generators are not supported. Nothing "
+                                 "from the file was executed.") from None
+        raise
+
+
+def _pickle_mentions(path: Path, words: frozenset[str]) -> bool:
+    """Whether a string opcode of the pickle is one of ``words``: reads the opcode stream without building
+    any object (so without running anything), one opcode at a time."""
+    import pickletools
+
+    try:
+        with open(path, "rb") as f:
+            for opcode, arg, _ in pickletools.genops(f):
+                if isinstance(arg, str) and "UNICODE" in opcode.name and arg in words:
+                    return True
+    except Exception:  # a damaged stream: the caller reports the refusal it already has
+        return False
+    return False
 
 
 def _read_safetensors(path: Path, mapping_lr_mul: float | None) -> tuple[GeneratorConfig, dict, bool]:
@@ -192,6 +259,10 @@ def _read_safetensors(path: Path, mapping_lr_mul: float | None) -> tuple[Generat
 
 def _from_container(obj: Any, path: Path, mapping_lr_mul: float | None) -> tuple[GeneratorConfig, dict, bool]:
     """Dispatch on what a pickle / torch file contained."""
+    from .tf_pickle import from_tf_container, is_tf_container
+
+    if is_tf_container(obj):  # TensorFlow (G, D, Gs)
+        return from_tf_container(obj, path)
     if _is_persistent(obj):  # a pickled network on its own
         return _from_nvlabs_network(obj, path)
     if not isinstance(obj, dict):
@@ -356,17 +427,16 @@ def _from_nvlabs_network(obj: Any, path: Path) -> tuple[GeneratorConfig, dict, b
             or any(re.fullmatch(r"L\d+_.*", n) for n in layer_names):
         raise ModelFileError(f"{path}: this looks like a StyleGAN3 (alias-free) generator, which is not supported; "
                              "expected a StyleGAN2 / StyleGAN2-ADA generator")
-    if int(state.get("c_dim", 0) or 0) > 0 or "mapping.embed.weight" in tensors:
-        raise ModelFileError(f"{path}: a conditional (class-label) generator (c_dim={state.get('c_dim')}); "
-                             "only unconditional StyleGAN2 generators are supported")
+    c_dim = state.get("c_dim", 0)
+    if isinstance(c_dim, int) and c_dim > 0 and "mapping.embed.weight" not in tensors:
+        raise ModelFileError(f"{path}: a conditional generator (c_dim={c_dim}) without its class embedding "
+                             "'mapping.embed' (damaged or an unknown variant)")
     return _from_nvlabs_flat(tensors, attrs, path)
 
 
 def _from_nvlabs_flat(state: dict, attrs: dict[str, dict], path: Path) -> tuple[GeneratorConfig, dict, bool]:
     """NVlabs ``G_ema.state_dict()`` layout (+ attributes from the pickle, when we have them)."""
     get = _getter(state, path)
-    if "mapping.embed.weight" in state:
-        raise ModelFileError(f"{path}: a conditional (class-label) generator; only unconditional ones are supported")
     n_mapping = _count(state, r"mapping\.fc(\d+)\.weight")
     blocks = sorted(int(m.group(1)) for k in state if (m := re.fullmatch(r"synthesis\.b(\d+)\.conv1\.weight", k)))
     if n_mapping == 0 or not blocks or blocks[0] != 4:
@@ -387,8 +457,14 @@ def _from_nvlabs_flat(state: dict, attrs: dict[str, dict], path: Path) -> tuple[
     conv_clamp = clamps.pop()
     fir = state.get("synthesis.b8.resample_filter", state.get("synthesis.b4.resample_filter"))
     channels = {res: get(f"synthesis.b{res}.conv1.weight", ndim=4).shape[0] for res in blocks}
+    embed = get("mapping.embed.weight", ndim=2) if "mapping.embed.weight" in state else None
+    label_width, c_dim = (0, 0) if embed is None else embed.shape
+    if first.shape[1] <= label_width:
+        raise ModelFileError(f"{path}: 'mapping.fc0.weight' reads {first.shape[1]} values, too few for z and "
+                             f"the {label_width}-wide class embedding")
     config = GeneratorConfig(
-        resolution=resolution, z_dim=first.shape[1], w_dim=last.shape[0], n_mapping=n_mapping,
+        resolution=resolution, z_dim=first.shape[1] - label_width, w_dim=last.shape[0], n_mapping=n_mapping,
+        c_dim=c_dim, label_mode="embed" if c_dim else None, label_features=label_width or None,
         mapping_lr_mul=float(attrs.get("mapping.fc0", {}).get("bias_gain", ROSINALITY_LR_MUL)),
         mapping_hidden=first.shape[0] if n_mapping > 1 else None, channels=channels,
         conv_clamp=None if conv_clamp is None else float(conv_clamp),
@@ -404,6 +480,9 @@ def _from_nvlabs_flat(state: dict, attrs: dict[str, dict], path: Path) -> tuple[
         ours[f"mapping_network.weights.{i}"] = weight * gain(module, "weight_gain",
                                                              config.mapping_lr_mul / math.sqrt(weight.shape[1]))
         ours[f"mapping_network.biases.{i}"] = get(module + ".bias") * gain(module, "bias_gain", config.mapping_lr_mul)
+    if embed is not None:  # the class embedding is an ordinary FullyConnectedLayer (lr multiplier 1)
+        ours["mapping_network.label_weight"] = embed * gain("mapping.embed", "weight_gain", 1 / math.sqrt(c_dim))
+        ours["mapping_network.label_bias"] = get("mapping.embed.bias") * gain("mapping.embed", "bias_gain", 1.0)
     ours["w_avg"] = get("mapping.w_avg", ndim=1)
     ours["synthesis_network.const"] = get("synthesis.b4.const", ndim=3)
     layers = [("synthesis.b4.conv1", 4)]

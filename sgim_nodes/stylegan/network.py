@@ -43,6 +43,7 @@ from ..errors import ParameterError
 
 NOISE_MODES = ("const", "random", "none")
 MODULATION_MODES = ("activation", "weight")
+LABEL_MODES = ("embed", "concat")
 SQRT2 = math.sqrt(2.0)
 
 
@@ -70,6 +71,9 @@ class GeneratorConfig:
     conv_clamp: float | None = None  # NVlabs clamps activations and ToRGB outputs to +-conv_clamp
     blur_kernel: list[int] = field(default_factory=lambda: [1, 3, 3, 1])
     img_channels: int = 3
+    c_dim: int = 0  # number of class labels; 0 = unconditional
+    label_mode: str | None = None  # conditional only: "embed" (NVlabs / ADA) or "concat" (original TF LabelConcat)
+    label_features: int | None = None  # width of the label embedding; None = w_dim ("embed") or z_dim ("concat")
     source_format: str = "random"
 
     def __post_init__(self) -> None:
@@ -88,6 +92,33 @@ class GeneratorConfig:
             raise ParameterError(f"blur_kernel: expected an even number of taps, got {self.blur_kernel}")
         if self.n_mapping < 1:
             raise ParameterError(f"n_mapping: expected at least 1 mapping layer, got {self.n_mapping}")
+        self._normalise_labels()
+
+    def _normalise_labels(self) -> None:
+        """One spelling per label setup, so configs compare equal: unconditional has no mode or width, a
+        conditional one defaults to "embed", and a width equal to its mode's default is None."""
+        self.c_dim = int(self.c_dim)
+        if self.c_dim < 0:
+            raise ParameterError(f"c_dim: expected 0 (unconditional) or a number of classes, got {self.c_dim}")
+        if self.c_dim == 0:
+            self.label_mode = self.label_features = None
+            return
+        self.label_mode = self.label_mode or "embed"
+        if self.label_mode not in LABEL_MODES:
+            raise ParameterError(f"label_mode: expected one of {LABEL_MODES}, got {self.label_mode!r}")
+        default_width = self.w_dim if self.label_mode == "embed" else self.z_dim
+        if self.label_mode == "concat" and self.label_features not in (None, self.z_dim):
+            raise ParameterError(f"label_features: the 'concat' label mode projects labels to z_dim "
+                                 f"({self.z_dim}), got {self.label_features}")
+        if self.label_features == default_width:
+            self.label_features = None
+
+    @property
+    def label_width(self) -> int:
+        """Width of the projected labels that join z at the mapping input (0 when unconditional)."""
+        if not self.c_dim:
+            return 0
+        return self.label_features or (self.w_dim if self.label_mode == "embed" else self.z_dim)
 
     @property
     def block_resolutions(self) -> list[int]:
@@ -133,13 +164,40 @@ def _leaky_relu_gain(x: torch.Tensor, clamp: float | None) -> torch.Tensor:
     return x
 
 
-class MappingNetwork(nn.Module):
-    """z -> w: pixel norm, then ``n_mapping`` (linear + bias -> lrelu*sqrt2) layers."""
+def _pixel_norm(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.rsqrt(x.square().mean(dim=1, keepdim=True) + 1e-8)
 
-    def __init__(self, config: GeneratorConfig):
+
+class MappingNetwork(nn.Module):
+    """(z, class labels) -> w: pixel norm, then ``n_mapping`` (linear + bias -> lrelu*sqrt2) layers.
+
+    Conditional generators (``c_dim`` > 0) project the label vector c [B, c_dim] and join it to z,
+    in one of two ways (the trained weights only fit the way they were trained with):
+
+    - ``"embed"`` (NVlabs PyTorch code, StyleGAN2-ADA TF ``LabelEmbed``): y = c·Eᵀ + e; z and y are
+      pixel-normed separately; the first layer reads [z, y].
+    - ``"concat"`` (original TF StyleGAN2 ``LabelConcat``): y = c·L (no bias, no gain); the first
+      layer reads pixel_norm([z, y]) over all values together.
+
+    Reads ``c_dim``/``label_mode``/``label_features`` from ``config`` when present (other families'
+    configs may lack them: unconditional).
+    """
+
+    def __init__(self, config):
         super().__init__()
+        self.c_dim = int(getattr(config, "c_dim", 0) or 0)
+        self.label_mode = getattr(config, "label_mode", None) if self.c_dim else None
+        label_width = 0
+        if self.c_dim:
+            label_width = getattr(config, "label_features", None) or (
+                config.w_dim if self.label_mode == "embed" else config.z_dim)
+            # Effective weight [label_width, c_dim] (the original's 1/sqrt(c_dim) gain folded in for "embed";
+            # "concat" uses its raw matrix); bias only in "embed" mode.
+            self.label_weight = nn.Parameter(torch.randn(label_width, self.c_dim) / math.sqrt(self.c_dim))
+            if self.label_mode == "embed":
+                self.label_bias = nn.Parameter(torch.zeros(label_width))
         hidden = config.mapping_hidden or config.w_dim
-        dims = [config.z_dim] + [hidden] * (config.n_mapping - 1) + [config.w_dim]
+        dims = [config.z_dim + label_width] + [hidden] * (config.n_mapping - 1) + [config.w_dim]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         for fan_in, fan_out in zip(dims[:-1], dims[1:]):
@@ -147,8 +205,14 @@ class MappingNetwork(nn.Module):
             self.weights.append(nn.Parameter(torch.randn(fan_out, fan_in) / math.sqrt(fan_in)))
             self.biases.append(nn.Parameter(torch.zeros(fan_out)))
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = z * torch.rsqrt(z.square().mean(dim=1, keepdim=True) + 1e-8)
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.c_dim:
+            x = _pixel_norm(z)
+        elif self.label_mode == "embed":
+            y = torch.addmm(self.label_bias, c, self.label_weight.t())
+            x = torch.cat([_pixel_norm(z), _pixel_norm(y)], dim=1)
+        else:
+            x = _pixel_norm(torch.cat([z, c @ self.label_weight.t()], dim=1))
         for weight, bias in zip(self.weights, self.biases):
             x = F.leaky_relu(torch.addmm(bias, x, weight.t()), 0.2) * SQRT2
         return x
@@ -533,6 +597,8 @@ class Generator(nn.Module):
             self.num_ws = config.num_ws
             self.w_dim = config.w_dim
             self.z_dim = config.z_dim
+            self.c_dim = config.c_dim
+            self.class_names: list[str] | None = None  # set by loaders when the file names its classes
             self.mapping_network = MappingNetwork(config)
             self.synthesis_network = SynthesisNetwork(config, modulation)
             self.register_buffer("w_avg", torch.zeros(config.w_dim))
@@ -567,18 +633,42 @@ class Generator(nn.Module):
         with torch.inference_mode(False):
             return super()._apply(fn, *args, **kwargs)
 
-    def mapping(self, z: torch.Tensor, truncation_psi: float = 1.0,
-                truncation_cutoff: int | None = None) -> torch.Tensor:
-        """z [B, z_dim] -> ws [B, num_ws, w_dim]; truncation lerps toward ``w_avg`` (first ``cutoff`` rows)."""
+    def mapping(self, z: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None, *,
+                c: torch.Tensor | None = None) -> torch.Tensor:
+        """z [B, z_dim] (+ class labels c [B, c_dim] for a conditional generator) -> ws [B, num_ws, w_dim].
+
+        ``c``: one-hot or soft label vectors (a batch of 1 is broadcast); required when ``c_dim`` > 0,
+        refused otherwise. Truncation lerps toward the single global ``w_avg`` (first ``cutoff`` rows),
+        for conditional generators too, as the originals do.
+        """
         if z.ndim != 2 or z.shape[1] != self.z_dim:
-            raise ParameterError(f"z: expected shape [batch, {self.z_dim}], got {list(z.shape)}")
-        w = self.mapping_network(z.to(self.device, self.dtype))
+            raise ParameterError(f"z: expected shape [batch, {self.z_dim}], got {list(z.shape)}", parameter="z")
+        labels = self._check_labels(c, z.shape[0])
+        w = self.mapping_network(z.to(self.device, self.dtype), labels)
         ws = w[:, None, :].expand(-1, self.num_ws, -1)
         if truncation_psi != 1:
             cutoff = self.num_ws if truncation_cutoff is None else int(truncation_cutoff)
             truncated = self.w_avg.lerp(ws[:, :cutoff], truncation_psi)
             ws = torch.cat([truncated, ws[:, cutoff:]], dim=1)
         return ws.contiguous()
+
+    def _check_labels(self, c: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        if not self.c_dim:
+            if c is not None and c.numel() > 0:
+                raise ParameterError(f"c: generator '{self.name}' is unconditional (c_dim 0); it takes no class "
+                                     "labels", parameter="c")
+            return None
+        if c is None:
+            raise ParameterError(f"c: generator '{self.name}' is conditional ({self.c_dim} classes); give class "
+                                 f"labels [batch, {self.c_dim}] (one-hot or soft)", parameter="c")
+        if not isinstance(c, torch.Tensor) or c.ndim != 2 or c.shape[1] != self.c_dim \
+                or c.shape[0] not in (1, batch):
+            shape = list(c.shape) if isinstance(c, torch.Tensor) else type(c).__name__
+            raise ParameterError(f"c: expected class labels of shape [{batch}, {self.c_dim}] (or [1, {self.c_dim}]) "
+                                 f"for generator '{self.name}', got {shape}", parameter="c")
+        if not torch.isfinite(c).all():
+            raise ParameterError("c: class labels contain NaN or infinite values", parameter="c")
+        return c.to(self.device, self.dtype).expand(batch, -1)
 
     def synthesis(self, ws: torch.Tensor, noise_mode: str = "const",
                   noise_generator: torch.Generator | None = None) -> torch.Tensor:
@@ -595,20 +685,27 @@ class Generator(nn.Module):
         return img.float()
 
     def forward(self, z: torch.Tensor, truncation_psi: float = 1.0, noise_mode: str = "const",
-                truncation_cutoff: int | None = None) -> torch.Tensor:
-        return self.synthesis(self.mapping(z, truncation_psi, truncation_cutoff), noise_mode)
+                truncation_cutoff: int | None = None, *, c: torch.Tensor | None = None) -> torch.Tensor:
+        return self.synthesis(self.mapping(z, truncation_psi, truncation_cutoff, c=c), noise_mode)
 
     @torch.no_grad()
     def estimate_w_avg(self, n_samples: int = 4096, seed: int = 0, batch_size: int = 1024) -> torch.Tensor:
         """Mean of the mapping output over ``n_samples`` z ~ N(0,1) drawn on CPU from ``seed`` (what
-        rosinality's ``mean_latent`` does); used when a checkpoint carries no average latent."""
+        rosinality's ``mean_latent`` does); used when a checkpoint carries no average latent. Conditional
+        generators: each z gets a uniformly random one-hot class from the same seed (as the originals'
+        training-time average sees the classes of the data set)."""
         gen = torch.Generator().manual_seed(seed)
         total = torch.zeros(self.w_dim, dtype=torch.float64)
         for start in range(0, n_samples, batch_size):
-            z = torch.randn(min(batch_size, n_samples - start), self.z_dim, generator=gen)
-            total += self.mapping_network(z.to(self.device, self.dtype)).double().sum(0).cpu()
+            count = min(batch_size, n_samples - start)
+            z = torch.randn(count, self.z_dim, generator=gen)
+            c = None
+            if self.c_dim:
+                c = F.one_hot(torch.randint(self.c_dim, (count,), generator=gen), self.c_dim).float()
+                c = c.to(self.device, self.dtype)
+            total += self.mapping_network(z.to(self.device, self.dtype), c).double().sum(0).cpu()
         return (total / n_samples).float()
 
     def extra_repr(self) -> str:
-        return (f"name={self.name!r}, resolution={self.resolution}, num_ws={self.num_ws}, "
+        return (f"name={self.name!r}, resolution={self.resolution}, num_ws={self.num_ws}, c_dim={self.c_dim}, "
                 f"w_dim={self.w_dim}, modulation={self.modulation!r}")

@@ -222,3 +222,21 @@ def test_invalid_widget_value_is_rejected_before_running(server):
     errors = body["node_errors"][node_of(prompt, "SGIMOptimizeLatent")]["errors"]
     assert errors[0]["type"] == "value_smaller_than_min" and errors[0]["extra_info"]["input_name"] == "steps"
     assert server.alive()
+
+
+def test_conditional_generator_edits_with_a_chosen_class(server):
+    """A TensorFlow conditional pickle through the real server: Source Latent's class input picks the class;
+    a class out of range fails with a message naming the input."""
+    prompt = tiny_prompt(server, "landscape_sound_edit", steps=2, seed=500, preview_every=0)
+    prompt[node_of(prompt, "SGIMLoadStyleGAN")]["inputs"]["generator_name"] = "tf_conditional_tiny.pkl"
+    source = node_of(prompt, "SGIMSourceLatent")
+    prompt[source]["inputs"]["class_index"] = 3
+    seen = run_prompt(server, prompt)
+    errors = of_type(seen, "execution_error")
+    assert not errors, errors[0]["exception_message"] if errors else ""
+    assert wait_for_history(server, seen["prompt_id"])["status"]["status_str"] == "success"
+
+    prompt[source]["inputs"]["class_index"] = 9
+    errors = of_type(run_prompt(server, prompt), "execution_error")
+    assert errors and "Source Latent, input 'class_index': class 9 is out of range" in errors[0]["exception_message"]
+    assert server.alive()

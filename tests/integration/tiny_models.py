@@ -10,6 +10,7 @@ Files written (folder keys are the pack's folder_paths keys):
     stylegan/tiny_rosinality.pt            32 px, 8 W+ layers, rosinality checkpoint layout
     stylegan/tiny16.safetensors            16 px, 6 W+ layers, our safetensors (for mismatch tests)
     stylegan/nvlabs_tiny.pkl               32 px NVlabs snapshot (copied from the shared fixtures, if present)
+    stylegan/tf_conditional_tiny.pkl       32 px TensorFlow StyleGAN2, 5 classes (LabelConcat; shared fixture, if present)
     sgim_audio_encoders/tiny_encoder.safetensors   ResNet-18 audio encoder, embed_dim = the tiny CLIP's
     sgim_audio_encoders/wide_encoder.safetensors   same with a different width (CLIP mismatch tests)
     sgim_clip/tiny_clip.pt                 tiny CLIP as an OpenAI-layout state dict (loads without a name)
@@ -74,6 +75,9 @@ def write_tiny_models(models_dir: str | Path, shared_dir: str | Path | None = No
     nvlabs = Path(shared_dir) / "fixtures" / "stylegan2" / "nvlabs_tiny.pkl" if shared_dir else None
     if nvlabs is not None and nvlabs.is_file():  # NVlabs snapshot pickle (source text stripped)
         shutil.copyfile(nvlabs, models / "stylegan" / "nvlabs_tiny.pkl")
+    conditional = Path(shared_dir) / "fixtures" / "stylegan_more" / "tf_sg2_labelconcat_tiny.pkl" if shared_dir else None
+    if conditional is not None and conditional.is_file():  # TensorFlow pickle of a conditional generator
+        shutil.copyfile(conditional, models / "stylegan" / "tf_conditional_tiny.pkl")
     save_generator(_tiny_generator(16, 32, "tiny16"), models / "stylegan" / "tiny16.safetensors")
     (models / "stylegan" / "not_a_model.pt").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
 
