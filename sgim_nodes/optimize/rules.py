@@ -93,11 +93,10 @@ def normalize_target_weights(weights, count: int | None = None, parameter: str =
     return w / total
 
 
-def check_source_options(mode: str, *, batch: int = 1, seed_given: bool = False,
-                         source_codes: int | None = None) -> None:
+def check_source_options(mode: str, *, batch: int = 1, seed_given: bool = False, source_given: bool = False) -> None:
     """Refuse a ``batch`` or ``seed`` that would have no effect (see the module docstring).
 
-    ``source_codes`` is the number of codes in a given source W+ (None: a random source is drawn).
+    ``source_given``: the codes to edit come from a W+ file (or node) instead of being drawn.
     """
     if batch < 1:
         raise ParameterError(f"batch: expected an integer >= 1, got {batch}", parameter="batch")
@@ -108,12 +107,10 @@ def check_source_options(mode: str, *, batch: int = 1, seed_given: bool = False,
         if seed_given:
             raise ParameterError("seed: generate mode starts from the mean latent with constant noise, nothing is "
                                  "random; leave the seed out", parameter="seed")
-        return
-    if source_codes is not None:
+    elif source_given:
         if batch != 1:
-            raise ParameterError(f"batch: the source W+ file holds {source_codes} code(s) and all of them are "
-                                 "edited; batch only sets how many random codes are drawn without one",
-                                 parameter="batch")
+            raise ParameterError("batch: every code of the given source W+ is edited; batch only sets how many "
+                                 "random codes are drawn when there is no source", parameter="batch")
         if seed_given:
-            raise ParameterError("seed: the source W+ file fixes the codes and the noise is constant, nothing is "
+            raise ParameterError("seed: the given source W+ fixes the codes and the noise is constant, nothing is "
                                  "random; leave the seed out", parameter="seed")

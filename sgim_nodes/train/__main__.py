@@ -16,8 +16,7 @@ import argparse
 import logging
 import sys
 
-from .data import DEFAULT_TEMPLATE, LAYOUTS
-from .loop import FEATURE_PRESETS, TrainConfig, train
+from .config import DEFAULT_TEMPLATE, FEATURE_PRESETS, LAYOUTS, TrainConfig
 
 
 def _bool(text: str) -> bool:
@@ -91,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     values = {k: v for k, v in vars(args).items() if k not in ("no_progress",)}
     cfg = TrainConfig(**values, progress=not args.no_progress)
+    from .loop import train  # torch and open_clip load only now, so --help is instant
+
     out = train(cfg)
     print(f"wrote {out}")
     return 0
