@@ -1,4 +1,4 @@
-"""``python -m sgim_nodes download NAME``: fetch a known model from its original publisher.
+"""``download NAME``: fetch a known model from its original publisher.
 
 Resumable (an interrupted download leaves ``<file>.part``; the next run asks the server for the
 rest with an HTTP Range request), shows a tqdm progress bar, verifies the publisher's sha256 when
@@ -101,9 +101,9 @@ def download(model: KnownModel, dest: Path | None = None, *, url: str | None = N
 
 def main(argv: list[str] | None = None) -> int:
     names = ", ".join(KNOWN_MODELS)
-    parser = argparse.ArgumentParser(prog=f"{launcher()} download", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                                     epilog=f"known models: {names}. Environment: SGIM_MODELS_DIR, SGIM_OFFLINE=1, "
+    from .cli_help import command_parser
+
+    parser = command_parser("download", __doc__, epilog=f"known models: {names}. Environment: SGIM_MODELS_DIR, SGIM_OFFLINE=1, "
                                             "SGIM_MODEL_BASE_URL, SGIM_MODEL_INDEX (see sgim_nodes/models.py)")
     parser.add_argument("names", nargs="*", help="model names (see --list)")
     parser.add_argument("--list", action="store_true", help="list known models and where they go")

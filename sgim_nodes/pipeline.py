@@ -1,4 +1,4 @@
-"""``python -m sgim_nodes edit``: the main job from a terminal, the same pipeline the nodes wire up.
+"""``edit``: the main job from a terminal, the same pipeline the nodes wire up.
 
     sound (and/or text) --> CLIP-space target(s) --> optimise W+ --> source.png, edited.png, W+ codes
 

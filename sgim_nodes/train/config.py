@@ -63,6 +63,7 @@ class TrainConfig:
     cache_dir: str | None = None
     checkpoint_every: int = 100
     resume: bool = False
+    overwrite: bool = False  # start over in a run folder that holds an earlier run (else refused)
     seed: int = 0
     device: str = "auto"
     amp: bool = True  # CUDA only

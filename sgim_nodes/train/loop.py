@@ -240,6 +240,15 @@ def train(cfg: TrainConfig) -> Path:
     dist_info, device = init_distributed(cfg.device)
     run_dir = cfg.resolved_run_dir()
     checkpoint_path = run_dir / CHECKPOINT_NAME
+    earlier = [run_dir / name for name in (CHECKPOINT_NAME, LOG_NAME) if (run_dir / name).is_file()]
+    if earlier and not cfg.resume:
+        if not cfg.overwrite:  # a finished or partial run is somebody's work: never replace it silently
+            raise ParameterError(f"run_dir: {run_dir} already holds a run ({', '.join(p.name for p in earlier)}); "
+                                 "pass --resume to continue it, --overwrite to start over in it, or another "
+                                 "--run-dir / --out", parameter="run_dir")
+        if dist_info.is_main:
+            for path in earlier:
+                path.unlink()
     if dist_info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)  # model init: identical on every rank (DDP also broadcasts rank 0's weights)
