@@ -3,7 +3,8 @@
 Writes, laid out like a models folder (so ``SGIM_MODELS_DIR=DIR`` or ComfyUI's extra_model_paths.yaml
 finds them under the names the commands and example graphs use):
 
-    DIR/stylegan/landscape.pt                 32 px StyleGAN2, 8 W+ layers, rosinality checkpoint layout
+    DIR/stylegan/landscape.pt                 64 px StyleGAN2, 10 W+ layers, rosinality checkpoint layout
+    DIR/stylegan/wikiart.pt                   the same network under the name the music example uses
     DIR/sgim_audio_encoders/resnet18_57.pth   ResNet-18 audio encoder, official state-dict layout, 32-d
     DIR/sgim_clip/ViT-B-32.pt                 tiny CLIP (32-d) as an OpenAI-layout state dict
     DIR/demo_sound.wav                        a 3 s synthetic sound
@@ -22,6 +23,7 @@ EMBED_DIM = 32
 SEED = 1234
 FILES = {  # role: path inside DIR
     "generator": Path("stylegan/landscape.pt"),
+    "painting_generator": Path("stylegan/wikiart.pt"),
     "encoder": Path("sgim_audio_encoders/resnet18_57.pth"),
     "clip": Path("sgim_clip/ViT-B-32.pt"),
     "sound": Path("demo_sound.wav"),
@@ -54,13 +56,15 @@ def write_demo_models(out_dir: str | Path, overwrite: bool = False) -> dict[str,
 
     with torch.inference_mode(False):
         torch.manual_seed(SEED)
-        channels = {4: 16, 8: 16, 16: 16, 32: 16}
-        generator = Generator(GeneratorConfig(resolution=32, z_dim=EMBED_DIM, w_dim=EMBED_DIM, n_mapping=2,
+        # 64 px: the smallest size with rows in every layer preset (coarse, middle and fine)
+        channels = {4: 16, 8: 16, 16: 16, 32: 16, 64: 16}
+        generator = Generator(GeneratorConfig(resolution=64, z_dim=EMBED_DIM, w_dim=EMBED_DIM, n_mapping=2,
                                               channels=channels), name="landscape")
         with torch.no_grad():
             generator.w_avg.copy_(generator.estimate_w_avg(256))
-        with atomic_path(paths["generator"]) as tmp:
-            torch.save(rosinality_checkpoint(generator), tmp)
+        for role in ("generator", "painting_generator"):
+            with atomic_path(paths[role]) as tmp:
+                torch.save(rosinality_checkpoint(generator), tmp)
 
         clip = build_tiny_clip(embed_dim=EMBED_DIM, seed=SEED)
         state = {k: v.detach().clone() for k, v in clip.state_dict().items()}
@@ -104,7 +108,8 @@ Random weights: for trying commands and graphs end to end, not for results. Try:
       --out synth_encoder.safetensors
   {run} evaluate --encoder synth_encoder.safetensors --clip {clip} --data data/synth
 ComfyUI: list the folder in extra_model_paths.yaml (see docs/nodes.md) or copy its sub-folders into
-ComfyUI/models/; the example graphs then run on these files (the face graph also needs the real IR-SE50).""")
+ComfyUI/models/; the example graphs then run on these files with any sound in Load Audio (the face
+graph also needs the real IR-SE50).""")
     return 0
 
 

@@ -124,15 +124,15 @@ def test_progress_bar_and_summary_report_the_same_per_edit_quantity(demo, tmp_pa
     (["--mode", "generate", "--seed", "4"], "--seed: generate mode"),
     (["--source-latent", "{latent}", "--batch", "2"], "--batch: every code of the given source"),
     (["--source-latent", "{latent}", "--seed", "4"], "--seed: the given source W+"),
-    (["--mask", "0,0,0,0,0,0,0,0"], "every layer is 0"),
-    (["--mask", "1,1"], "2 values given, but the generator has 8"),
+    (["--mask", ",".join(["0"] * 10)], "every layer is 0"),
+    (["--mask", "1,1"], "2 values given, but the generator has 10"),
     (["--text", "b", "--weights", "1,-1"], "--weights: weights must be finite and >= 0"),
 ])
 def test_options_that_would_be_ignored_or_are_inconsistent_are_errors(demo, tmp_path, capsys, extra, message):
     from sgim_nodes.latents import save_wplus
 
     latent = tmp_path / "src_wplus.safetensors"
-    save_wplus(latent, torch.zeros(1, 8, 32), "landscape")
+    save_wplus(latent, torch.zeros(1, 10, 32), "landscape")
     extra = [e.format(latent=latent) for e in extra]
     assert cli(_edit(demo, tmp_path / "e.png", *extra)) == 1
     assert message in capsys.readouterr().err

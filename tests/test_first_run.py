@@ -101,7 +101,7 @@ def test_readme_first_command_downloads_the_models_and_writes_an_edited_image(mi
         assert (tmp_path / "models" / model.folder / model.filename).read_bytes() == mirror.files[f"/{name}.bin"]
     edited = np.asarray(Image.open(tmp_path / "edited.png"))
     source = np.asarray(Image.open(tmp_path / "edited_source.png"))
-    assert edited.shape == source.shape == (32, 32, 3) and not np.array_equal(edited, source)
+    assert edited.shape == source.shape == (64, 64, 3) and not np.array_equal(edited, source)
 
     mirror.requests.clear()  # second run: the models are found, nothing is fetched
     assert cli(argv) == 0
