@@ -188,6 +188,9 @@ def request_from_args(args: argparse.Namespace) -> EditRequest:
                              source_given=args.source_latent is not None)
     except ParameterError as exc:
         raise ParameterError(f"--{exc}", parameter=exc.parameter) from None
+    for path in args.audio:  # before any download: a typo must not cost a first-run download
+        if not Path(path).is_file():
+            raise ParameterError(f"--audio: file not found: {path}", parameter="audio")
     if args.source_latent is not None and not Path(args.source_latent).is_file():
         raise ParameterError(f"--source-latent: file not found: {args.source_latent}", parameter="source_latent")
     needed = ["generator", "clip"] + (["encoder"] if args.audio else [])

@@ -101,6 +101,9 @@ def test_progress_bar_and_summary_report_the_same_per_edit_quantity(demo, tmp_pa
 
     assert cli(_edit(demo, tmp_path / "e.png", "--batch", "2", "--seed", "5")) == 0
     captured = capsys.readouterr()
+    # slow work is announced before it starts: loading, and the first step's warm-up
+    assert captured.err.index("[sgim] loading generator") < captured.err.index("[sgim] loading CLIP") \
+        < captured.err.index("[sgim] optimising (the first step also warms up") < captured.err.index("clip=")
     bar_last = float(re.findall(r"clip=([0-9.]+)", captured.err)[-1])
     before, after = (float(v) for v in re.search(r"\(mean per edit\): ([0-9.]+) -> ([0-9.]+)", captured.out).groups())
     generator = load_generator(demo["generator"])

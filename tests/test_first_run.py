@@ -121,6 +121,12 @@ def test_offline_flag_and_environment_forbid_the_network(mirror, tmp_path, monke
     assert mirror.requests == [] and not (tmp_path / "models").exists()
 
 
+def test_a_missing_sound_stops_before_any_download(mirror, tmp_path, capsys):
+    assert cli(["edit", "--audio", str(tmp_path / "typo.wav"), "--out", str(tmp_path / "o.png")]) == 1
+    assert "--audio: file not found" in capsys.readouterr().err
+    assert mirror.requests == []
+
+
 def test_interrupted_first_run_resumes(mirror, tmp_path):
     from sgim_nodes.download import download
 

@@ -82,7 +82,8 @@ def test_lean_memory_flag_reaches_the_optimiser_and_changes_no_result(model_file
 def test_edit_offline_prints_download_commands_that_work_as_typed(tmp_path: Path, monkeypatch, capsys):
     monkeypatch.setenv("SGIM_MODELS_DIR", str(tmp_path / "empty"))
     monkeypatch.setenv("SGIM_LAUNCHER", "./sgim")
-    code = cli(["edit", "--audio", "x.wav", "--out", str(tmp_path / "o.png"), "--offline"])
+    (tmp_path / "x.wav").write_bytes(b"")  # only has to exist: the command stops before reading it
+    code = cli(["edit", "--audio", str(tmp_path / "x.wav"), "--out", str(tmp_path / "o.png"), "--offline"])
     err = capsys.readouterr().err
     assert code == 1
     assert "landscape.pt" in err and "resnet18_57.pth" in err and "ViT-B-32.pt" in err
