@@ -59,7 +59,7 @@ def _folder_paths():
 
 
 def register_model_folders() -> None:
-    """Register our model folders with ComfyUI (guide §6), keeping what the user already configured.
+    """Register our model folders with ComfyUI, keeping what the user already configured.
 
     An ``extra_model_paths.yaml`` entry may already exist for a key, with an empty extension set
     (which means "every file"); we keep its paths and set our extensions. The pack's own
@@ -586,6 +586,8 @@ class SGIMMixEmbeddings:
         }
 
     def mix(self, embedding_a, weight_a=1.0, embedding_b=None, weight_b=1.0, embedding_c=None, weight_c=1.0):
+        from .sgim_nodes.optimize.rules import normalize_target_weights
+
         parts = [(name, e, w) for name, e, w in (("embedding_a", embedding_a, weight_a),
                                                   ("embedding_b", embedding_b, weight_b),
                                                   ("embedding_c", embedding_c, weight_c)) if e is not None]
@@ -605,9 +607,8 @@ class SGIMMixEmbeddings:
             weights += [x * w for x in e.weights]
             labels += list(e.labels)
         clip_model = next((e.clip_model for _, e, _ in parts if e.clip_model), None)
-        total = sum(weights)  # relative weights: the CLIP term keeps its scale against lambda_sim/lambda_id
-        return (Embedding(torch.cat(vectors, dim=1).clone(), tuple(w / total for w in weights), tuple(labels),
-                          clip_model),)
+        relative = normalize_target_weights(weights).tolist()  # the library's rule, as for --weights
+        return (Embedding(torch.cat(vectors, dim=1).clone(), tuple(relative), tuple(labels), clip_model),)
 
 
 # --------------------------------------------------------------------------------------------
@@ -634,21 +635,19 @@ class LayerFreedom:
         return len(self.freedom)
 
     def layer_mask(self):
-        """The optimiser's LayerMask (similarity weights g and frozen rows)."""
-        from .sgim_nodes.optimize.layer_mask import LayerMask
+        """The optimiser's LayerMask (similarity weights g and frozen rows), by the library's rulebook."""
+        from .sgim_nodes.optimize.rules import freedom_mask
 
-        frozen = [f <= 0 for f in self.freedom]
-        return LayerMask.from_lists([1.0 / f if f > 0 else 0.0 for f in self.freedom], frozen)
+        return freedom_mask(self.freedom)
 
     def blend(self) -> torch.Tensor:
         return torch.tensor(self.freedom, dtype=torch.float32)
 
 
 def preset_freedom(preset: str, num_ws: int) -> list[float]:
-    from .sgim_nodes.optimize.layer_mask import preset_layers
+    from .sgim_nodes.optimize.rules import preset_freedom as library_preset_freedom
 
-    chosen = set(preset_layers(preset, num_ws))
-    return [1.0 if i in chosen else 0.0 for i in range(num_ws)]
+    return library_preset_freedom(preset, num_ws)
 
 
 class SGIMLayerMask:
@@ -673,6 +672,8 @@ class SGIMLayerMask:
         }}
 
     def build(self, generator, preset="all", weights=""):
+        from .sgim_nodes.optimize.rules import check_freedom
+
         node = "Layer Mask"
         if preset != "custom":
             try:
@@ -695,9 +696,11 @@ class SGIMLayerMask:
         if len(values) != generator.num_ws:
             raise ParameterError(f"{node}, input 'weights': {len(values)} weights given, but generator "
                                  f"{generator.name!r} has {generator.num_ws} W+ layers")
-        if not any(values):
-            raise ParameterError(f"{node}, input 'weights': every layer is 0 (frozen), nothing could change")
-        return (LayerFreedom(tuple(float(v) for v in values), generator.name),)
+        try:
+            freedom = check_freedom(values, generator.num_ws, "weights")
+        except SGIMError as exc:
+            raise named_error(node, "weights", exc) from None
+        return (LayerFreedom(tuple(freedom), generator.name),)
 
 
 class SGIMSourceLatent:
@@ -776,8 +779,6 @@ class SGIMOptimizeLatent:
                                                    "identity_model. 0 skips it."}),
                 "adaptive_mask": ("BOOLEAN", {"default": True, "tooltip":
                     "The paper's adaptive layer masking: per-layer weights learnt during the edit."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF, "control_after_generate": True,
-                                 "tooltip": "Seed for the optimiser's noise; change it to force a re-run."}),
                 "preview_every": ("INT", {"default": 10, "min": 0, "max": 1000, "tooltip":
                     "Show a preview image every N steps (0 = none)."}),
             },
@@ -789,7 +790,7 @@ class SGIMOptimizeLatent:
         }
 
     def optimize(self, generator, clip, target, source, steps=300, lr=0.1, lambda_sim=0.002, lambda_id=0.0,
-                 adaptive_mask=True, seed=0, preview_every=10, layer_mask=None, identity_model=None,
+                 adaptive_mask=True, preview_every=10, layer_mask=None, identity_model=None,
                  unique_id=None):
         from .sgim_nodes.optimize import optimize_latent
 
@@ -837,7 +838,7 @@ class SGIMOptimizeLatent:
                     layer_weights=layer_mask.layer_mask() if layer_mask is not None else None,
                     adaptive_mask=adaptive_mask,
                     id_model=on_device(identity_model, device) if identity_model is not None else None,
-                    seed=seed, callback=report, preview_every=preview_every)
+                    callback=report, preview_every=preview_every)
             except SGIMError as exc:
                 raise named_error(node, "target", exc) from None
             finally:

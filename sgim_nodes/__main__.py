@@ -19,15 +19,36 @@ COMMANDS = {
     "train": ("sgim_nodes.train.__main__", "train an audio encoder into an open_clip model's space"),
     "evaluate": ("sgim_nodes.evaluate", "zero-shot / linear-probe evaluation of an audio encoder"),
     "make-synthetic-dataset": ("sgim_nodes.train.synthetic", "write a small synthetic sound-class dataset"),
+    "make-demo-models": ("sgim_nodes.demo", "write tiny random-weight models to try every command and graph now"),
+    "test": (None, "run the test suite (pytest; extra arguments go to pytest)"),
 }
 
 
 def _usage() -> str:
+    from .models import launcher
+
     width = max(map(len, COMMANDS))
-    lines = ["usage: python -m sgim_nodes <command> [options]", "", "commands:"]
+    lines = [f"usage: {launcher()} <command> [options]", "", "commands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "'python -m sgim_nodes <command> --help' describes a command's options."]
+    lines += ["", f"'{launcher()} <command> --help' describes a command's options.",
+              "Environment: SGIM_MODELS_DIR, SGIM_OFFLINE=1, SGIM_MODEL_BASE_URL, SGIM_MODEL_INDEX "
+              "(sgim_nodes/models.py)."]
     return "\n".join(lines)
+
+
+def _run_tests(argv: list[str]) -> int:
+    """``test``: pytest on the pack's tests, from the pack's root (as ``./sgim test`` does)."""
+    import os
+
+    from .models import PACK_ROOT
+
+    try:
+        import pytest
+    except ImportError:
+        print("the test suite needs pytest: pip install -e '.[test]' (./sgim does this itself)", file=sys.stderr)
+        return 1
+    os.chdir(PACK_ROOT)
+    return int(pytest.main(argv))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    if name == "test":
+        return _run_tests(rest)
     from .errors import run_command
 
     return run_command(importlib.import_module(COMMANDS[name][0]).main, rest)

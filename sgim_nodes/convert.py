@@ -20,7 +20,9 @@ from .errors import ModelFileError, ParameterError, UnsafeFileError
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sgim_nodes convert", description=__doc__.split("\n\n")[0])
+    from .cli_help import command_parser
+
+    parser = command_parser("convert", __doc__)
     parser.add_argument("input", type=Path, help="checkpoint to convert (.pt, .pth, .pkl, .safetensors)")
     parser.add_argument("output", type=Path, help="where to write the .safetensors file")
     parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it already exists")

@@ -1,4 +1,4 @@
-"""``python -m sgim_nodes download NAME``: fetch a known model from its original publisher.
+"""``download NAME``: fetch a known model from its original publisher.
 
 Resumable (an interrupted download leaves ``<file>.part``; the next run asks the server for the
 rest with an HTTP Range request), shows a tqdm progress bar, verifies the publisher's sha256 when
@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from .errors import ModelFileError, ParameterError
-from .models import FOLDERS, KNOWN_MODELS, KnownModel, models_dir
+from .models import FOLDERS, KNOWN_MODELS, KnownModel, launcher, model_source, models_dir, offline
 
 CHUNK = 1 << 20
 
@@ -44,15 +44,21 @@ def download(model: KnownModel, dest: Path | None = None, *, url: str | None = N
              progress: bool = True) -> Path:
     """Download ``model`` to ``dest`` (default: its folder under :func:`models_dir`) and return the path.
 
-    ``url`` overrides the registry address (mirrors, tests). Raises ``ModelFileError`` on a checksum
-    mismatch (the partial file is removed) and ``urllib.error.URLError``/``OSError`` when offline.
+    ``url`` overrides the address (default: the registry's, or the environment's, see ``models.py``).
+    Raises ``ModelFileError`` on a checksum mismatch (the partial file is removed), ``ParameterError``
+    when ``$SGIM_OFFLINE`` forbids the network, and ``urllib.error.URLError``/``OSError`` when offline.
     """
     from tqdm import tqdm
 
-    url = url or model.url
+    if url is None:
+        model = model_source(model)
+        url = model.url
     dest = Path(dest) if dest else model.default_path
     if url is None:
         raise ParameterError(f"'{model.name}' has no direct download address.\n{manual_instructions(model, dest)}")
+    if offline():
+        raise ParameterError(f"'{model.name}': SGIM_OFFLINE is set, so nothing is downloaded.\n"
+                             f"{manual_instructions(model, dest)}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     have = part.stat().st_size if part.exists() else 0
@@ -72,6 +78,10 @@ def download(model: KnownModel, dest: Path | None = None, *, url: str | None = N
                 have = 0
             length = response.headers.get("Content-Length")
             total = have + int(length) if length is not None else None
+            if progress:
+                size = "size unknown" if total is None else f"{total / 1e6:.1f} MB"
+                resuming = f", resuming at {have / 1e6:.1f} MB" if resumed and have else ""
+                print(f"downloading {model.name} ({size}{resuming}) from {url}\n  to {dest}", file=sys.stderr)
             with open(part, "ab" if resumed else "wb") as out, tqdm(
                     total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
                     desc=dest.name, disable=not progress) as bar:
@@ -91,17 +101,20 @@ def download(model: KnownModel, dest: Path | None = None, *, url: str | None = N
 
 def main(argv: list[str] | None = None) -> int:
     names = ", ".join(KNOWN_MODELS)
-    parser = argparse.ArgumentParser(prog="python -m sgim_nodes download", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=f"known models: {names}")
+    from .cli_help import command_parser
+
+    parser = command_parser("download", __doc__, epilog=f"known models: {names}. Environment: SGIM_MODELS_DIR, SGIM_OFFLINE=1, "
+                                            "SGIM_MODEL_BASE_URL, SGIM_MODEL_INDEX (see sgim_nodes/models.py)")
     parser.add_argument("names", nargs="*", help="model names (see --list)")
     parser.add_argument("--list", action="store_true", help="list known models and where they go")
-    parser.add_argument("--dir", type=Path, help=f"models root (default {models_dir()}; env SGIM_MODELS_DIR)")
+    parser.add_argument("--dir", type=Path, help=f"models root (default {models_dir()}; env SGIM_MODELS_DIR)",
+                        default=argparse.SUPPRESS)
     parser.add_argument("--force", action="store_true", help="download even if the file exists")
     args = parser.parse_args(argv)
+    args.dir = getattr(args, "dir", None)
 
     if args.list or not args.names:
-        for m in KNOWN_MODELS.values():
+        for m in map(model_source, KNOWN_MODELS.values()):
             where = (args.dir / m.folder / m.filename) if args.dir else m.default_path
             how = "direct" if m.url else "by hand"
             print(f"{m.name:<16} {how:<8} -> {where}\n{'':<16} {m.description}")
@@ -112,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.names:
         if name not in KNOWN_MODELS:
             raise ParameterError(f"unknown model {name!r}; known models: {names}")
-        model = KNOWN_MODELS[name]
+        model = model_source(KNOWN_MODELS[name])
         dest = (args.dir / model.folder / model.filename) if args.dir else model.default_path
         if dest.exists() and not args.force:
             print(f"{name}: already present at {dest}")

@@ -1,4 +1,4 @@
-"""``python -m sgim_nodes evaluate``: zero-shot classification and a linear probe of an audio encoder.
+"""``evaluate``: zero-shot classification and a linear probe of an audio encoder.
 
 Works on encoders written by ``sgim_nodes.train`` and on the released checkpoint (``resnet18_57.pth``),
 both through ``load_audio_encoder``, against the CLIP model given with ``--clip``.
@@ -33,9 +33,6 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
-import torch.nn.functional as F
-
 from .errors import AudioError, ParameterError
 
 log = logging.getLogger("sgim.evaluate")
@@ -60,18 +57,22 @@ def recorded_template(encoder_path: str | Path) -> str | None:
 
 def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, k: int) -> float:
     """Percentage of rows whose target is among the ``k`` highest logits."""
+    import torch
     k = min(k, logits.shape[1])
     hits = (logits.topk(k, dim=1).indices == targets[:, None]).any(dim=1)
     return 100.0 * hits.float().mean().item()
 
 
 def zero_shot_logits(audio: torch.Tensor, class_text: torch.Tensor) -> torch.Tensor:
+    import torch.nn.functional as F
     return F.normalize(audio, dim=-1) @ F.normalize(class_text, dim=-1).t()
 
 
 def train_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, l2: float = 1e-3,
                 max_iter: int = 200) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Logistic regression on standardised features: returns (weight [D, C], bias [C], mean, std)."""
+    import torch
+    import torch.nn.functional as F
     with torch.inference_mode(False), torch.enable_grad():  # callable from ComfyUI's inference mode
         features, labels = features.clone(), labels.clone()
         mean, std = features.mean(0), features.std(0, unbiased=False).clamp(min=1e-6)
@@ -96,13 +97,17 @@ def probe_logits(probe: tuple, features: torch.Tensor) -> torch.Tensor:
     return ((features - mean) / std).double() @ weight + bias
 
 
-def embed_clips(encoder, samples, batch_note: str = "") -> tuple[torch.Tensor, list[int], list[str]]:
+def embed_clips(encoder, samples, batch_note: str = "", progress: bool = False
+                ) -> tuple[torch.Tensor, list[int], list[str]]:
     """(embeddings [N_ok, D], indices of the embedded samples, unreadable paths)."""
+    import torch
     from .audio.decode import load_audio
     from .audio.encoder import embed_audio
 
+    from tqdm import tqdm
+
     rows, kept, bad = [], [], []
-    for i, sample in enumerate(samples):
+    for i, sample in enumerate(tqdm(samples, desc="embedding clips", unit="clip", disable=not progress)):
         try:
             waveform, sample_rate = load_audio(sample.audio)
             if waveform.numel() == 0:
@@ -121,8 +126,9 @@ def evaluate(encoder_path: str, clip_path: str, data: str, *, clip_model: str | 
              clip_config: str | None = None, layout: str = "auto", audio_dir: str | None = None,
              split: str = "test", train_split: str = "train", folds: Sequence[int] | None = None,
              template: str | None = None, classes_file: str | None = None, probe: bool = True,
-             probe_l2: float = 1e-3, device: str = "auto") -> dict[str, Any]:
+             probe_l2: float = 1e-3, device: str = "auto", progress: bool = False) -> dict[str, Any]:
     """Measure zero-shot (and probe) accuracy; returns the results dict that ``--json`` writes."""
+    import torch
     from .audio.encoder import check_compatible, load_audio_encoder
     from .clip import load_clip
     from .device import resolve_device
@@ -158,8 +164,14 @@ def evaluate(encoder_path: str, clip_path: str, data: str, *, clip_model: str | 
     else:
         groups = [("all", samples, [])]
 
+    def say(message: str) -> None:  # before work that can take seconds, so the terminal is never silent
+        if progress:
+            print(f"[sgim] {message}", file=sys.stderr, flush=True)
+
     register_clip_config(clip_config)
+    say(f"loading audio encoder {encoder_path}")
     encoder = load_audio_encoder(encoder_path, device=device)
+    say(f"loading CLIP {clip_path}")
     clip = load_clip(clip_path, clip_model, device=device)
     check_compatible(encoder, clip)
     template = template or recorded_template(encoder_path) or FALLBACK_TEMPLATE
@@ -171,7 +183,7 @@ def evaluate(encoder_path: str, clip_path: str, data: str, *, clip_model: str | 
     # Embed every clip used anywhere once.
     needed = {id(s): s for _, test, train_rows in groups for s in (*test, *(train_rows if probe else []))}
     ordered = list(needed.values())
-    embeddings, kept, bad = embed_clips(encoder, ordered)
+    embeddings, kept, bad = embed_clips(encoder, ordered, progress=progress)
     by_id = {id(ordered[i]): embeddings[j] for j, i in enumerate(kept)}
 
     def stack(rows):
@@ -230,30 +242,32 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sgim_nodes evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from .cli_help import command_parser
+
+    p = command_parser("evaluate", __doc__, full_doc=True)
     p.add_argument("--encoder", required=True, help="our .safetensors encoder or the released .pth")
     p.add_argument("--clip", required=True, help="the CLIP weights the encoder was aligned to")
     p.add_argument("--clip-model", help="open_clip model name (when it cannot be inferred)")
     p.add_argument("--clip-config", help="custom open_clip model config NAME.json")
     p.add_argument("--data", required=True, help="ESC-50 / UrbanSound8K root, manifest CSV or class folders")
-    p.add_argument("--layout", default="auto")
+    p.add_argument("--layout", default="auto", help="dataset layout (auto-detected)")
     p.add_argument("--audio-dir", help="VGGSound: folder holding the clips")
-    p.add_argument("--split", default="test", help="manifest split to test on (default test)")
-    p.add_argument("--train-split", default="train", help="manifest split the probe is trained on (default train)")
+    p.add_argument("--split", default="test", help="manifest split to test on")
+    p.add_argument("--train-split", default="train", help="manifest split the probe is trained on")
     p.add_argument("--folds", type=int, nargs="+", help="only these folds (folded layouts)")
-    p.add_argument("--template", help="prompt template, e.g. 'the sound of {}' (default: see description)")
+    p.add_argument("--template", help="prompt template, e.g. 'the sound of {}' (default: the encoder's recorded template, else '{}')")
     p.add_argument("--classes", help="class names file (one a line); default: the labels found in the data")
     p.add_argument("--no-probe", action="store_true", help="zero-shot only")
-    p.add_argument("--probe-l2", type=float, default=1e-3)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--probe-l2", type=float, default=1e-3, help="L2 penalty of the linear probe")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", help="also write the results as JSON here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr)
     result = evaluate(args.encoder, args.clip, args.data, clip_model=args.clip_model, clip_config=args.clip_config,
                       layout=args.layout, audio_dir=args.audio_dir, split=args.split, train_split=args.train_split,
                       folds=args.folds, template=args.template, classes_file=args.classes, probe=not args.no_probe,
-                      probe_l2=args.probe_l2, device=args.device)
+                      probe_l2=args.probe_l2, device=args.device, progress=not args.no_progress)
     print(format_table(result))
     if args.json:
         from .fileio import atomic_path

@@ -11,12 +11,25 @@ file downloaded here is found by the nodes when the pack's ``models/`` folder is
 
 Only addresses and checksums that the publishers themselves give are recorded here; where a file
 has no direct, stable address (Google Drive pages, for example) the entry says how to get it by hand.
+
+Environment:
+
+    SGIM_MODELS_DIR       the models root (default: this pack's ``models/``)
+    SGIM_OFFLINE=1        never touch the network (``edit`` then says what to download instead)
+    SGIM_MODEL_BASE_URL   a mirror holding the same files as ``<base>/<folder>/<filename>``; the
+                          publishers' checksums still apply
+    SGIM_MODEL_INDEX      a JSON file ``{"name": {"url": ..., "sha256": ... or null}, ...}`` replacing
+                          the address and checksum of the models it names (private mirrors, tests)
+    SGIM_LAUNCHER         how printed commands start (``./sgim`` sets it to itself)
 """
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+import shlex
+import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 PACK_ROOT = Path(__file__).resolve().parents[1]
@@ -188,3 +201,35 @@ def find_model_file(folder: str, name_or_path: str | os.PathLike | None, default
         return path
     in_folder = models_dir() / folder / path.name
     return in_folder if in_folder.is_file() else None
+
+
+def offline() -> bool:
+    """True when ``$SGIM_OFFLINE`` forbids network access (any value but empty, 0, false, no)."""
+    return os.environ.get("SGIM_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def launcher() -> str:
+    """The command prefix users type to run a command, as printed in messages: ``./sgim`` when the
+    launcher started us, else this interpreter with ``-m sgim_nodes`` (works as typed either way)."""
+    return os.environ.get("SGIM_LAUNCHER") or f"{shlex.quote(sys.executable)} -m sgim_nodes"
+
+
+def model_source(model: KnownModel) -> KnownModel:
+    """``model`` with the address and checksum the environment chooses (see the module docstring)."""
+    from .errors import ParameterError
+
+    base = os.environ.get("SGIM_MODEL_BASE_URL", "").strip()
+    if base and model.url:
+        model = replace(model, url=f"{base.rstrip('/')}/{model.folder}/{model.filename}")
+    index_path = os.environ.get("SGIM_MODEL_INDEX", "").strip()
+    if index_path:
+        try:
+            index = json.loads(Path(index_path).read_text())
+        except (OSError, ValueError) as exc:
+            raise ParameterError(f"SGIM_MODEL_INDEX: cannot read {index_path} as JSON ({exc})") from None
+        entry = index.get(model.name) if isinstance(index, dict) else None
+        if entry is not None:
+            if not isinstance(entry, dict) or not isinstance(entry.get("url"), str):
+                raise ParameterError(f"SGIM_MODEL_INDEX: {index_path}: entry {model.name!r} needs a \"url\" string")
+            model = replace(model, url=entry["url"], sha256=entry.get("sha256"))
+    return model

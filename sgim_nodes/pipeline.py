@@ -1,26 +1,32 @@
-"""``python -m sgim_nodes edit``: the main job from a terminal, the same pipeline the nodes wire up.
+"""``edit``: the main job from a terminal, the same pipeline the nodes wire up.
 
     sound (and/or text) --> CLIP-space target(s) --> optimise W+ --> source.png, edited.png, W+ codes
 
 Targets: every ``--audio`` file and every ``--text`` prompt becomes one target; with several, the
-optimiser pulls toward their weighted combination (``--weights``, default equal), which is the paper's
-audio+text mixing in the embedding space. (Layer-wise mixing of two edits is the Style Mix node, or
-:func:`sgim_nodes.latents.style_mix` from Python.)
+optimiser pulls toward their weighted combination (``--weights``, relative: normalised to sum 1 as in
+the Mix Embeddings node), which is the paper's audio+text mixing in the embedding space. (Layer-wise
+mixing of two edits is the Style Mix node, or :func:`sgim_nodes.latents.style_mix` from Python.) The
+words shared with the nodes (layer freedom, weights, seed, batch) follow ``sgim_nodes.optimize.rules``.
 
-Model files default to the pack's ``models/`` folders (see ``python -m sgim_nodes download --list``);
-when one is missing the command stops before doing any work and says which file to get and how.
+Model files default to the pack's ``models/`` folders (see ``download --list``). A missing known
+model is downloaded on first use (size, progress bar, resumable, checksum verified where published)
+before any other work; with ``--offline`` or ``SGIM_OFFLINE=1`` the command instead stops and prints
+the ``download`` commands to run.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from .errors import ParameterError
-from .models import KNOWN_MODELS, find_model_file, models_dir
+from .models import KNOWN_MODELS, find_model_file, launcher, model_source, models_dir, offline
+from .presets import PRESETS
+
+# Output formats by extension (Pillow format name); the source image and a batch use the same one.
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 
 DEFAULT_FILES = {  # argument -> (folder, default registry model)
     "generator": ("stylegan", "landscape"),
@@ -53,7 +59,7 @@ class EditRequest:
     adaptive_mask: bool = False
     source_latent: Path | None = None
     mode: str = "edit"
-    seed: int = 0
+    seed: int | None = None  # None: 0 where a seed matters (see optimize.rules)
     batch: int = 1
     class_label: str | int | None = None  # conditional generators: class index or name of the random source
     hop_seconds: float | None = None
@@ -63,34 +69,51 @@ class EditRequest:
     lean_memory: bool = False  # CPU: give freed activations back every step (lower peak, slower)
 
 
-def _parser() -> argparse.ArgumentParser:
-    from .optimize import PRESETS
+def _preset_text() -> str:
+    return "; ".join(f"{name}: " + ", ".join(f"{k} {v}" for k, v in values.items()) for name, values in PRESETS.items())
 
-    p = argparse.ArgumentParser(prog="python -m sgim_nodes edit", description=__doc__.split("\n\n")[0],
-                                epilog="Model files: python -m sgim_nodes download --list")
+
+def _parser() -> argparse.ArgumentParser:
+    from .cli_help import command_parser
+
+    p = command_parser("edit", __doc__, epilog=f"Model files: {launcher()} download --list. Presets (the "
+                                                f"paper's released settings): {_preset_text()}.")
     p.add_argument("--audio", type=Path, action="append", default=[], help="sound file (repeatable)")
     p.add_argument("--text", action="append", default=[], help="text prompt (repeatable)")
-    p.add_argument("--weights", help="comma-separated weights of the targets, audio first then text")
-    p.add_argument("--out", type=Path, required=True, help="edited image (PNG); source and W+ files go beside it")
-    p.add_argument("--generator", help="StyleGAN2 file (.pt/.pkl/.safetensors) or a name in models/stylegan")
-    p.add_argument("--encoder", help="audio encoder (.pth/.safetensors) or a name in models/sgim_audio_encoders")
-    p.add_argument("--clip", help="CLIP model (OpenAI .pt, open_clip .bin/.safetensors) or a name in models/sgim_clip")
+    p.add_argument("--weights", help="comma-separated relative weights of the targets, audio first then text "
+                                     "(normalised to sum 1; default: equal)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="edited image, .png, .jpg or .webp; source image and W+ file go beside it")
+    p.add_argument("--generator", help="StyleGAN2 file (.pt/.pkl/.safetensors) or a name in models/stylegan "
+                                       "(default: landscape.pt, downloaded on first use)")
+    p.add_argument("--encoder", help="audio encoder (.pth/.safetensors) or a name in models/sgim_audio_encoders "
+                                     "(default: resnet18_57.pth, downloaded on first use)")
+    p.add_argument("--clip", help="CLIP model (OpenAI .pt, open_clip .bin/.safetensors) or a name in "
+                                  "models/sgim_clip (default: ViT-B-32.pt, downloaded on first use)")
     p.add_argument("--clip-model", help="open_clip model name when it cannot be inferred from the file")
     p.add_argument("--identity", help="ArcFace IR-SE50 file (needed when --lambda-id > 0)")
+    p.add_argument("--offline", action="store_true",
+                   help="never download; print the download commands for missing models (also SGIM_OFFLINE=1)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="landscape",
-                   help="the paper's released settings; the options below override single values")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--lambda-sim", type=float, help="weight of the latent-similarity term")
-    p.add_argument("--lambda-id", type=float, help="weight of the identity term (faces)")
-    p.add_argument("--truncation", type=float, help="truncation of the random source code")
-    p.add_argument("--mask", help="layer mask: a preset (all, coarse, middle, fine) or per-layer weights 'w0,w1,...'")
+                   help="the paper's released settings (values below); the options below override single values")
+    for name, flag, what in (("steps", "--steps", "optimiser steps"), ("lr", "--lr", "learning rate"),
+                             ("lambda_sim", "--lambda-sim", "weight of the latent-similarity term"),
+                             ("lambda_id", "--lambda-id", "weight of the identity term (faces)"),
+                             ("truncation", "--truncation", "truncation of the random source code")):
+        by_preset = ", ".join(f"{preset} {values[name]}" for preset, values in PRESETS.items())
+        p.add_argument(flag, type=int if name == "steps" else float, help=f"{what} (preset: {by_preset})")
+    p.add_argument("--mask", help="layer freedom: a preset (all, coarse, middle, fine) or one number per W+ layer "
+                                  "'f0,f1,...' in [0, 1]: 0 = frozen, 1 = free, between = held back (as the "
+                                  "Layer Mask node; default: all free)")
     p.add_argument("--adaptive-mask", action="store_true", help="the released code's adaptive layer masking")
-    p.add_argument("--source-latent", type=Path, help="W+ file to edit (default: a random code from --seed)")
+    p.add_argument("--source-latent", type=Path, help="W+ file to edit, all its codes (default: random codes "
+                                                      "from --seed)")
     p.add_argument("--mode", choices=["edit", "generate"], default="edit",
                    help="edit a source code, or generate freely from the mean latent")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch", type=int, default=1, help="number of random source codes edited together")
+    p.add_argument("--seed", type=int, help="draws the random source codes (default 0); an error where nothing "
+                                            "is random (--source-latent, --mode generate)")
+    p.add_argument("--batch", type=int, default=1, help="number of random source codes edited together; "
+                                                        "only with random source codes")
     p.add_argument("--class", dest="class_label", metavar="N",
                    help="conditional generators: class of the random source code, an index (0-based) or a "
                         "name the file carries; default: a random class per image from --seed")
@@ -104,23 +127,76 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _missing_message(missing: list[tuple[str, str]]) -> str:
-    lines = ["these model files are needed and were not found:"]
+def _missing_message(missing: list[tuple[str, str]], why: str) -> str:
+    """One short block: which files are missing and the exact commands that fetch them."""
+    lines = [f"{why}; these model files are needed and missing (models folder {models_dir()}):"]
     for arg, default_name in missing:
         model = KNOWN_MODELS[default_name]
-        lines.append(f"  --{arg}: {model.description}")
-        lines.append(f"      expected at {model.default_path} (or pass --{arg} PATH)")
-        lines.append(f"      get it with: python -m sgim_nodes download {model.name}"
-                     + ("" if model.url else "   (explains the manual download)"))
-    lines.append(f"models folder: {models_dir()} (env SGIM_MODELS_DIR)")
+        lines.append(f"  --{arg}: {model.filename} -> {model.default_path}")
+    lines.append("fetch them with:")
+    for _, default_name in missing:
+        model = model_source(KNOWN_MODELS[default_name])
+        lines.append(f"  {launcher()} download {model.name}" + ("" if model.url else "   (explains the manual download)"))
+    lines.append("or pass --generator/--encoder/--clip/--identity with your own files.")
     return "\n".join(lines)
 
 
+def fetch_missing_models(missing: list[tuple[str, str]], offline_requested: bool = False) -> dict[str, Path]:
+    """Download the known default models ``[(argument, registry name)]``; ``{argument: path}``.
+
+    Offline (``--offline`` or ``$SGIM_OFFLINE``), for files without a direct address, or when the
+    network fails, raises ParameterError with the download commands instead.
+    """
+    import urllib.error
+
+    from .download import download
+
+    if offline_requested or offline():
+        raise ParameterError(_missing_message(missing, "offline, so nothing was downloaded"))
+    manual = [(arg, name) for arg, name in missing if model_source(KNOWN_MODELS[name]).url is None]
+    if manual:
+        raise ParameterError(_missing_message(manual, "no direct download address"))
+    print(f"[sgim] first use: downloading {len(missing)} model file(s) into {models_dir()}", file=sys.stderr)
+    paths = {}
+    for arg, name in missing:
+        try:
+            paths[arg] = download(KNOWN_MODELS[name])
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ParameterError(_missing_message(missing, f"download failed ({reason})")) from None
+    return paths
+
+
 def request_from_args(args: argparse.Namespace) -> EditRequest:
+    from .optimize.rules import check_source_options, normalize_target_weights
+
     if not args.audio and not args.text and args.mode == "edit":
         raise ParameterError("give at least one --audio FILE or --text PROMPT to steer the edit")
     if not args.audio and not args.text:
         raise ParameterError("generate mode needs at least one --audio FILE or --text PROMPT")
+    if Path(args.out).suffix.lower() not in IMAGE_FORMATS:
+        raise ParameterError(f"--out: {args.out} has no image extension this command writes; use one of "
+                             f"{', '.join(IMAGE_FORMATS)}", parameter="out")
+    weights = None
+    if args.weights:
+        try:
+            weights = [float(v) for v in args.weights.split(",")]
+        except ValueError:
+            raise ParameterError(f"--weights: expected comma-separated numbers, got {args.weights!r}") from None
+        count = len(args.audio) + len(args.text)
+        if len(weights) != count:
+            raise ParameterError(f"--weights: got {len(weights)} weights for {count} targets (audio first, then text)")
+        normalize_target_weights(weights, count, parameter="--weights")  # refuses negatives and all-zero now
+    try:
+        check_source_options(args.mode, batch=args.batch, seed_given=args.seed is not None,
+                             source_given=args.source_latent is not None)
+    except ParameterError as exc:
+        raise ParameterError(f"--{exc}", parameter=exc.parameter) from None
+    for path in args.audio:  # before any download: a typo must not cost a first-run download
+        if not Path(path).is_file():
+            raise ParameterError(f"--audio: file not found: {path}", parameter="audio")
+    if args.source_latent is not None and not Path(args.source_latent).is_file():
+        raise ParameterError(f"--source-latent: file not found: {args.source_latent}", parameter="source_latent")
     needed = ["generator", "clip"] + (["encoder"] if args.audio else [])
     if (args.lambda_id or 0) > 0 or (args.preset == "face" and args.lambda_id is None):
         needed.append("identity")
@@ -131,17 +207,12 @@ def request_from_args(args: argparse.Namespace) -> EditRequest:
         found = find_model_file(folder, given, KNOWN_MODELS[default_name].filename)
         if found is None:
             if given:
-                raise ParameterError(f"--{arg}: file not found: {given}")
+                raise ParameterError(f"--{arg}: file not found: {given} (looked for it as a path and in "
+                                     f"{models_dir() / folder})")
             missing.append((arg, default_name))
         paths[arg] = found
     if missing:
-        raise ParameterError(_missing_message(missing))
-    weights = None
-    if args.weights:
-        try:
-            weights = [float(v) for v in args.weights.split(",")]
-        except ValueError:
-            raise ParameterError(f"--weights: expected comma-separated numbers, got {args.weights!r}") from None
+        paths.update(fetch_missing_models(missing, args.offline))
     return EditRequest(out=args.out, audio=list(args.audio), text=list(args.text), weights=weights,
                        clip_model=args.clip_model, preset=args.preset, steps=args.steps, lr=args.lr,
                        lambda_sim=args.lambda_sim, lambda_id=args.lambda_id, truncation=args.truncation,
@@ -152,23 +223,15 @@ def request_from_args(args: argparse.Namespace) -> EditRequest:
                        lean_memory=args.lean_memory, **paths)
 
 
-def _layer_weights(spec: str | None):
-    if spec is None:
-        return None
-    if "," in spec or spec.replace(".", "", 1).isdigit():
-        try:
-            return [float(v) for v in spec.split(",")]
-        except ValueError:
-            raise ParameterError(f"--mask: expected a preset name or comma-separated weights, got {spec!r}") from None
-    return spec
-
-
 def build_targets(request: EditRequest, clip, device) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
-    """Embed every audio file and prompt: ``([1, K, D] targets, [K] weights or None, labels)``."""
+    """Embed every audio file and prompt: ``([1, K, D] targets, [K] relative weights or None, labels)``."""
+    import torch
+
     from .audio import check_compatible, embed_audio, load_audio, load_audio_encoder
 
     vectors, labels = [], []
     if request.audio:
+        _say(f"loading audio encoder {Path(request.encoder).name}")
         encoder = load_audio_encoder(request.encoder, device=device)
         check_compatible(encoder, clip)
         for path in request.audio:
@@ -181,25 +244,44 @@ def build_targets(request: EditRequest, clip, device) -> tuple[torch.Tensor, tor
         labels.extend(f"text:{t}" for t in request.text)
     weights = None
     if request.weights is not None:
-        if len(request.weights) != len(vectors):
-            raise ParameterError(f"--weights: got {len(request.weights)} weights for {len(vectors)} targets "
-                                 f"({', '.join(labels)})")
-        weights = torch.tensor(request.weights, dtype=torch.float32)
+        from .optimize.rules import normalize_target_weights
+
+        weights = normalize_target_weights(request.weights, len(vectors), parameter="--weights")
     targets = torch.stack([v.to(device).float() for v in vectors])[None]  # [1, K, D]
     return targets, weights, labels
 
 
-def run_edit(request: EditRequest, progress: bool = True):
-    """Run one edit and write ``<out>``, ``<out>_source.png`` and ``<out>_wplus.safetensors``."""
+def _say(message: str) -> None:
+    """A status line before work that can take more than a second (stderr, beside the progress bars)."""
+    print(f"[sgim] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class EditOutcome:
+    result: object  # the OptimizeResult
+    labels: list[str]
+    written: list[Path]
+    clip_before: float  # CLIP cosine distance to the target, mean per edit: the source images
+    clip_after: float  # the same for the images written
+
+
+def run_edit(request: EditRequest, progress: bool = True) -> EditOutcome:
+    """Run one edit and write ``<out>``, ``<out>_source<ext>`` and ``<out>_wplus.safetensors``."""
+    import torch
     from tqdm import tqdm
 
     from .clip import load_clip
     from .device import resolve_device
     from .latents import check_wplus_fits, load_wplus, save_wplus
-    from .optimize import PRESETS, load_id_model, optimize_latent
+    from .optimize import load_id_model, optimize_latent, sample_source_ws
+    from .optimize.objective import combine_targets, cosine_distance
+    from .optimize.rules import check_source_options, freedom_mask, parse_freedom
     from .stylegan import load_generator
     from .stylegan.labels import class_labels
 
+    check_source_options(request.mode, batch=request.batch, seed_given=request.seed is not None,
+                         source_given=request.source_latent is not None)
+    seed = 0 if request.seed is None else request.seed
     device = resolve_device(request.device)
     settings = dict(PRESETS[request.preset])
     for key in ("steps", "lr", "lambda_sim", "lambda_id", "truncation"):
@@ -208,9 +290,12 @@ def run_edit(request: EditRequest, progress: bool = True):
     if request.class_label is not None and (request.mode == "generate" or request.source_latent is not None):
         raise ParameterError("--class: picks the class of the random source code; it cannot be combined with "
                              "--source-latent or --mode generate")
+    _say(f"loading generator {Path(request.generator).name} on {device}")
     generator = load_generator(request.generator, device=device)
     if request.class_label is not None:  # a wrong class stops here, before any audio or CLIP work
         class_labels(generator, request.class_label, request.batch, name="--class")
+    mask = None if request.mask is None else freedom_mask(parse_freedom(request.mask, int(generator.num_ws), "--mask"))
+    _say(f"loading CLIP {Path(request.clip).name}")
     clip = load_clip(request.clip, model_name=request.clip_model, device=device)
     targets, weights, labels = build_targets(request, clip, device)
     if request.mode == "generate":
@@ -219,30 +304,32 @@ def run_edit(request: EditRequest, progress: bool = True):
         ws, _, _ = load_wplus(request.source_latent)
         source = check_wplus_fits(ws, generator, "--source-latent").to(device)
     else:
-        from .optimize import sample_source_ws
-
-        source = sample_source_ws(generator, request.batch, request.seed, settings["truncation"],
+        source = sample_source_ws(generator, request.batch, seed, settings["truncation"],
                                   labels=request.class_label, labels_name="--class")
     if source is not None and source.shape[0] > 1:
         targets = targets.expand(source.shape[0], -1, -1)
     id_model = None
     if settings["lambda_id"] > 0 and request.mode == "edit":
         if request.identity is None:
-            raise ParameterError("--identity: lambda_id > 0 needs the ArcFace IR-SE50 file "
-                                 "(python -m sgim_nodes download ir-se50), or pass --lambda-id 0")
+            raise ParameterError(f"--identity: lambda_id > 0 needs the ArcFace IR-SE50 file "
+                                 f"({launcher()} download ir-se50), or pass --lambda-id 0")
+        _say(f"loading identity model {Path(request.identity).name}")
         id_model = load_id_model(request.identity, device=device)
 
+    # The bar shows what the summary prints: per-edit means (a batch is averaged, not summed).
+    _say("optimising (the first step also warms up, it takes longest)")
     bar = tqdm(total=settings["steps"], desc="optimising", unit="step", disable=not progress)
+    bar.refresh()
 
     def on_step(info):
         bar.update(1)
-        bar.set_postfix({k: f"{v:.4f}" for k, v in info.losses.items() if k != "total"})
+        bar.set_postfix({k: f"{sum(v) / len(v):.4f}" for k, v in info.per_sample.items() if k != "total"})
 
     try:
         result = optimize_latent(generator, clip, targets, source_ws=source, steps=settings["steps"],
                                  lr=settings["lr"], lambda_sim=settings["lambda_sim"],
-                                 lambda_id=settings["lambda_id"], layer_weights=_layer_weights(request.mask),
-                                 adaptive_mask=request.adaptive_mask, id_model=id_model, seed=request.seed,
+                                 lambda_id=settings["lambda_id"], layer_weights=mask,
+                                 adaptive_mask=request.adaptive_mask, id_model=id_model, seed=seed,
                                  callback=on_step, target_weights=weights, truncation=settings["truncation"],
                                  reuse_cpu_memory=not request.lean_memory)
     finally:
@@ -250,41 +337,53 @@ def run_edit(request: EditRequest, progress: bool = True):
 
     with torch.no_grad():
         source_images = generator.synthesis(result.source_ws, noise_mode="const")
+        # "after" is measured on the images written, not on the last step's codes before its update.
+        vector, offset = combine_targets(targets, weights, embed_dim=int(clip.embed_dim))
+        clip_after = cosine_distance(clip.image_features(result.images), vector, offset).mean().item()
     out = Path(request.out)
     stem = out.with_suffix("")
-    written = [*save_images(result.images, out), *save_images(source_images, stem.with_name(stem.name + "_source.png"))]
+    written = [*save_images(result.images, out),
+               *save_images(source_images, stem.with_name(stem.name + "_source" + out.suffix))]
     latent_path = stem.with_name(stem.name + "_wplus.safetensors")
     save_wplus(latent_path, result.ws, generator.name, source_ws=result.source_ws)
     written.append(latent_path)
-    return result, labels, written
+    return EditOutcome(result, labels, written, clip_before=result.history["clip"][0].mean().item(),
+                       clip_after=clip_after)
 
 
 def save_images(images: torch.Tensor, path: Path) -> list[Path]:
-    """Save generator output ``[B, 3, H, W]`` in [-1, 1] as PNG(s): ``path``, or ``path_<i>`` for a batch."""
+    """Save generator output ``[B, 3, H, W]`` in [-1, 1] in the format ``path``'s extension names
+    (PNG, JPEG quality 95, WebP quality 95): ``path``, or ``path_<i>`` for a batch."""
     import numpy as np
+    import torch
     from PIL import Image
 
     from .fileio import atomic_path
 
     path = Path(path)
+    image_format = IMAGE_FORMATS.get(path.suffix.lower())
+    if image_format is None:
+        raise ParameterError(f"{path}: cannot write images with extension {path.suffix!r}; use one of "
+                             f"{', '.join(IMAGE_FORMATS)}", parameter="out")
+    options = {} if image_format == "PNG" else {"quality": 95}
     pixels = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     paths = [path] if pixels.shape[0] == 1 else [path.with_name(f"{path.stem}_{i}{path.suffix}")
                                                   for i in range(pixels.shape[0])]
     for image, target in zip(pixels, paths):
         with atomic_path(target) as tmp:
-            Image.fromarray(np.ascontiguousarray(image.permute(1, 2, 0).numpy())).save(tmp, format="PNG")
+            Image.fromarray(np.ascontiguousarray(image.permute(1, 2, 0).numpy())).save(tmp, format=image_format,
+                                                                                       **options)
     return paths
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     request = request_from_args(args)
-    result, labels, written = run_edit(request)
-    clip_start = result.history["clip"][0].mean().item()
-    clip_end = result.history["clip"][-1].mean().item()
-    print(f"targets: {', '.join(labels)}")
-    print(f"CLIP cosine distance to the target: {clip_start:.4f} -> {clip_end:.4f}")
-    for path in written:
+    outcome = run_edit(request)
+    print(f"targets: {', '.join(outcome.labels)}")
+    print(f"CLIP cosine distance to the target (mean per edit): {outcome.clip_before:.4f} -> "
+          f"{outcome.clip_after:.4f}")
+    for path in outcome.written:
         print(f"wrote {path}")
     return 0
 

@@ -291,7 +291,7 @@ def test_identity_loader(nodes, models, monkeypatch, pack):
     text, = run("SGIMEmbedText", nodes, clip=models.clip, text="a smiling face")
     src, = run("SGIMSourceLatent", nodes, generator=g, seed=2, truncation_psi=0.7, mode="random", batch_size=1)
     wplus, log = run("SGIMOptimizeLatent", nodes, generator=g, clip=models.clip, target=text, source=src, steps=3,
-                     lr=0.05, lambda_sim=0.008, lambda_id=0.5, adaptive_mask=True, seed=0, preview_every=0,
+                     lr=0.05, lambda_sim=0.008, lambda_id=0.5, adaptive_mask=True, preview_every=0,
                      identity_model=model)
     history = json.loads(log)["history"]
     assert history[0]["identity"] == pytest.approx(0.0, abs=1e-4)  # step 1 starts at the source
@@ -481,7 +481,7 @@ def test_optimize_latent_reports_progress_and_edits(nodes, models, sound, fake_c
     before = snapshot([audio, src, mask])
     params_before = snapshot(g)
     wplus, log = run("SGIMOptimizeLatent", nodes, generator=g, clip=models.clip, target=audio, source=src, steps=6,
-                     lr=0.1, lambda_sim=0.002, lambda_id=0.0, adaptive_mask=True, seed=3, preview_every=3,
+                     lr=0.1, lambda_sim=0.002, lambda_id=0.0, adaptive_mask=True, preview_every=3,
                      layer_mask=mask, unique_id="17")
     assert same(snapshot([audio, src, mask]), before) and same(snapshot(g), params_before)
     assert wplus["ws"].shape == (1, 8, 64)
@@ -502,7 +502,7 @@ def test_optimize_latent_reports_progress_and_edits(nodes, models, sound, fake_c
 
     # same inputs and seed: same result; another seed of the optimiser is allowed to differ only via noise
     again, _ = run("SGIMOptimizeLatent", nodes, generator=g, clip=models.clip, target=audio, source=src, steps=6,
-                   lr=0.1, lambda_sim=0.002, lambda_id=0.0, adaptive_mask=True, seed=3, preview_every=0,
+                   lr=0.1, lambda_sim=0.002, lambda_id=0.0, adaptive_mask=True, preview_every=0,
                    layer_mask=mask, unique_id="17")
     assert torch.equal(again["ws"], wplus["ws"])
 
@@ -514,7 +514,7 @@ def test_optimize_latent_stops_on_interrupt(nodes, models, sound, fake_comfy):
     fake_comfy.interrupt_at = 3  # Cancel pressed during the third step
     with pytest.raises(FakeInterrupt):  # ComfyUI's own exception comes out, not wrapped or swallowed
         run("SGIMOptimizeLatent", nodes, generator=g, clip=models.clip, target=text, source=src, steps=50,
-            lr=0.1, lambda_sim=0.002, lambda_id=0.0, adaptive_mask=False, seed=0, preview_every=0, unique_id="5")
+            lr=0.1, lambda_sim=0.002, lambda_id=0.0, adaptive_mask=False, preview_every=0, unique_id="5")
     assert len(fake_comfy.progress) == 2  # stopped within one step
     assert fake_comfy.cache_emptied == 1  # memory handed back on the way out
 
@@ -524,7 +524,7 @@ def test_optimize_latent_errors_name_inputs(nodes, models, sound, errors, fake_c
     src, = run("SGIMSourceLatent", nodes, generator=g, seed=1, truncation_psi=0.7, mode="random", batch_size=1)
     wide, = run("SGIMEmbedAudio", nodes, audio_encoder=models.wide_encoder, audio=sound)
     text, = run("SGIMEmbedText", nodes, clip=models.clip, text="a storm")
-    common = dict(generator=g, clip=models.clip, steps=2, lr=0.1, lambda_sim=0.002, adaptive_mask=False, seed=0,
+    common = dict(generator=g, clip=models.clip, steps=2, lr=0.1, lambda_sim=0.002, adaptive_mask=False,
                   preview_every=0)
     with pytest.raises(errors.ParameterError, match=r"Optimize Latent, input 'clip'.*dimensions"):
         run("SGIMOptimizeLatent", nodes, target=wide, source=src, lambda_id=0.0, **common)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,7 @@ def test_edit_command_writes_images_and_codes(model_files, audio_dir: Path, tmp_
                 "--device", "cpu"])
     assert code == 0
     printed = capsys.readouterr().out
-    start, end = (float(v) for v in printed.split("target: ")[1].split()[0:3:2])
+    start, end = (float(v) for v in printed.split("(mean per edit): ")[1].split()[0:3:2])
     assert end < start  # the edit moved toward the mixed target
     edited = np.asarray(Image.open(out))
     source = np.asarray(Image.open(tmp_path / "edit_source.png"))
@@ -57,16 +58,14 @@ def test_edit_command_writes_images_and_codes(model_files, audio_dir: Path, tmp_
 
 
 def test_lean_memory_flag_reaches_the_optimiser_and_changes_no_result(model_files, tmp_path: Path, monkeypatch):
-    import contextlib
-
     import sgim_nodes.optimize.loop as loop
 
     seen = []
+    real_hook = loop.reuse_freed_memory
 
-    @contextlib.contextmanager
-    def recording(enabled=True):
+    def recording(enabled=True):  # records the flag and still runs the real allocator setting
         seen.append(enabled)
-        yield
+        return real_hook(enabled)
 
     monkeypatch.setattr(loop, "reuse_freed_memory", recording)
     codes = {}
@@ -80,13 +79,24 @@ def test_lean_memory_flag_reaches_the_optimiser_and_changes_no_result(model_file
     assert torch.equal(codes[0], codes[1])  # an allocator setting, not a change of the mathematics
 
 
-def test_edit_reports_missing_models(tmp_path: Path, monkeypatch, capsys):
+def test_edit_offline_prints_download_commands_that_work_as_typed(tmp_path: Path, monkeypatch, capsys):
     monkeypatch.setenv("SGIM_MODELS_DIR", str(tmp_path / "empty"))
-    code = cli(["edit", "--audio", "x.wav", "--out", str(tmp_path / "o.png")])
+    monkeypatch.setenv("SGIM_LAUNCHER", "./sgim")
+    (tmp_path / "x.wav").write_bytes(b"")  # only has to exist: the command stops before reading it
+    code = cli(["edit", "--audio", str(tmp_path / "x.wav"), "--out", str(tmp_path / "o.png"), "--offline"])
     err = capsys.readouterr().err
     assert code == 1
     assert "landscape.pt" in err and "resnet18_57.pth" in err and "ViT-B-32.pt" in err
-    assert "python -m sgim_nodes download landscape" in err
+    commands = [line.strip() for line in err.splitlines() if "download" in line and line.strip().startswith("./")]
+    assert sorted(commands) == ["./sgim download audio-encoder", "./sgim download clip-vit-b-32",
+                                "./sgim download landscape"]
+    assert not (tmp_path / "empty").exists()  # nothing was written offline
+
+    monkeypatch.delenv("SGIM_LAUNCHER")  # run without the launcher: the printed command names this interpreter
+    monkeypatch.setenv("SGIM_OFFLINE", "1")
+    assert cli(["edit", "--text", "x", "--out", str(tmp_path / "o.png")]) == 1
+    err = capsys.readouterr().err
+    assert f"{sys.executable} -m sgim_nodes download landscape" in err
 
 
 def test_style_mix_takes_layers_from_b():

@@ -1,32 +1,51 @@
-"""``python -m sgim_nodes embed-audio FILE --encoder PATH``: embed a sound into CLIP space and summarise it.
+"""``embed-audio FILE --encoder NAME``: embed a sound into CLIP space and summarise it.
 
 Prints the audio's duration, rate, channels, the number of model windows and the embedding's size and
 norm; with ``--clip`` and ``--text`` also the cosine similarity to each prompt (best first). ``--out`` saves
 the embedding as a comfyui-sgim ``embedding`` safetensors file ([1, D] pooled or [1, W, D] per window).
+``--encoder`` and ``--clip`` take a path or a file name in the models folder, as ``edit`` does.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 KIND = "embedding"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sgim_nodes embed-audio", description=__doc__.split("\n\n")[0])
+    from ..cli_help import command_parser
+
+    parser = command_parser("embed-audio", __doc__)
     parser.add_argument("file", help="audio file (wav, flac, mp3, ogg, ...)")
-    parser.add_argument("--encoder", required=True, help="audio encoder: official .pth or our .safetensors")
+    parser.add_argument("--encoder", required=True, help="audio encoder (official .pth or our .safetensors): a path "
+                                                         "or a file name in models/sgim_audio_encoders")
     parser.add_argument("--out", help="save the embedding to this .safetensors file")
-    parser.add_argument("--hop", type=float, default=None, help="seconds between window starts (default: window length)")
+    parser.add_argument("--hop", type=float, default=None, help="seconds between window starts (default: the window length)")
     parser.add_argument("--per-window", action="store_true", help="keep one embedding per window instead of the mean")
     parser.add_argument("--start", type=float, default=None, help="start of the part to embed, seconds")
     parser.add_argument("--end", type=float, default=None, help="end of the part to embed, seconds")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
-    parser.add_argument("--clip", help="CLIP model file, to compare the sound with --text prompts")
+    parser.add_argument("--clip", help="CLIP model (a path or a file name in models/sgim_clip), to compare the sound "
+                                       "with --text prompts")
     parser.add_argument("--clip-model", default=None, help="open_clip model name of --clip when it cannot be inferred")
     parser.add_argument("--text", nargs="+", default=[], help="prompts to rank by cosine similarity (needs --clip)")
     return parser
+
+
+def _model_path(option: str, folder: str, given: str) -> Path:
+    """A path, or a file name in ``models_dir()/folder``; the error says where it looked."""
+    from ..errors import ParameterError
+    from ..models import find_model_file, models_dir
+
+    found = find_model_file(folder, given)
+    if found is None:
+        raise ParameterError(f"--{option}: {given!r} not found, neither as a path nor as "
+                             f"{models_dir() / folder / Path(given).name} (models folder: env SGIM_MODELS_DIR)",
+                             parameter=option)
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,8 +57,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.text and not args.clip:
         raise ParameterError("--text needs --clip (the CLIP model file that embeds the prompts)")
+    encoder_path = _model_path("encoder", "sgim_audio_encoders", args.encoder)
+    clip_path = _model_path("clip", "sgim_clip", args.clip) if args.clip else None
     waveform, rate = load_audio(args.file)
-    encoder = load_audio_encoder(args.encoder, device=args.device)
+    print(f"[sgim] loading audio encoder {encoder_path}", file=sys.stderr, flush=True)
+    encoder = load_audio_encoder(encoder_path, device=args.device)
     pool = "none" if args.per_window else "mean"
     embedding = embed_audio(encoder, waveform, rate, hop_seconds=args.hop, pool=pool,
                             start_seconds=args.start, end_seconds=args.end)[0]
@@ -57,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         from ..clip import load_clip, text_similarities
         from .encoder import check_compatible
 
-        clip = load_clip(args.clip, args.clip_model, device=args.device)
+        print(f"[sgim] loading CLIP {clip_path}", file=sys.stderr, flush=True)
+        clip = load_clip(clip_path, args.clip_model, device=args.device)
         check_compatible(encoder, clip)
         if args.text:
             pooled = embedding if embedding.dim() == 1 else embedding.mean(dim=0)

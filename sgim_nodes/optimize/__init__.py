@@ -1,4 +1,4 @@
-"""The sound-guided W+ optimiser (issue 5): objective, layer masks, identity loss and the loop.
+"""The sound-guided W+ optimiser: objective, layer masks, identity loss and the loop.
 
 Entry point: :func:`optimize_latent`. See ``loop.py`` for what it does and how it differs from the
 released code, ``objective.py`` for the loss, ``layer_mask.py`` for presets / hard masks / adaptive

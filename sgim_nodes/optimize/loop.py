@@ -34,15 +34,11 @@ from torch import nn
 
 from ..errors import Cancelled, ParameterError
 from ..memory import reuse_freed_memory
+from ..presets import PRESETS  # noqa: F401  (re-exported: the released settings)
 from .identity import identity_features, identity_loss
 from .layer_mask import LayerMask, adaptive_init, adaptive_update_, resolve_layer_mask
 from .objective import combine_targets, cosine_distance, similarity_terms
 
-# The released settings (README of the official code and run_optimization.py's argparse defaults).
-PRESETS: dict[str, dict] = {
-    "landscape": dict(steps=300, lr=0.1, lambda_sim=0.002, lambda_id=0.0, truncation=0.7),
-    "face": dict(steps=300, lr=0.05, lambda_sim=0.008, lambda_id=0.005, truncation=0.7),
-}
 LOSS_TERMS = ("total", "clip", "similarity", "identity")
 RAMP_UP = 0.05
 RAMP_DOWN = 0.25

@@ -10,8 +10,8 @@ Cosine distance scale: ``d_cos = 1 - cos``. The released code computes ``1 - exp
 reweights the CLIP term against the others by 7 % and is a bug, so we do not copy it;
 ``cosine_scale=math.exp(0.07)`` reproduces it when comparing against the original.
 
-Weighted target sets: ``targets [B, K, D]`` with weights ``[K]`` or ``[B, K]`` give
-``sum_k a_k (1 - cos(f, t_k))``. Because the cosine is linear in the (unit) target, this equals
+Weighted target sets: ``targets [B, K, D]`` with relative weights ``[K]`` or ``[B, K]``, normalised
+to sum 1 (``rules.normalize_target_weights``), give ``sum_k a_k (1 - cos(f, t_k))``. Because the cosine is linear in the (unit) target, this equals
 ``sum_k a_k - <f, sum_k a_k t_k>`` for the unit image feature ``f``, so :func:`combine_targets`
 folds the set into one vector and one constant per sample once, before the loop.
 """
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from ..errors import ParameterError
 from .layer_mask import adaptive_layer_terms, layer_distances
+from .rules import normalize_target_weights
 
 
 def combine_targets(targets: torch.Tensor, weights: torch.Tensor | None = None, embed_dim: int | None = None
@@ -48,15 +49,14 @@ def combine_targets(targets: torch.Tensor, weights: torch.Tensor | None = None, 
     if (targets.norm(dim=-1) == 0).any():
         raise ParameterError("targets: an embedding is all zeros, it has no direction")
     if weights is None:
-        weights = torch.full((batch, count), 1.0 / count)
-    weights = torch.as_tensor(weights, dtype=torch.float32).to(targets.device)
+        weights = torch.ones(count)
+    weights = torch.as_tensor(weights, dtype=torch.float32)
     if weights.ndim == 1:
         weights = weights.expand(batch, -1)
     if weights.shape != (batch, count):
         raise ParameterError(f"target_weights: expected [{count}] or [{batch}, {count}] for targets "
-                             f"{tuple(targets.shape)}, got {tuple(weights.shape)}")
-    if not torch.isfinite(weights).all():
-        raise ParameterError("target_weights: contain NaN or infinite values")
+                             f"{tuple(targets.shape)}, got {tuple(weights.shape)}", parameter="target_weights")
+    weights = normalize_target_weights(weights, count).to(targets.device)  # relative weights, sum 1
     unit = F.normalize(targets, dim=-1)
     return (weights[..., None] * unit).sum(dim=1), weights.sum(dim=1)
 

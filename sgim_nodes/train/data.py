@@ -42,12 +42,12 @@ import torch
 
 from ..errors import AudioError, ModelFileError, ParameterError
 from .augment import spec_augment, text_variants
+from .config import DEFAULT_TEMPLATE, LAYOUTS  # noqa: F401  (re-exported)
 
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".wma", ".aiff", ".aif", ".mp4",
                     ".mkv", ".webm")
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
-DEFAULT_TEMPLATE = "{}"  # the bare label, as the paper trained (its captions were class names)
 
 
 @dataclass
@@ -180,7 +180,6 @@ def read_class_folders(root: str | os.PathLike) -> list[Sample]:
     return samples
 
 
-LAYOUTS = ("auto", "manifest", "vggsound", "esc50", "urbansound8k", "folders")
 
 
 def detect_layout(path: Path) -> str:

@@ -31,7 +31,7 @@ from torch import nn
 
 from ..errors import ParameterError
 
-PAPER_TEMPERATURE = 0.07
+from .config import PAPER_TEMPERATURE  # noqa: E402,F401  (re-exported)
 MAX_LOGIT_SCALE = 100.0
 
 

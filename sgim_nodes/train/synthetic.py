@@ -157,15 +157,16 @@ def make_dataset(out_dir: str | Path, per_class: int = 24, *, classes: int | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sgim_nodes make-synthetic-dataset", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from ..cli_help import command_parser
+
+    parser = command_parser("make-synthetic-dataset", __doc__, full_doc=True)
     parser.add_argument("out", help="output folder (created)")
-    parser.add_argument("--per-class", type=int, default=24, help="clips per class (default 24)")
-    parser.add_argument("--classes", type=int, default=None, help=f"number of classes, 2-{len(FAMILIES)} (default all)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sample-rate", type=int, default=16000)
-    parser.add_argument("--seconds", type=float, default=1.0)
-    parser.add_argument("--test-fraction", type=float, default=0.25)
+    parser.add_argument("--per-class", type=int, default=24, help="clips per class")
+    parser.add_argument("--classes", type=int, default=None, help=f"number of classes, 2-{len(FAMILIES)} (default: all)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the sounds and the split")
+    parser.add_argument("--sample-rate", type=int, default=16000, help="Hz")
+    parser.add_argument("--seconds", type=float, default=1.0, help="length of every clip")
+    parser.add_argument("--test-fraction", type=float, default=0.25, help="share of each class in the test split")
     args = parser.parse_args(argv)
     manifest = make_dataset(args.out, args.per_class, classes=args.classes, seed=args.seed,
                             sample_rate=args.sample_rate, seconds=args.seconds, test_fraction=args.test_fraction)

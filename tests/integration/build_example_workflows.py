@@ -82,20 +82,20 @@ def edit_graph(generator: str, audio_file: str, optimize: dict, source: dict, ma
 
 def landscape_sound_edit():
     return edit_graph(LANDSCAPE, "thunderstorm.wav",
-                      {"steps": 300, "lr": 0.1, "lambda_sim": 0.002, "lambda_id": 0.0, "seed": 0},
+                      {"steps": 300, "lr": 0.1, "lambda_sim": 0.002, "lambda_id": 0.0},
                       {"seed": 7, "truncation_psi": 0.7}, save_prefix="sgim/landscape_thunderstorm")
 
 
 def face_identity_edit():
     return edit_graph(FFHQ, "giggling.wav",
-                      {"steps": 300, "lr": 0.05, "lambda_sim": 0.008, "lambda_id": 0.005, "seed": 0},
+                      {"steps": 300, "lr": 0.05, "lambda_sim": 0.008, "lambda_id": 0.005},
                       {"seed": 3, "truncation_psi": 0.7}, mask="all", with_identity=True,
                       save_prefix="sgim/face_giggling")
 
 
 def music_to_painting():
     return edit_graph(WIKIART, "music.wav",
-                      {"steps": 200, "lr": 0.1, "lambda_sim": 0.002, "lambda_id": 0.0, "seed": 0},
+                      {"steps": 200, "lr": 0.1, "lambda_sim": 0.002, "lambda_id": 0.0},
                       {"seed": 11, "truncation_psi": 0.7}, mask="all", save_prefix="sgim/painting")
 
 
@@ -104,7 +104,7 @@ def sound_text_style_mix():
     n, l = sound_target("raining.wav", 240)
     nodes += n
     links += l
-    opt = {"steps": 300, "lr": 0.1, "lambda_sim": 0.002, "lambda_id": 0.0, "seed": 0}
+    opt = {"steps": 300, "lr": 0.1, "lambda_sim": 0.002, "lambda_id": 0.0}
     nodes += [
         {"id": 6, "type": "SGIMSourceLatent", "pos": [X[1], 0], "widgets": {"seed": 5, "truncation_psi": 0.7}},
         {"id": 7, "type": "SGIMEmbedText", "pos": [X[1], 470], "size": [340, 150],
@@ -141,7 +141,7 @@ def chain_upscale_save():
     nodes += [
         {"id": 6, "type": "SGIMSourceLatent", "pos": [X[1], 0], "widgets": {"seed": 21, "truncation_psi": 0.7}},
         {"id": 8, "type": "SGIMOptimizeLatent", "pos": [X[2], 0], "size": [340, 440],
-         "widgets": {"steps": 300, "lr": 0.1, "lambda_sim": 0.002, "lambda_id": 0.0, "seed": 0}},
+         "widgets": {"steps": 300, "lr": 0.1, "lambda_sim": 0.002, "lambda_id": 0.0}},
         {"id": 9, "type": "SGIMDecode", "pos": [X[3], 0]},
         {"id": 10, "type": "ImageScaleBy", "pos": [X[3], 160], "widgets": {"upscale_method": "lanczos", "scale_by": 2.0}},
         {"id": 11, "type": "SaveImage", "pos": [X[4], 0], "size": [300, 320], "widgets": {"filename_prefix": "sgim/upscaled"}},

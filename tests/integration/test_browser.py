@@ -112,7 +112,7 @@ def test_loss_readout_follows_a_run(frontend, server, shots):
                                      ("SGIMLoadCLIP", "clip_name", names["clip"]),
                                      ("SGIMLoadAudioEncoder", "encoder_name", names["encoder"]),
                                      ("SGIMOptimizeLatent", "steps", 4),
-                                     ("SGIMOptimizeLatent", "seed", 4242),
+                                     ("SGIMOptimizeLatent", "lr", 0.0987),  # a value no other test queues: forces a run
                                      ("SGIMOptimizeLatent", "preview_every", 2)):
         set_widget(frontend, find_node(frontend, node_type), widget, value)
     optimize = find_node(frontend, "SGIMOptimizeLatent")

@@ -1,0 +1,119 @@
+"""``make-demo-models DIR``: tiny random-weight models in the real file formats, to try everything now.
+
+Writes, laid out like a models folder (so ``SGIM_MODELS_DIR=DIR`` or ComfyUI's extra_model_paths.yaml
+finds them under the names the commands and example graphs use):
+
+    DIR/stylegan/landscape.pt                 64 px StyleGAN2, 10 W+ layers, rosinality checkpoint layout
+    DIR/stylegan/wikiart.pt                   the same network under the name the music example uses
+    DIR/sgim_audio_encoders/resnet18_57.pth   ResNet-18 audio encoder, official state-dict layout, 32-d
+    DIR/sgim_clip/ViT-B-32.pt                 tiny CLIP (32-d) as an OpenAI-layout state dict
+    DIR/demo_sound.wav                        a 3 s synthetic sound
+
+The weights are random: images are noise-like and sounds do not mean anything to the encoder. They
+exercise every command and graph end to end (loading, embedding, optimising, saving, training) in
+seconds on a CPU; they are not for results. The identity model (ArcFace IR-SE50) has one fixed
+architecture, so no tiny version of it exists; the face example needs the real file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+EMBED_DIM = 32
+SEED = 1234
+FILES = {  # role: path inside DIR
+    "generator": Path("stylegan/landscape.pt"),
+    "painting_generator": Path("stylegan/wikiart.pt"),
+    "encoder": Path("sgim_audio_encoders/resnet18_57.pth"),
+    "clip": Path("sgim_clip/ViT-B-32.pt"),
+    "sound": Path("demo_sound.wav"),
+}
+
+
+def write_demo_models(out_dir: str | Path, overwrite: bool = False) -> dict[str, Path]:
+    """Write the files listed in the module docstring into ``out_dir``; ``{role: path}``.
+
+    Refuses to replace an existing file unless ``overwrite`` (``DIR`` may be a folder with real models).
+    """
+    import numpy as np
+    import torch
+
+    from .audio import build_audio_encoder
+    from .clip import build_tiny_clip
+    from .errors import ParameterError
+    from .fileio import atomic_path
+    from .stylegan import Generator, GeneratorConfig, rosinality_checkpoint
+    from .train.synthetic import synthesize, write_wav
+
+    out = Path(out_dir)
+    paths = {role: out / rel for role, rel in FILES.items()}
+    existing = [str(p) for p in paths.values() if p.exists()]
+    if existing and not overwrite:
+        raise ParameterError(f"{out}: would replace {', '.join(existing)}; choose an empty folder, or pass "
+                             "--overwrite to replace them with random-weight demo models", parameter="out_dir")
+    for path in paths.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    with torch.inference_mode(False):
+        torch.manual_seed(SEED)
+        # 64 px: the smallest size with rows in every layer preset (coarse, middle and fine)
+        channels = {4: 16, 8: 16, 16: 16, 32: 16, 64: 16}
+        generator = Generator(GeneratorConfig(resolution=64, z_dim=EMBED_DIM, w_dim=EMBED_DIM, n_mapping=2,
+                                              channels=channels), name="landscape")
+        with torch.no_grad():
+            generator.w_avg.copy_(generator.estimate_w_avg(256))
+        for role in ("generator", "painting_generator"):
+            with atomic_path(paths[role]) as tmp:
+                torch.save(rosinality_checkpoint(generator), tmp)
+
+        clip = build_tiny_clip(embed_dim=EMBED_DIM, seed=SEED)
+        state = {k: v.detach().clone() for k, v in clip.state_dict().items()}
+        # OpenAI's layout carries these three; with them the loader rebuilds the model from the weights alone.
+        state.update(input_resolution=torch.tensor(32), context_length=torch.tensor(77),
+                     vocab_size=torch.tensor(49408))
+        with atomic_path(paths["clip"]) as tmp:
+            torch.save(state, tmp)
+
+        torch.manual_seed(SEED)
+        encoder = build_audio_encoder("resnet18", embed_dim=EMBED_DIM)
+        with atomic_path(paths["encoder"]) as tmp:
+            torch.save({k: v.detach().clone() for k, v in encoder.state_dict().items()}, tmp)
+
+    rate = 44100
+    with atomic_path(paths["sound"]) as tmp:
+        write_wav(Path(tmp), synthesize("harmonic buzz", np.random.default_rng(SEED), rate, 3.0), rate)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .cli_help import command_parser
+    from .models import launcher
+
+    parser = command_parser("make-demo-models", __doc__, full_doc=True)
+    parser.add_argument("out_dir", type=Path, help="folder to write the models into (e.g. demo-models)")
+    parser.add_argument("--overwrite", action="store_true", help="replace files of the same names in the folder")
+    args = parser.parse_args(argv)
+    print(f"[sgim] writing tiny random-weight demo models into {args.out_dir}")
+    paths = write_demo_models(args.out_dir, overwrite=args.overwrite)
+    for role, path in paths.items():
+        print(f"wrote {path}")
+    run = launcher()
+    clip = paths["clip"]
+    print(f"""
+Random weights: for trying commands and graphs end to end, not for results. Try:
+  SGIM_MODELS_DIR={args.out_dir} {run} edit --audio {paths['sound']} --text "a rainy night" --out demo.png --steps 20
+  {run} embed-audio {paths['sound']} --encoder {paths['encoder']}
+  {run} make-synthetic-dataset data/synth --per-class 24 --seed 0
+  {run} train --data data/synth --split train --clip {clip} --features compact --epochs 2 --batch-size 16 \\
+      --out synth_encoder.safetensors
+  {run} evaluate --encoder synth_encoder.safetensors --clip {clip} --data data/synth
+ComfyUI: list the folder in extra_model_paths.yaml (see docs/nodes.md) or copy its sub-folders into
+ComfyUI/models/; the example graphs then run on these files with any sound in Load Audio (the face
+graph also needs the real IR-SE50).""")
+    return 0
+
+
+if __name__ == "__main__":
+    from .errors import run_command
+
+    raise SystemExit(run_command(main))
