@@ -189,7 +189,7 @@ def request_from_args(args: argparse.Namespace) -> EditRequest:
         normalize_target_weights(weights, count, parameter="--weights")  # refuses negatives and all-zero now
     try:
         check_source_options(args.mode, batch=args.batch, seed_given=args.seed is not None,
-                             source_given=args.source_latent is not None)
+                             source_given=args.source_latent is not None, class_given=args.class_label is not None)
     except ParameterError as exc:
         raise ParameterError(f"--{exc}", parameter=exc.parameter) from None
     for path in args.audio:  # before any download: a typo must not cost a first-run download
@@ -280,16 +280,14 @@ def run_edit(request: EditRequest, progress: bool = True) -> EditOutcome:
     from .stylegan.labels import class_labels
 
     check_source_options(request.mode, batch=request.batch, seed_given=request.seed is not None,
-                         source_given=request.source_latent is not None)
+                         source_given=request.source_latent is not None,
+                         class_given=request.class_label is not None)
     seed = 0 if request.seed is None else request.seed
     device = resolve_device(request.device)
     settings = dict(PRESETS[request.preset])
     for key in ("steps", "lr", "lambda_sim", "lambda_id", "truncation"):
         if getattr(request, key) is not None:
             settings[key] = getattr(request, key)
-    if request.class_label is not None and (request.mode == "generate" or request.source_latent is not None):
-        raise ParameterError("--class: picks the class of the random source code; it cannot be combined with "
-                             "--source-latent or --mode generate")
     _say(f"loading generator {Path(request.generator).name} on {device}")
     generator = load_generator(request.generator, device=device)
     if request.class_label is not None:  # a wrong class stops here, before any audio or CLIP work

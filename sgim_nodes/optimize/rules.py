@@ -93,13 +93,18 @@ def normalize_target_weights(weights, count: int | None = None, parameter: str =
     return w / total
 
 
-def check_source_options(mode: str, *, batch: int = 1, seed_given: bool = False, source_given: bool = False) -> None:
-    """Refuse a ``batch`` or ``seed`` that would have no effect (see the module docstring).
+def check_source_options(mode: str, *, batch: int = 1, seed_given: bool = False, source_given: bool = False,
+                         class_given: bool = False) -> None:
+    """Refuse a ``batch``, ``seed`` or ``class`` that would have no effect (see the module docstring).
 
     ``source_given``: the codes to edit come from a W+ file (or node) instead of being drawn.
+    ``class_given``: a class was chosen for the random source codes of a conditional generator.
     """
     if batch < 1:
         raise ParameterError(f"batch: expected an integer >= 1, got {batch}", parameter="batch")
+    if class_given and (mode == "generate" or source_given):
+        raise ParameterError("class: picks the class of the random source code; it cannot be combined with "
+                             "a given source W+ or generate mode", parameter="class")
     if mode == "generate":
         if batch != 1:
             raise ParameterError("batch: generate mode starts every item from the same mean latent, so a batch "
