@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .errors import ParameterError
-from .models import KNOWN_MODELS, find_model_file, models_dir
+from .models import KNOWN_MODELS, find_model_file, is_bare_name, models_dir
 
 DEFAULT_FILES = {  # argument -> (folder, default registry model)
     "generator": ("stylegan", "landscape"),
@@ -112,7 +112,33 @@ def _missing_message(missing: list[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Numbers and the output path, checked before any model is loaded or step run."""
+    from .device import resolve_device
+    from .fileio import check_output_file
+    from .limits import MAX_BATCH, MAX_LR, MAX_SEED, MAX_STEPS, check_float, check_int
+
+    check_int("--seed", args.seed, 0, MAX_SEED, "a seed")
+    check_int("--batch", args.batch, 1, MAX_BATCH, "a batch size")
+    if args.steps is not None:
+        check_int("--steps", args.steps, 1, MAX_STEPS, "a number of steps")
+    if args.lr is not None:
+        check_float("--lr", args.lr, 0.0, MAX_LR, exclusive_minimum=True, what="a learning rate")
+    for name in ("lambda_sim", "lambda_id"):
+        if getattr(args, name) is not None:
+            check_float(f"--{name.replace('_', '-')}", getattr(args, name), 0.0, 1e6)
+    if args.truncation is not None:
+        check_float("--truncation", args.truncation, 0.0, 10.0)
+    resolve_device(args.device)
+    out = check_output_file(args.out, "--out")
+    stem = out.with_suffix("")
+    for extra in (stem.with_name(stem.name + "_source.png"), stem.with_name(stem.name + "_wplus.safetensors"),
+                  out.with_name(f"{out.stem}_0{out.suffix}")):
+        check_output_file(extra, "--out")
+
+
 def request_from_args(args: argparse.Namespace) -> EditRequest:
+    _check_arguments(args)
     if not args.audio and not args.text and args.mode == "edit":
         raise ParameterError("give at least one --audio FILE or --text PROMPT to steer the edit")
     if not args.audio and not args.text:
@@ -127,7 +153,8 @@ def request_from_args(args: argparse.Namespace) -> EditRequest:
         found = find_model_file(folder, given, KNOWN_MODELS[default_name].filename)
         if found is None:
             if given:
-                raise ParameterError(f"--{arg}: file not found: {given}")
+                where = "" if not is_bare_name(given) else f" (looked in {models_dir() / folder} too)"
+                raise ParameterError(f"--{arg}: file not found: {given}{where}", parameter=arg)
             missing.append((arg, default_name))
         paths[arg] = found
     if missing:
@@ -254,7 +281,10 @@ def save_images(images: torch.Tensor, path: Path) -> list[Path]:
 
     from .fileio import atomic_path
 
+    from .limits import check_finite
+
     path = Path(path)
+    check_finite("images", images, what="the rendered images", hint="; nothing was written")
     pixels = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     paths = [path] if pixels.shape[0] == 1 else [path.with_name(f"{path.stem}_{i}{path.suffix}")
                                                   for i in range(pixels.shape[0])]

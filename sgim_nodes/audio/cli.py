@@ -36,8 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     from .decode import load_audio
     from .encoder import embed_audio, load_audio_encoder, windows_for
 
+    from ..device import resolve_device
+    from ..fileio import check_output_file
+
     if args.text and not args.clip:
         raise ParameterError("--text needs --clip (the CLIP model file that embeds the prompts)")
+    resolve_device(args.device)
+    if args.out:  # before the work, so a long embedding is never lost to an unwritable path
+        check_output_file(args.out, "--out")
     waveform, rate = load_audio(args.file)
     encoder = load_audio_encoder(args.encoder, device=args.device)
     pool = "none" if args.per_window else "mean"

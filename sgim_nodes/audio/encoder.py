@@ -118,11 +118,15 @@ def infer_backbone(state: dict[str, torch.Tensor], source: str = "state dict") -
 
 
 def _read_official(path: Path) -> dict[str, torch.Tensor]:
+    from ..errors import torch_message
+    from ..safe_pickle import check_torch_file
+
+    check_torch_file(path)
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError for foreign pickles, RuntimeError for zip garbage, ...
         raise ModelFileError(f"{path}: not a readable PyTorch checkpoint of plain tensors "
-                             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+                             f"({type(exc).__name__}: {torch_message(exc)})") from None
     for wrapper in ("state_dict", "model", "audio_encoder"):  # training scripts often nest the weights
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
@@ -143,6 +147,9 @@ def _build_loaded(state: dict[str, torch.Tensor], config: dict[str, Any], source
         except RuntimeError as exc:
             raise ModelFileError(f"{source}: weights do not fit a {config['backbone']} audio encoder "
                                  f"({str(exc).splitlines()[0]} ...)") from None
+        for name, tensor in encoder.state_dict().items():  # a NaN weight would give NaN embeddings later
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise ModelFileError(f"{source}: audio encoder tensor '{name}' contains NaN or infinite values")
         encoder.requires_grad_(False)
         return encoder.to(device).eval()
 
@@ -197,6 +204,20 @@ def _as_batch(waveform: torch.Tensor) -> torch.Tensor:
                          f"got shape {list(waveform.shape)}")
 
 
+def _check_samples(batch: torch.Tensor) -> None:
+    """Finite samples within ``MAX_AUDIO_ABS``: larger values overflow the power spectrogram to NaN."""
+    from ..limits import MAX_AUDIO_ABS
+
+    if not batch.is_floating_point():
+        raise AudioError(f"waveform: expected float samples, got {batch.dtype}", parameter="waveform")
+    if not bool(torch.isfinite(batch).all()):
+        raise AudioError("waveform: the audio contains NaN or infinite samples", parameter="waveform")
+    peak = float(batch.abs().max())
+    if peak > MAX_AUDIO_ABS:
+        raise AudioError(f"waveform: samples reach {peak:.3g}; audio is expected within about +-1 (at most "
+                         f"+-{MAX_AUDIO_ABS:g}): rescale it (e.g. divide by its peak)", parameter="waveform")
+
+
 def _seconds_to_samples(value: float | None, sample_rate: int, name: str) -> int | None:
     if value is None:
         return None
@@ -235,6 +256,7 @@ def embed_audio(encoder: AudioEncoder, waveform: torch.Tensor, sample_rate: int,
     batch = _as_batch(waveform)
     if batch.numel() == 0:
         raise AudioError(f"waveform: the audio is empty (shape {list(waveform.shape)}); need at least one sample")
+    _check_samples(batch)
     start = _seconds_to_samples(start_seconds, sample_rate, "start_seconds") or 0
     end = _seconds_to_samples(end_seconds, sample_rate, "end_seconds")
     end = batch.shape[-1] if end is None else min(end, batch.shape[-1])
@@ -253,6 +275,10 @@ def embed_audio(encoder: AudioEncoder, waveform: torch.Tensor, sample_rate: int,
             per_window = [encoder(inputs.to(device)).float() for inputs in windows]
             results.append(torch.nn.functional.normalize(torch.cat(per_window), dim=-1))
         embeddings = torch.stack(results)  # [B, W, D]
+        if not bool(torch.isfinite(embeddings).all()):
+            raise AudioError(f"audio encoder {encoder.config.get('backbone')!r}: the embedding came out NaN or "
+                             "infinite although the audio is finite; the encoder's weights overflow (a damaged or "
+                             "wrongly scaled encoder file)", parameter="audio_encoder")
         if pool == "mean":
             embeddings = torch.nn.functional.normalize(embeddings.mean(dim=1), dim=-1)
         elif pool == "first":

@@ -39,14 +39,18 @@ def combine_targets(targets: torch.Tensor, weights: torch.Tensor | None = None, 
                              f"{embed_dim} (embeddings from another CLIP model?)")
     if not torch.isfinite(targets).all():
         raise ParameterError("targets: contain NaN or infinite values")
-    targets = targets.float()
+    targets = targets.double()  # float32's whole range, so the scaling below cannot overflow
     if targets.ndim == 2:
         if weights is not None:
             raise ParameterError("target_weights: only meaningful with a [B, K, D] set of targets")
         targets = targets[:, None]
     batch, count = targets.shape[:2]
-    if (targets.norm(dim=-1) == 0).any():
+    # Scale each target by its largest entry before normalising: only the direction counts, and a
+    # finite but huge (or tiny) embedding would otherwise overflow its norm to inf (or 0).
+    peak = targets.abs().amax(dim=-1, keepdim=True)
+    if (peak == 0).any():
         raise ParameterError("targets: an embedding is all zeros, it has no direction")
+    targets = (targets / peak).float()
     if weights is None:
         weights = torch.full((batch, count), 1.0 / count)
     weights = torch.as_tensor(weights, dtype=torch.float32).to(targets.device)
@@ -56,7 +60,11 @@ def combine_targets(targets: torch.Tensor, weights: torch.Tensor | None = None, 
         raise ParameterError(f"target_weights: expected [{count}] or [{batch}, {count}] for targets "
                              f"{tuple(targets.shape)}, got {tuple(weights.shape)}")
     if not torch.isfinite(weights).all():
-        raise ParameterError("target_weights: contain NaN or infinite values")
+        raise ParameterError("target_weights: contain NaN or infinite values", parameter="target_weights")
+    if (weights < 0).any() or (weights.sum(dim=1) <= 0).any():
+        raise ParameterError(f"target_weights: expected weights >= 0 with a positive sum for every edit (a negative "
+                             f"or all-zero set makes the edit do nothing or push away), got {weights.tolist()}",
+                             parameter="target_weights")
     unit = F.normalize(targets, dim=-1)
     return (weights[..., None] * unit).sum(dim=1), weights.sum(dim=1)
 
