@@ -960,7 +960,7 @@ class SGIMSaveLatent:
         }}
 
     def save(self, wplus, filename_prefix="sgim/latent"):
-        from .sgim_nodes.latents import save_wplus
+        from .sgim_nodes.latents import check_wplus_values, save_wplus
         from .sgim_nodes.limits import check_file_name
 
         out_dir = os.path.realpath(output_directory())
@@ -972,6 +972,10 @@ class SGIMSaveLatent:
             check_file_name("filename_prefix", f"{base}_00000.safetensors")
         except SGIMError as exc:
             raise named_error("Save Latent", "filename_prefix", exc) from None
+        try:  # before creating any folder: a refused code leaves nothing behind
+            check_wplus_values(wplus["ws"])
+        except SGIMError as exc:
+            raise named_error("Save Latent", "wplus", exc) from None
         os.makedirs(target_dir, exist_ok=True)
         counter = 1 + max([int(f[len(base) + 1:-len(".safetensors")]) for f in os.listdir(target_dir)
                            if f.startswith(base + "_") and f.endswith(".safetensors")

@@ -263,6 +263,42 @@ def _collect_module_tensors(root: Any, path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def _check_openai_architecture(state: dict[str, torch.Tensor], path: Path) -> None:
+    """The OpenAI CLIP that the tensors imply, checked before it is built: layer counts within budget,
+    then built on the meta device (no memory), its tensors must be exactly the file's. So a file of a
+    few tiny tensors cannot ask for a network of any size."""
+    import re
+    import warnings
+
+    import open_clip
+
+    from .limits import MAX_TRANSFORMER_LAYERS
+
+    for pattern in (r"visual\.transformer\.resblocks\.(\d+)\.", r"transformer\.resblocks\.(\d+)\.",
+                    r"visual\.layer\d\.(\d+)\."):
+        count = len({m.group(1) for k in state if (m := re.match(pattern, k))})
+        if count > MAX_TRANSFORMER_LAYERS:
+            raise ModelFileError(f"{path}: {count} blocks in one tower, beyond the {MAX_TRANSFORMER_LAYERS} any CLIP "
+                                 "model has; the file is damaged or crafted")
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore")  # loading real tensors into meta ones is a no-op torch warns about
+        try:
+            expected = {k: tuple(v.shape) for k, v in
+                        open_clip.model.build_model_from_openai_state_dict(dict(state), cast_dtype=None)
+                        .state_dict().items()}
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError, ZeroDivisionError) as exc:
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+            detail = next((line for line in lines if line.startswith(("size mismatch", "Missing", "Unexpected"))),
+                          lines[0])
+            raise ModelFileError(f"{path}: the tensors do not fit the CLIP architecture they imply ({detail})") from None
+    missing = sorted(k for k in expected if k not in state)
+    wrong = sorted(k for k in expected if k in state and tuple(state[k].shape) != expected[k])
+    if missing or wrong:
+        detail = f"missing {missing[:3]}" if missing else \
+            f"'{wrong[0]}' is {list(state[wrong[0]].shape)}, the architecture needs {list(expected[wrong[0]])}"
+        raise ModelFileError(f"{path}: the tensors do not fit the CLIP architecture they imply ({detail})")
+
+
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from .safetensors / torch.save files (weights_only) / TorchScript archives."""
     if path.suffix.lower() == ".safetensors":
@@ -502,6 +538,7 @@ def load_clip(path: str | os.PathLike, model_name: str | None = None, device: st
         if is_openai:  # architecture from the weights, QuickGELU as OpenAI trained it; a given name only labels it
             if _state_signature(state) is None and "visual.attnpool.positional_embedding" not in state:
                 raise ModelFileError(f"{path}: not an OpenAI CLIP checkpoint (missing the visual/text tower keys)")
+            _check_openai_architecture(state, path)
             try:
                 model = open_clip.model.build_model_from_openai_state_dict(dict(state), cast_dtype=None)
             except (RuntimeError, KeyError, ValueError) as exc:

@@ -32,6 +32,9 @@ MAX_CHANNELS = 4096  # feature channels per resolution, z_dim, w_dim, mapping wi
 MAX_MAPPING_LAYERS = 32
 MAX_BLUR_TAPS = 16
 
+# --- CLIP models built from the shapes in an OpenAI file -----------------------------------------------
+MAX_TRANSFORMER_LAYERS = 128  # blocks per tower (the largest CLIP, ViT-bigG/14, has 48)
+
 # --- values handed between nodes, written to disk, or given on the command line ---------------------
 MAX_LATENT_ABS = 1e5  # |w| of a W+ code (real codes: about 10; long edits at the largest lr: < 1e5)
 MAX_AUDIO_ABS = 1e4  # |sample| of decoded audio (nominally within +-1)

@@ -201,28 +201,59 @@ def torchscript_billion_laughs(path: Path, width: int = 30, depth: int = 8) -> P
     return path
 
 
+def clip_claiming_a_wide_text_tower(path: Path) -> Path:
+    """A tiny OpenAI-layout CLIP whose ``ln_final.weight`` says the text tower is 8192 wide: the builder
+    takes widths from such tensors, so unchecked it would allocate gigabytes before any shape check."""
+    sys.path.insert(0, str(REPO / "tests" / "integration"))
+    from tiny_models import save_tiny_clip
+
+    save_tiny_clip(path)
+    state = torch.load(path, weights_only=True)
+    state["ln_final.weight"] = torch.ones(8192)
+    torch.save(state, path)
+    return path
+
+
+def clip_with_a_thousand_blocks(path: Path) -> Path:
+    sys.path.insert(0, str(REPO / "tests" / "integration"))
+    from tiny_models import save_tiny_clip
+
+    save_tiny_clip(path)
+    state = torch.load(path, weights_only=True)
+    state.update({f"transformer.resblocks.{i}.ln_1.weight": torch.ones(1) for i in range(1000)})
+    torch.save(state, path)
+    return path
+
+
 # ------------------------------------------------------------------------------------ bounded runs
+# All the loads run in one fresh interpreter (importing torch and open_clip once), one after the other;
+# before each, the peak-RSS mark is reset (``/proc/self/clear_refs`` 5), so each load's peak growth is
+# its own. An address-space limit on the interpreter turns a regression into a failure, not a swap storm.
 
 RUNNER = textwrap.dedent("""
     import json, sys, time
     import torch
     torch.set_num_threads(1)
-    {imports}
+    from sgim_nodes.clip import load_clip
+    from sgim_nodes.stylegan import load_generator
 
-    def peak():
+    def status(field):
         for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
 
-    before, start = peak(), time.perf_counter()
-    try:
-        {call}
-        outcome = {{"error": None}}
-    except BaseException as exc:
-        outcome = {{"error": type(exc).__name__, "classes": [c.__name__ for c in type(exc).__mro__],
-                    "message": str(exc)}}
-    outcome.update(seconds=time.perf_counter() - start, peak_growth=peak() - before)
-    print("OUTCOME " + json.dumps(outcome))
+    import open_clip  # imported by load_clip on first use: not part of any load's figures
+
+    for name, call in json.loads(sys.argv[1]):
+        open("/proc/self/clear_refs", "w").write("5")  # reset the peak-RSS mark to the current RSS
+        before, start = status("VmRSS"), time.perf_counter()
+        try:
+            eval(call)
+            outcome = {"error": None}
+        except BaseException as exc:
+            outcome = {"error": type(exc).__name__, "message": str(exc)}
+        outcome.update(seconds=time.perf_counter() - start, peak_growth=status("VmHWM") - before)
+        print("OUTCOME " + json.dumps([name, outcome]), flush=True)
 """)
 
 
@@ -230,62 +261,63 @@ def _limit_address_space():
     resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_LIMIT, ADDRESS_SPACE_LIMIT))
 
 
-def bounded(call: str, imports: str) -> dict:
-    """Run ``call`` in a fresh interpreter; its outcome with the load's wall time and peak-memory growth."""
-    code = RUNNER.format(imports=imports, call=call)
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
-                          preexec_fn=_limit_address_space)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("OUTCOME ")]
-    assert lines, f"no outcome (exit {done.returncode}): {done.stderr[-2000:]}"
-    outcome = json.loads(lines[-1][len("OUTCOME "):])
+# name -> (write the hostile file at this path, the call that loads it)
+HOSTILE_LOADS = {
+    "billion-laughs": (lambda p: p.write_bytes(billion_laughs_pickle()), "load_generator"),
+    "20000-deep": (lambda p: p.write_bytes(deep_chain_pickle()), "load_generator"),
+    "unfilled-storage": (lambda p: p.write_bytes(unfilled_storage_pickle()), "load_generator"),
+    "zip-bomb-torch": (lambda p: zip_bomb(p, torchscript=False), "load_generator"),
+    "zip-bomb-torchscript": (lambda p: zip_bomb(p, torchscript=True), "load_clip"),
+    "torchscript-laughs": (torchscript_billion_laughs, "load_clip"),
+    "storage-beyond-member": (lambda p: p.write_bytes(_zip([
+        _stored("archive/data.pkl", torch_data_pickle(400_000_000, False)), _stored("archive/version", b"3\n"),
+        _stored("archive/data/0", bytes(16))])), "load_generator"),
+    "clip-wide-claim": (clip_claiming_a_wide_text_tower, "load_clip"),
+    "clip-many-blocks": (clip_with_a_thousand_blocks, "load_clip"),
+    "config-resolution": (lambda p: generator_safetensors(p, {"resolution": 1073741824}, {"x": torch.zeros(1)}),
+                          "load_generator"),
+}
+
+
+@pytest.fixture(scope="module")
+def hostile_outcomes(tmp_path_factory) -> dict[str, tuple[Path, dict]]:
+    """{name: (file, outcome)} for every entry of HOSTILE_LOADS, each load bounded as described above."""
+    folder = tmp_path_factory.mktemp("hostile")
+    paths, calls = {}, []
+    for name, (write, loader) in HOSTILE_LOADS.items():
+        path = folder / (name + (".safetensors" if name.startswith("config") else ".pt"))
+        write(path)
+        paths[name] = path
+        calls.append([name, f"{loader}({str(path)!r})"])
+    done = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(calls)], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, preexec_fn=_limit_address_space)
+    outcomes = dict(json.loads(line[len("OUTCOME "):]) for line in done.stdout.splitlines()
+                    if line.startswith("OUTCOME "))
+    assert set(outcomes) == set(HOSTILE_LOADS), f"exit {done.returncode}: {done.stderr[-3000:]}"
+    return {name: (paths[name], outcomes[name]) for name in HOSTILE_LOADS}
+
+
+@pytest.mark.parametrize("name, size_limit, expected", [
+    ("billion-laughs", 5_000, "module records"),
+    ("20000-deep", 1_500_000, "levels of nesting"),
+    ("unfilled-storage", 500, "declares 6,400,000,008 bytes of tensor data but holds only 8"),
+    ("zip-bomb-torch", 6 * 2 ** 20, "would inflate from"),
+    ("zip-bomb-torchscript", 6 * 2 ** 20, "would inflate from"),
+    ("torchscript-laughs", 5_000, "module records"),
+    ("storage-beyond-member", 1_000, "storage 0 declares 1,600,000,000 bytes but its archive member holds 16"),
+    ("config-resolution", 300, "resolution: expected a power of two from 4 to 4096, got 1073741824"),
+    ("clip-wide-claim", 16 * 2 ** 20, "do not fit the CLIP architecture they imply (size mismatch for positional_embedding"),
+    ("clip-many-blocks", 16 * 2 ** 20, "1000 blocks in one tower, beyond the 128"),
+])
+def test_hostile_file_refused_in_bounded_time_and_memory(hostile_outcomes, name, size_limit, expected):
+    path, outcome = hostile_outcomes[name]
+    assert path.stat().st_size < size_limit  # a tiny file ...
+    assert outcome["error"] == "ModelFileError", outcome  # ... refused with the documented error
+    assert str(path) in outcome["message"] and expected in outcome["message"], outcome["message"]
     assert outcome["seconds"] < LOAD_SECONDS, outcome
     assert outcome["peak_growth"] < LOAD_PEAK_BYTES, outcome
-    return outcome
-
-
-LOAD_GENERATOR = "from sgim_nodes.stylegan import load_generator"
-LOAD_CLIP = "from sgim_nodes.clip import load_clip"
-
-
-@pytest.mark.parametrize("build, expected", [
-    (billion_laughs_pickle, "module records"),
-    (deep_chain_pickle, "levels of nesting"),
-    (unfilled_storage_pickle, "declares 6,400,000,008 bytes of tensor data but holds only 8"),
-], ids=["billion-laughs", "20000-deep", "unfilled-storage"])
-def test_hostile_pickles_refused_in_bounded_time_and_memory(tmp_path, build, expected):
-    path = tmp_path / "hostile.pkl"
-    path.write_bytes(build())
-    assert path.stat().st_size < 1_500_000
-    outcome = bounded(f"load_generator({str(path)!r})", LOAD_GENERATOR)
-    assert outcome["error"] == "ModelFileError", outcome
-    assert str(path) in outcome["message"] and expected in outcome["message"]
-
-
-@pytest.mark.parametrize("torchscript", [False, True], ids=["torch-zip", "torchscript"])
-def test_zip_bomb_refused_from_its_header(tmp_path, torchscript):
-    path = zip_bomb(tmp_path / "bomb.pt", torchscript)
-    assert path.stat().st_size < 6 * 2 ** 20  # a few MB on disk, 4 GiB once inflated
-    call = f"load_clip({str(path)!r})" if torchscript else f"load_generator({str(path)!r})"
-    outcome = bounded(call, LOAD_CLIP if torchscript else LOAD_GENERATOR)
-    assert outcome["error"] == "ModelFileError", outcome
-    assert "would inflate from" in outcome["message"] and "4,293,918,720 bytes" in outcome["message"]
-
-
-def test_torchscript_billion_laughs_refused(tmp_path):
-    path = torchscript_billion_laughs(tmp_path / "laughs.pt")
-    outcome = bounded(f"load_clip({str(path)!r})", LOAD_CLIP)
-    assert outcome["error"] == "ModelFileError", outcome
-    assert "module records" in outcome["message"] and str(path) in outcome["message"]
-
-
-def test_storage_larger_than_its_member_refused(tmp_path):
-    """A plain torch zip whose data.pkl declares more bytes than its stored member holds."""
-    path = tmp_path / "short.pt"
-    path.write_bytes(_zip([_stored("archive/data.pkl", torch_data_pickle(400_000_000, False)),
-                           _stored("archive/version", b"3\n"), _stored("archive/data/0", bytes(16))]))
-    outcome = bounded(f"load_generator({str(path)!r})", LOAD_GENERATOR)
-    assert outcome["error"] == "ModelFileError", outcome
-    assert "storage 0 declares 1,600,000,000 bytes but its archive member holds 16" in outcome["message"]
+    if name.startswith("zip-bomb"):
+        assert "4,293,918,720 bytes" in outcome["message"]  # what it would have inflated to
 
 
 def test_real_files_pass_the_budgets(fixtures_dir):
@@ -315,15 +347,6 @@ def generator_safetensors(path: Path, config: dict, tensors: dict | None = None)
     save_file(tensors, str(path), metadata={"sgim_kind": "stylegan2_generator", "sgim_format": "1",
                                             "config": json.dumps(config)})
     return path
-
-
-def test_config_resolution_of_a_billion_refused_before_building(tmp_path):
-    path = generator_safetensors(tmp_path / "huge.safetensors", {"resolution": 1073741824},
-                                 {"x": torch.zeros(1)})
-    assert path.stat().st_size < 300
-    outcome = bounded(f"load_generator({str(path)!r})", LOAD_GENERATOR)
-    assert outcome["error"] == "ModelFileError", outcome
-    assert "resolution: expected a power of two from 4 to 4096, got 1073741824" in outcome["message"]
 
 
 @pytest.mark.parametrize("change, expected", [
@@ -501,3 +524,241 @@ def test_loss_history_grows_with_the_run():
         history.row(step).fill_(step)
     assert len(history.blocks) == 2 and history.tensor().shape == (2048, 4, 2)
     assert history.tensor()[1499, 0, 0] == 1499
+
+
+# ------------------------------------------------------------------------------------ command line
+
+def _cli(argv: list[str], capsys) -> tuple[int, str]:
+    from sgim_nodes.__main__ import main
+
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+def _one_line(err: str) -> str:
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--seed", "99999999999999999999999"], "--seed: expected a seed from 0 to 18446744073709551615"),
+    (["--batch", "-3"], "--batch: expected a batch size from 1 to 4096, got -3"),
+    (["--steps", "1000000000"], "--steps: expected a number of steps from 1 to 1000000"),
+    (["--lr", "1e30"], "--lr: expected a learning rate in (0, 100]"),
+    (["--device", "cuda:7"], "device: 'cuda:7'"),
+    (["--device", "mps"], "device: 'mps' asks for Apple MPS"),
+])
+def test_edit_arguments_refused_in_one_line_before_any_work(tmp_path, capsys, extra, expected):
+    if extra[-1] == "cuda:7" and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    if extra[-1] == "mps" and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        pytest.skip("MPS is available here")
+    code, err = _cli(["edit", "--text", "rain", "--out", str(tmp_path / "x.png"), *extra], capsys)
+    assert code == 1 and expected in _one_line(err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_edit_device_cuda_without_a_gpu(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    code, err = _cli(["edit", "--text", "rain", "--out", str(tmp_path / "x.png"), "--device", "cuda"], capsys)
+    assert code == 1 and "no CUDA GPU is available here" in _one_line(err)
+
+
+def test_out_naming_a_folder_refused_before_the_work(tmp_path, capsys):
+    folder = tmp_path / "result.png"
+    folder.mkdir()
+    code, err = _cli(["edit", "--text", "rain", "--out", str(folder)], capsys)
+    assert code == 1 and "is an existing folder" in _one_line(err)
+    code, err = _cli(["embed-audio", str(tmp_path / "any.wav"), "--encoder", "e.safetensors", "--out", str(folder)],
+                     capsys)
+    assert code == 1 and "--out" in _one_line(err) and "existing folder" in err
+
+
+def test_explicit_generator_path_never_falls_back_to_the_model_folder(tmp_path, capsys, monkeypatch):
+    from sgim_nodes.models import find_model_file
+
+    models = tmp_path / "models"
+    (models / "stylegan").mkdir(parents=True)
+    (models / "stylegan" / "model.pt").write_bytes(b"x")
+    monkeypatch.setenv("SGIM_MODELS_DIR", str(models))
+    assert find_model_file("stylegan", "/no/such/place/model.pt") is None
+    assert find_model_file("stylegan", "model.pt") == models / "stylegan" / "model.pt"  # bare names still work
+    assert find_model_file("stylegan", "..") is None and find_model_file("stylegan", "../stylegan/model.pt") is None
+    code, err = _cli(["edit", "--text", "rain", "--out", str(tmp_path / "x.png"),
+                      "--generator", "/no/such/place/model.pt"], capsys)
+    assert code == 1 and "--generator: file not found: /no/such/place/model.pt" in _one_line(err)
+
+
+def _float_wav(path: Path, samples, rate: int) -> Path:
+    """A 32-bit float WAV (format 3) written byte by byte, so any rate and any value can be declared."""
+    import numpy as np
+
+    data = np.asarray(samples, dtype="<f4").tobytes()
+    fmt = struct.pack("<HHIIHH", 3, 1, rate, rate * 4, 4, 32)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    return path
+
+
+def test_wav_with_an_absurd_sample_rate(tmp_path, capsys):
+    from sgim_nodes.audio import load_audio
+    from sgim_nodes.errors import AudioError
+
+    path = _float_wav(tmp_path / "fast.wav", [0.1] * 4000, 30_000_000)
+    with pytest.raises(AudioError) as info:
+        load_audio(path)
+    assert str(path) in str(info.value) and "from 1 to 768,000, got 30000000" in str(info.value)
+    code, err = _cli(["embed-audio", str(path), "--encoder", "unused.safetensors"], capsys)
+    assert code == 1 and "768,000" in _one_line(err)
+
+
+def test_embed_audio_never_saves_a_nan_embedding(tmp_path, capsys):
+    from sgim_nodes.audio import build_audio_encoder, save_audio_encoder
+
+    torch.manual_seed(0)
+    save_audio_encoder(build_audio_encoder(embed_dim=16), tmp_path / "enc.safetensors")
+    wav = _float_wav(tmp_path / "loud.wav", [3e38, -3e38] * 2000, 16000)
+    out = tmp_path / "embedding.safetensors"
+    code, err = _cli(["embed-audio", str(wav), "--encoder", str(tmp_path / "enc.safetensors"), "--out", str(out),
+                      "--device", "cpu"], capsys)
+    assert code == 1 and "samples reach 3e+38" in _one_line(err)
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------------------------ training resume
+
+def _train(tmp_path: Path, capsys, *extra: str) -> tuple[int, str]:
+    return _cli(["train", "--data", str(tmp_path / "no_such_data"), "--clip", "clip.safetensors",
+                 "--out", str(tmp_path / "enc.safetensors"), "--device", "cpu", "--no-progress", *extra], capsys)
+
+
+def test_failed_training_leaves_no_empty_run_folder(tmp_path, capsys):
+    code, err = _train(tmp_path, capsys)
+    assert code == 1 and err.startswith("error: ")
+    assert not (tmp_path / "enc_run").exists()
+
+
+def test_resume_into_a_folder_named_checkpoint(tmp_path, capsys):
+    (tmp_path / "enc_run" / "checkpoint.pt").mkdir(parents=True)
+    code, err = _train(tmp_path, capsys, "--resume")
+    assert code == 1 and "checkpoint.pt: is a folder, not a training checkpoint" in _one_line(err)
+    code, err = _train(tmp_path, capsys, "--out", str(tmp_path / "enc_run"))
+    assert code == 1 and "is an existing folder" in _one_line(err)
+
+
+@pytest.mark.parametrize("payload, expected", [
+    ({"foo": 1}, "missing ['model', 'optimizer'"),
+    ([1, 2], "it holds a list"),
+    ("no optimizer", "missing ['optimizer']"),
+    ("wrong types", "wrong type for ['step', 'seed']"),
+])
+def test_wrong_resume_checkpoints_named(tmp_path, payload, expected):
+    from sgim_nodes.errors import ModelFileError
+    from sgim_nodes.train.loop import CHECKPOINT_FIELDS, load_checkpoint
+
+    full = {"model": {}, "optimizer": {}, "scheduler": {}, "scaler": {}, "rng": {}, "epoch": 0, "batch_in_epoch": 0,
+            "step": 1, "global_batch": 2, "seed": 0, "dataset_size": 4, "bad_indices": torch.zeros(0),
+            "bad_paths": "[]"}
+    assert set(full) == set(CHECKPOINT_FIELDS)
+    if payload == "no optimizer":
+        payload = {k: v for k, v in full.items() if k != "optimizer"}
+    elif payload == "wrong types":
+        payload = {**full, "step": "1", "seed": True}
+    path = tmp_path / "checkpoint.pt"
+    torch.save(payload, path)
+    with pytest.raises(ModelFileError) as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value) and expected in str(info.value)
+    torch.save(full, path)
+    assert load_checkpoint(path)["step"] == 1
+
+
+# ------------------------------------------------------------------------------------ nodes
+# The node functions called directly, as ComfyUI calls them (see tests/test_nodes.py for the set-up).
+
+from test_nodes import comfy_base, models, nodes, pack, run  # noqa: E402,F401  (pytest fixtures)
+
+
+def _wplus(ws: torch.Tensor, name: str = "tiny16") -> dict:
+    return {"ws": ws, "generator": name}
+
+
+def _node_error(node_id: str, nodes, **inputs) -> str:
+    """The message of the SGIMError a node raises (the pack's own copy of the class, as in ComfyUI)."""
+    with pytest.raises(Exception) as info:
+        run(node_id, nodes, **inputs)
+    assert "SGIMError" in [c.__name__ for c in type(info.value).__mro__], repr(info.value)
+    return str(info.value)
+
+
+def test_nodes_refuse_nan_and_huge_codes(nodes, models, comfy_base, tmp_path):
+    base, _ = comfy_base
+    good = run("SGIMSourceLatent", nodes, generator=models.generator16, seed=1)[0]
+    nan = _wplus(torch.full_like(good["ws"], float("nan")))
+    huge = _wplus(torch.full_like(good["ws"], 1e30))
+    message = _node_error("SGIMDecode", nodes, generator=models.generator16, wplus=nan)
+    assert "StyleGAN Decode, input 'wplus'" in message and "NaN" in message
+    message = _node_error("SGIMStyleMix", nodes, wplus_a=good, wplus_b=huge)
+    assert "Style Mix, input 'wplus_b'" in message and "reaches 1e+30" in message
+    message = _node_error("SGIMStyleMix", nodes, wplus_a=nan, wplus_b=good)
+    assert "Style Mix, input 'wplus_a'" in message
+    before = sorted((base / "output").rglob("*"))
+    message = _node_error("SGIMSaveLatent", nodes, wplus=nan, filename_prefix="sgim/nan")
+    assert "Save Latent, input 'wplus'" in message
+    assert not list((base / "output").rglob("nan_*"))
+    target = run("SGIMEmbedText", nodes, clip=models.clip, text="rain")[0]
+    message = _node_error("SGIMOptimizeLatent", nodes, generator=models.generator16, clip=models.clip, target=target,
+                          source=huge, steps=2)
+    assert "Optimize Latent, input 'source'" in message and "reaches 1e+30" in message
+    assert sorted((base / "output").rglob("*")) == before
+
+
+def test_load_latent_refuses_nan_files_and_names_outside_its_folders(nodes, comfy_base):
+    base, _ = comfy_base
+    _wplus_file(base / "input" / "nan.safetensors", torch.full((1, 6, 32), float("nan")))
+    message = _node_error("SGIMLoadLatent", nodes, latent_file="nan.safetensors")
+    assert "Load Latent, input 'latent_file'" in message and "NaN" in message
+    outside = _wplus_file(base / "secret.safetensors", torch.zeros(1, 6, 32))
+    for name in ("../secret.safetensors", f"{outside}", "../secret.safetensors [output]"):
+        message = _node_error("SGIMLoadLatent", nodes, latent_file=name)
+        assert "Load Latent, input 'latent_file'" in message and "is not a file inside" in message
+
+
+def test_source_latent_huge_seed_named(nodes, models):
+    message = _node_error("SGIMSourceLatent", nodes, generator=models.generator16, seed=2 ** 70)
+    assert "Source Latent, input 'seed'" in message and "from 0 to 18446744073709551615" in message
+
+
+def test_embed_image_empty_batch_named(nodes, models):
+    message = _node_error("SGIMEmbedImage", nodes, clip=models.clip, image=torch.zeros(0, 32, 32, 3))
+    assert "Embed Image, input 'image'" in message and "non-empty" in message
+
+
+def test_embed_audio_absurd_rate_and_loud_samples_named(nodes, models):
+    quiet = torch.full((1, 1, 4000), 0.1)
+    message = _node_error("SGIMEmbedAudio", nodes, audio_encoder=models.encoder,
+                          audio={"waveform": quiet, "sample_rate": 30_000_000})
+    assert "Embed Audio, input 'audio'" in message and "768,000" in message
+    message = _node_error("SGIMEmbedAudio", nodes, audio_encoder=models.encoder,
+                          audio={"waveform": quiet * 1e20, "sample_rate": 16000})
+    assert "Embed Audio, input 'audio'" in message and "samples reach" in message
+
+
+def test_save_latent_long_prefix_named(nodes, models, comfy_base):
+    base, _ = comfy_base
+    good = run("SGIMSourceLatent", nodes, generator=models.generator16, seed=1)[0]
+    before = sorted((base / "output").rglob("*"))
+    message = _node_error("SGIMSaveLatent", nodes, wplus=good, filename_prefix="x" * 300)
+    assert "Save Latent, input 'filename_prefix'" in message and "keep it under 200" in message
+    assert sorted((base / "output").rglob("*")) == before
+
+
+def test_model_names_stay_inside_the_pack_folder_without_comfyui(nodes, monkeypatch):
+    monkeypatch.setattr(nodes, "_folder_paths", lambda: None)
+    assert (REPO / "README.md").is_file()  # what "../../README.md" would reach from models/stylegan
+    with pytest.raises(Exception) as info:
+        nodes.model_file_path("stylegan", "../../README.md", "Load StyleGAN", "generator_name")
+    assert type(info.value).__name__ == "ModelFileError"
+    assert "Load StyleGAN, input 'generator_name'" in str(info.value) and "not found" in str(info.value)
