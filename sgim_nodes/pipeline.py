@@ -130,6 +130,10 @@ def _check_arguments(args: argparse.Namespace) -> None:
     if args.truncation is not None:
         check_float("--truncation", args.truncation, 0.0, 10.0)
     resolve_device(args.device)
+    if args.source_latent is not None:  # a bad code file is refused before the models are loaded
+        from .latents import load_wplus
+
+        load_wplus(args.source_latent)
     out = check_output_file(args.out, "--out")
     stem = out.with_suffix("")
     for extra in (stem.with_name(stem.name + "_source.png"), stem.with_name(stem.name + "_wplus.safetensors"),

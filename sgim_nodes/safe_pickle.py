@@ -171,7 +171,7 @@ def _skip_plain_pickle(file, source: str) -> None:
         raise ModelFileError(f"{source}: not a readable PyTorch file ({type(exc).__name__}: {exc})") from None
 
 
-def check_zip_member(archive, info, source: str) -> None:
+def check_zip_member(info, source: str) -> None:
     """Refuse an archive member that would inflate far beyond its stored size (a zip bomb)."""
     import zipfile
 
@@ -198,7 +198,7 @@ def check_torch_zip(path, source: str | None = None) -> None:
     with archive:
         infos = {info.filename: info for info in archive.infolist()}
         for info in infos.values():
-            check_zip_member(archive, info, source)
+            check_zip_member(info, source)
         pickles = [name for name in infos if name.endswith("/data.pkl") and name.count("/") == 1]
         for name in pickles:
             prefix = name.rsplit("/", 1)[0]
