@@ -65,6 +65,92 @@ def _rebuild_legacy_storage(data: bytes):
     return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
 
 
+# The globals plain tensors, parameters and numpy scalars need. Every value is a function that only
+# builds data; none of them can be steered into running other code.
+TENSOR_GLOBALS: dict[tuple[str, str], Any] = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
+    ("torch.storage", "_load_from_bytes"): _rebuild_legacy_storage,
+    ("torch", "FloatStorage"): torch.FloatStorage,
+    ("torch", "HalfStorage"): torch.HalfStorage,
+    ("torch", "BFloat16Storage"): torch.BFloat16Storage,
+    ("torch", "DoubleStorage"): torch.DoubleStorage,
+    ("torch", "LongStorage"): torch.LongStorage,
+    ("torch", "IntStorage"): torch.IntStorage,
+    ("torch", "ByteStorage"): torch.ByteStorage,
+    ("torch", "BoolStorage"): torch.BoolStorage,
+}
+
+
+def _numpy_globals() -> dict[tuple[str, str], Any]:
+    import numpy as np
+
+    try:  # NumPy 2 moved the module; files carry whichever spelling wrote them
+        from numpy._core.multiarray import scalar
+    except ImportError:  # pragma: no cover - NumPy 1.x
+        from numpy.core.multiarray import scalar
+    out = {("numpy", "dtype"): np.dtype}
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        out[(mod, "scalar")] = scalar
+    return out
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """``pickle.Unpickler`` that resolves only ``allowed`` globals (plus ``stub_prefixes`` as PlainObjects)."""
+
+    def __init__(self, file, *, source: str, allowed: Mapping[tuple[str, str], Any],
+                 stub_prefixes: tuple[str, ...] = (), persistent_load: Callable[[Any], Any] | None = None):
+        if persistent_load is not None:
+            # Set before Unpickler.__init__: the C unpickler binds persistent_load once, at init.
+            self.persistent_load = persistent_load  # type: ignore[method-assign]
+        super().__init__(file)
+        self._source = source
+        self._allowed = allowed
+        self._stub_prefixes = stub_prefixes
+        self._stubs: dict[str, Any] = {}
+
+    def find_class(self, module: str, name: str) -> Any:
+        key = (module, name)
+        if key in self._allowed:
+            return self._allowed[key]
+        if any(module == p or module.startswith(p + ".") for p in self._stub_prefixes):
+            qualname = f"{module}.{name}"
+            return self._stubs.setdefault(qualname, plain_class(qualname))
+        raise UnsafeFileError(
+            f"{self._source}: refused to load '{module}.{name}'. The file asks for code outside the "
+            "small set of tensor-building functions this loader allows, so it is either not a model "
+            "file of the expected kind or it was crafted to run code; nothing from it was executed.")
+
+    def persistent_load(self, pid: Any) -> Any:  # default: formats that use it pass their own
+        raise UnsafeFileError(f"{self._source}: unexpected persistent reference {pid!r} in the pickle")
+
+
+def restricted_load(file, *, source: str, extra_allowed: Mapping[tuple[str, str], Any] | None = None,
+                    stub_prefixes: tuple[str, ...] = (), persistent_load: Callable[[Any], Any] | None = None,
+                    ) -> Any:
+    """Unpickle ``file`` (a binary file object) allowing only tensor globals plus ``extra_allowed``.
+
+    Raises :class:`UnsafeFileError` for a forbidden global and :class:`ModelFileError` for a file
+    that is truncated or not a pickle at all; ``source`` (usually the path) is named in both.
+    """
+    allowed = {**TENSOR_GLOBALS, **_numpy_globals(), **(extra_allowed or {})}
+    unpickler = RestrictedUnpickler(file, source=source, allowed=allowed, stub_prefixes=stub_prefixes,
+                                    persistent_load=persistent_load)
+    try:
+        return unpickler.load()
+    except UnsafeFileError:
+        raise
+    except ModelFileError as exc:  # a budget refused an embedded part (e.g. a storage): say which file
+        raise ModelFileError(f"{source}: {exc}") from None
+    except RecursionError:
+        raise ModelFileError(f"{source}: the pickle nests too deeply to be a model file") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+            KeyError, RuntimeError, UnicodeDecodeError, MemoryError) as exc:
+        raise ModelFileError(f"{source}: not a readable pickle (truncated or another kind of file: "
+                             f"{type(exc).__name__}: {exc})") from None
+
+
 # --------------------------------------------------------------------------------------------- budgets
 # torch allocates every storage at the size its pickle declares, then fills it from the file; zip
 # readers inflate a member to the size the archive declares. Both are checked against what the file
@@ -142,29 +228,40 @@ def _declared_storages(file, source: str) -> dict[str, int]:
     return declared
 
 
+LEGACY_TORCH_MAGIC = 0x1950A86A20F9469CFC6C  # the first pickle of every legacy torch.save stream
+
+
 def check_legacy_torch_stream(file, source: str) -> None:
-    """A legacy (non-zip) ``torch.save`` stream must hold every storage its pickle declares."""
-    for _ in range(3):  # magic number, protocol version, system info
-        _skip_plain_pickle(file, source)
+    """A legacy (non-zip) ``torch.save`` stream must hold every storage its pickle declares (torch
+    allocates each at its declared size before reading it). A stream that is not a legacy torch file
+    at all is left to ``torch.load`` to report."""
+    try:
+        if _plain_pickle(file, source) != LEGACY_TORCH_MAGIC:
+            return
+    except ModelFileError:
+        return
+    for _ in range(2):  # protocol version, system info
+        _plain_pickle(file, source)
     declared = _declared_storages(file, source)
-    _skip_plain_pickle(file, source)  # the list of storage keys
+    _plain_pickle(file, source)  # the list of storage keys
     position = file.tell()
     file.seek(0, io.SEEK_END)
     available = file.tell() - position
     file.seek(position)
-    needed = sum(declared.values()) + 8 * len(declared)
+    needed = sum(declared.values()) + 8 * len(declared)  # each storage: an 8-byte length, then its bytes
     if needed > available:
         raise ModelFileError(f"{source}: the file declares {needed:,} bytes of tensor data but holds only "
                              f"{available:,}; it is truncated or crafted to exhaust memory")
 
 
-def _skip_plain_pickle(file, source: str) -> None:
+def _plain_pickle(file, source: str) -> Any:
+    """One pickle of plain data (a torch file header): no globals at all."""
     class _Plain(pickle.Unpickler):
         def find_class(self, module: str, name: str) -> Any:
             raise ModelFileError(f"{source}: unexpected '{module}.{name}' in a torch file header")
 
     try:
-        _Plain(file).load()
+        return _Plain(file).load()
     except ModelFileError:
         raise
     except Exception as exc:
@@ -221,96 +318,4 @@ def check_torch_file(path) -> None:
         check_torch_zip(path)
         return
     with open(path, "rb") as f:
-        head = f.read(2)
-        f.seek(0)
-        if head[:1] == b"\x80":  # a pickle stream: the legacy format starts with one
-            try:
-                check_legacy_torch_stream(f, str(path))
-            except ModelFileError as exc:
-                if "declares" in str(exc):
-                    raise
-                # not a legacy torch stream at all: torch.load reports it in its own words
-
-
-# The globals plain tensors, parameters and numpy scalars need. Every value is a function that only
-# builds data; none of them can be steered into running other code.
-TENSOR_GLOBALS: dict[tuple[str, str], Any] = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
-    ("torch.storage", "_load_from_bytes"): _rebuild_legacy_storage,
-    ("torch", "FloatStorage"): torch.FloatStorage,
-    ("torch", "HalfStorage"): torch.HalfStorage,
-    ("torch", "BFloat16Storage"): torch.BFloat16Storage,
-    ("torch", "DoubleStorage"): torch.DoubleStorage,
-    ("torch", "LongStorage"): torch.LongStorage,
-    ("torch", "IntStorage"): torch.IntStorage,
-    ("torch", "ByteStorage"): torch.ByteStorage,
-    ("torch", "BoolStorage"): torch.BoolStorage,
-}
-
-
-def _numpy_globals() -> dict[tuple[str, str], Any]:
-    import numpy as np
-
-    try:  # NumPy 2 moved the module; files carry whichever spelling wrote them
-        from numpy._core.multiarray import scalar
-    except ImportError:  # pragma: no cover - NumPy 1.x
-        from numpy.core.multiarray import scalar
-    out = {("numpy", "dtype"): np.dtype}
-    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        out[(mod, "scalar")] = scalar
-    return out
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """``pickle.Unpickler`` that resolves only ``allowed`` globals (plus ``stub_prefixes`` as PlainObjects)."""
-
-    def __init__(self, file, *, source: str, allowed: Mapping[tuple[str, str], Any],
-                 stub_prefixes: tuple[str, ...] = (), persistent_load: Callable[[Any], Any] | None = None):
-        if persistent_load is not None:
-            # Set before Unpickler.__init__: the C unpickler binds persistent_load once, at init.
-            self.persistent_load = persistent_load  # type: ignore[method-assign]
-        super().__init__(file)
-        self._source = source
-        self._allowed = allowed
-        self._stub_prefixes = stub_prefixes
-        self._stubs: dict[str, Any] = {}
-
-    def find_class(self, module: str, name: str) -> Any:
-        key = (module, name)
-        if key in self._allowed:
-            return self._allowed[key]
-        if any(module == p or module.startswith(p + ".") for p in self._stub_prefixes):
-            qualname = f"{module}.{name}"
-            return self._stubs.setdefault(qualname, plain_class(qualname))
-        raise UnsafeFileError(
-            f"{self._source}: refused to load '{module}.{name}'. The file asks for code outside the "
-            "small set of tensor-building functions this loader allows, so it is either not a model "
-            "file of the expected kind or it was crafted to run code; nothing from it was executed.")
-
-    def persistent_load(self, pid: Any) -> Any:  # default: formats that use it pass their own
-        raise UnsafeFileError(f"{self._source}: unexpected persistent reference {pid!r} in the pickle")
-
-
-def restricted_load(file, *, source: str, extra_allowed: Mapping[tuple[str, str], Any] | None = None,
-                    stub_prefixes: tuple[str, ...] = (), persistent_load: Callable[[Any], Any] | None = None,
-                    ) -> Any:
-    """Unpickle ``file`` (a binary file object) allowing only tensor globals plus ``extra_allowed``.
-
-    Raises :class:`UnsafeFileError` for a forbidden global and :class:`ModelFileError` for a file
-    that is truncated or not a pickle at all; ``source`` (usually the path) is named in both.
-    """
-    allowed = {**TENSOR_GLOBALS, **_numpy_globals(), **(extra_allowed or {})}
-    unpickler = RestrictedUnpickler(file, source=source, allowed=allowed, stub_prefixes=stub_prefixes,
-                                    persistent_load=persistent_load)
-    try:
-        return unpickler.load()
-    except UnsafeFileError:
-        raise
-    except RecursionError:
-        raise ModelFileError(f"{source}: the pickle nests too deeply to be a model file") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
-            KeyError, RuntimeError, UnicodeDecodeError, MemoryError) as exc:
-        raise ModelFileError(f"{source}: not a readable pickle (truncated or another kind of file: "
-                             f"{type(exc).__name__}: {exc})") from None
+        check_legacy_torch_stream(f, str(path))

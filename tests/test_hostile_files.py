@@ -325,12 +325,18 @@ def test_hostile_file_refused_in_bounded_time_and_memory(hostile_outcomes, name,
         assert "4,293,918,720 bytes" in outcome["message"]  # what it would have inflated to
 
 
-def test_real_files_pass_the_budgets(fixtures_dir):
-    """The budgets refuse nothing real: both reference generators load."""
+def test_real_files_pass_the_budgets(fixtures_dir, tmp_path):
+    """The budgets refuse nothing real: both reference generators load, and so does the rosinality one
+    re-saved in torch's legacy (non-zip) format."""
     from sgim_nodes.stylegan import load_generator
 
     for name in ("rosinality_tiny.pt", "nvlabs_tiny.pkl"):
         assert load_generator(fixtures_dir / "stylegan2" / name).num_ws > 0
+    legacy = tmp_path / "legacy.pt"
+    torch.save(torch.load(fixtures_dir / "stylegan2" / "rosinality_tiny.pt", weights_only=True), legacy,
+               _use_new_zipfile_serialization=False)
+    assert not zipfile.is_zipfile(legacy)
+    assert load_generator(legacy).num_ws == load_generator(fixtures_dir / "stylegan2" / "rosinality_tiny.pt").num_ws
 
 
 # ------------------------------------------------------------------------------------ generator configs
