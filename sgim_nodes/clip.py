@@ -526,6 +526,7 @@ def load_clip(path: str | os.PathLike, model_name: str | None = None, device: st
     import open_clip
 
     from .device import resolve_device
+    from .limits import check_finite_weights
 
     path = Path(path)
     if not path.is_file():
@@ -561,6 +562,7 @@ def load_clip(path: str | os.PathLike, model_name: str | None = None, device: st
             model = _create_open_clip(model_name)
             _load_into(model, state, str(path))
             name = model_name
+        check_finite_weights(model, str(path), "CLIP")
         model = model.float().to(device)
     return ClipModel(model, name, _tokenizer_for(name, model))
 

@@ -87,6 +87,16 @@ def check_finite(name: str, tensor: torch.Tensor, max_abs: float | None = None, 
     return tensor
 
 
+def check_finite_weights(module: torch.nn.Module, source: str, what: str) -> None:
+    """A loaded network's weights are all finite: a NaN weight would surface later as a NaN output, far
+    from the file that caused it. Raises :class:`~.errors.ModelFileError` naming the file and tensor."""
+    from .errors import ModelFileError
+
+    for name, tensor in module.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ModelFileError(f"{source}: {what} tensor '{name}' contains NaN or infinite values")
+
+
 def check_file_name(name: str, value: str) -> str:
     """A file name we are about to create: short enough for every file system (UTF-8 bytes)."""
     size = len(value.encode("utf-8"))

@@ -466,6 +466,20 @@ def test_audio_encoder_with_a_nan_weight_named(tmp_path):
     assert str(path) in str(info.value) and "'feature_extractor.fc.weight' contains NaN" in str(info.value)
 
 
+def test_clip_with_a_nan_weight_named(tmp_path):
+    from sgim_nodes.clip import load_clip
+    from sgim_nodes.errors import ModelFileError
+
+    path = tmp_path / "clip.pt"
+    state = dict(_tiny_openai_clip_state())
+    state["ln_final.weight"] = state["ln_final.weight"].clone()
+    state["ln_final.weight"][0] = float("nan")
+    torch.save(state, path)
+    with pytest.raises(ModelFileError) as info:
+        load_clip(path)
+    assert str(path) in str(info.value) and "CLIP tensor 'ln_final.weight' contains NaN" in str(info.value)
+
+
 def test_target_weights_and_huge_targets():
     from sgim_nodes.errors import ParameterError
     from sgim_nodes.optimize.objective import combine_targets

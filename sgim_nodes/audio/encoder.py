@@ -24,6 +24,7 @@ from torch import nn
 
 from ..errors import AudioError, ModelFileError, ParameterError
 from ..fileio import load_model_file, read_safetensors_metadata, save_model_file
+from ..limits import check_finite_weights
 from .features import PAPER_SETTINGS, FeatureSettings, check_sample_rate, count_windows, iter_windows
 
 KIND = "audio_encoder"
@@ -147,9 +148,7 @@ def _build_loaded(state: dict[str, torch.Tensor], config: dict[str, Any], source
         except RuntimeError as exc:
             raise ModelFileError(f"{source}: weights do not fit a {config['backbone']} audio encoder "
                                  f"({str(exc).splitlines()[0]} ...)") from None
-        for name, tensor in encoder.state_dict().items():  # a NaN weight would give NaN embeddings later
-            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                raise ModelFileError(f"{source}: audio encoder tensor '{name}' contains NaN or infinite values")
+        check_finite_weights(encoder, source, "audio encoder")
         encoder.requires_grad_(False)
         return encoder.to(device).eval()
 

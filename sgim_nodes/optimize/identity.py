@@ -153,6 +153,9 @@ def load_id_model(path: str | os.PathLike, device: str | torch.device = "cpu",
                                                 ("wrong shape", wrong)) if keys)
         raise ModelFileError(f"{path}: not an ArcFace IR-SE50 ('model_ir_se50.pth') state dict ({details})")
     model.load_state_dict(state)
+    from ..limits import check_finite_weights
+
+    check_finite_weights(model, str(path), "identity model")
     return model.to(device).eval().requires_grad_(False)
 
 
