@@ -116,7 +116,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
     """Numbers and the output path, checked before any model is loaded or step run."""
     from .device import resolve_device
     from .fileio import check_output_file
-    from .limits import MAX_BATCH, MAX_LR, MAX_SEED, MAX_STEPS, check_float, check_int
+    from .limits import (MAX_BATCH, MAX_LOSS_WEIGHT, MAX_LR, MAX_SEED, MAX_STEPS, MAX_TRUNCATION, check_float,
+                         check_int)
 
     check_int("--seed", args.seed, 0, MAX_SEED, "a seed")
     check_int("--batch", args.batch, 1, MAX_BATCH, "a batch size")
@@ -126,9 +127,9 @@ def _check_arguments(args: argparse.Namespace) -> None:
         check_float("--lr", args.lr, 0.0, MAX_LR, exclusive_minimum=True, what="a learning rate")
     for name in ("lambda_sim", "lambda_id"):
         if getattr(args, name) is not None:
-            check_float(f"--{name.replace('_', '-')}", getattr(args, name), 0.0, 1e6)
+            check_float(f"--{name.replace('_', '-')}", getattr(args, name), 0.0, MAX_LOSS_WEIGHT)
     if args.truncation is not None:
-        check_float("--truncation", args.truncation, 0.0, 10.0)
+        check_float("--truncation", args.truncation, 0.0, MAX_TRUNCATION)
     resolve_device(args.device)
     if args.source_latent is not None:  # a bad code file is refused before the models are loaded
         from .latents import load_wplus
@@ -284,7 +285,6 @@ def save_images(images: torch.Tensor, path: Path) -> list[Path]:
     from PIL import Image
 
     from .fileio import atomic_path
-
     from .limits import check_finite
 
     path = Path(path)
