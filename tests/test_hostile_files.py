@@ -797,10 +797,32 @@ def test_model_names_stay_inside_the_pack_folder_without_comfyui(nodes, monkeypa
     assert "Load StyleGAN, input 'generator_name'" in str(info.value) and "not found" in str(info.value)
 
 
-from test_train_loop import _config as train_config, assets  # noqa: E402,F401  (pytest fixture)
+TRAIN_CLIP_NAME = "sgim-hostile-train-clip"
 
 
-def test_resume_with_a_foreign_model_state(assets, tmp_path):  # noqa: F811
+@pytest.fixture(scope="module")
+def train_assets(tmp_path_factory):
+    """A tiny CLIP (its own 40-d shape, so no other test's tiny CLIP file becomes ambiguous once training
+    registers this config with open_clip) and a 4-class synthetic dataset."""
+    from sgim_nodes.clip import build_tiny_clip, save_open_clip_state_dict, tiny_clip_config
+    from sgim_nodes.train.synthetic import make_dataset
+
+    root = tmp_path_factory.mktemp("train_assets")
+    (root / f"{TRAIN_CLIP_NAME}.json").write_text(json.dumps(tiny_clip_config(40)))
+    save_open_clip_state_dict(build_tiny_clip(40, seed=0, name=TRAIN_CLIP_NAME), root / "clip.safetensors")
+    make_dataset(root / "synth", per_class=12, classes=4, seed=0)
+    return root
+
+
+def train_config(assets: Path, out: Path, **changes):
+    from sgim_nodes.train.loop import TrainConfig
+
+    return TrainConfig(**{**dict(data=str(assets / "synth"), split="train", clip=str(assets / "clip.safetensors"),
+                                 clip_config=str(assets / f"{TRAIN_CLIP_NAME}.json"), clip_model=TRAIN_CLIP_NAME,
+                                 features="compact", out=str(out), progress=False), **changes})
+
+
+def test_resume_with_a_foreign_model_state(train_assets, tmp_path):
     """A checkpoint of the right form whose model state belongs to another network: named, not a raw
     state-dict error; the checkpoint is left as it was."""
     from sgim_nodes.errors import ModelFileError
@@ -808,12 +830,13 @@ def test_resume_with_a_foreign_model_state(assets, tmp_path):  # noqa: F811
 
     out = tmp_path / "enc.safetensors"
     torch.set_num_threads(1)
-    train(train_config(assets, out, epochs=1, batch_size=12, max_steps=1, checkpoint_every=1))
+    train(train_config(train_assets, out, epochs=1, batch_size=12, max_steps=1, checkpoint_every=1))
     checkpoint = tmp_path / "enc_run" / "checkpoint.pt"
     state = torch.load(checkpoint, weights_only=True)
     state["model"] = {"fc.weight": torch.zeros(2, 2)}
     torch.save(state, checkpoint)
     with pytest.raises(ModelFileError) as info:
-        train(train_config(assets, out, epochs=1, batch_size=12, max_steps=2, checkpoint_every=1, resume=True))
+        train(train_config(train_assets, out, epochs=1, batch_size=12, max_steps=2, checkpoint_every=1,
+                           resume=True))
     assert f"{checkpoint}: cannot resume: the checkpoint does not fit this run's model" in str(info.value)
     assert torch.load(checkpoint, weights_only=True)["step"] == 1
