@@ -32,6 +32,13 @@ MAX_CHANNELS = 4096  # feature channels per resolution, z_dim, w_dim, mapping wi
 MAX_MAPPING_LAYERS = 32
 MAX_BLUR_TAPS = 16
 
+# --- audio encoders (our .safetensors metadata) -------------------------------------------------------
+MAX_EMBED_DIM = 4096  # CLIP embedding width (the largest CLIP: 1280)
+MAX_MELS = 1024  # mel bands (the paper: 128)
+MAX_FFT = 65536  # STFT size (the paper: 2048)
+MAX_WINDOW_FRAMES = 100_000  # spectrogram frames per model window (the paper: 864)
+MAX_IMAGE_SIDE = 8192  # rows / columns of the encoder's input image (the paper: 512 x 128)
+
 # --- CLIP models built from the shapes in an OpenAI file -----------------------------------------------
 MAX_TRANSFORMER_LAYERS = 128  # blocks per tower (the largest CLIP, ViT-bigG/14, has 48)
 

@@ -239,6 +239,7 @@ RUNNER = textwrap.dedent("""
     import json, sys, time
     import torch
     torch.set_num_threads(1)
+    from sgim_nodes.audio import load_audio_encoder
     from sgim_nodes.clip import load_clip
     from sgim_nodes.stylegan import load_generator
 
@@ -279,6 +280,8 @@ HOSTILE_LOADS = {
         _stored("archive/data/0", bytes(16))])), "load_generator"),
     "clip-wide-claim": (clip_claiming_a_wide_text_tower, "load_clip"),
     "clip-many-blocks": (clip_with_a_thousand_blocks, "load_clip"),
+    "encoder-embed-dim": (lambda p: encoder_safetensors(p, {"backbone": "resnet18", "embed_dim": 2_000_000_000}),
+                          "load_audio_encoder"),
     "config-resolution": (lambda p: generator_safetensors(p, {"resolution": 1073741824}, {"x": torch.zeros(1)}),
                           "load_generator"),
 }
@@ -290,7 +293,7 @@ def hostile_outcomes(tmp_path_factory) -> dict[str, tuple[Path, dict]]:
     folder = tmp_path_factory.mktemp("hostile")
     paths, calls = {}, []
     for name, (write, loader) in HOSTILE_LOADS.items():
-        path = folder / (name + (".safetensors" if name.startswith("config") else ".pt"))
+        path = folder / (name + (".safetensors" if name.startswith(("config", "encoder")) else ".pt"))
         write(path)
         paths[name] = path
         calls.append([name, f"{loader}({str(path)!r})"])
@@ -311,6 +314,7 @@ def hostile_outcomes(tmp_path_factory) -> dict[str, tuple[Path, dict]]:
     ("torchscript-laughs", 5_000, "module records"),
     ("storage-beyond-member", 1_000, "storage 0 declares 1,600,000,000 bytes but its archive member holds 16"),
     ("config-resolution", 300, "resolution: expected a power of two from 4 to 4096, got 1073741824"),
+    ("encoder-embed-dim", 400, "embed_dim: expected an embedding width from 1 to 4096, got 2000000000"),
     ("clip-wide-claim", 16 * 2 ** 20, "do not fit the CLIP architecture they imply (size mismatch for positional_embedding"),
     ("clip-many-blocks", 16 * 2 ** 20, "1000 blocks in one tower, beyond the 128"),
 ])
@@ -370,6 +374,32 @@ def generator_safetensors(path: Path, config: dict, tensors: dict | None = None)
     ({"resolution": 16, "channels": {"4": 4, "8": 4, "16": 4}}, "the tensors do not match the generator config"),
     ({"channels": {"4": 4, "8": 5}}, "the config needs [5, 4, 3, 3]"),
 ])
+def encoder_safetensors(path: Path, config: dict) -> Path:
+    """Our audio-encoder format with a chosen config in the metadata and one tiny tensor."""
+    from safetensors.torch import save_file
+
+    save_file({"conv.weight": torch.zeros(3, 1, 3, 3)}, str(path),
+              metadata={"sgim_kind": "audio_encoder", "sgim_format": "1", "config": json.dumps(config)})
+    return path
+
+
+@pytest.mark.parametrize("preprocessing, expected", [
+    ({"frames": 10 ** 9}, "frames: expected an integer from 1 to 100000, got 1000000000"),
+    ({"n_mels": "x"}, "n_mels: expected an integer from 1 to 1024, got 'x'"),
+    ({"rolloff": 0}, "rolloff: expected a number in (0, 1], got 0"),
+    ("flat", "preprocessing: expected a JSON object"),
+])
+def test_encoder_preprocessing_config_refused(tmp_path, preprocessing, expected):
+    from sgim_nodes.audio import load_audio_encoder
+    from sgim_nodes.errors import ModelFileError
+
+    path = encoder_safetensors(tmp_path / "enc.safetensors", {"backbone": "resnet18", "embed_dim": 16,
+                                                               "preprocessing": preprocessing})
+    with pytest.raises(ModelFileError) as info:
+        load_audio_encoder(path)
+    assert str(path) in str(info.value) and expected in str(info.value)
+
+
 def test_inconsistent_configs_refused_with_the_field_named(tmp_path, change, expected):
     from sgim_nodes.errors import ModelFileError
     from sgim_nodes.stylegan import load_generator

@@ -50,8 +50,9 @@ class AudioEncoder(nn.Module):
 
         if backbone not in BACKBONES:
             raise ParameterError(f"backbone: expected one of {', '.join(BACKBONES)}, got {backbone!r}")
-        if int(embed_dim) <= 0:
-            raise ParameterError(f"embed_dim: expected a positive integer, got {embed_dim!r}")
+        from ..limits import MAX_EMBED_DIM, check_int
+
+        embed_dim = check_int("embed_dim", embed_dim, 1, MAX_EMBED_DIM, "an embedding width")
         self.conv = nn.Conv2d(1, 3, kernel_size=3)
         self.feature_extractor = timm.create_model(backbone, pretrained=False, num_classes=int(embed_dim))
         self.config: dict[str, Any] = {"backbone": backbone, "embed_dim": int(embed_dim), "clip_model": clip_model,
@@ -141,8 +142,13 @@ def _read_official(path: Path) -> dict[str, torch.Tensor]:
 def _build_loaded(state: dict[str, torch.Tensor], config: dict[str, Any], source: str,
                   device: torch.device) -> AudioEncoder:
     with torch.inference_mode(False), torch.no_grad():
-        encoder = AudioEncoder(config["backbone"], config["embed_dim"], config.get("clip_model"),
-                               FeatureSettings.from_dict(config.get("preprocessing")))
+        try:  # the config may come from a file's metadata: checked (types, ranges) before anything is built
+            if not isinstance(config.get("preprocessing") or {}, dict):
+                raise ParameterError("preprocessing: expected a JSON object of settings")
+            encoder = AudioEncoder(config["backbone"], config["embed_dim"], config.get("clip_model"),
+                                   FeatureSettings.from_dict(config.get("preprocessing")))
+        except (ParameterError, TypeError) as exc:
+            raise ModelFileError(f"{source}: the audio encoder config is invalid ({exc})") from None
         try:
             encoder.load_state_dict(state, strict=True)
         except RuntimeError as exc:
