@@ -968,8 +968,9 @@ class SGIMSaveLatent:
         if os.path.commonpath([out_dir, target_dir]) != out_dir:
             raise ParameterError(f"Save Latent, input 'filename_prefix': {filename_prefix!r} leaves the output folder")
         base = os.path.basename(filename_prefix) or "latent"
-        try:
-            check_file_name("filename_prefix", f"{base}_00000.safetensors")
+        try:  # every folder and the file name itself within what file systems take
+            for part in [*os.path.dirname(filename_prefix).split("/"), f"{base}_00000.safetensors"]:
+                check_file_name("filename_prefix", part)
         except SGIMError as exc:
             raise named_error("Save Latent", "filename_prefix", exc) from None
         try:  # before creating any folder: a refused code leaves nothing behind

@@ -364,16 +364,6 @@ def generator_safetensors(path: Path, config: dict, tensors: dict | None = None)
     return path
 
 
-@pytest.mark.parametrize("change, expected", [
-    ({"channels": {"4": -1, "8": 4}}, "channels: expected channel counts from 1 to 4096, got -1"),
-    ({"blur_kernel": [0, 0]}, "blur_kernel: the taps [0, 0] sum to 0"),
-    ({"conv_clamp": "x"}, "conv_clamp: expected null or a positive number"),
-    ({"resolution": True}, "resolution: expected a power of two"),
-    ({"z_dim": 8.5}, "z_dim: expected an integer from 1 to 4096, got 8.5"),
-    ({"n_mapping": 10 ** 9}, "n_mapping: expected a number of mapping layers from 1 to 32"),
-    ({"resolution": 16, "channels": {"4": 4, "8": 4, "16": 4}}, "the tensors do not match the generator config"),
-    ({"channels": {"4": 4, "8": 5}}, "the config needs [5, 4, 3, 3]"),
-])
 def encoder_safetensors(path: Path, config: dict) -> Path:
     """Our audio-encoder format with a chosen config in the metadata and one tiny tensor."""
     from safetensors.torch import save_file
@@ -400,6 +390,16 @@ def test_encoder_preprocessing_config_refused(tmp_path, preprocessing, expected)
     assert str(path) in str(info.value) and expected in str(info.value)
 
 
+@pytest.mark.parametrize("change, expected", [
+    ({"channels": {"4": -1, "8": 4}}, "channels: expected channel counts from 1 to 4096, got -1"),
+    ({"blur_kernel": [0, 0]}, "blur_kernel: the taps [0, 0] sum to 0"),
+    ({"conv_clamp": "x"}, "conv_clamp: expected null or a positive number"),
+    ({"resolution": True}, "resolution: expected a power of two"),
+    ({"z_dim": 8.5}, "z_dim: expected an integer from 1 to 4096, got 8.5"),
+    ({"n_mapping": 10 ** 9}, "n_mapping: expected a number of mapping layers from 1 to 32"),
+    ({"resolution": 16, "channels": {"4": 4, "8": 4, "16": 4}}, "the tensors do not match the generator config"),
+    ({"channels": {"4": 4, "8": 5}}, "the config needs [5, 4, 3, 3]"),
+])
 def test_inconsistent_configs_refused_with_the_field_named(tmp_path, change, expected):
     from sgim_nodes.errors import ModelFileError
     from sgim_nodes.stylegan import load_generator
@@ -813,8 +813,9 @@ def test_save_latent_long_prefix_named(nodes, models, comfy_base):
     base, _ = comfy_base
     good = run("SGIMSourceLatent", nodes, generator=models.generator16, seed=1)[0]
     before = sorted((base / "output").rglob("*"))
-    message = _node_error("SGIMSaveLatent", nodes, wplus=good, filename_prefix="x" * 300)
-    assert "Save Latent, input 'filename_prefix'" in message and "keep it under 200" in message
+    for prefix in ("x" * 300, "y" * 300 + "/latent"):
+        message = _node_error("SGIMSaveLatent", nodes, wplus=good, filename_prefix=prefix)
+        assert "Save Latent, input 'filename_prefix'" in message and "keep it under 200" in message
     assert sorted((base / "output").rglob("*")) == before
 
 
