@@ -482,6 +482,17 @@ def test_huge_audio_samples_refused(audio_dir):
             embed_audio(encoder, torch.full((1, 4410), 0.5) * scale, 44100)
 
 
+def test_infinite_audio_times_refused(audio_dir):
+    from sgim_nodes.audio import build_audio_encoder, embed_audio
+    from sgim_nodes.errors import ParameterError
+
+    torch.manual_seed(0)
+    encoder = build_audio_encoder(embed_dim=16).eval()
+    for option in ("hop_seconds", "start_seconds", "end_seconds"):
+        with pytest.raises(ParameterError, match=f"{option}: expected a .*finite number of seconds, got inf"):
+            embed_audio(encoder, torch.zeros(1, 4410), 44100, **{option: float("inf")})
+
+
 def test_audio_encoder_with_a_nan_weight_named(tmp_path):
     from sgim_nodes.audio import build_audio_encoder, load_audio_encoder
     from sgim_nodes.errors import ModelFileError

@@ -226,8 +226,9 @@ def _check_samples(batch: torch.Tensor) -> None:
 def _seconds_to_samples(value: float | None, sample_rate: int, name: str) -> int | None:
     if value is None:
         return None
-    if not isinstance(value, (int, float)) or value != value or value < 0:
-        raise ParameterError(f"{name}: expected a non-negative number of seconds, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e9:
+        raise ParameterError(f"{name}: expected a non-negative, finite number of seconds, got {value!r}",
+                             parameter=name)
     return int(round(value * sample_rate))
 
 
@@ -255,8 +256,9 @@ def embed_audio(encoder: AudioEncoder, waveform: torch.Tensor, sample_rate: int,
                              f"({settings.frames} frames); got {window_seconds}")
     hop_frames = None
     if hop_seconds is not None:
-        if not isinstance(hop_seconds, (int, float)) or not hop_seconds > 0:
-            raise ParameterError(f"hop_seconds: expected a positive number of seconds, got {hop_seconds!r}")
+        if isinstance(hop_seconds, bool) or not isinstance(hop_seconds, (int, float)) or not 0 < hop_seconds < 1e9:
+            raise ParameterError(f"hop_seconds: expected a positive, finite number of seconds, got {hop_seconds!r}",
+                                 parameter="hop_seconds")
         hop_frames = max(1, int(round(hop_seconds * settings.sample_rate / settings.hop_length)))
     batch = _as_batch(waveform)
     if batch.numel() == 0:

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ..errors import Cancelled, NonFiniteError, ParameterError
-from ..limits import MAX_BATCH, MAX_LR, MAX_SEED, MAX_STEPS, check_int
+from ..limits import MAX_BATCH, MAX_LR, MAX_SEED, MAX_STEPS, MAX_TRUNCATION, check_float, check_int
 from ..memory import reuse_freed_memory
 from .identity import identity_features, identity_loss
 from .layer_mask import LayerMask, adaptive_init, adaptive_update_, resolve_layer_mask
@@ -92,6 +92,7 @@ def sample_source_ws(generator, batch: int, seed: int, truncation: float = 0.7) 
     """Random source codes as the released edit mode draws them: z ~ N(0, I) (seeded), mapped, truncated."""
     batch = check_int("batch", batch, 1, MAX_BATCH, "a batch size")
     seed = check_int("seed", seed, 0, MAX_SEED, "a seed")
+    truncation = check_float("truncation", truncation, 0.0, MAX_TRUNCATION, what="a truncation psi")
     device = _device_of(generator)
     z = torch.randn(batch, generator.z_dim, generator=torch.Generator().manual_seed(seed)).to(device)
     with torch.no_grad():
