@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .sgim_nodes.errors import ModelFileError, ParameterError, SGIMError
+from .sgim_nodes.errors import ModelFileError, NonFiniteError, ParameterError, SGIMError
 
 PACK_DIR = os.path.dirname(os.path.abspath(__file__))
 CATEGORY_ROOT = "SGIM"
@@ -95,8 +95,14 @@ def model_file_list(key: str) -> list[str]:
 
 def model_file_path(key: str, name: str, node: str, input_name: str) -> str:
     """Absolute path of a combo choice, or a ModelFileError naming the node input."""
+    from .sgim_nodes.models import file_in_folder
+
     fp = _folder_paths()
-    path = fp.get_full_path(key, name) if fp is not None else os.path.join(PACK_DIR, "models", key, name)
+    if fp is not None:
+        path = fp.get_full_path(key, name)
+    else:  # without ComfyUI: the pack's own folder, and nothing outside it
+        found = file_in_folder(os.path.join(PACK_DIR, "models", key), name)
+        path = str(found) if found is not None else None
     if not path or not os.path.isfile(path):
         raise ModelFileError(f"{node}, input '{input_name}': model file {name!r} not found in the "
                              f"'{key}' model folders (models/{key}/ or extra_model_paths.yaml)")
@@ -504,7 +510,7 @@ class SGIMEmbedAudio:
                                   hop_seconds=hop_seconds or None,
                                   start_seconds=start_seconds or None, end_seconds=end_seconds or None)
         except SGIMError as exc:
-            raise named_error(node, "audio", exc) from None
+            raise named_error(node, "audio_encoder" if exc.parameter == "audio_encoder" else "audio", exc) from None
         clip_model = (getattr(audio_encoder, "config", None) or {}).get("clip_model")
         return (single_embedding(vectors, "audio", clip_model),)
 
@@ -553,8 +559,11 @@ class SGIMEmbedImage:
         }}
 
     def embed(self, clip, image):
-        if image.dim() != 4 or image.shape[-1] not in (3, 4):
-            raise ParameterError(f"Embed Image, input 'image': expected IMAGE [B, H, W, 3], got {list(image.shape)}")
+        if image.dim() != 4 or image.shape[-1] not in (3, 4) or 0 in image.shape:
+            raise ParameterError(f"Embed Image, input 'image': expected a non-empty IMAGE [B, H, W, 3], "
+                                 f"got {list(image.shape)}")
+        if not bool(torch.isfinite(image).all()):
+            raise ParameterError("Embed Image, input 'image': the image contains NaN or infinite values")
         with torch.no_grad():
             vectors = clip.encode_image(image[..., :3])
         return (single_embedding(vectors, "image", getattr(clip, "name", None)),)
@@ -744,8 +753,14 @@ class SGIMSourceLatent:
                                      "mode (the mean latent has no class)")
             ws = generator.w_avg[None, None].expand(batch_size, generator.num_ws, -1)
         else:  # z is drawn on the CPU, so a seed gives the same image on every device
-            ws = sample_source_ws(generator, batch_size, seed, truncation=truncation_psi, labels=label,
-                                  labels_name=f"Source Latent, input '{input_name}'")
+            inputs = {"batch": "batch_size", "seed": "seed", "truncation": "truncation_psi"}
+            try:
+                ws = sample_source_ws(generator, batch_size, seed, truncation=truncation_psi, labels=label,
+                                      labels_name=f"Source Latent, input '{input_name}'")
+            except SGIMError as exc:
+                if exc.parameter not in inputs:  # class errors already name their input
+                    raise
+                raise named_error("Source Latent", inputs[exc.parameter], exc) from None
         return (wplus_value(ws, generator.name),)
 
 
@@ -840,7 +855,9 @@ class SGIMOptimizeLatent:
                     id_model=on_device(identity_model, device) if identity_model is not None else None,
                     callback=report, preview_every=preview_every)
             except SGIMError as exc:
-                raise named_error(node, "target", exc) from None
+                inputs = {"lr": "lr", "steps": "steps", "seed": "seed", "source_ws": "source", "ws": "source",
+                          "lambda_sim": "lambda_sim", "lambda_id": "lambda_id", "preview_every": "preview_every"}
+                raise named_error(node, inputs.get(exc.parameter, "target"), exc) from None
             finally:
                 free_device_cache()
         log = json.dumps({"last": history[-1] if history else {}, "history": history})
@@ -902,7 +919,7 @@ class SGIMStyleMix:
         try:
             mixed = style_mix(ws_a, ws_b, blend)
         except SGIMError as exc:
-            raise named_error(node, "wplus_b", exc) from None
+            raise named_error(node, "wplus_a" if exc.parameter == "ws_a" else "wplus_b", exc) from None
         return (wplus_value(mixed, wplus_a.get("generator", "")),)
 
 
@@ -931,7 +948,12 @@ class SGIMDecode:
         with torch.no_grad():
             for chunk in ws.split(4):  # bounded memory at 1024 px
                 throw_if_interrupted()
-                images.append(to_comfy_image(g.synthesis(chunk.to(device), noise_mode=noise_mode)))
+                rendered = g.synthesis(chunk.to(device), noise_mode=noise_mode)
+                if not bool(torch.isfinite(rendered).all()):  # never hand a NaN IMAGE to the next node
+                    raise NonFiniteError("StyleGAN Decode, input 'wplus': the generator rendered NaN or infinite "
+                                         "pixels from this code (a float16 generator overflowing, or a damaged "
+                                         "code)", parameter="ws")
+                images.append(to_comfy_image(rendered))
         return (torch.cat(images),)
 
 
@@ -956,19 +978,32 @@ class SGIMSaveLatent:
         }}
 
     def save(self, wplus, filename_prefix="sgim/latent"):
-        from .sgim_nodes.latents import save_wplus
+        from .sgim_nodes.latents import check_wplus_values, save_wplus
+        from .sgim_nodes.limits import check_file_name
 
         out_dir = os.path.realpath(output_directory())
         target_dir = os.path.realpath(os.path.join(out_dir, os.path.dirname(filename_prefix)))
         if os.path.commonpath([out_dir, target_dir]) != out_dir:
             raise ParameterError(f"Save Latent, input 'filename_prefix': {filename_prefix!r} leaves the output folder")
         base = os.path.basename(filename_prefix) or "latent"
+        try:  # every folder and the file name itself within what file systems take
+            for part in [*os.path.dirname(filename_prefix).split("/"), f"{base}_00000.safetensors"]:
+                check_file_name("filename_prefix", part)
+        except SGIMError as exc:
+            raise named_error("Save Latent", "filename_prefix", exc) from None
+        try:  # before creating any folder: a refused code leaves nothing behind
+            check_wplus_values(wplus["ws"])
+        except SGIMError as exc:
+            raise named_error("Save Latent", "wplus", exc) from None
         os.makedirs(target_dir, exist_ok=True)
         counter = 1 + max([int(f[len(base) + 1:-len(".safetensors")]) for f in os.listdir(target_dir)
                            if f.startswith(base + "_") and f.endswith(".safetensors")
                            and f[len(base) + 1:-len(".safetensors")].isdigit()] or [0])
         name = f"{base}_{counter:05d}.safetensors"
-        save_wplus(os.path.join(target_dir, name), wplus["ws"], generator_name=wplus.get("generator", ""))
+        try:
+            save_wplus(os.path.join(target_dir, name), wplus["ws"], generator_name=wplus.get("generator", ""))
+        except SGIMError as exc:
+            raise named_error("Save Latent", "wplus", exc) from None
         subfolder = os.path.relpath(target_dir, out_dir)
         shown = name if subfolder == "." else f"{subfolder}/{name}"
         return {"ui": {"text": [f"saved {shown}"]}}
@@ -989,12 +1024,22 @@ def latent_file_list() -> list[str]:
 
 
 def latent_file_path(name: str) -> str:
-    fp = _folder_paths()
-    if fp is not None:
-        return fp.get_annotated_filepath(name)
+    """The file a Load Latent choice names, inside the input (or, for "x [output]", the output) folder;
+    a name that would lead outside its folder is refused."""
+    from .sgim_nodes.models import file_in_folder
+
+    if not isinstance(name, str):
+        raise ParameterError(f"Load Latent, input 'latent_file': expected a file name, got {name!r}")
+    root, relative = input_directory(), name
     if name.endswith(" [output]"):
-        return os.path.join(output_directory(), name[: -len(" [output]")])
-    return os.path.join(input_directory(), name)
+        root, relative = output_directory(), name[: -len(" [output]")]
+    elif name.endswith(" [input]"):
+        relative = name[: -len(" [input]")]
+    found = file_in_folder(root, relative)
+    if found is None:
+        raise ModelFileError(f"Load Latent, input 'latent_file': {name!r} is not a file inside "
+                             f"{'the output' if root != input_directory() else 'the input'} folder")
+    return str(found)
 
 
 class SGIMLoadLatent:
@@ -1012,8 +1057,9 @@ class SGIMLoadLatent:
 
     @classmethod
     def IS_CHANGED(cls, latent_file):
-        path = latent_file_path(latent_file)
-        if not os.path.isfile(path):
+        try:
+            path = latent_file_path(latent_file)
+        except SGIMError:
             return float("nan")
         mtime, size = file_signature(path)
         return f"{mtime}:{size}"
@@ -1021,8 +1067,9 @@ class SGIMLoadLatent:
     def load(self, latent_file):
         from .sgim_nodes.latents import load_wplus
 
+        path = latent_file_path(latent_file)  # its errors already name the input
         try:
-            ws, generator_name, _ = load_wplus(latent_file_path(latent_file))
+            ws, generator_name, _ = load_wplus(path)
         except SGIMError as exc:
             raise named_error("Load Latent", "latent_file", exc) from None
         return (wplus_value(ws, generator_name),)

@@ -192,9 +192,10 @@ def read_torchscript_state_dict(path: str | os.PathLike) -> dict[str, torch.Tens
     ``data.pkl`` holds the module tree (``__torch__.*`` objects, each with a dict of attributes); the
     tensors are collected with dotted names as ``module.state_dict()`` would give. Non-persistent
     ``attn_mask`` buffers are dropped (CLIP rebuilds them)."""
-    from .safe_pickle import PlainObject, restricted_load
+    from .safe_pickle import check_torch_zip, restricted_load
 
     path = Path(path)
+    check_torch_zip(path)  # no member inflates past the budget; every declared storage fits its member
     with zipfile.ZipFile(path) as archive:
         pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
         if not pickles:
@@ -225,23 +226,77 @@ def read_torchscript_state_dict(path: str | os.PathLike) -> dict[str, torch.Tens
             root = restricted_load(io.BytesIO(archive.read(pickles[0])), source=str(path),
                                    stub_prefixes=("__torch__",), persistent_load=persistent_load)
 
-    state: dict[str, torch.Tensor] = {}
-
-    def collect(obj: Any, prefix_: str) -> None:
-        attributes = obj.state if isinstance(obj, PlainObject) else None
-        if not isinstance(attributes, dict):
-            return
-        for name, value in attributes.items():
-            if isinstance(value, torch.Tensor):
-                if name != "attn_mask":
-                    state[prefix_ + name] = value
-            elif isinstance(value, PlainObject):
-                collect(value, f"{prefix_}{name}.")
-
-    collect(root, "")
+    state = _collect_module_tensors(root, path)
     if not state:
         raise ModelFileError(f"{path}: no tensors found in the TorchScript archive")
     return state
+
+
+def _collect_module_tensors(root: Any, path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a TorchScript module tree with dotted names, walked iteratively within the budgets of
+    :mod:`.limits` (a module shared by several parents counts once per use, as it yields names under each)."""
+    from .limits import MAX_MODULE_RECORDS, MAX_NESTING_DEPTH, MAX_TENSORS
+    from .safe_pickle import PlainObject
+
+    state: dict[str, torch.Tensor] = {}
+    pending = [(root, "", 0)]
+    uses = 0
+    while pending:
+        obj, prefix, depth = pending.pop()
+        uses += 1
+        if uses > MAX_MODULE_RECORDS or depth > MAX_NESTING_DEPTH or len(state) > MAX_TENSORS:
+            raise ModelFileError(
+                f"{path}: the module tree goes beyond what a model file can hold (limits: {MAX_MODULE_RECORDS:,} "
+                f"module records counting shared ones per use, {MAX_NESTING_DEPTH} levels, {MAX_TENSORS:,} tensors; "
+                "CLIP ViT-L/14 has about 400 modules); the file is damaged or crafted to exhaust memory")
+        attributes = obj.state if isinstance(obj, PlainObject) else None
+        if not isinstance(attributes, dict):
+            continue
+        children = []
+        for name, value in attributes.items():
+            if isinstance(value, torch.Tensor):
+                if name != "attn_mask":  # a non-persistent buffer CLIP rebuilds
+                    state[f"{prefix}{name}"] = value
+            elif isinstance(value, PlainObject):
+                children.append((value, f"{prefix}{name}.", depth + 1))
+        pending.extend(reversed(children))
+    return state
+
+
+def _check_openai_architecture(state: dict[str, torch.Tensor], path: Path) -> None:
+    """The OpenAI CLIP that the tensors imply, checked before it is built: layer counts within budget,
+    then built on the meta device (no memory), its tensors must be exactly the file's. So a file of a
+    few tiny tensors cannot ask for a network of any size."""
+    import re
+    import warnings
+
+    import open_clip
+
+    from .limits import MAX_TRANSFORMER_LAYERS
+
+    for pattern in (r"visual\.transformer\.resblocks\.(\d+)\.", r"transformer\.resblocks\.(\d+)\.",
+                    r"visual\.layer\d\.(\d+)\."):
+        count = len({m.group(1) for k in state if (m := re.match(pattern, k))})
+        if count > MAX_TRANSFORMER_LAYERS:
+            raise ModelFileError(f"{path}: {count} blocks in one tower, beyond the {MAX_TRANSFORMER_LAYERS} any CLIP "
+                                 "model has; the file is damaged or crafted")
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore")  # loading real tensors into meta ones is a no-op torch warns about
+        try:
+            expected = {k: tuple(v.shape) for k, v in
+                        open_clip.model.build_model_from_openai_state_dict(dict(state), cast_dtype=None)
+                        .state_dict().items()}
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError, ZeroDivisionError) as exc:
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+            detail = next((line for line in lines if line.startswith(("size mismatch", "Missing", "Unexpected"))),
+                          lines[0])
+            raise ModelFileError(f"{path}: the tensors do not fit the CLIP architecture they imply ({detail})") from None
+    missing = sorted(k for k in expected if k not in state)
+    wrong = sorted(k for k in expected if k in state and tuple(state[k].shape) != expected[k])
+    if missing or wrong:
+        detail = f"missing {missing[:3]}" if missing else \
+            f"'{wrong[0]}' is {list(state[wrong[0]].shape)}, the architecture needs {list(expected[wrong[0]])}"
+        raise ModelFileError(f"{path}: the tensors do not fit the CLIP architecture they imply ({detail})")
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -256,11 +311,15 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     elif _is_torchscript_zip(path):
         state = read_torchscript_state_dict(path)
     else:
+        from .errors import torch_message
+        from .safe_pickle import check_torch_file
+
+        check_torch_file(path)
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:
             raise ModelFileError(f"{path}: not a readable CLIP checkpoint ({type(exc).__name__}: "
-                                 f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+                                 f"{torch_message(exc)})") from None
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -467,6 +526,7 @@ def load_clip(path: str | os.PathLike, model_name: str | None = None, device: st
     import open_clip
 
     from .device import resolve_device
+    from .limits import check_finite_weights
 
     path = Path(path)
     if not path.is_file():
@@ -479,6 +539,7 @@ def load_clip(path: str | os.PathLike, model_name: str | None = None, device: st
         if is_openai:  # architecture from the weights, QuickGELU as OpenAI trained it; a given name only labels it
             if _state_signature(state) is None and "visual.attnpool.positional_embedding" not in state:
                 raise ModelFileError(f"{path}: not an OpenAI CLIP checkpoint (missing the visual/text tower keys)")
+            _check_openai_architecture(state, path)
             try:
                 model = open_clip.model.build_model_from_openai_state_dict(dict(state), cast_dtype=None)
             except (RuntimeError, KeyError, ValueError) as exc:
@@ -501,6 +562,7 @@ def load_clip(path: str | os.PathLike, model_name: str | None = None, device: st
             model = _create_open_clip(model_name)
             _load_into(model, state, str(path))
             name = model_name
+        check_finite_weights(model, str(path), "CLIP")
         model = model.float().to(device)
     return ClipModel(model, name, _tokenizer_for(name, model))
 

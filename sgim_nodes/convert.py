@@ -43,6 +43,9 @@ def convert(input_path: Path, output_path: Path, overwrite: bool = False, class_
                              "never overwritten)")
     if output_path.exists() and not overwrite:
         raise ParameterError(f"output: {output_path} already exists (pass --overwrite to replace it)")
+    from .fileio import check_output_file
+
+    check_output_file(output_path, "output")
 
     from .stylegan import load_generator, save_generator
 

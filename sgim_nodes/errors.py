@@ -7,6 +7,8 @@ it must make sense to an artist, not only to a developer.
 
 from __future__ import annotations
 
+import re
+
 
 class SGIMError(Exception):
     """Base class of every error this library raises on purpose.
@@ -37,8 +39,37 @@ class ParameterError(SGIMError, ValueError):
     """A parameter is out of range or inconsistent with the models it is used with."""
 
 
+class NonFiniteError(SGIMError, ValueError):
+    """Numbers went NaN or infinite (or beyond what the format can hold): refused instead of passed on."""
+
+
 class Cancelled(SGIMError):
     """Long work stopped because the caller asked for it (see ``optimize`` callbacks)."""
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_TORCH_ADVICE = re.compile(r"weights_only|trust|add_safe_globals|safe_globals|allowlist|Check the documentation|"
+                           r"recommended steps|This file can still be loaded|Please file an issue", re.I)
+
+
+def torch_message(exc: BaseException) -> str:
+    """The useful part of an error torch raised while reading a file, on one line.
+
+    torch's safe loader wraps its refusals in advice to re-run ``torch.load`` with
+    ``weights_only=False`` (which would run code from the file) or to allow-list the class: those
+    sentences are dropped, never passed on to a user; the reason itself is kept.
+    """
+    text = _ANSI.sub("", str(exc))
+    reason = re.search(r"WeightsUnpickler error:\s*(.*)", text)
+    if reason:
+        text = reason.group(1)
+    kept = []
+    for line in text.splitlines():
+        sentences = [s.strip() for s in re.split(r"(?<=\.)\s+", line.strip()) if s.strip()]
+        sentences = [s for s in sentences if not _TORCH_ADVICE.search(s)]
+        if sentences:
+            kept.append(" ".join(sentences).rstrip("."))
+    return "; ".join(kept[:2]) if kept else type(exc).__name__
 
 
 def run_command(main, argv=None) -> int:

@@ -47,6 +47,29 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def check_output_file(path: str | os.PathLike, parameter: str = "out") -> Path:
+    """Before any work: ``path`` can be written as a file (not a folder, parent creatable, a name the
+    file system takes), so a long run never ends by failing to save its result."""
+    from .errors import ParameterError
+    from .limits import check_file_name
+
+    path = Path(path)
+    if path.is_dir():
+        raise ParameterError(f"{parameter}: {path} is an existing folder; give a file name for the result",
+                             parameter=parameter)
+    check_file_name(parameter, path.name)
+    for parent in [path.parent, *path.parent.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ParameterError(f"{parameter}: {parent} is a file, so {path} cannot be created",
+                                     parameter=parameter)
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise ParameterError(f"{parameter}: cannot write into {parent} (permission denied)",
+                                     parameter=parameter)
+            break
+    return path
+
+
 def save_model_file(path: str | os.PathLike, tensors: dict[str, torch.Tensor], kind: str,
                     config: dict[str, Any], extra_metadata: dict[str, str] | None = None) -> None:
     """Write ``tensors`` as safetensors with our metadata header, atomically."""
@@ -54,6 +77,12 @@ def save_model_file(path: str | os.PathLike, tensors: dict[str, torch.Tensor], k
 
     metadata = {"sgim_kind": kind, "sgim_format": FORMAT_VERSION, "config": json.dumps(config, sort_keys=True)}
     metadata.update(extra_metadata or {})
+    from .errors import NonFiniteError
+
+    for name, value in tensors.items():  # the last guard: nothing NaN or infinite is ever written
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise NonFiniteError(f"{path}: refused to write '{name}', it contains NaN or infinite values",
+                                 parameter=name)
     # safetensors refuses shared or non-contiguous storage; a detached contiguous copy is what we want on disk.
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp:

@@ -11,17 +11,34 @@ import os
 
 import torch
 
-from .errors import ModelFileError, ParameterError
+from .errors import ModelFileError, NonFiniteError, ParameterError
 from .fileio import load_model_file, save_model_file
+from .limits import MAX_LATENT_ABS
 
 WPLUS_KIND = "wplus_latent"
 
 
+def check_wplus_values(ws: torch.Tensor, what: str = "ws", parameter: str = "ws") -> torch.Tensor:
+    """``ws`` unchanged if every value is finite and within ``MAX_LATENT_ABS``; a code beyond that
+    renders as NaN (float32 overflows inside the generator), so it is refused where it enters."""
+    if not bool(torch.isfinite(ws).all()):
+        raise NonFiniteError(f"{what}: the W+ code contains NaN or infinite values", parameter=parameter)
+    peak = float(ws.detach().abs().max()) if ws.numel() else 0.0
+    if peak > MAX_LATENT_ABS:
+        raise NonFiniteError(f"{what}: the W+ code reaches {peak:.3g}; codes are expected within "
+                             f"+-{MAX_LATENT_ABS:g} (real ones stay near +-10), larger ones overflow to NaN",
+                             parameter=parameter)
+    return ws
+
+
 def save_wplus(path: str | os.PathLike, ws: torch.Tensor, generator_name: str = "",
                source_ws: torch.Tensor | None = None) -> None:
-    """Write ``ws`` (and the edit's ``source_ws``) atomically."""
+    """Write ``ws`` (and the edit's ``source_ws``) atomically; a NaN or out-of-range code is refused."""
     if ws.dim() != 3:
         raise ParameterError(f"ws: expected W+ codes [batch, num_ws, w_dim], got shape {list(ws.shape)}")
+    check_wplus_values(ws)
+    if source_ws is not None:
+        check_wplus_values(source_ws, "source_ws", "source_ws")
     tensors = {"ws": ws.float()}
     if source_ws is not None:
         tensors["source_ws"] = source_ws.float()
@@ -35,8 +52,14 @@ def load_wplus(path: str | os.PathLike) -> tuple[torch.Tensor, str, torch.Tensor
     """Read a W+ file: ``(ws, generator_name, source_ws or None)``."""
     tensors, config, _ = load_model_file(path, WPLUS_KIND)
     ws = tensors.get("ws")
-    if ws is None or ws.dim() != 3:
-        raise ModelFileError(f"{path}: expected a tensor 'ws' of shape [batch, num_ws, w_dim]")
+    if ws is None or ws.dim() != 3 or not ws.is_floating_point() or ws.shape[0] == 0:
+        raise ModelFileError(f"{path}: expected a float tensor 'ws' of shape [batch >= 1, num_ws, w_dim]")
+    try:
+        check_wplus_values(ws, str(path))
+        if tensors.get("source_ws") is not None:
+            check_wplus_values(tensors["source_ws"], f"{path} (source_ws)")
+    except NonFiniteError as exc:
+        raise ModelFileError(str(exc)) from None
     return ws, str(config.get("generator", "")), tensors.get("source_ws")
 
 
@@ -48,7 +71,9 @@ def check_wplus_fits(ws: torch.Tensor, generator, what: str = "ws") -> torch.Ten
         raise ParameterError(f"{what}: W+ code of shape {list(ws.shape)} does not fit generator "
                              f"{getattr(generator, 'name', '')!r}, which needs [batch, {generator.num_ws}, "
                              f"{generator.w_dim}]")
-    return ws
+    if ws.shape[0] == 0:
+        raise ParameterError(f"{what}: the W+ batch is empty")
+    return check_wplus_values(ws, what)
 
 
 def style_mix(ws_a: torch.Tensor, ws_b: torch.Tensor, blend: torch.Tensor) -> torch.Tensor:
@@ -66,4 +91,8 @@ def style_mix(ws_a: torch.Tensor, ws_b: torch.Tensor, blend: torch.Tensor) -> to
     blend = torch.as_tensor(blend, dtype=ws_a.dtype, device=ws_a.device).flatten()
     if blend.numel() != ws_a.shape[1]:
         raise ParameterError(f"blend: expected {ws_a.shape[1]} per-layer weights, got {blend.numel()}")
+    if not bool(torch.isfinite(blend).all()) or bool((blend < 0).any()) or bool((blend > 1).any()):
+        raise ParameterError(f"blend: per-layer weights must lie in [0, 1], got {blend.tolist()}", parameter="blend")
+    check_wplus_values(ws_a, "ws_a", "ws_a")
+    check_wplus_values(ws_b, "ws_b", "ws_b")
     return torch.lerp(ws_a, ws_b.to(ws_a), blend[None, :, None])

@@ -191,16 +191,41 @@ KNOWN_MODELS: dict[str, KnownModel] = {m.name: m for m in [
 ]}
 
 
+def is_bare_name(name: str | os.PathLike) -> bool:
+    """A plain file name (no folder part, not '.' or '..'): the only kind looked up in model folders."""
+    text = os.fspath(name)
+    return bool(text) and text not in (".", "..") and Path(text).name == text and "/" not in text \
+        and (os.altsep is None or os.altsep not in text) and os.sep not in text
+
+
+def file_in_folder(root: str | os.PathLike, name: str) -> Path | None:
+    """``root/name`` if that is a file inside ``root`` once links and '..' are resolved; else None.
+
+    One rule for every place a user-given name is joined to a folder (model folders, the nodes'
+    input and output folders), so that no name reads outside its folder."""
+    if not isinstance(name, str) or not name or "\x00" in name or os.path.isabs(name):
+        return None
+    base = os.path.realpath(root)
+    target = os.path.realpath(os.path.join(base, name))
+    if os.path.commonpath([base, target]) != base or not os.path.isfile(target):
+        return None
+    return Path(root) / name  # the name as given (a link keeps its own name, e.g. for the model's stem)
+
+
 def find_model_file(folder: str, name_or_path: str | os.PathLike | None, default: str | None = None) -> Path | None:
-    """Resolve a user-given path, or a bare filename inside ``models_dir()/folder``; None if absent."""
+    """Resolve a user-given path, or a bare filename inside ``models_dir()/folder``; None if absent.
+
+    A path with a folder part (``/data/g.pt``, ``./g.pt``) means exactly that file: when it does not
+    exist the answer is None, never a same-named file from the model folder."""
     candidate = name_or_path or default
     if candidate is None:
         return None
     path = Path(candidate).expanduser()
     if path.is_file():
         return path
-    in_folder = models_dir() / folder / path.name
-    return in_folder if in_folder.is_file() else None
+    if not is_bare_name(os.fspath(candidate)):
+        return None
+    return file_in_folder(models_dir() / folder, path.name)
 
 
 def offline() -> bool:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ParameterError
-from .models import KNOWN_MODELS, find_model_file, launcher, model_source, models_dir, offline
+from .models import KNOWN_MODELS, find_model_file, is_bare_name, launcher, model_source, models_dir, offline
 from .presets import PRESETS
 
 # Output formats by extension (Pillow format name); the source image and a batch use the same one.
@@ -167,9 +167,41 @@ def fetch_missing_models(missing: list[tuple[str, str]], offline_requested: bool
     return paths
 
 
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Numbers and the output path, checked before any model is loaded or step run."""
+    from .device import resolve_device
+    from .fileio import check_output_file
+    from .limits import (MAX_BATCH, MAX_LOSS_WEIGHT, MAX_LR, MAX_SEED, MAX_STEPS, MAX_TRUNCATION, check_float,
+                         check_int)
+
+    if args.seed is not None:
+        check_int("--seed", args.seed, 0, MAX_SEED, "a seed")
+    check_int("--batch", args.batch, 1, MAX_BATCH, "a batch size")
+    if args.steps is not None:
+        check_int("--steps", args.steps, 1, MAX_STEPS, "a number of steps")
+    if args.lr is not None:
+        check_float("--lr", args.lr, 0.0, MAX_LR, exclusive_minimum=True, what="a learning rate")
+    for name in ("lambda_sim", "lambda_id"):
+        if getattr(args, name) is not None:
+            check_float(f"--{name.replace('_', '-')}", getattr(args, name), 0.0, MAX_LOSS_WEIGHT)
+    if args.truncation is not None:
+        check_float("--truncation", args.truncation, 0.0, MAX_TRUNCATION)
+    resolve_device(args.device)
+    if args.source_latent is not None:  # a bad code file is refused before the models are loaded
+        from .latents import load_wplus
+
+        load_wplus(args.source_latent)
+    out = check_output_file(args.out, "--out")
+    stem = out.with_suffix("")
+    for extra in (stem.with_name(stem.name + "_source" + out.suffix), stem.with_name(stem.name + "_wplus.safetensors"),
+                  out.with_name(f"{out.stem}_0{out.suffix}")):
+        check_output_file(extra, "--out")
+
+
 def request_from_args(args: argparse.Namespace) -> EditRequest:
     from .optimize.rules import check_source_options, normalize_target_weights
 
+    _check_arguments(args)
     if not args.audio and not args.text and args.mode == "edit":
         raise ParameterError("give at least one --audio FILE or --text PROMPT to steer the edit")
     if not args.audio and not args.text:
@@ -207,8 +239,8 @@ def request_from_args(args: argparse.Namespace) -> EditRequest:
         found = find_model_file(folder, given, KNOWN_MODELS[default_name].filename)
         if found is None:
             if given:
-                raise ParameterError(f"--{arg}: file not found: {given} (looked for it as a path and in "
-                                     f"{models_dir() / folder})")
+                where = "" if not is_bare_name(given) else f" (looked in {models_dir() / folder} too)"
+                raise ParameterError(f"--{arg}: file not found: {given}{where}", parameter=arg)
             missing.append((arg, default_name))
         paths[arg] = found
     if missing:
@@ -357,6 +389,7 @@ def save_images(images: torch.Tensor, path: Path) -> list[Path]:
     from PIL import Image
 
     from .fileio import atomic_path
+    from .limits import check_finite
 
     path = Path(path)
     image_format = IMAGE_FORMATS.get(path.suffix.lower())
@@ -364,6 +397,7 @@ def save_images(images: torch.Tensor, path: Path) -> list[Path]:
         raise ParameterError(f"{path}: cannot write images with extension {path.suffix!r}; use one of "
                              f"{', '.join(IMAGE_FORMATS)}", parameter="out")
     options = {} if image_format == "PNG" else {"quality": 95}
+    check_finite("images", images, what="the rendered images", hint="; nothing was written")
     pixels = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     paths = [path] if pixels.shape[0] == 1 else [path.with_name(f"{path.stem}_{i}{path.suffix}")
                                                   for i in range(pixels.shape[0])]

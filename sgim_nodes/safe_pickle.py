@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from .errors import ModelFileError, UnsafeFileError
+from .limits import MAX_COMPRESSION_RATIO, MIN_INFLATED_BYTES
 
 
 class PlainObject:
@@ -58,7 +59,9 @@ def plain_class(qualname: str) -> Callable[..., PlainObject]:
 
 def _rebuild_legacy_storage(data: bytes):
     """``torch.storage._load_from_bytes`` without its ``weights_only=False``: the bytes are a legacy
-    ``torch.save`` stream of one storage, which torch's own safe loader reads."""
+    ``torch.save`` stream of one storage, which torch's own safe loader reads once its declared
+    sizes are known to fit in the bytes (torch allocates the declared size before reading)."""
+    check_legacy_torch_stream(io.BytesIO(data), source="an embedded tensor")
     return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
 
 
@@ -163,7 +166,181 @@ def restricted_load(file, *, source: str, extra_allowed: Mapping[tuple[str, str]
         return unpickler.load()
     except UnsafeFileError:
         raise
+    except ModelFileError as exc:  # a budget refused an embedded part (e.g. a storage): say which file
+        raise ModelFileError(f"{source}: {exc}") from None
+    except RecursionError:
+        raise ModelFileError(f"{source}: the pickle nests too deeply to be a model file") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
             KeyError, RuntimeError, UnicodeDecodeError, MemoryError) as exc:
         raise ModelFileError(f"{source}: not a readable pickle (truncated or another kind of file: "
                              f"{type(exc).__name__}: {exc})") from None
+
+
+# --------------------------------------------------------------------------------------------- budgets
+# torch allocates every storage at the size its pickle declares, then fills it from the file; zip
+# readers inflate a member to the size the archive declares. Both are checked against what the file
+# really holds before torch sees it, so a few bytes cannot ask for gigabytes.
+
+class _Declared:
+    """Stand-in for any global while pre-reading a torch pickle: accepts every construction and
+    filling opcode, keeps nothing, runs nothing."""
+
+    qualname = ""
+
+    def __new__(cls, *args, **kwargs):
+        return object.__new__(cls)
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __call__(self, *args, **kwargs):
+        return self
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+    def append(self, value: Any) -> None:
+        pass
+
+    def extend(self, values: Any) -> None:
+        pass
+
+
+def _storage_bytes(pid: Any, source: str) -> tuple[str, int]:
+    """(key, declared bytes) of a torch ``('storage', type, key, location, numel[, view])`` reference."""
+    if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
+        raise ModelFileError(f"{source}: unexpected persistent reference in the pickle")
+    storage_type, key, numel = pid[1], str(pid[2]), pid[4]
+    qualname = getattr(storage_type, "qualname", "")
+    element = 1
+    if qualname.startswith("torch.") and qualname != "torch.UntypedStorage":
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # TypedStorage deprecation notes
+            dtype = getattr(getattr(torch, qualname[len("torch."):], None), "dtype", None)
+        if not isinstance(dtype, torch.dtype):
+            raise ModelFileError(f"{source}: unknown storage type {qualname!r}")
+        element = dtype.itemsize
+    if isinstance(numel, bool) or not isinstance(numel, int) or numel < 0:
+        raise ModelFileError(f"{source}: storage {key} declares an invalid size {numel!r}")
+    return key, numel * element
+
+
+def _declared_storages(file, source: str) -> dict[str, int]:
+    """Read one torch pickle without building anything: {storage key: declared bytes}."""
+    declared: dict[str, int] = {}
+
+    class _Scanner(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            qualname = f"{module}.{name}"
+            return type(f"Declared[{qualname}]", (_Declared,), {"qualname": qualname})
+
+        def persistent_load(self, pid: Any) -> Any:
+            key, size = _storage_bytes(pid, source)
+            declared[key] = max(size, declared.get(key, 0))
+            return None
+
+    try:
+        _Scanner(file).load()
+    except ModelFileError:
+        raise
+    except Exception as exc:  # any damage: torch would fail on it too
+        raise ModelFileError(f"{source}: not a readable pickle ({type(exc).__name__}: {exc})") from None
+    return declared
+
+
+LEGACY_TORCH_MAGIC = 0x1950A86A20F9469CFC6C  # the first pickle of every legacy torch.save stream
+
+
+def check_legacy_torch_stream(file, source: str) -> None:
+    """A legacy (non-zip) ``torch.save`` stream must hold every storage its pickle declares (torch
+    allocates each at its declared size before reading it). A stream that is not a legacy torch file
+    at all is left to ``torch.load`` to report."""
+    try:
+        if _plain_pickle(file, source) != LEGACY_TORCH_MAGIC:
+            return
+    except ModelFileError:
+        return
+    for _ in range(2):  # protocol version, system info
+        _plain_pickle(file, source)
+    declared = _declared_storages(file, source)
+    _plain_pickle(file, source)  # the list of storage keys
+    position = file.tell()
+    file.seek(0, io.SEEK_END)
+    available = file.tell() - position
+    file.seek(position)
+    needed = sum(declared.values()) + 8 * len(declared)  # each storage: an 8-byte length, then its bytes
+    if needed > available:
+        raise ModelFileError(f"{source}: the file declares {needed:,} bytes of tensor data but holds only "
+                             f"{available:,}; it is truncated or crafted to exhaust memory")
+
+
+def _plain_pickle(file, source: str) -> Any:
+    """One pickle of plain data (a torch file header): no globals at all."""
+    class _Plain(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            raise ModelFileError(f"{source}: unexpected '{module}.{name}' in a torch file header")
+
+    try:
+        return _Plain(file).load()
+    except ModelFileError:
+        raise
+    except Exception as exc:
+        raise ModelFileError(f"{source}: not a readable PyTorch file ({type(exc).__name__}: {exc})") from None
+
+
+def check_zip_member(info, source: str) -> None:
+    """Refuse an archive member that would inflate far beyond its stored size (a zip bomb)."""
+    import zipfile
+
+    limit = max(MIN_INFLATED_BYTES, MAX_COMPRESSION_RATIO * info.compress_size)
+    if info.compress_type != zipfile.ZIP_STORED and info.file_size > limit:
+        raise ModelFileError(f"{source}: archive member {info.filename!r} would inflate from "
+                             f"{info.compress_size:,} to {info.file_size:,} bytes; tensor data is stored "
+                             f"uncompressed, so this is refused (limit {MAX_COMPRESSION_RATIO}x)")
+    if info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size:
+        raise ModelFileError(f"{source}: archive member {info.filename!r} declares {info.file_size:,} bytes "
+                             f"but stores {info.compress_size:,}")
+
+
+def check_torch_zip(path, source: str | None = None) -> None:
+    """Before ``torch.load`` of a zip checkpoint: no member inflates beyond the budget, and every
+    storage the ``data.pkl`` declares fits in its member."""
+    import zipfile
+
+    source = source or str(path)
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ModelFileError(f"{source}: not a readable PyTorch zip file ({exc})") from None
+    with archive:
+        infos = {info.filename: info for info in archive.infolist()}
+        for info in infos.values():
+            check_zip_member(info, source)
+        pickles = [name for name in infos if name.endswith("/data.pkl") and name.count("/") == 1]
+        for name in pickles:
+            prefix = name.rsplit("/", 1)[0]
+            with archive.open(infos[name]) as f:
+                declared = _declared_storages(io.BytesIO(f.read()), source)
+            for key, size in declared.items():
+                member = infos.get(f"{prefix}/data/{key}")
+                if member is None:
+                    raise ModelFileError(f"{source}: storage {key} is missing from the archive (truncated?)")
+                if size > member.file_size:
+                    raise ModelFileError(f"{source}: storage {key} declares {size:,} bytes but its archive member "
+                                         f"holds {member.file_size:,}; the file is damaged or crafted")
+
+
+def check_torch_file(path) -> None:
+    """Size checks for any ``torch.save`` file (zip or legacy) before ``torch.load`` reads it."""
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        check_torch_zip(path)
+        return
+    with open(path, "rb") as f:
+        check_legacy_torch_stream(f, str(path))

@@ -55,8 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     from .decode import load_audio
     from .encoder import embed_audio, load_audio_encoder, windows_for
 
+    from ..device import resolve_device
+    from ..fileio import check_output_file
+
     if args.text and not args.clip:
         raise ParameterError("--text needs --clip (the CLIP model file that embeds the prompts)")
+    resolve_device(args.device)
+    if args.out:  # before the work, so a long embedding is never lost to an unwritable path
+        check_output_file(args.out, "--out")
     encoder_path = _model_path("encoder", "sgim_audio_encoders", args.encoder)
     clip_path = _model_path("clip", "sgim_clip", args.clip) if args.clip else None
     waveform, rate = load_audio(args.file)

@@ -43,6 +43,15 @@ def _frame_to_array(frame) -> np.ndarray:
     return data.astype(np.float32, copy=False)
 
 
+def _check_rate(path: Path, sample_rate: int) -> None:
+    from .features import check_sample_rate
+
+    try:
+        check_sample_rate(sample_rate)
+    except AudioError as exc:
+        raise AudioError(f"{path}: {exc}", parameter="audio") from None
+
+
 def load_audio(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
     """Decode the first audio stream of ``path``: (waveform [channels, samples] float32, sample_rate).
 
@@ -64,6 +73,8 @@ def load_audio(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
             raise AudioError(f"{path}: the file has no audio stream")
         stream = streams[0]
         sample_rate = int(stream.codec_context.sample_rate or stream.sample_rate or 0)
+        if sample_rate > 0:  # before decoding: a header can claim any rate
+            _check_rate(path, sample_rate)
         try:
             for frame in container.decode(stream):
                 sample_rate = int(frame.sample_rate or sample_rate)
@@ -79,6 +90,7 @@ def load_audio(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
         raise AudioError(f"{path}: the audio stream contains no samples")
     if sample_rate <= 0:
         raise AudioError(f"{path}: the audio stream has no valid sample rate")
+    _check_rate(path, sample_rate)
     channels = {c.shape[0] for c in chunks}
     if len(channels) != 1:
         raise AudioError(f"{path}: the channel count changes mid-stream ({sorted(channels)}); not supported")

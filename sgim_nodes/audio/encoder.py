@@ -24,6 +24,7 @@ from torch import nn
 
 from ..errors import AudioError, ModelFileError, ParameterError
 from ..fileio import load_model_file, read_safetensors_metadata, save_model_file
+from ..limits import check_finite_weights
 from .features import PAPER_SETTINGS, FeatureSettings, check_sample_rate, count_windows, iter_windows
 
 KIND = "audio_encoder"
@@ -49,8 +50,9 @@ class AudioEncoder(nn.Module):
 
         if backbone not in BACKBONES:
             raise ParameterError(f"backbone: expected one of {', '.join(BACKBONES)}, got {backbone!r}")
-        if int(embed_dim) <= 0:
-            raise ParameterError(f"embed_dim: expected a positive integer, got {embed_dim!r}")
+        from ..limits import MAX_EMBED_DIM, check_int
+
+        embed_dim = check_int("embed_dim", embed_dim, 1, MAX_EMBED_DIM, "an embedding width")
         self.conv = nn.Conv2d(1, 3, kernel_size=3)
         self.feature_extractor = timm.create_model(backbone, pretrained=False, num_classes=int(embed_dim))
         self.config: dict[str, Any] = {"backbone": backbone, "embed_dim": int(embed_dim), "clip_model": clip_model,
@@ -118,11 +120,15 @@ def infer_backbone(state: dict[str, torch.Tensor], source: str = "state dict") -
 
 
 def _read_official(path: Path) -> dict[str, torch.Tensor]:
+    from ..errors import torch_message
+    from ..safe_pickle import check_torch_file
+
+    check_torch_file(path)
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError for foreign pickles, RuntimeError for zip garbage, ...
         raise ModelFileError(f"{path}: not a readable PyTorch checkpoint of plain tensors "
-                             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+                             f"({type(exc).__name__}: {torch_message(exc)})") from None
     for wrapper in ("state_dict", "model", "audio_encoder"):  # training scripts often nest the weights
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
@@ -136,13 +142,19 @@ def _read_official(path: Path) -> dict[str, torch.Tensor]:
 def _build_loaded(state: dict[str, torch.Tensor], config: dict[str, Any], source: str,
                   device: torch.device) -> AudioEncoder:
     with torch.inference_mode(False), torch.no_grad():
-        encoder = AudioEncoder(config["backbone"], config["embed_dim"], config.get("clip_model"),
-                               FeatureSettings.from_dict(config.get("preprocessing")))
+        try:  # the config may come from a file's metadata: checked (types, ranges) before anything is built
+            if not isinstance(config.get("preprocessing") or {}, dict):
+                raise ParameterError("preprocessing: expected a JSON object of settings")
+            encoder = AudioEncoder(config["backbone"], config["embed_dim"], config.get("clip_model"),
+                                   FeatureSettings.from_dict(config.get("preprocessing")))
+        except (ParameterError, TypeError) as exc:
+            raise ModelFileError(f"{source}: the audio encoder config is invalid ({exc})") from None
         try:
             encoder.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             raise ModelFileError(f"{source}: weights do not fit a {config['backbone']} audio encoder "
                                  f"({str(exc).splitlines()[0]} ...)") from None
+        check_finite_weights(encoder, source, "audio encoder")
         encoder.requires_grad_(False)
         return encoder.to(device).eval()
 
@@ -197,11 +209,26 @@ def _as_batch(waveform: torch.Tensor) -> torch.Tensor:
                          f"got shape {list(waveform.shape)}")
 
 
+def _check_samples(batch: torch.Tensor) -> None:
+    """Finite samples within ``MAX_AUDIO_ABS``: larger values overflow the power spectrogram to NaN."""
+    from ..limits import MAX_AUDIO_ABS
+
+    if not batch.is_floating_point():
+        raise AudioError(f"waveform: expected float samples, got {batch.dtype}", parameter="waveform")
+    if not bool(torch.isfinite(batch).all()):
+        raise AudioError("waveform: the audio contains NaN or infinite samples", parameter="waveform")
+    peak = float(batch.abs().max())
+    if peak > MAX_AUDIO_ABS:
+        raise AudioError(f"waveform: samples reach {peak:.3g}; audio is expected within about +-1 (at most "
+                         f"+-{MAX_AUDIO_ABS:g}): rescale it (e.g. divide by its peak)", parameter="waveform")
+
+
 def _seconds_to_samples(value: float | None, sample_rate: int, name: str) -> int | None:
     if value is None:
         return None
-    if not isinstance(value, (int, float)) or value != value or value < 0:
-        raise ParameterError(f"{name}: expected a non-negative number of seconds, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e9:
+        raise ParameterError(f"{name}: expected a non-negative, finite number of seconds, got {value!r}",
+                             parameter=name)
     return int(round(value * sample_rate))
 
 
@@ -229,12 +256,14 @@ def embed_audio(encoder: AudioEncoder, waveform: torch.Tensor, sample_rate: int,
                              f"({settings.frames} frames); got {window_seconds}")
     hop_frames = None
     if hop_seconds is not None:
-        if not isinstance(hop_seconds, (int, float)) or not hop_seconds > 0:
-            raise ParameterError(f"hop_seconds: expected a positive number of seconds, got {hop_seconds!r}")
+        if isinstance(hop_seconds, bool) or not isinstance(hop_seconds, (int, float)) or not 0 < hop_seconds < 1e9:
+            raise ParameterError(f"hop_seconds: expected a positive, finite number of seconds, got {hop_seconds!r}",
+                                 parameter="hop_seconds")
         hop_frames = max(1, int(round(hop_seconds * settings.sample_rate / settings.hop_length)))
     batch = _as_batch(waveform)
     if batch.numel() == 0:
         raise AudioError(f"waveform: the audio is empty (shape {list(waveform.shape)}); need at least one sample")
+    _check_samples(batch)
     start = _seconds_to_samples(start_seconds, sample_rate, "start_seconds") or 0
     end = _seconds_to_samples(end_seconds, sample_rate, "end_seconds")
     end = batch.shape[-1] if end is None else min(end, batch.shape[-1])
@@ -253,6 +282,10 @@ def embed_audio(encoder: AudioEncoder, waveform: torch.Tensor, sample_rate: int,
             per_window = [encoder(inputs.to(device)).float() for inputs in windows]
             results.append(torch.nn.functional.normalize(torch.cat(per_window), dim=-1))
         embeddings = torch.stack(results)  # [B, W, D]
+        if not bool(torch.isfinite(embeddings).all()):
+            raise AudioError(f"audio encoder {encoder.config.get('backbone')!r}: the embedding came out NaN or "
+                             "infinite although the audio is finite; the encoder's weights overflow (a damaged or "
+                             "wrongly scaled encoder file)", parameter="audio_encoder")
         if pool == "mean":
             embeddings = torch.nn.functional.normalize(embeddings.mean(dim=1), dim=-1)
         elif pool == "first":

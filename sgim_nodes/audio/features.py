@@ -65,9 +65,19 @@ class FeatureSettings:
                                  f"got {self.resampling_method!r}")
         if self.pad_mode not in ("reflect", "constant"):
             raise ParameterError(f"pad_mode: expected 'reflect' or 'constant', got {self.pad_mode!r}")
-        for name in ("sample_rate", "n_mels", "n_fft", "hop_length", "frames", "image_height", "image_width"):
-            if int(getattr(self, name)) <= 0:
-                raise ParameterError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
+        from ..limits import (MAX_FFT, MAX_IMAGE_SIDE, MAX_MELS, MAX_SAMPLE_RATE, MAX_WINDOW_FRAMES, check_float,
+                              check_int)
+
+        # Ranges as well as types: settings may come from a file's metadata and size every buffer.
+        for name, maximum in (("sample_rate", MAX_SAMPLE_RATE), ("n_mels", MAX_MELS), ("n_fft", MAX_FFT),
+                              ("hop_length", MAX_FFT), ("frames", MAX_WINDOW_FRAMES),
+                              ("image_height", MAX_IMAGE_SIDE), ("image_width", MAX_IMAGE_SIDE),
+                              ("lowpass_filter_width", 1024)):
+            object.__setattr__(self, name, check_int(name, getattr(self, name), 1, maximum))
+        object.__setattr__(self, "top_db", check_float("top_db", self.top_db, 0.0, 1e4, exclusive_minimum=True))
+        object.__setattr__(self, "rolloff", check_float("rolloff", self.rolloff, 0.0, 1.0, exclusive_minimum=True))
+        if self.beta is not None:
+            object.__setattr__(self, "beta", check_float("beta", self.beta, 0.0, 1e3))
         if self.n_mels * self.image_height * self.image_width == 0 or \
                 (self.image_height * self.image_width) % self.n_mels:
             raise ParameterError("image_height * image_width must be a multiple of n_mels (the raw reshape)")
@@ -120,9 +130,12 @@ def to_mono(waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
 
 
 def check_sample_rate(sample_rate: Any) -> int:
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float)) or sample_rate <= 0 \
+    from ..limits import MAX_SAMPLE_RATE
+
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float)) or not 0 < sample_rate <= MAX_SAMPLE_RATE \
             or int(sample_rate) != sample_rate:
-        raise AudioError(f"sample_rate: expected a positive integer number of Hz, got {sample_rate!r}")
+        raise AudioError(f"sample_rate: expected a whole number of Hz from 1 to {MAX_SAMPLE_RATE:,}, "
+                         f"got {sample_rate!r}", parameter="sample_rate")
     return int(sample_rate)
 
 

@@ -128,11 +128,15 @@ def load_id_model(path: str | os.PathLike, device: str | torch.device = "cpu",
     if not os.path.isfile(path):
         raise ModelFileError(f"{path}: identity model file not found (the ArcFace IR-SE50 'model_ir_se50.pth' "
                              "used by StyleCLIP; it is needed only when lambda_id > 0)")
+    from ..errors import torch_message
+    from ..safe_pickle import check_torch_file
+
+    check_torch_file(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated file, not a torch file, or a pickle that needs code
-        raise ModelFileError(f"{path}: not a readable weights-only torch file ({type(exc).__name__}: {exc})"
-                             ) from None
+        raise ModelFileError(f"{path}: not a readable weights-only torch file ({type(exc).__name__}: "
+                             f"{torch_message(exc)})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -149,6 +153,9 @@ def load_id_model(path: str | os.PathLike, device: str | torch.device = "cpu",
                                                 ("wrong shape", wrong)) if keys)
         raise ModelFileError(f"{path}: not an ArcFace IR-SE50 ('model_ir_se50.pth') state dict ({details})")
     model.load_state_dict(state)
+    from ..limits import check_finite_weights
+
+    check_finite_weights(model, str(path), "identity model")
     return model.to(device).eval().requires_grad_(False)
 
 

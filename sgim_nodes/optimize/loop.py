@@ -32,7 +32,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..errors import Cancelled, ParameterError
+from ..errors import Cancelled, NonFiniteError, ParameterError
+from ..limits import MAX_BATCH, MAX_LR, MAX_SEED, MAX_STEPS, MAX_TRUNCATION, check_float, check_int
 from ..memory import reuse_freed_memory
 from ..presets import PRESETS  # noqa: F401  (re-exported: the released settings)
 from .identity import identity_features, identity_loss
@@ -94,6 +95,9 @@ def sample_source_ws(generator, batch: int, seed: int, truncation: float = 0.7, 
     """
     from ..stylegan.labels import class_labels
 
+    batch = check_int("batch", batch, 1, MAX_BATCH, "a batch size")
+    seed = check_int("seed", seed, 0, MAX_SEED, "a seed")
+    truncation = check_float("truncation", truncation, 0.0, MAX_TRUNCATION, what="a truncation psi")
     device = _device_of(generator)
     rng = torch.Generator().manual_seed(int(seed))
     z = torch.randn(batch, generator.z_dim, generator=rng).to(device)
@@ -140,9 +144,13 @@ def optimize_latent(generator, clip, targets: torch.Tensor, source_ws: torch.Ten
     reuse_cpu_memory  on CPU, keep freed activation memory mapped between steps instead of page-faulting
                 it in again every step (``sgim_nodes.memory``; about half the step time at 1024 px).
     """
-    steps = _check_int("steps", steps, minimum=1)
+    steps = check_int("steps", steps, 1, MAX_STEPS, "a number of steps")
     preview_every = _check_int("preview_every", preview_every, minimum=0)
     lr = _check_number("lr", lr, positive=True)
+    if lr > MAX_LR:
+        raise ParameterError(f"lr: expected a learning rate up to {MAX_LR:g} (the paper uses 0.05-0.1), got {lr!r}",
+                             parameter="lr")
+    seed = check_int("seed", seed, 0, MAX_SEED, "a seed")
     lambda_sim = _check_number("lambda_sim", lambda_sim)
     lambda_id = _check_number("lambda_id", lambda_id)
     cosine_scale = _check_number("cosine_scale", cosine_scale, positive=True)
@@ -190,7 +198,7 @@ def optimize_latent(generator, clip, targets: torch.Tensor, source_ws: torch.Ten
         trainable = start[:, editable].clone().requires_grad_(True)
         optimizer = torch.optim.Adam([trainable], lr=lr)
         logits = adaptive_init(batch, num_ws, device) if (adaptive_mask and editing) else None
-        history = torch.zeros(steps, len(LOSS_TERMS), batch, device=device)
+        history = _LossHistory(steps, batch, device)
         zero = torch.zeros(batch, device=device)
 
         def current_ws() -> torch.Tensor:
@@ -216,26 +224,71 @@ def optimize_latent(generator, clip, targets: torch.Tensor, source_ws: torch.Ten
             optimizer.zero_grad(set_to_none=True)
             total.sum().backward()
             optimizer.step()
-            row = history[step]
+            row = history.row(step)
             row.copy_(torch.stack([total, clip_term, similarity, identity.float()]).detach())
             if callback is not None:
                 values = row.tolist()  # the step's only host sync
+                if not all(math.isfinite(v) for term in values for v in term):
+                    _raise_non_finite(step + 1, lr, values)
                 want_preview = preview_every > 0 and ((step + 1) % preview_every == 0 or step + 1 == steps)
                 callback(StepInfo(step=step + 1, total=steps, lr=step_lr,
                                   losses={name: float(sum(v)) for name, v in zip(LOSS_TERMS, values)},
                                   per_sample=dict(zip(LOSS_TERMS, values)),
                                   preview=images.detach() if want_preview else None))
+            elif (step + 1) % NON_FINITE_CHECK_EVERY == 0 and not bool(torch.isfinite(row).all()):
+                _raise_non_finite(step + 1, lr, row.tolist())
 
         with torch.no_grad():
             final_ws = current_ws().detach().clone()
             final_images = generator.synthesis(final_ws, noise_mode=noise_mode).float() if return_images else None
+        # Nothing non-finite leaves the optimiser: the last steps may not have been checked yet.
+        if not bool(torch.isfinite(final_ws).all()) or (final_images is not None
+                                                         and not bool(torch.isfinite(final_images).all())):
+            _raise_non_finite(steps, lr, None)
+        losses = history.tensor()
     return OptimizeResult(ws=final_ws, source_ws=start.detach().clone(),
-                          history={name: history[:, k].clone() for k, name in enumerate(LOSS_TERMS)},
+                          history={name: losses[:, k].clone() for k, name in enumerate(LOSS_TERMS)},
                           mode=mode, images=final_images,
                           adaptive_logits=None if logits is None else logits.clone(), layer_mask=mask)
 
 
 # ----------------------------------------------------------------------------- helpers
+
+NON_FINITE_CHECK_EVERY = 8  # without a callback (which syncs every step anyway), check the losses this often
+
+
+class _LossHistory:
+    """Per-step losses ``[steps, terms, B]`` grown in blocks as the run goes, so a huge ``steps``
+    allocates nothing up front (and a cancelled run holds only what it used)."""
+
+    BLOCK = 1024
+
+    def __init__(self, steps: int, batch: int, device: torch.device):
+        self.steps, self.batch, self.device = steps, batch, device
+        self.blocks: list[torch.Tensor] = []
+
+    def row(self, step: int) -> torch.Tensor:
+        block, offset = divmod(step, self.BLOCK)
+        while len(self.blocks) <= block:
+            rows = min(self.BLOCK, self.steps - len(self.blocks) * self.BLOCK)
+            self.blocks.append(torch.zeros(rows, len(LOSS_TERMS), self.batch, device=self.device))
+        return self.blocks[block][offset]
+
+    def tensor(self) -> torch.Tensor:
+        if not self.blocks:
+            return torch.zeros(0, len(LOSS_TERMS), self.batch, device=self.device)
+        return torch.cat(self.blocks) if len(self.blocks) > 1 else self.blocks[0]
+
+
+def _raise_non_finite(step: int, lr: float, values) -> None:
+    terms = ""
+    if values is not None:
+        terms = " (" + ", ".join(f"{name} {sum(v):.4g}" for name, v in zip(LOSS_TERMS, values)) + ")"
+    raise NonFiniteError(
+        f"the optimisation went non-finite (NaN or infinite) by step {step}{terms}; nothing was returned or saved. "
+        f"Lower lr (now {lr:g}), check that the source code and targets are ordinary values, or use a "
+        "float32 generator", parameter="lr")
+
 
 def _renderer(generator, clip, noise_mode: str, use_compile: bool):
     def render(ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

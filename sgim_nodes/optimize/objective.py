@@ -40,14 +40,18 @@ def combine_targets(targets: torch.Tensor, weights: torch.Tensor | None = None, 
                              f"{embed_dim} (embeddings from another CLIP model?)")
     if not torch.isfinite(targets).all():
         raise ParameterError("targets: contain NaN or infinite values")
-    targets = targets.float()
+    targets = targets.double()  # float32's whole range, so the scaling below cannot overflow
     if targets.ndim == 2:
         if weights is not None:
             raise ParameterError("target_weights: only meaningful with a [B, K, D] set of targets")
         targets = targets[:, None]
     batch, count = targets.shape[:2]
-    if (targets.norm(dim=-1) == 0).any():
+    # Scale each target by its largest entry before normalising: only the direction counts, and a
+    # finite but huge (or tiny) embedding would otherwise overflow its norm to inf (or 0).
+    peak = targets.abs().amax(dim=-1, keepdim=True)
+    if (peak == 0).any():
         raise ParameterError("targets: an embedding is all zeros, it has no direction")
+    targets = (targets / peak).float()
     if weights is None:
         weights = torch.ones(count)
     weights = torch.as_tensor(weights, dtype=torch.float32)

@@ -61,7 +61,10 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu",
     path = Path(path)
     device, dtype = resolve_device(device), _resolve_dtype(dtype)
     with torch.inference_mode(False):  # ComfyUI loads under inference mode; the result must stay differentiable
-        config, state, w_avg_known = _read_generator(path, mapping_lr_mul)
+        try:
+            config, state, w_avg_known = _read_generator(path, mapping_lr_mul)
+        except ParameterError as exc:  # an architecture inferred from the file's tensors is out of range
+            raise ModelFileError(f"{path}: {exc}") from None
         generator = Generator(config, modulation=modulation, name=path.stem)
         try:
             generator.load_state_dict(state, strict=True)
@@ -194,10 +197,14 @@ def _sniff(path: Path) -> str:
 
 
 def _torch_load(path: Path) -> Any:
+    from ..errors import torch_message
+    from ..safe_pickle import check_torch_file
+
+    check_torch_file(path)  # declared sizes against the real ones, before torch allocates anything
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError / RuntimeError / EOFError / ... depending on the damage
-        message = _first_line(exc)
+        message = torch_message(exc)
         if "Weights only load failed" in str(exc) or "Unsupported global" in str(exc):
             raise UnsafeFileError(f"{path}: refused to load: the file asks for code beyond plain tensors "
                                   f"(torch's safe loader said: {message}); nothing from it was executed") from None
@@ -250,11 +257,27 @@ def _read_safetensors(path: Path, mapping_lr_mul: float | None) -> tuple[Generat
             raise ModelFileError(f"{path}: could not read the tensors ({_first_line(exc)})") from None
         return _from_container(tensors, path, mapping_lr_mul)
     tensors, config_dict, _ = load_model_file(path, GENERATOR_KIND)
-    try:
+    try:  # types and ranges first, then the shapes it implies against the tensors: nothing is built before
         config = GeneratorConfig.from_dict(config_dict)
     except (TypeError, ValueError) as exc:
         raise ModelFileError(f"{path}: the generator config in the metadata is invalid ({exc})") from None
+    _check_tensors_fit_config(config, tensors, path)
     return config, tensors, True
+
+
+def _check_tensors_fit_config(config: GeneratorConfig, tensors: dict, path: Path) -> None:
+    """The file's tensors are exactly those of the network its config describes (names and shapes),
+    checked on the meta device, so a config that disagrees with its tensors builds nothing real."""
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in Generator(config).state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in tensors.items()}
+    missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
+    if missing or extra or wrong:
+        detail = "; ".join(part for part in (
+            f"missing {missing[:3]}" if missing else "", f"unexpected {extra[:3]}" if extra else "",
+            ", ".join(f"'{k}' is {list(found[k])}, the config needs {list(expected[k])}" for k in wrong[:3])) if part)
+        raise ModelFileError(f"{path}: the tensors do not match the generator config in the metadata ({detail})")
 
 
 def _from_container(obj: Any, path: Path, mapping_lr_mul: float | None) -> tuple[GeneratorConfig, dict, bool]:
@@ -394,24 +417,48 @@ def _persistent_meta(obj: Any, path: Path, where: str) -> dict:
     return obj.args[0]
 
 
-def _flatten_persistent(obj: Any, path: Path, prefix: str = "") -> tuple[dict[str, torch.Tensor], dict[str, dict]]:
-    """Walk nested persistence records into (flat state dict, plain attributes per module path)."""
-    meta = _persistent_meta(obj, path, prefix.rstrip(".") or "G_ema")
-    state = meta["state"]
+def _flatten_persistent(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, dict]]:
+    """Walk nested persistence records into (flat state dict, plain attributes per module path).
+
+    Iterative and budgeted (:mod:`..limits`): a record shared by several parents is one object but
+    yields names under each, so records are counted per use and the walk stops at
+    ``MAX_MODULE_RECORDS`` uses, ``MAX_NESTING_DEPTH`` levels or ``MAX_TENSORS`` tensors; a
+    crafted "billion laughs" file is refused in milliseconds instead of expanding without end.
+    """
+    from ..limits import MAX_MODULE_RECORDS, MAX_NESTING_DEPTH, MAX_TENSORS
+
     tensors: dict[str, torch.Tensor] = {}
-    for group in ("_parameters", "_buffers"):
-        for name, value in (state.get(group) or {}).items():
-            if isinstance(value, torch.Tensor):
-                tensors[prefix + name] = value.detach()
-    attrs = {prefix.rstrip("."): {"class_name": meta.get("class_name"),
-                                  **{k: v for k, v in state.items() if not k.startswith("_")}}}
-    for name, child in (state.get("_modules") or {}).items():
-        if child is None:
-            continue
-        sub_tensors, sub_attrs = _flatten_persistent(child, path, f"{prefix}{name}.")
-        tensors.update(sub_tensors)
-        attrs.update(sub_attrs)
+    attrs: dict[str, dict] = {}
+    pending = [(obj, "", 0)]
+    uses = 0
+    while pending:
+        record, prefix, depth = pending.pop()
+        uses += 1
+        if uses > MAX_MODULE_RECORDS or depth > MAX_NESTING_DEPTH or len(tensors) > MAX_TENSORS:
+            raise ModelFileError(
+                f"{path}: the network records go beyond what a model file can hold (limits: "
+                f"{MAX_MODULE_RECORDS:,} module records counting shared ones per use, {MAX_NESTING_DEPTH} levels "
+                f"of nesting, {MAX_TENSORS:,} tensors; a StyleGAN2 has about 100 modules, 5 levels deep); "
+                "the file is damaged or crafted to exhaust memory")
+        meta = _persistent_meta(record, path, prefix.rstrip(".") or "G_ema")
+        state = meta["state"]
+        for group in ("_parameters", "_buffers"):
+            for name, value in _record_table(state, group, path, prefix).items():
+                if isinstance(value, torch.Tensor):
+                    tensors[prefix + str(name)] = value.detach()
+        attrs[prefix.rstrip(".")] = {"class_name": meta.get("class_name"),
+                                     **{k: v for k, v in state.items() if isinstance(k, str) and not k.startswith("_")}}
+        children = [(name, child) for name, child in _record_table(state, "_modules", path, prefix).items()
+                    if child is not None]
+        pending.extend((child, f"{prefix}{name}.", depth + 1) for name, child in reversed(children))
     return tensors, attrs
+
+
+def _record_table(state: dict, group: str, path: Path, prefix: str) -> dict:
+    table = state.get(group) or {}
+    if not isinstance(table, dict):
+        raise ModelFileError(f"{path}: '{prefix}{group}' of an NVlabs network record is not a dict")
+    return table
 
 
 def _from_nvlabs_network(obj: Any, path: Path) -> tuple[GeneratorConfig, dict, bool]:

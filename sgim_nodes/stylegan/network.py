@@ -77,21 +77,48 @@ class GeneratorConfig:
     source_format: str = "random"
 
     def __post_init__(self) -> None:
-        self.channels = {int(k): int(v) for k, v in self.channels.items()}
+        from ..limits import MAX_BLUR_TAPS, MAX_CHANNELS, MAX_MAPPING_LAYERS, MAX_RESOLUTION, check_float, check_int
+
+        # Types and ranges before anything is derived from them: a config may come from a file's metadata.
+        self.resolution = check_int("resolution", self.resolution, 4, MAX_RESOLUTION, "a power of two")
+        if self.resolution & (self.resolution - 1):
+            raise ParameterError(f"resolution: expected a power of two >= 4, got {self.resolution}",
+                                 parameter="resolution")
+        for name in ("z_dim", "w_dim"):
+            setattr(self, name, check_int(name, getattr(self, name), 1, MAX_CHANNELS))
+        self.n_mapping = check_int("n_mapping", self.n_mapping, 1, MAX_MAPPING_LAYERS, "a number of mapping layers")
+        self.mapping_lr_mul = check_float("mapping_lr_mul", self.mapping_lr_mul, 0.0, 1e3, exclusive_minimum=True)
+        if self.mapping_hidden is not None:
+            self.mapping_hidden = check_int("mapping_hidden", self.mapping_hidden, 1, MAX_CHANNELS)
+        if self.conv_clamp is not None:
+            self.conv_clamp = check_float("conv_clamp", self.conv_clamp, 0.0, 1e9, exclusive_minimum=True,
+                                          what="null or a positive number")
+        self.img_channels = check_int("img_channels", self.img_channels, 1, 4)
+        if not isinstance(self.channels, dict):
+            raise ParameterError(f"channels: expected a mapping resolution -> channels, got {self.channels!r}",
+                                 parameter="channels")
+        if not isinstance(self.blur_kernel, (list, tuple)) or not 2 <= len(self.blur_kernel) <= MAX_BLUR_TAPS \
+                or len(self.blur_kernel) % 2:
+            raise ParameterError(f"blur_kernel: expected an even number (2 to {MAX_BLUR_TAPS}) of taps, "
+                                 f"got {self.blur_kernel!r}", parameter="blur_kernel")
+        self.blur_kernel = [check_int("blur_kernel", t, 0, 1_000_000, "non-negative integer taps")
+                            for t in self.blur_kernel]
+        if sum(self.blur_kernel) == 0:
+            raise ParameterError(f"blur_kernel: the taps {self.blur_kernel} sum to 0 (the filter would divide by "
+                                 "zero)", parameter="blur_kernel")
+        self.channels = {check_int("channels", k, 4, MAX_RESOLUTION, "resolutions"):
+                         check_int("channels", v, 1, MAX_CHANNELS, "channel counts") for k, v in
+                         ((int(k) if isinstance(k, str) and k.isdigit() else k, v) for k, v in self.channels.items())}
+        if not isinstance(self.source_format, str):
+            raise ParameterError(f"source_format: expected a string, got {self.source_format!r}",
+                                 parameter="source_format")
         if self.mapping_hidden == self.w_dim or self.n_mapping == 1:
             self.mapping_hidden = None  # one spelling for the default, so configs compare equal
-        log2 = math.log2(self.resolution) if self.resolution > 0 else 0.5
-        if self.resolution < 4 or log2 != int(log2):
-            raise ParameterError(f"resolution: expected a power of two >= 4, got {self.resolution}")
         if not self.channels:
             self.channels = standard_channels(self.resolution)
         missing = [r for r in self.block_resolutions if r not in self.channels]
         if missing:
-            raise ParameterError(f"channels: no channel count for resolutions {missing}")
-        if len(self.blur_kernel) < 2 or len(self.blur_kernel) % 2:
-            raise ParameterError(f"blur_kernel: expected an even number of taps, got {self.blur_kernel}")
-        if self.n_mapping < 1:
-            raise ParameterError(f"n_mapping: expected at least 1 mapping layer, got {self.n_mapping}")
+            raise ParameterError(f"channels: no channel count for resolutions {missing}", parameter="channels")
         self._normalise_labels()
 
     def _normalise_labels(self) -> None:
@@ -143,9 +170,13 @@ class GeneratorConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "GeneratorConfig":
         known = set(cls.__dataclass_fields__)
+        if not isinstance(data, dict):
+            raise ParameterError(f"generator config: expected a JSON object, got {type(data).__name__}")
         unknown = set(data) - known
         if unknown:
-            raise ParameterError(f"generator config: unknown keys {sorted(unknown)}")
+            raise ParameterError(f"generator config: unknown keys {sorted(map(str, unknown))}")
+        if "resolution" not in data:
+            raise ParameterError("generator config: 'resolution' is missing", parameter="resolution")
         return cls(**data)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ParameterError
+from ..limits import MAX_SEED
 
 DEFAULT_TEMPLATE = "{}"  # the bare label, as the paper trained (its captions were class names)
 LAYOUTS = ("auto", "manifest", "vggsound", "esc50", "urbansound8k", "folders")
@@ -102,6 +103,7 @@ class TrainConfig:
             (self.text_variants >= 1, "text_variants", "an integer >= 1"),
             (0 <= self.max_bad_fraction <= 1, "max_bad_fraction", "a fraction in [0, 1]"),
             (self.checkpoint_every >= 1, "checkpoint_every", "an integer >= 1"),
+            (0 <= self.seed <= MAX_SEED, "seed", f"an integer from 0 to {MAX_SEED}"),
             (self.cycle_epochs > 0, "cycle_epochs", "a positive number"),
             ("{}" in self.template, "template", "a text containing '{}' where the label goes"),
             (min(self.text_weight, self.image_weight, self.self_weight) >= 0, "loss weights", "non-negative"),

@@ -44,7 +44,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import AudioError, ParameterError
+from ..errors import AudioError, ModelFileError, ParameterError
 from .data import (DEFAULT_TEMPLATE, AudioTextDataset, EpochBatchSampler, build_targets, check_labels, collate,
                    embed_images, read_classes_file, read_dataset, select)
 from .config import FEATURE_PRESETS, TrainConfig  # noqa: F401  (re-exported: loop.TrainConfig)
@@ -151,13 +151,48 @@ def save_checkpoint(path: Path, payload: dict) -> None:
         torch.save(payload, tmp)
 
 
-def load_checkpoint(path: Path) -> dict:
-    from ..errors import ModelFileError
+CHECKPOINT_FIELDS = {  # what a checkpoint written by this loop holds, and of which type
+    "model": dict, "optimizer": dict, "scheduler": dict, "scaler": dict, "rng": dict, "epoch": int,
+    "batch_in_epoch": int, "step": int, "global_batch": int, "seed": int, "dataset_size": int,
+    "bad_indices": torch.Tensor, "bad_paths": str,
+}
 
+
+def _check_outputs(cfg: TrainConfig, run_dir: Path, checkpoint_path: Path) -> None:
+    """Before any work: the encoder file, the run folder and the checkpoint can be written."""
+    from ..fileio import check_output_file
+
+    check_output_file(cfg.out, "out")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ParameterError(f"run_dir: {run_dir} is a file; the run folder must be a folder", parameter="run_dir")
+    if checkpoint_path.exists() and not checkpoint_path.is_file():
+        raise ModelFileError(f"{checkpoint_path}: is a folder, not a training checkpoint; move it away "
+                             "(the run writes its checkpoint there)")
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A training checkpoint of this loop, its fields and types checked (a foreign or damaged file is a
+    :class:`ModelFileError` naming what is wrong, never a KeyError later)."""
+    from ..errors import torch_message
+    from ..safe_pickle import check_torch_file
+
+    if path.is_dir():
+        raise ModelFileError(f"{path}: is a folder, not a training checkpoint; move it away to start afresh")
+    check_torch_file(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated or foreign file: say which
-        raise ModelFileError(f"{path}: not a readable training checkpoint ({exc})") from None
+        raise ModelFileError(f"{path}: not a readable training checkpoint ({torch_message(exc)})") from None
+    if not isinstance(state, dict):
+        raise ModelFileError(f"{path}: not a training checkpoint of this trainer (it holds a {type(state).__name__})")
+    missing = [k for k in CHECKPOINT_FIELDS if k not in state]
+    wrong = [k for k, kind in CHECKPOINT_FIELDS.items()
+             if k in state and (not isinstance(state[k], kind) or isinstance(state[k], bool))]
+    if missing or wrong:
+        raise ModelFileError(f"{path}: not a training checkpoint of this trainer ("
+                             + "; ".join(p for p in (f"missing {missing}" if missing else "",
+                                                     f"wrong type for {wrong}" if wrong else "") if p) + ")")
+    return state
 
 
 def make_optimizer(cfg: TrainConfig, model: ContrastiveModel) -> torch.optim.Optimizer:
@@ -240,6 +275,7 @@ def train(cfg: TrainConfig) -> Path:
     dist_info, device = init_distributed(cfg.device)
     run_dir = cfg.resolved_run_dir()
     checkpoint_path = run_dir / CHECKPOINT_NAME
+    _check_outputs(cfg, run_dir, checkpoint_path)
     earlier = [run_dir / name for name in (CHECKPOINT_NAME, LOG_NAME) if (run_dir / name).is_file()]
     if earlier and not cfg.resume:
         if not cfg.overwrite:  # a finished or partial run is somebody's work: never replace it silently
@@ -249,8 +285,6 @@ def train(cfg: TrainConfig) -> Path:
         if dist_info.is_main:
             for path in earlier:
                 path.unlink()
-    if dist_info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)  # model init: identical on every rank (DDP also broadcasts rank 0's weights)
 
     samples, layout = read_dataset(cfg.data, cfg.layout, cfg.audio_dir)
@@ -297,13 +331,18 @@ def train(cfg: TrainConfig) -> Path:
                 f"{checkpoint_path}: cannot resume: the checkpoint was made with global batch {state['global_batch']}, "
                 f"seed {state['seed']}, {state['dataset_size']} clips; this run has {global_batch}, {cfg.seed}, "
                 f"{len(samples)}")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        set_random_state(state["rng"])
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            set_random_state(state["rng"])
+            bad = {int(i): str(p) for i, p in zip(state["bad_indices"], json.loads(state["bad_paths"]))}
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+            raise ModelFileError(f"{checkpoint_path}: cannot resume: the checkpoint does not fit this run's "
+                                 f"model and settings ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+                                 ) from None
         epoch, batch_in_epoch, step = state["epoch"], state["batch_in_epoch"], state["step"]
-        bad = {int(i): str(p) for i, p in zip(state["bad_indices"], json.loads(state["bad_paths"]))}
         log.info("resumed from %s at step %d (epoch %d, batch %d)", checkpoint_path, step, epoch, batch_in_epoch)
     elif cfg.resume:
         log.info("no checkpoint in %s: starting from scratch", run_dir)
@@ -317,6 +356,8 @@ def train(cfg: TrainConfig) -> Path:
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
+    if dist_info.is_main:  # created only now: a run that fails while preparing leaves no empty folder behind
+        run_dir.mkdir(parents=True, exist_ok=True)
     csv_log = CsvLog(run_dir / LOG_NAME, step if cfg.resume else None) if dist_info.is_main else None
     writer = _tensorboard_writer(cfg, run_dir) if dist_info.is_main else None
     progress = None

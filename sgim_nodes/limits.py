@@ -1,0 +1,115 @@
+"""Budgets for everything a file or an input can ask of us, in one place, and the checks that apply them.
+
+A model file, a W+ code or a sound may come from anywhere. Each of them can only ask for work and
+memory in proportion to what it legitimately holds: these limits are far above every real model
+(StyleGAN2 at 1024 px has about 100 modules and 300 tensors, 5 levels deep; OpenAI CLIP ViT-L/14
+about 400 modules) and far below what would take a server down. Anything past a limit is refused
+with an :class:`~.errors.SGIMError` that names the file or parameter, before the work starts. The
+README's "Safety" section lists them for users.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from .errors import NonFiniteError, ParameterError
+
+# --- model files (pickles, torch zips, TorchScript archives) ---------------------------------------
+MAX_NESTING_DEPTH = 64  # levels of nested module records (real networks: < 10)
+MAX_MODULE_RECORDS = 20_000  # module records reached while flattening a network, counting shared ones per use
+MAX_TENSORS = 100_000  # tensors in one network
+# Tensor data is written uncompressed by torch.save / torch.jit.save; an archive member that inflates
+# to more than this many times its stored size (and more than MIN_INFLATED_BYTES) is a zip bomb.
+MAX_COMPRESSION_RATIO = 16
+MIN_INFLATED_BYTES = 1 << 20
+
+# --- generator configs (our .safetensors metadata, or inferred from tensors) ------------------------
+MAX_RESOLUTION = 4096
+MAX_CHANNELS = 4096  # feature channels per resolution, z_dim, w_dim, mapping width
+MAX_MAPPING_LAYERS = 32
+MAX_BLUR_TAPS = 16
+
+# --- audio encoders (our .safetensors metadata) -------------------------------------------------------
+MAX_EMBED_DIM = 4096  # CLIP embedding width (the largest CLIP: 1280)
+MAX_MELS = 1024  # mel bands (the paper: 128)
+MAX_FFT = 65536  # STFT size (the paper: 2048)
+MAX_WINDOW_FRAMES = 100_000  # spectrogram frames per model window (the paper: 864)
+MAX_IMAGE_SIDE = 8192  # rows / columns of the encoder's input image (the paper: 512 x 128)
+
+# --- CLIP models built from the shapes in an OpenAI file -----------------------------------------------
+MAX_TRANSFORMER_LAYERS = 128  # blocks per tower (the largest CLIP, ViT-bigG/14, has 48)
+
+# --- values handed between nodes, written to disk, or given on the command line ---------------------
+MAX_LATENT_ABS = 1e5  # |w| of a W+ code (real codes: about 10; long edits at the largest lr: < 1e5)
+MAX_AUDIO_ABS = 1e4  # |sample| of decoded audio (nominally within +-1)
+MAX_SAMPLE_RATE = 768_000  # Hz (the highest rate studio formats use)
+MAX_STEPS = 1_000_000  # optimiser steps in one run
+MAX_LR = 100.0  # optimiser learning rate (the paper uses 0.05-0.1)
+MAX_LOSS_WEIGHT = 1e6  # lambda_sim, lambda_id on the command line (the paper: < 0.01)
+MAX_TRUNCATION = 10.0  # truncation psi of a random source code (the paper: 0.7)
+MAX_BATCH = 4096  # codes edited together
+MAX_SEED = 2 ** 64 - 1  # torch generators take 64-bit seeds
+MAX_FILENAME_BYTES = 200  # one file name we create (file systems allow 255; temp files add a suffix)
+
+
+def check_int(name: str, value: Any, minimum: int, maximum: int, what: str = "") -> int:
+    """``value`` as an int in ``[minimum, maximum]`` (bools and non-integral floats refused)."""
+    ok = not isinstance(value, bool) and (isinstance(value, int) or (isinstance(value, float) and value.is_integer()))
+    if not ok or not minimum <= int(value) <= maximum:
+        raise ParameterError(f"{name}: expected {what or 'an integer'} from {minimum} to {maximum}, got {value!r}",
+                             parameter=name)
+    return int(value)
+
+
+def check_float(name: str, value: Any, minimum: float, maximum: float, *, exclusive_minimum: bool = False,
+                what: str = "") -> float:
+    """``value`` as a finite float in ``[minimum, maximum]`` (or ``(minimum, maximum]``)."""
+    try:
+        number = float(value) if not isinstance(value, (bool, str)) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    low_ok = number > minimum if exclusive_minimum else number >= minimum
+    if not math.isfinite(number) or not low_ok or number > maximum:
+        bracket = "(" if exclusive_minimum else "["
+        raise ParameterError(f"{name}: expected {what or 'a number'} in {bracket}{minimum:g}, {maximum:g}], "
+                             f"got {value!r}", parameter=name)
+    return number
+
+
+def check_finite(name: str, tensor: torch.Tensor, max_abs: float | None = None, what: str = "values",
+                 hint: str = "") -> torch.Tensor:
+    """Raise :class:`NonFiniteError` if ``tensor`` holds NaN/inf (or a value beyond ``max_abs``)."""
+    if not isinstance(tensor, torch.Tensor) or not (tensor.is_floating_point() or tensor.is_complex()):
+        return tensor
+    if tensor.numel() == 0:
+        return tensor
+    if not bool(torch.isfinite(tensor).all()):
+        raise NonFiniteError(f"{name}: {what} contain NaN or infinite values{hint}", parameter=name)
+    if max_abs is not None:
+        peak = float(tensor.detach().abs().max())
+        if peak > max_abs:
+            raise NonFiniteError(f"{name}: {what} reach {peak:.3g}, beyond the {max_abs:g} this accepts{hint}",
+                                 parameter=name)
+    return tensor
+
+
+def check_finite_weights(module: torch.nn.Module, source: str, what: str) -> None:
+    """A loaded network's weights are all finite: a NaN weight would surface later as a NaN output, far
+    from the file that caused it. Raises :class:`~.errors.ModelFileError` naming the file and tensor."""
+    from .errors import ModelFileError
+
+    for name, tensor in module.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ModelFileError(f"{source}: {what} tensor '{name}' contains NaN or infinite values")
+
+
+def check_file_name(name: str, value: str) -> str:
+    """A file name we are about to create: short enough for every file system (UTF-8 bytes)."""
+    size = len(value.encode("utf-8"))
+    if size > MAX_FILENAME_BYTES:
+        raise ParameterError(f"{name}: the file name would be {size} bytes long; keep it under "
+                             f"{MAX_FILENAME_BYTES} (file systems refuse names over 255)", parameter=name)
+    return value

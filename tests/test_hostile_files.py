@@ -1,0 +1,884 @@
+"""Hostile files and extreme values: every one is refused with a clear error in bounded time and memory.
+
+Each hostile file is built here, at test time, mostly in a few kilobytes (no fixtures committed). The
+loads that used to hang or eat gigabytes run in a separate interpreter that reports, per load, its
+wall time and the growth of its peak resident memory (VmHWM, reset before each load); that interpreter
+also has an address-space limit, so a regression fails the test instead of taking the machine down.
+Budgets asserted: ``LOAD_SECONDS`` and ``LOAD_PEAK_BYTES`` (the limits themselves live in
+``sgim_nodes/limits.py``). The other cases are checked on the surface where they were found: the
+library, the command line (exit code 1 and one ``error:`` line) and the node functions (the error
+names the node input), with nothing written for the NaN cases.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import io
+import json
+import pickle
+import resource
+import struct
+import subprocess
+import sys
+import textwrap
+import zipfile
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+LOAD_SECONDS = 10.0  # wall time of one refused load (typically well under a second)
+LOAD_PEAK_BYTES = 300 * 2 ** 20  # growth of peak RSS during one refused load
+ADDRESS_SPACE_LIMIT = 8 * 2 ** 30  # the subprocess cannot map more than this (torch alone maps ~3.3 GB)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+# ------------------------------------------------------------------------------------ pickle assembly
+# Hand-assembled pickle opcodes: exact control over sharing and nesting, and no stand-in modules.
+
+def _text(value: str) -> bytes:
+    data = value.encode()
+    return b"X" + struct.pack("<I", len(data)) + data  # BINUNICODE
+
+
+def _dict(items: list[tuple[bytes, bytes]]) -> bytes:
+    return b"}" + (b"(" + b"".join(k + v for k, v in items) + b"u" if items else b"")  # EMPTY_DICT MARK .. SETITEMS
+
+
+def _global(module: str, name: str) -> bytes:
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def _persistent_record(class_name: str, state: bytes) -> bytes:
+    """``torch_utils.persistence._reconstruct_persistent_obj({"class_name": ..., "state": ...})``."""
+    meta = _dict([(_text("class_name"), _text(class_name)), (_text("state"), state)])
+    return _global("torch_utils.persistence", "_reconstruct_persistent_obj") + meta + b"\x85R"  # TUPLE1 REDUCE
+
+
+def _put(index: int) -> bytes:
+    return b"r" + struct.pack("<I", index)  # LONG_BINPUT
+
+
+def _get(index: int) -> bytes:
+    return b"j" + struct.pack("<I", index)  # LONG_BINGET
+
+
+def billion_laughs_pickle(width: int = 30, depth: int = 8) -> bytes:
+    """G_ema whose every record lists the record below it ``width`` times: width**depth module paths."""
+    out = b"\x80\x02" + _persistent_record("Leaf", _dict([(_text("_modules"), b"}")])) + _put(0) + b"0"
+    for level in range(1, depth + 1):
+        children = _dict([(_text(f"m{i}"), _get(level - 1)) for i in range(width)])
+        name = "Generator" if level == depth else "Block"
+        out += _persistent_record(name, _dict([(_text("_modules"), children)])) + _put(level)
+        out += b"." if level == depth else b"0"  # STOP / POP
+    return out
+
+
+def deep_chain_pickle(depth: int = 20_000) -> bytes:
+    """G_ema -> m -> m -> ... ``depth`` records deep, written outside-in (the global is memoised once)."""
+    record = _global("torch_utils.persistence", "_reconstruct_persistent_obj")
+    opening = b"}(" + _text("class_name") + _text("Generator") + _text("state") + b"}(" + _text("_modules") \
+        + b"}(" + _text("m")
+    closing = b"uuu\x85R"  # close _modules, state, meta; build the record
+    leaf = _persistent_record("Leaf", _dict([(_text("_modules"), b"}")]))
+    return (b"\x80\x02" + record + b"q\x00" + opening + (b"h\x00" + opening) * (depth - 1) + leaf
+            + closing * depth + b".")
+
+
+def legacy_storage_stream(numel: int) -> bytes:
+    """A legacy ``torch.save`` stream of one float storage that declares ``numel`` elements and holds none."""
+    buf = io.BytesIO()
+    for header in (0x1950A86A20F9469CFC6C, 1001,
+                   {"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4, "long": 4}}):
+        pickle.dump(header, buf, protocol=2)
+
+    class _Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ("storage", torch.FloatStorage, "0", "cpu", numel, None) if obj == "STORAGE" else None
+
+    _Pickler(buf, protocol=2).dump("STORAGE")
+    pickle.dump(["0"], buf, protocol=2)
+    buf.write(struct.pack("<q", numel))
+    return buf.getvalue()
+
+
+def unfilled_storage_pickle(numel: int = 1_600_000_000) -> bytes:
+    """An NVlabs G_ema whose one parameter is a storage declaring ``numel`` floats it never provides."""
+    data = legacy_storage_stream(numel)
+    tensor = (_global("torch._utils", "_rebuild_tensor_v2") + b"("
+              + _global("torch.storage", "_load_from_bytes") + b"(B" + struct.pack("<I", len(data)) + data + b"tR"
+              + b"K\x00" + b"J" + struct.pack("<i", numel) + b"\x85" + b"K\x01\x85" + b"\x89"
+              + _global("collections", "OrderedDict") + b")R" + b"tR")
+    state = _dict([(_text("_parameters"), _dict([(_text("w"), tensor)])), (_text("_modules"), b"}")])
+    return b"\x80\x03" + _persistent_record("Generator", state) + b"."
+
+
+# ------------------------------------------------------------------------------------ zip assembly
+
+def _zip(members: list[tuple[str, bytes, int, int, int]]) -> bytes:
+    """A zip of (name, stored bytes, method, declared uncompressed size, crc) members, headers as written."""
+    out, central = io.BytesIO(), b""
+    for name, data, method, size, crc in members:
+        offset = out.tell()
+        raw = name.encode()
+        out.write(struct.pack("<4s5H3I2H", b"PK\x03\x04", 20, 0, method, 0, 0, crc, len(data), size, len(raw), 0))
+        out.write(raw + data)
+        central += struct.pack("<4s6H3I5H2I", b"PK\x01\x02", 20, 20, 0, method, 0, 0, crc, len(data), size,
+                               len(raw), 0, 0, 0, 0, 0, offset) + raw
+    start = out.tell()
+    out.write(central + struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, len(members), len(members), len(central),
+                                    start, 0))
+    return out.getvalue()
+
+
+def _stored(name: str, data: bytes) -> tuple[str, bytes, int, int, int]:
+    return name, data, 0, len(data), zlib.crc32(data)
+
+
+def deflated_zeros(mebibytes: int) -> bytes:
+    """A raw deflate stream of ``mebibytes`` MiB of zeros, about 1 KB per MiB: one fully flushed block
+    repeated (a full flush resets the window, so every block after the first is the same bytes)."""
+    chunk = bytes(2 ** 20)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    first = compressor.compress(chunk) + compressor.flush(zlib.Z_FULL_FLUSH)
+    repeated = compressor.compress(chunk) + compressor.flush(zlib.Z_FULL_FLUSH)
+    return first + repeated * (mebibytes - 1) + compressor.flush(zlib.Z_FINISH)
+
+
+def torch_data_pickle(numel: int, torchscript: bool) -> bytes:
+    """``data.pkl`` of a torch zip: ``{"w": tensor}`` (or a TorchScript module holding it) over storage 0."""
+    class Marker:
+        pass
+
+    marker = Marker()
+
+    class _Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ("storage", torch.FloatStorage, "0", "cpu", numel) if obj is marker else None
+
+    buf = io.BytesIO()
+    rebuild = torch._utils._rebuild_tensor_v2
+    tensor = _Reduce(rebuild, (marker, 0, (numel,), (1,), False, _Reduce(collections.OrderedDict, ())))
+    _Pickler(buf, protocol=2).dump({"w": tensor})
+    data = buf.getvalue()
+    if torchscript:  # the TorchScript spelling of a module: __torch__ object, NEWOBJ, BUILD with its attributes
+        data = data[:2] + _global("__torch__", "Model") + b")\x81" + data[2:-1] + b"b."
+    return data
+
+
+class _Reduce:
+    """Pickles as ``func(*args)`` without importing anything special."""
+
+    def __init__(self, func, args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def zip_bomb(path: Path, torchscript: bool, mebibytes: int = 4095) -> Path:
+    """A torch zip (or TorchScript archive) of a few MB whose tensor member inflates to ``mebibytes`` MiB."""
+    numel = mebibytes * 2 ** 20 // 4
+    members = [_stored("archive/data.pkl", torch_data_pickle(numel, torchscript)),
+               _stored("archive/version", b"3\n"),
+               # The CRC of the inflated data is never reached: the member is refused from its header.
+               ("archive/data/0", deflated_zeros(mebibytes), zipfile.ZIP_DEFLATED, mebibytes * 2 ** 20, 0)]
+    if torchscript:
+        members.append(_stored("archive/constants.pkl", pickle.dumps((), protocol=2)))
+        members.append(_stored("archive/code/__torch__/model.py", b"class Model(Module):\n  pass\n"))
+    path.write_bytes(_zip(members))
+    return path
+
+
+def torchscript_billion_laughs(path: Path, width: int = 30, depth: int = 8) -> Path:
+    """A TorchScript archive whose module tree shares each level ``width`` times, ``depth`` levels deep."""
+    new_object = _global("__torch__", "M") + b")\x81"  # EMPTY_TUPLE NEWOBJ
+    out = b"\x80\x02" + new_object + b"}b" + _put(0) + b"0"  # an empty module
+    for level in range(1, depth + 1):
+        out += new_object + _dict([(_text(f"m{i}"), _get(level - 1)) for i in range(width)]) + b"b" + _put(level)
+        out += b"." if level == depth else b"0"
+    path.write_bytes(_zip([_stored("archive/data.pkl", out), _stored("archive/constants.pkl", pickle.dumps(()))]))
+    return path
+
+
+@functools.lru_cache(maxsize=1)
+def _tiny_openai_clip_state() -> dict:
+    sys.path.insert(0, str(REPO / "tests" / "integration"))
+    import tempfile
+
+    from tiny_models import save_tiny_clip
+
+    with tempfile.TemporaryDirectory() as folder:
+        save_tiny_clip(Path(folder) / "clip.pt")
+        return torch.load(Path(folder) / "clip.pt", weights_only=True)
+
+
+def clip_claiming_a_wide_text_tower(path: Path) -> Path:
+    """A tiny OpenAI-layout CLIP whose ``ln_final.weight`` says the text tower is 8192 wide: the builder
+    takes widths from such tensors, so unchecked it would allocate gigabytes before any shape check."""
+    torch.save({**_tiny_openai_clip_state(), "ln_final.weight": torch.ones(8192)}, path)
+    return path
+
+
+def clip_with_a_thousand_blocks(path: Path) -> Path:
+    extra = {f"transformer.resblocks.{i}.ln_1.weight": torch.ones(1) for i in range(1000)}
+    torch.save({**_tiny_openai_clip_state(), **extra}, path)
+    return path
+
+
+# ------------------------------------------------------------------------------------ bounded runs
+# All the loads run in one fresh interpreter (importing torch and open_clip once), one after the other;
+# before each, the peak-RSS mark is reset (``/proc/self/clear_refs`` 5), so each load's peak growth is
+# its own. An address-space limit on the interpreter turns a regression into a failure, not a swap storm.
+
+RUNNER = textwrap.dedent("""
+    import json, sys, time
+    import torch
+    torch.set_num_threads(1)
+    from sgim_nodes.audio import load_audio_encoder
+    from sgim_nodes.clip import load_clip
+    from sgim_nodes.stylegan import load_generator
+
+    def status(field):
+        for line in open("/proc/self/status"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+
+    import open_clip  # imported by load_clip on first use: not part of any load's figures
+
+    for name, call in json.loads(sys.argv[1]):
+        open("/proc/self/clear_refs", "w").write("5")  # reset the peak-RSS mark to the current RSS
+        before, start = status("VmRSS"), time.perf_counter()
+        try:
+            eval(call)
+            outcome = {"error": None}
+        except BaseException as exc:
+            outcome = {"error": type(exc).__name__, "message": str(exc)}
+        outcome.update(seconds=time.perf_counter() - start, peak_growth=status("VmHWM") - before)
+        print("OUTCOME " + json.dumps([name, outcome]), flush=True)
+""")
+
+
+def _limit_address_space():
+    resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_LIMIT, ADDRESS_SPACE_LIMIT))
+
+
+# name -> (write the hostile file at this path, the call that loads it)
+HOSTILE_LOADS = {
+    "billion-laughs": (lambda p: p.write_bytes(billion_laughs_pickle()), "load_generator"),
+    "20000-deep": (lambda p: p.write_bytes(deep_chain_pickle()), "load_generator"),
+    "unfilled-storage": (lambda p: p.write_bytes(unfilled_storage_pickle()), "load_generator"),
+    "zip-bomb-torch": (lambda p: zip_bomb(p, torchscript=False), "load_generator"),
+    "zip-bomb-torchscript": (lambda p: zip_bomb(p, torchscript=True), "load_clip"),
+    "torchscript-laughs": (torchscript_billion_laughs, "load_clip"),
+    "storage-beyond-member": (lambda p: p.write_bytes(_zip([
+        _stored("archive/data.pkl", torch_data_pickle(400_000_000, False)), _stored("archive/version", b"3\n"),
+        _stored("archive/data/0", bytes(16))])), "load_generator"),
+    "clip-wide-claim": (clip_claiming_a_wide_text_tower, "load_clip"),
+    "clip-many-blocks": (clip_with_a_thousand_blocks, "load_clip"),
+    "encoder-embed-dim": (lambda p: encoder_safetensors(p, {"backbone": "resnet18", "embed_dim": 2_000_000_000}),
+                          "load_audio_encoder"),
+    "config-resolution": (lambda p: generator_safetensors(p, {"resolution": 1073741824}, {"x": torch.zeros(1)}),
+                          "load_generator"),
+}
+
+
+@pytest.fixture(scope="module")
+def hostile_outcomes(tmp_path_factory) -> dict[str, tuple[Path, dict]]:
+    """{name: (file, outcome)} for every entry of HOSTILE_LOADS, each load bounded as described above."""
+    folder = tmp_path_factory.mktemp("hostile")
+    paths, calls = {}, []
+    for name, (write, loader) in HOSTILE_LOADS.items():
+        path = folder / (name + (".safetensors" if name.startswith(("config", "encoder")) else ".pt"))
+        write(path)
+        paths[name] = path
+        calls.append([name, f"{loader}({str(path)!r})"])
+    done = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(calls)], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, preexec_fn=_limit_address_space)
+    outcomes = dict(json.loads(line[len("OUTCOME "):]) for line in done.stdout.splitlines()
+                    if line.startswith("OUTCOME "))
+    assert set(outcomes) == set(HOSTILE_LOADS), f"exit {done.returncode}: {done.stderr[-3000:]}"
+    return {name: (paths[name], outcomes[name]) for name in HOSTILE_LOADS}
+
+
+@pytest.mark.parametrize("name, size_limit, expected", [
+    ("billion-laughs", 5_000, "module records"),
+    ("20000-deep", 1_500_000, "levels of nesting"),
+    ("unfilled-storage", 500, "declares 6,400,000,008 bytes of tensor data but holds only 8"),
+    ("zip-bomb-torch", 6 * 2 ** 20, "would inflate from"),
+    ("zip-bomb-torchscript", 6 * 2 ** 20, "would inflate from"),
+    ("torchscript-laughs", 5_000, "module records"),
+    ("storage-beyond-member", 1_000, "storage 0 declares 1,600,000,000 bytes but its archive member holds 16"),
+    ("config-resolution", 300, "resolution: expected a power of two from 4 to 4096, got 1073741824"),
+    ("encoder-embed-dim", 400, "embed_dim: expected an embedding width from 1 to 4096, got 2000000000"),
+    ("clip-wide-claim", 16 * 2 ** 20, "do not fit the CLIP architecture they imply (size mismatch for positional_embedding"),
+    ("clip-many-blocks", 16 * 2 ** 20, "1000 blocks in one tower, beyond the 128"),
+])
+def test_hostile_file_refused_in_bounded_time_and_memory(hostile_outcomes, name, size_limit, expected):
+    path, outcome = hostile_outcomes[name]
+    assert path.stat().st_size < size_limit  # a tiny file ...
+    assert outcome["error"] == "ModelFileError", outcome  # ... refused with the documented error
+    assert str(path) in outcome["message"] and expected in outcome["message"], outcome["message"]
+    assert outcome["seconds"] < LOAD_SECONDS, outcome
+    assert outcome["peak_growth"] < LOAD_PEAK_BYTES, outcome
+    if name.startswith("zip-bomb"):
+        assert "4,293,918,720 bytes" in outcome["message"]  # what it would have inflated to
+
+
+def test_real_files_pass_the_budgets(fixtures_dir, tmp_path):
+    """The budgets refuse nothing real: both reference generators load, and so does the rosinality one
+    re-saved in torch's legacy (non-zip) format."""
+    from sgim_nodes.stylegan import load_generator
+
+    for name in ("rosinality_tiny.pt", "nvlabs_tiny.pkl"):
+        assert load_generator(fixtures_dir / "stylegan2" / name).num_ws > 0
+    legacy = tmp_path / "legacy.pt"
+    torch.save(torch.load(fixtures_dir / "stylegan2" / "rosinality_tiny.pt", weights_only=True), legacy,
+               _use_new_zipfile_serialization=False)
+    assert not zipfile.is_zipfile(legacy)
+    assert load_generator(legacy).num_ws == load_generator(fixtures_dir / "stylegan2" / "rosinality_tiny.pt").num_ws
+
+
+# ------------------------------------------------------------------------------------ generator configs
+
+def _tiny_config():
+    from sgim_nodes.stylegan import GeneratorConfig
+
+    return GeneratorConfig(resolution=8, z_dim=8, w_dim=8, n_mapping=1, channels={4: 4, 8: 4})
+
+
+def generator_safetensors(path: Path, config: dict, tensors: dict | None = None) -> Path:
+    """Our generator format with a chosen config in the metadata (the writer itself would not write it)."""
+    from safetensors.torch import save_file
+
+    from sgim_nodes.stylegan import Generator
+
+    if tensors is None:
+        tensors = {k: v.float().contiguous() for k, v in Generator(_tiny_config()).state_dict().items()}
+    save_file(tensors, str(path), metadata={"sgim_kind": "stylegan2_generator", "sgim_format": "1",
+                                            "config": json.dumps(config)})
+    return path
+
+
+def encoder_safetensors(path: Path, config: dict) -> Path:
+    """Our audio-encoder format with a chosen config in the metadata and one tiny tensor."""
+    from safetensors.torch import save_file
+
+    save_file({"conv.weight": torch.zeros(3, 1, 3, 3)}, str(path),
+              metadata={"sgim_kind": "audio_encoder", "sgim_format": "1", "config": json.dumps(config)})
+    return path
+
+
+@pytest.mark.parametrize("preprocessing, expected", [
+    ({"frames": 10 ** 9}, "frames: expected an integer from 1 to 100000, got 1000000000"),
+    ({"n_mels": "x"}, "n_mels: expected an integer from 1 to 1024, got 'x'"),
+    ({"rolloff": 0}, "rolloff: expected a number in (0, 1], got 0"),
+    ("flat", "preprocessing: expected a JSON object"),
+])
+def test_encoder_preprocessing_config_refused(tmp_path, preprocessing, expected):
+    from sgim_nodes.audio import load_audio_encoder
+    from sgim_nodes.errors import ModelFileError
+
+    path = encoder_safetensors(tmp_path / "enc.safetensors", {"backbone": "resnet18", "embed_dim": 16,
+                                                               "preprocessing": preprocessing})
+    with pytest.raises(ModelFileError) as info:
+        load_audio_encoder(path)
+    assert str(path) in str(info.value) and expected in str(info.value)
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"channels": {"4": -1, "8": 4}}, "channels: expected channel counts from 1 to 4096, got -1"),
+    ({"blur_kernel": [0, 0]}, "blur_kernel: the taps [0, 0] sum to 0"),
+    ({"conv_clamp": "x"}, "conv_clamp: expected null or a positive number"),
+    ({"resolution": True}, "resolution: expected a power of two"),
+    ({"z_dim": 8.5}, "z_dim: expected an integer from 1 to 4096, got 8.5"),
+    ({"n_mapping": 10 ** 9}, "n_mapping: expected a number of mapping layers from 1 to 32"),
+    ({"resolution": 16, "channels": {"4": 4, "8": 4, "16": 4}}, "the tensors do not match the generator config"),
+    ({"channels": {"4": 4, "8": 5}}, "the config needs [5, 4, 3, 3]"),
+])
+def test_inconsistent_configs_refused_with_the_field_named(tmp_path, change, expected):
+    from sgim_nodes.errors import ModelFileError
+    from sgim_nodes.stylegan import load_generator
+
+    config = {**_tiny_config().to_dict(), **change}
+    path = generator_safetensors(tmp_path / "g.safetensors", config)
+    with pytest.raises(ModelFileError) as info:
+        load_generator(path)
+    assert str(path) in str(info.value) and expected in str(info.value)
+
+
+def test_valid_config_still_loads(tmp_path):
+    from sgim_nodes.stylegan import load_generator
+
+    generator = load_generator(generator_safetensors(tmp_path / "g.safetensors", _tiny_config().to_dict()))
+    assert generator.num_ws == 4 and torch.isfinite(generator.synthesis(generator.w_avg.expand(1, 4, 8))).all()
+
+
+# ------------------------------------------------------------------------------------ torch's advice
+
+def test_torch_advice_to_disable_weights_only_never_repeated(tmp_path):
+    """Every reader that passes on torch's refusal drops its advice to load with weights_only=False."""
+    from sgim_nodes.audio import load_audio_encoder
+    from sgim_nodes.clip import load_clip
+    from sgim_nodes.errors import SGIMError
+    from sgim_nodes.stylegan import load_generator
+    from sgim_nodes.train.loop import load_checkpoint
+
+    path = tmp_path / "code.pt"
+    torch.save({"x": _Reduce(print, ("hello",))}, path)
+    for load in (load_generator, load_audio_encoder, load_clip, lambda p: load_checkpoint(Path(p))):
+        with pytest.raises(SGIMError) as info:
+            load(path)
+        message = str(info.value)
+        assert "weights_only" not in message and "trust" not in message, message
+        assert "GLOBAL print was not an allowed global" in message, message  # the reason itself is kept
+
+
+# ------------------------------------------------------------------------------------ silent NaN
+
+def _wplus_file(path: Path, ws: torch.Tensor) -> Path:
+    from safetensors.torch import save_file
+
+    save_file({"ws": ws}, str(path), metadata={"sgim_kind": "wplus_latent", "sgim_format": "1",
+                                               "config": json.dumps({"generator": "tiny16"})})
+    return path
+
+
+@pytest.mark.parametrize("value, expected", [(1e30, "reaches 1e+30"), (float("nan"), "NaN or infinite")])
+def test_wplus_files_beyond_range_refused(tmp_path, value, expected):
+    from sgim_nodes.errors import ModelFileError
+    from sgim_nodes.latents import load_wplus
+
+    path = _wplus_file(tmp_path / "w.safetensors", torch.full((1, 6, 32), value))
+    with pytest.raises(ModelFileError) as info:
+        load_wplus(path)
+    assert str(path) in str(info.value) and expected in str(info.value)
+
+
+def test_nothing_non_finite_is_written(tmp_path):
+    from sgim_nodes.errors import NonFiniteError
+    from sgim_nodes.fileio import save_model_file
+    from sgim_nodes.latents import save_wplus
+
+    with pytest.raises(NonFiniteError, match="NaN or infinite"):
+        save_wplus(tmp_path / "w.safetensors", torch.full((1, 6, 32), float("nan")))
+    with pytest.raises(NonFiniteError, match="refused to write 'embedding'"):
+        save_model_file(tmp_path / "e.safetensors", {"embedding": torch.tensor([[float("inf")]])}, "embedding", {})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_huge_audio_samples_refused(audio_dir):
+    from sgim_nodes.audio import build_audio_encoder, embed_audio
+    from sgim_nodes.errors import AudioError
+
+    torch.manual_seed(0)
+    encoder = build_audio_encoder(embed_dim=16).eval()
+    for scale in (1e20, 3e38):
+        with pytest.raises(AudioError, match=r"samples reach .* rescale it"):
+            embed_audio(encoder, torch.full((1, 4410), 0.5) * scale, 44100)
+
+
+def test_infinite_audio_times_refused(audio_dir):
+    from sgim_nodes.audio import build_audio_encoder, embed_audio
+    from sgim_nodes.errors import ParameterError
+
+    torch.manual_seed(0)
+    encoder = build_audio_encoder(embed_dim=16).eval()
+    for option in ("hop_seconds", "start_seconds", "end_seconds"):
+        with pytest.raises(ParameterError, match=f"{option}: expected a .*finite number of seconds, got inf"):
+            embed_audio(encoder, torch.zeros(1, 4410), 44100, **{option: float("inf")})
+
+
+def test_audio_encoder_with_a_nan_weight_named(tmp_path):
+    from sgim_nodes.audio import build_audio_encoder, load_audio_encoder
+    from sgim_nodes.errors import ModelFileError
+
+    torch.manual_seed(0)
+    state = build_audio_encoder(embed_dim=16).state_dict()
+    state["feature_extractor.fc.weight"][0, 0] = float("nan")
+    path = tmp_path / "enc.pth"
+    torch.save(state, path)
+    with pytest.raises(ModelFileError) as info:
+        load_audio_encoder(path)
+    assert str(path) in str(info.value) and "'feature_extractor.fc.weight' contains NaN" in str(info.value)
+
+
+def test_clip_with_a_nan_weight_named(tmp_path):
+    from sgim_nodes.clip import load_clip
+    from sgim_nodes.errors import ModelFileError
+
+    path = tmp_path / "clip.pt"
+    state = dict(_tiny_openai_clip_state())
+    state["ln_final.weight"] = state["ln_final.weight"].clone()
+    state["ln_final.weight"][0] = float("nan")
+    torch.save(state, path)
+    with pytest.raises(ModelFileError) as info:
+        load_clip(path)
+    assert str(path) in str(info.value) and "CLIP tensor 'ln_final.weight' contains NaN" in str(info.value)
+
+
+def test_target_weights_and_huge_targets():
+    from sgim_nodes.errors import ParameterError
+    from sgim_nodes.optimize.objective import combine_targets
+
+    torch.manual_seed(0)
+    targets = torch.randn(1, 2, 8)
+    for weights in ([-1.0, 1.0], [0.0, 0.0]):
+        with pytest.raises(ParameterError, match="target_weights: expected weights >= 0 with a positive sum"):
+            combine_targets(targets, torch.tensor(weights))
+    vector, offset = combine_targets(targets, torch.tensor([0.25, 0.75]))
+    huge_vector, huge_offset = combine_targets(targets * 1e38, torch.tensor([0.25, 0.75]))  # finite float32
+    assert torch.isfinite(targets * 1e38).all()
+    assert torch.allclose(vector, huge_vector, atol=1e-6) and torch.equal(offset, huge_offset)
+    assert vector.norm() > 0.1
+
+
+@pytest.fixture(scope="module")
+def tiny_generator():
+    from sgim_nodes.stylegan import Generator
+
+    torch.manual_seed(0)
+    return Generator(_tiny_config()).requires_grad_(False)
+
+
+@pytest.fixture(scope="module")
+def tiny_clip():
+    from sgim_nodes.clip import ClipModel, build_tiny_clip
+
+    return ClipModel(build_tiny_clip(), "sgim-tiny-clip", tokenizer=None)
+
+
+def test_lr_beyond_range_refused(tiny_generator, tiny_clip):
+    from sgim_nodes.errors import ParameterError
+    from sgim_nodes.optimize import optimize_latent
+
+    with pytest.raises(ParameterError, match=r"lr: expected a learning rate up to 100") as info:
+        optimize_latent(tiny_generator, tiny_clip, torch.randn(1, 32), "random", steps=2, lr=1e30)
+    assert info.value.parameter == "lr"
+    with pytest.raises(ParameterError, match="steps: expected a number of steps from 1 to 1000000"):
+        optimize_latent(tiny_generator, tiny_clip, torch.randn(1, 32), "random", steps=10 ** 9)
+
+
+@pytest.mark.parametrize("with_callback", [True, False])
+def test_run_going_non_finite_stops_with_advice(tiny_generator, tiny_clip, with_callback):
+    """A generator file with huge (finite) weights overflows inside synthesis: the run stops with a clear
+    error instead of returning NaN codes."""
+    import copy
+
+    from sgim_nodes.errors import NonFiniteError
+    from sgim_nodes.optimize import optimize_latent
+
+    overflowing = copy.deepcopy(tiny_generator)
+    overflowing.synthesis_network.torgbs[-1].weight.mul_(1e38)
+    seen = []
+    with pytest.raises(NonFiniteError) as info:
+        optimize_latent(overflowing, tiny_clip, torch.randn(1, 32), "random", steps=20, lr=0.1,
+                        callback=seen.append if with_callback else None)
+    assert "the optimisation went non-finite" in str(info.value) and "Lower lr (now 0.1)" in str(info.value)
+    assert seen == []  # stopped at the first step, before handing anything on
+
+
+def test_loss_history_grows_with_the_run():
+    from sgim_nodes.optimize.loop import _LossHistory
+
+    history = _LossHistory(steps=10 ** 6, batch=2, device=torch.device("cpu"))
+    for step in range(1500):
+        history.row(step).fill_(step)
+    assert len(history.blocks) == 2 and history.tensor().shape == (2048, 4, 2)
+    assert history.tensor()[1499, 0, 0] == 1499
+
+
+# ------------------------------------------------------------------------------------ command line
+
+def _cli(argv: list[str], capsys) -> tuple[int, str]:
+    from sgim_nodes.__main__ import main
+
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+def _one_line(err: str) -> str:
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--seed", "99999999999999999999999"], "--seed: expected a seed from 0 to 18446744073709551615"),
+    (["--batch", "-3"], "--batch: expected a batch size from 1 to 4096, got -3"),
+    (["--steps", "1000000000"], "--steps: expected a number of steps from 1 to 1000000"),
+    (["--lr", "1e30"], "--lr: expected a learning rate in (0, 100]"),
+    (["--device", "cuda:7"], "device: 'cuda:7'"),
+    (["--device", "mps"], "device: 'mps' asks for Apple MPS"),
+])
+def test_edit_arguments_refused_in_one_line_before_any_work(tmp_path, capsys, extra, expected):
+    if extra[-1] == "cuda:7" and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    if extra[-1] == "mps" and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        pytest.skip("MPS is available here")
+    code, err = _cli(["edit", "--text", "rain", "--out", str(tmp_path / "x.png"), *extra], capsys)
+    assert code == 1 and expected in _one_line(err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_edit_device_cuda_without_a_gpu(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    code, err = _cli(["edit", "--text", "rain", "--out", str(tmp_path / "x.png"), "--device", "cuda"], capsys)
+    assert code == 1 and "no CUDA GPU is available here" in _one_line(err)
+
+
+def test_edit_refuses_a_huge_source_latent_and_writes_nothing(tmp_path, capsys):
+    latent = _wplus_file(tmp_path / "huge.safetensors", torch.full((1, 6, 32), 1e30))
+    code, err = _cli(["edit", "--text", "rain", "--out", str(tmp_path / "x.png"), "--source-latent", str(latent)],
+                     capsys)
+    assert code == 1 and f"{latent}: the W+ code reaches 1e+30" in _one_line(err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["huge.safetensors"]
+
+
+def test_out_naming_a_folder_refused_before_the_work(tmp_path, capsys):
+    folder = tmp_path / "result.png"
+    folder.mkdir()
+    code, err = _cli(["edit", "--text", "rain", "--out", str(folder)], capsys)
+    assert code == 1 and "is an existing folder" in _one_line(err)
+    code, err = _cli(["embed-audio", str(tmp_path / "any.wav"), "--encoder", "e.safetensors", "--out", str(folder)],
+                     capsys)
+    assert code == 1 and "--out" in _one_line(err) and "existing folder" in err
+
+
+def test_explicit_generator_path_never_falls_back_to_the_model_folder(tmp_path, capsys, monkeypatch):
+    from sgim_nodes.models import find_model_file
+
+    models = tmp_path / "models"
+    (models / "stylegan").mkdir(parents=True)
+    (models / "stylegan" / "model.pt").write_bytes(b"x")
+    monkeypatch.setenv("SGIM_MODELS_DIR", str(models))
+    assert find_model_file("stylegan", "/no/such/place/model.pt") is None
+    assert find_model_file("stylegan", "model.pt") == models / "stylegan" / "model.pt"  # bare names still work
+    assert find_model_file("stylegan", "..") is None and find_model_file("stylegan", "../stylegan/model.pt") is None
+    code, err = _cli(["edit", "--text", "rain", "--out", str(tmp_path / "x.png"),
+                      "--generator", "/no/such/place/model.pt"], capsys)
+    assert code == 1 and "--generator: file not found: /no/such/place/model.pt" in _one_line(err)
+
+
+def _float_wav(path: Path, samples, rate: int) -> Path:
+    """A 32-bit float WAV (format 3) written byte by byte, so any rate and any value can be declared."""
+    import numpy as np
+
+    data = np.asarray(samples, dtype="<f4").tobytes()
+    fmt = struct.pack("<HHIIHH", 3, 1, rate, rate * 4, 4, 32)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    return path
+
+
+def test_wav_with_an_absurd_sample_rate(tmp_path, capsys):
+    from sgim_nodes.audio import load_audio
+    from sgim_nodes.errors import AudioError
+
+    path = _float_wav(tmp_path / "fast.wav", [0.1] * 4000, 30_000_000)
+    with pytest.raises(AudioError) as info:
+        load_audio(path)
+    assert str(path) in str(info.value) and "from 1 to 768,000, got 30000000" in str(info.value)
+    code, err = _cli(["embed-audio", str(path), "--encoder", "unused.safetensors"], capsys)
+    assert code == 1 and "768,000" in _one_line(err)
+
+
+def test_embed_audio_never_saves_a_nan_embedding(tmp_path, capsys):
+    from sgim_nodes.audio import build_audio_encoder, save_audio_encoder
+
+    torch.manual_seed(0)
+    save_audio_encoder(build_audio_encoder(embed_dim=16), tmp_path / "enc.safetensors")
+    wav = _float_wav(tmp_path / "loud.wav", [3e38, -3e38] * 2000, 16000)
+    out = tmp_path / "embedding.safetensors"
+    code, err = _cli(["embed-audio", str(wav), "--encoder", str(tmp_path / "enc.safetensors"), "--out", str(out),
+                      "--device", "cpu"], capsys)
+    assert code == 1 and "samples reach 3e+38" in _one_line(err)
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------------------------ training resume
+
+def _train(tmp_path: Path, capsys, *extra: str) -> tuple[int, str]:
+    return _cli(["train", "--data", str(tmp_path / "no_such_data"), "--clip", "clip.safetensors",
+                 "--out", str(tmp_path / "enc.safetensors"), "--device", "cpu", "--no-progress", *extra], capsys)
+
+
+def test_failed_training_leaves_no_empty_run_folder(tmp_path, capsys):
+    code, err = _train(tmp_path, capsys)
+    assert code == 1 and err.startswith("error: ")
+    assert not (tmp_path / "enc_run").exists()
+
+
+def test_resume_into_a_folder_named_checkpoint(tmp_path, capsys):
+    (tmp_path / "enc_run" / "checkpoint.pt").mkdir(parents=True)
+    code, err = _train(tmp_path, capsys, "--resume")
+    assert code == 1 and "checkpoint.pt: is a folder, not a training checkpoint" in _one_line(err)
+    code, err = _train(tmp_path, capsys, "--out", str(tmp_path / "enc_run"))
+    assert code == 1 and "is an existing folder" in _one_line(err)
+
+
+@pytest.mark.parametrize("payload, expected", [
+    ({"foo": 1}, "missing ['model', 'optimizer'"),
+    ([1, 2], "it holds a list"),
+    ("no optimizer", "missing ['optimizer']"),
+    ("wrong types", "wrong type for ['step', 'seed']"),
+])
+def test_wrong_resume_checkpoints_named(tmp_path, payload, expected):
+    from sgim_nodes.errors import ModelFileError
+    from sgim_nodes.train.loop import CHECKPOINT_FIELDS, load_checkpoint
+
+    full = {"model": {}, "optimizer": {}, "scheduler": {}, "scaler": {}, "rng": {}, "epoch": 0, "batch_in_epoch": 0,
+            "step": 1, "global_batch": 2, "seed": 0, "dataset_size": 4, "bad_indices": torch.zeros(0),
+            "bad_paths": "[]"}
+    assert set(full) == set(CHECKPOINT_FIELDS)
+    if payload == "no optimizer":
+        payload = {k: v for k, v in full.items() if k != "optimizer"}
+    elif payload == "wrong types":
+        payload = {**full, "step": "1", "seed": True}
+    path = tmp_path / "checkpoint.pt"
+    torch.save(payload, path)
+    with pytest.raises(ModelFileError) as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value) and expected in str(info.value)
+    torch.save(full, path)
+    assert load_checkpoint(path)["step"] == 1
+
+
+# ------------------------------------------------------------------------------------ nodes
+# The node functions called directly, as ComfyUI calls them (see tests/test_nodes.py for the set-up).
+
+from test_nodes import comfy_base, models, nodes, pack, run  # noqa: E402,F401  (pytest fixtures)
+
+
+def _wplus(ws: torch.Tensor, name: str = "tiny16") -> dict:
+    return {"ws": ws, "generator": name}
+
+
+def _node_error(node_id: str, nodes, **inputs) -> str:
+    """The message of the SGIMError a node raises (the pack's own copy of the class, as in ComfyUI)."""
+    with pytest.raises(Exception) as info:
+        run(node_id, nodes, **inputs)
+    assert "SGIMError" in [c.__name__ for c in type(info.value).__mro__], repr(info.value)
+    return str(info.value)
+
+
+def test_nodes_refuse_nan_and_huge_codes(nodes, models, comfy_base, tmp_path):
+    base, _ = comfy_base
+    good = run("SGIMSourceLatent", nodes, generator=models.generator16, seed=1)[0]
+    nan = _wplus(torch.full_like(good["ws"], float("nan")))
+    huge = _wplus(torch.full_like(good["ws"], 1e30))
+    message = _node_error("SGIMDecode", nodes, generator=models.generator16, wplus=nan)
+    assert "StyleGAN Decode, input 'wplus'" in message and "NaN" in message
+    message = _node_error("SGIMStyleMix", nodes, wplus_a=good, wplus_b=huge)
+    assert "Style Mix, input 'wplus_b'" in message and "reaches 1e+30" in message
+    message = _node_error("SGIMStyleMix", nodes, wplus_a=nan, wplus_b=good)
+    assert "Style Mix, input 'wplus_a'" in message
+    before = sorted((base / "output").rglob("*"))
+    message = _node_error("SGIMSaveLatent", nodes, wplus=nan, filename_prefix="sgim/nan")
+    assert "Save Latent, input 'wplus'" in message
+    assert not list((base / "output").rglob("nan_*"))
+    target = run("SGIMEmbedText", nodes, clip=models.clip, text="rain")[0]
+    message = _node_error("SGIMOptimizeLatent", nodes, generator=models.generator16, clip=models.clip, target=target,
+                          source=huge, steps=2)
+    assert "Optimize Latent, input 'source'" in message and "reaches 1e+30" in message
+    assert sorted((base / "output").rglob("*")) == before
+
+
+def test_load_latent_refuses_nan_files_and_names_outside_its_folders(nodes, comfy_base):
+    base, _ = comfy_base
+    _wplus_file(base / "input" / "nan.safetensors", torch.full((1, 6, 32), float("nan")))
+    message = _node_error("SGIMLoadLatent", nodes, latent_file="nan.safetensors")
+    assert "Load Latent, input 'latent_file'" in message and "NaN" in message
+    outside = _wplus_file(base / "secret.safetensors", torch.zeros(1, 6, 32))
+    for name in ("../secret.safetensors", f"{outside}", "../secret.safetensors [output]"):
+        message = _node_error("SGIMLoadLatent", nodes, latent_file=name)
+        assert "Load Latent, input 'latent_file'" in message and "is not a file inside" in message
+
+
+def test_source_latent_huge_seed_named(nodes, models):
+    message = _node_error("SGIMSourceLatent", nodes, generator=models.generator16, seed=2 ** 70)
+    assert "Source Latent, input 'seed'" in message and "from 0 to 18446744073709551615" in message
+
+
+def test_embed_image_empty_batch_named(nodes, models):
+    message = _node_error("SGIMEmbedImage", nodes, clip=models.clip, image=torch.zeros(0, 32, 32, 3))
+    assert "Embed Image, input 'image'" in message and "non-empty" in message
+
+
+def test_embed_audio_absurd_rate_and_loud_samples_named(nodes, models):
+    quiet = torch.full((1, 1, 4000), 0.1)
+    message = _node_error("SGIMEmbedAudio", nodes, audio_encoder=models.encoder,
+                          audio={"waveform": quiet, "sample_rate": 30_000_000})
+    assert "Embed Audio, input 'audio'" in message and "768,000" in message
+    message = _node_error("SGIMEmbedAudio", nodes, audio_encoder=models.encoder,
+                          audio={"waveform": quiet * 1e20, "sample_rate": 16000})
+    assert "Embed Audio, input 'audio'" in message and "samples reach" in message
+
+
+def test_save_latent_long_prefix_named(nodes, models, comfy_base):
+    base, _ = comfy_base
+    good = run("SGIMSourceLatent", nodes, generator=models.generator16, seed=1)[0]
+    before = sorted((base / "output").rglob("*"))
+    for prefix in ("x" * 300, "y" * 300 + "/latent"):
+        message = _node_error("SGIMSaveLatent", nodes, wplus=good, filename_prefix=prefix)
+        assert "Save Latent, input 'filename_prefix'" in message and "keep it under 200" in message
+    assert sorted((base / "output").rglob("*")) == before
+
+
+def test_model_names_stay_inside_the_pack_folder_without_comfyui(nodes, monkeypatch):
+    monkeypatch.setattr(nodes, "_folder_paths", lambda: None)
+    assert (REPO / "README.md").is_file()  # what "../../README.md" would reach from models/stylegan
+    with pytest.raises(Exception) as info:
+        nodes.model_file_path("stylegan", "../../README.md", "Load StyleGAN", "generator_name")
+    assert type(info.value).__name__ == "ModelFileError"
+    assert "Load StyleGAN, input 'generator_name'" in str(info.value) and "not found" in str(info.value)
+
+
+TRAIN_CLIP_NAME = "sgim-hostile-train-clip"
+
+
+@pytest.fixture(scope="module")
+def train_assets(tmp_path_factory):
+    """A tiny CLIP (its own 40-d shape, so no other test's tiny CLIP file becomes ambiguous once training
+    registers this config with open_clip) and a 4-class synthetic dataset."""
+    from sgim_nodes.clip import build_tiny_clip, save_open_clip_state_dict, tiny_clip_config
+    from sgim_nodes.train.synthetic import make_dataset
+
+    root = tmp_path_factory.mktemp("train_assets")
+    (root / f"{TRAIN_CLIP_NAME}.json").write_text(json.dumps(tiny_clip_config(40)))
+    save_open_clip_state_dict(build_tiny_clip(40, seed=0, name=TRAIN_CLIP_NAME), root / "clip.safetensors")
+    make_dataset(root / "synth", per_class=12, classes=4, seed=0)
+    return root
+
+
+def train_config(assets: Path, out: Path, **changes):
+    from sgim_nodes.train.loop import TrainConfig
+
+    return TrainConfig(**{**dict(data=str(assets / "synth"), split="train", clip=str(assets / "clip.safetensors"),
+                                 clip_config=str(assets / f"{TRAIN_CLIP_NAME}.json"), clip_model=TRAIN_CLIP_NAME,
+                                 features="compact", out=str(out), progress=False), **changes})
+
+
+def test_resume_with_a_foreign_model_state(train_assets, tmp_path):
+    """A checkpoint of the right form whose model state belongs to another network: named, not a raw
+    state-dict error; the checkpoint is left as it was."""
+    from sgim_nodes.errors import ModelFileError
+    from sgim_nodes.train.loop import train
+
+    out = tmp_path / "enc.safetensors"
+    torch.set_num_threads(1)
+    train(train_config(train_assets, out, epochs=1, batch_size=12, max_steps=1, checkpoint_every=1))
+    checkpoint = tmp_path / "enc_run" / "checkpoint.pt"
+    state = torch.load(checkpoint, weights_only=True)
+    state["model"] = {"fc.weight": torch.zeros(2, 2)}
+    torch.save(state, checkpoint)
+    with pytest.raises(ModelFileError) as info:
+        train(train_config(train_assets, out, epochs=1, batch_size=12, max_steps=2, checkpoint_every=1,
+                           resume=True))
+    assert f"{checkpoint}: cannot resume: the checkpoint does not fit this run's model" in str(info.value)
+    assert torch.load(checkpoint, weights_only=True)["step"] == 1
