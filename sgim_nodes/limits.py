@@ -11,11 +11,12 @@ README's "Safety" section lists them for users.
 from __future__ import annotations
 
 import math
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .errors import NonFiniteError, ParameterError
+
+if TYPE_CHECKING:  # torch is imported where a tensor is checked: command help must not pay for it
+    import torch
 
 # --- model files (pickles, torch zips, TorchScript archives) ---------------------------------------
 MAX_NESTING_DEPTH = 64  # levels of nested module records (real networks: < 10)
@@ -79,9 +80,11 @@ def check_float(name: str, value: Any, minimum: float, maximum: float, *, exclus
     return number
 
 
-def check_finite(name: str, tensor: torch.Tensor, max_abs: float | None = None, what: str = "values",
-                 hint: str = "") -> torch.Tensor:
+def check_finite(name: str, tensor: "torch.Tensor", max_abs: float | None = None, what: str = "values",
+                 hint: str = "") -> "torch.Tensor":
     """Raise :class:`NonFiniteError` if ``tensor`` holds NaN/inf (or a value beyond ``max_abs``)."""
+    import torch
+
     if not isinstance(tensor, torch.Tensor) or not (tensor.is_floating_point() or tensor.is_complex()):
         return tensor
     if tensor.numel() == 0:
@@ -96,9 +99,11 @@ def check_finite(name: str, tensor: torch.Tensor, max_abs: float | None = None, 
     return tensor
 
 
-def check_finite_weights(module: torch.nn.Module, source: str, what: str) -> None:
+def check_finite_weights(module: "torch.nn.Module", source: str, what: str) -> None:
     """A loaded network's weights are all finite: a NaN weight would surface later as a NaN output, far
     from the file that caused it. Raises :class:`~.errors.ModelFileError` naming the file and tensor."""
+    import torch
+
     from .errors import ModelFileError
 
     for name, tensor in module.state_dict().items():
