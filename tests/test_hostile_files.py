@@ -528,7 +528,8 @@ def test_target_weights_and_huge_targets():
     torch.manual_seed(0)
     targets = torch.randn(1, 2, 8)
     for weights in ([-1.0, 1.0], [0.0, 0.0]):
-        with pytest.raises(ParameterError, match="target_weights: expected weights >= 0 with a positive sum"):
+        with pytest.raises(ParameterError, match="target_weights: (weights must be finite and >= 0|at least one "
+                                                 "weight must be above 0)"):
             combine_targets(targets, torch.tensor(weights))
     vector, offset = combine_targets(targets, torch.tensor([0.25, 0.75]))
     huge_vector, huge_offset = combine_targets(targets * 1e38, torch.tensor([0.25, 0.75]))  # finite float32
@@ -603,8 +604,10 @@ def _cli(argv: list[str], capsys) -> tuple[int, str]:
 
 
 def _one_line(err: str) -> str:
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
-    return err
+    """The error a command printed: one line after its ``[sgim]`` status lines, no traceback."""
+    lines = [line for line in err.splitlines() if not line.startswith("[sgim] ")]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
 
 
 @pytest.mark.parametrize("extra, expected", [
@@ -684,7 +687,10 @@ def test_wav_with_an_absurd_sample_rate(tmp_path, capsys):
     with pytest.raises(AudioError) as info:
         load_audio(path)
     assert str(path) in str(info.value) and "from 1 to 768,000, got 30000000" in str(info.value)
-    code, err = _cli(["embed-audio", str(path), "--encoder", "unused.safetensors"], capsys)
+    from sgim_nodes.audio import build_audio_encoder, save_audio_encoder
+
+    save_audio_encoder(build_audio_encoder(embed_dim=16), tmp_path / "enc.safetensors")
+    code, err = _cli(["embed-audio", str(path), "--encoder", str(tmp_path / "enc.safetensors")], capsys)
     assert code == 1 and "768,000" in _one_line(err)
 
 
