@@ -122,7 +122,8 @@ def to_mono(waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
 def check_sample_rate(sample_rate: Any) -> int:
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float)) or sample_rate <= 0 \
             or int(sample_rate) != sample_rate:
-        raise AudioError(f"sample_rate: expected a positive integer number of Hz, got {sample_rate!r}")
+        raise AudioError(f"sample_rate: expected a positive integer number of Hz, got {sample_rate!r}",
+                         parameter="sample_rate")
     return int(sample_rate)
 
 

@@ -33,20 +33,20 @@ def combine_targets(targets: torch.Tensor, weights: torch.Tensor | None = None, 
     """
     if not isinstance(targets, torch.Tensor) or targets.ndim not in (2, 3):
         raise ParameterError(f"targets: expected a [B, D] or [B, K, D] tensor of CLIP embeddings, got "
-                             f"{tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__}")
+                             f"{tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__}", parameter="targets")
     if embed_dim is not None and targets.shape[-1] != embed_dim:
         raise ParameterError(f"targets: width {targets.shape[-1]} does not match the CLIP model's embed_dim "
-                             f"{embed_dim} (embeddings from another CLIP model?)")
+                             f"{embed_dim} (embeddings from another CLIP model?)", parameter="clip")
     if not torch.isfinite(targets).all():
-        raise ParameterError("targets: contain NaN or infinite values")
+        raise ParameterError("targets: contain NaN or infinite values", parameter="targets")
     targets = targets.float()
     if targets.ndim == 2:
         if weights is not None:
-            raise ParameterError("target_weights: only meaningful with a [B, K, D] set of targets")
+            raise ParameterError("target_weights: only meaningful with a [B, K, D] set of targets", parameter="target_weights")
         targets = targets[:, None]
     batch, count = targets.shape[:2]
     if (targets.norm(dim=-1) == 0).any():
-        raise ParameterError("targets: an embedding is all zeros, it has no direction")
+        raise ParameterError("targets: an embedding is all zeros, it has no direction", parameter="targets")
     if weights is None:
         weights = torch.full((batch, count), 1.0 / count)
     weights = torch.as_tensor(weights, dtype=torch.float32).to(targets.device)
@@ -54,9 +54,9 @@ def combine_targets(targets: torch.Tensor, weights: torch.Tensor | None = None, 
         weights = weights.expand(batch, -1)
     if weights.shape != (batch, count):
         raise ParameterError(f"target_weights: expected [{count}] or [{batch}, {count}] for targets "
-                             f"{tuple(targets.shape)}, got {tuple(weights.shape)}")
+                             f"{tuple(targets.shape)}, got {tuple(weights.shape)}", parameter="target_weights")
     if not torch.isfinite(weights).all():
-        raise ParameterError("target_weights: contain NaN or infinite values")
+        raise ParameterError("target_weights: contain NaN or infinite values", parameter="target_weights")
     unit = F.normalize(targets, dim=-1)
     return (weights[..., None] * unit).sum(dim=1), weights.sum(dim=1)
 
