@@ -172,7 +172,8 @@ def show_node_text(text: str, node_id: str | None) -> None:
 
 
 def register_routes() -> None:
-    """``GET /sgim/generator_info?name=FILE`` for the layer-mask editor (must run at import)."""
+    """``GET /sgim/generator_info?name=FILE`` for the layer-mask editor and ``GET /sgim/search_aliases``
+    (must run at import)."""
     try:
         from aiohttp import web
         from server import PromptServer  # type: ignore[import-not-found]
@@ -191,8 +192,13 @@ def register_routes() -> None:
         try:
             info = await loop.run_in_executor(None, generator_info, name)
         except SGIMError as exc:  # answered with 200: the editor shows the message (no console error)
-            return web.json_response({"error": str(exc)})
+            return web.json_response({"error": short_paths(str(exc))})
         return web.json_response(info)
+
+    @server.routes.get("/sgim/search_aliases")
+    async def search_aliases_route(request):  # for frontends whose server does not send SEARCH_ALIASES
+        return web.json_response({node_id: list(getattr(cls, "SEARCH_ALIASES", []))
+                                  for node_id, cls in NODE_CLASS_MAPPINGS.items()})
 
 
 # --------------------------------------------------------------------------------------------
