@@ -20,6 +20,7 @@ const EDITOR_HEIGHT = 150;
 const BUTTONS_HEIGHT = 30;
 const LABEL_STRIP = 16;
 const READOUT_LINE = 15;
+const READOUT_LINES = 5; // "step N/M" + total, clip, similarity, identity
 
 const layerEditors = new Set(); // every live Layer Mask editor, in any (sub)graph
 const lossReadouts = new Set();
@@ -350,7 +351,8 @@ function setUpLossReadout(node) {
     boxSizing: "border-box",
   });
   const readout = { node, element, lines: ["loss terms appear here while it runs"], running: false, step: 0, total: 0 };
-  const height = () => 10 + READOUT_LINE * Math.max(2, readout.lines.length);
+  // room for the step line and the optimiser's four terms from the start, so the layout never jumps
+  const height = () => 32 + READOUT_LINE * Math.max(READOUT_LINES, readout.lines.length); // + the widget margins
   const widget = node.addDOMWidget("loss_readout", "sgim_loss_readout", element, {
     serialize: false,
     getMinHeight: height,
@@ -364,16 +366,17 @@ function setUpLossReadout(node) {
   showReadout(readout, readout.lines);
 }
 
+// A node saved smaller than its widgets need (older workflows) grows: every line stays visible.
+function fitNode(node) {
+  const needed = node.computeSize?.();
+  if (needed && node.size[1] < needed[1]) node.setSize?.([node.size[0], needed[1]]);
+}
+
 function showReadout(readout, lines) {
-  const grew = lines.length > readout.lines.length;
   readout.lines = lines;
   readout.element.textContent = lines.join("\n");
-  const node = readout.node;
-  if (grew && node.computeSize) { // make room for every line: nothing clipped, nothing wrapped
-    const needed = node.computeSize()[1];
-    if (node.size[1] < needed) node.setSize?.([node.size[0], needed]);
-  }
-  node.setDirtyCanvas?.(true, true);
+  fitNode(readout.node);
+  readout.node.setDirtyCanvas?.(true, true);
 }
 
 function onLoss(event) {
@@ -431,6 +434,7 @@ app.registerExtension({
   // After a workflow is loaded (widget values are set after nodeCreated): bring every editor up to date.
   loadedGraphNode(node) {
     if (classOf(node) === "SGIMLayerMask") node.sgimLayerEditor?.refresh();
+    if (node.sgimReadout) fitNode(node);
   },
   afterConfigureGraph() {
     refreshAllEditors();
