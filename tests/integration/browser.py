@@ -24,7 +24,8 @@ APP = "(window.comfyAPI?.app?.app ?? window.app)"  # the ComfyApp, in old and ne
 FRONTEND_NOISE = ("/user.css", "/api/userdata", "Failed to load resource", "reading 'id'",
                   # newer frontends (1.58) against this server: its jobs API does not exist yet, and they
                   # try to reach the internet (nothing can be reached from the test machine)
-                  "Jobs API", "Failed to fetch jobs", "/api/jobs", "ERR_NAME_NOT_RESOLVED", "net::ERR_")
+                  "Jobs API", "Failed to fetch jobs", "/api/jobs", "/api/global_subgraphs", "ERR_NAME_NOT_RESOLVED",
+                  "net::ERR_")
 
 
 def chromium_path() -> str | None:

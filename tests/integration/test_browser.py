@@ -279,3 +279,27 @@ def test_node_search_finds_the_pack_by_its_aliases(frontend, shots, word):
     results = search_results(frontend, word)
     assert any("(SGIM)" in r for r in results), (word, results)
     assert not any("old id" in r for r in results)  # deprecated aliases stay out of search
+
+
+def test_readout_finds_its_node_inside_a_subgraph(frontend, server, shots):
+    """Inside a subgraph the server reports the node as "<subgraph node>:<node>"; the readout still updates."""
+    optimize = _prepare_run(frontend, server, steps=2, seed=9)
+    converted = frontend.page.evaluate(
+        f"""(id) => {{
+            const app = {APP}; const node = app.graph.getNodeById(id);
+            if (typeof app.graph.convertToSubgraph !== 'function') return null;
+            const result = app.graph.convertToSubgraph(new Set([node]));
+            const inner = result.subgraph.nodes.find(n => n.type === 'SGIMOptimizeLatent');
+            return {{outer: result.node.id, inner: inner.id}};
+        }}""", optimize)
+    if converted is None:
+        pytest.skip("this frontend has no subgraphs")
+    execution_id = f"{converted['outer']}:{converted['inner']}"
+    assert execution_id in frontend.api_prompt()  # how the server will name it
+    frontend.page.evaluate(f"async () => {{ await {APP}.queuePrompt(0, 1); }}")
+    frontend.page.wait_for_function(
+        f"""([outer, inner]) => ({APP}.graph.getNodeById(outer).subgraph.getNodeById(inner).sgimLossReadout
+             ?.textContent || '').startsWith('step 2/2')""", arg=[converted["outer"], converted["inner"]],
+        timeout=120_000)
+    frontend.page.screenshot(path=str(shots / "subgraph_run.png"))
+    assert not frontend.our_problems(), frontend.our_problems()
