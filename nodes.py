@@ -1,16 +1,21 @@
 """ComfyUI nodes of comfyui-sgim: thin V1 node classes over the ``sgim_nodes`` library.
 
 Everything here is glue: turning ComfyUI values (AUDIO dicts, IMAGE tensors, combo file names)
-into library calls, finding model files through ``folder_paths``, caching loaded models,
-reporting progress, and naming the node input when something is wrong. The maths lives in
-``sgim_nodes``.
+into library calls, finding model files through ``folder_paths``, handing models to ComfyUI's model
+management (``on_device``), reporting progress, and naming the node input when something is wrong
+(``INPUT_FOR_PARAMETER``, ``library_errors``). The maths lives in ``sgim_nodes``.
+
+For a new node: run each model through ``on_device(model, torch_device())`` (or ``models_on_device``
+for several used together) right before using it; wrap library calls in ``with library_errors(self):``
+and add a row to ``INPUT_FOR_PARAMETER`` where a library parameter has another name than the input;
+register it in ``NODE_CLASS_MAPPINGS`` (it gets the pack's ``SEARCH_ALIASES``).
 
 ComfyUI modules (``folder_paths``, ``comfy.*``, ``server``) are imported lazily through the small
 adapter section below, so this file imports without ComfyUI (unit tests stub or skip them).
 
 Values passed between nodes (all on the CPU, never modified by a consumer):
 
-    SGIM_STYLEGAN        sgim_nodes.stylegan.Generator (frozen, float32)
+    SGIM_STYLEGAN        sgim_nodes.stylegan.Generator (frozen, float32; moved by ComfyUI's model management)
     SGIM_AUDIO_ENCODER   the audio encoder module of sgim_nodes.audio
     SGIM_CLIP            sgim_nodes.clip.ClipModel
     SGIM_IDENTITY_MODEL  the ArcFace model of sgim_nodes.optimize

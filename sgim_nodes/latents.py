@@ -22,7 +22,8 @@ def save_wplus(path: str | os.PathLike, ws: torch.Tensor, generator_name: str = 
     """Write ``ws`` (and the edit's ``source_ws``) atomically; ``extra_metadata`` (e.g. the ComfyUI prompt and
     workflow) goes into the safetensors header as strings."""
     if ws.dim() != 3:
-        raise ParameterError(f"ws: expected W+ codes [batch, num_ws, w_dim], got shape {list(ws.shape)}", parameter="ws")
+        raise ParameterError(f"ws: expected W+ codes [batch, num_ws, w_dim], got shape {list(ws.shape)}",
+                             parameter="ws")
     tensors = {"ws": ws.float()}
     if source_ws is not None:
         tensors["source_ws"] = source_ws.float()
@@ -66,5 +67,6 @@ def style_mix(ws_a: torch.Tensor, ws_b: torch.Tensor, blend: torch.Tensor) -> to
                              "(use equal batches or a batch of 1)", parameter="ws_b")
     blend = torch.as_tensor(blend, dtype=ws_a.dtype, device=ws_a.device).flatten()
     if blend.numel() != ws_a.shape[1]:
-        raise ParameterError(f"blend: expected {ws_a.shape[1]} per-layer weights, got {blend.numel()}", parameter="blend")
+        raise ParameterError(f"blend: expected {ws_a.shape[1]} per-layer weights, got {blend.numel()}",
+                             parameter="blend")
     return torch.lerp(ws_a, ws_b.to(ws_a), blend[None, :, None])

@@ -230,11 +230,13 @@ def embed_audio(encoder: AudioEncoder, waveform: torch.Tensor, sample_rate: int,
     hop_frames = None
     if hop_seconds is not None:
         if not isinstance(hop_seconds, (int, float)) or not hop_seconds > 0:
-            raise ParameterError(f"hop_seconds: expected a positive number of seconds, got {hop_seconds!r}", parameter="hop_seconds")
+            raise ParameterError(f"hop_seconds: expected a positive number of seconds, got {hop_seconds!r}",
+                                 parameter="hop_seconds")
         hop_frames = max(1, int(round(hop_seconds * settings.sample_rate / settings.hop_length)))
     batch = _as_batch(waveform)
     if batch.numel() == 0:
-        raise AudioError(f"waveform: the audio is empty (shape {list(waveform.shape)}); need at least one sample", parameter="waveform")
+        raise AudioError(f"waveform: the audio is empty (shape {list(waveform.shape)}); need at least one sample",
+                         parameter="waveform")
     start = _seconds_to_samples(start_seconds, sample_rate, "start_seconds") or 0
     end = _seconds_to_samples(end_seconds, sample_rate, "end_seconds")
     end = batch.shape[-1] if end is None else min(end, batch.shape[-1])

@@ -52,7 +52,8 @@ def layer_resolution(index: int) -> int:
 def preset_layers(name: str, num_ws: int) -> list[int]:
     """Indices of the W+ rows a preset selects, for a generator with ``num_ws`` rows."""
     if name not in PRESETS:
-        raise ParameterError(f"layer preset: expected one of {', '.join(PRESETS)}, got {name!r}", parameter="layer_weights")
+        raise ParameterError(f"layer preset: expected one of {', '.join(PRESETS)}, got {name!r}",
+                             parameter="layer_weights")
     bounds = {"all": (0, math.inf), "coarse": (0, 8), "middle": (16, 32), "fine": (64, math.inf)}[name]
     return [i for i in range(num_ws) if bounds[0] <= layer_resolution(i) <= bounds[1]]
 
@@ -74,7 +75,8 @@ def parse_layer_list(spec: str, num_ws: int) -> list[int]:
             raise ParameterError(f"layers: cannot read {part!r} in {spec!r}; expected indices like '0-3, 7, 10-'",
                                  parameter="layer_weights") from None
         if not 0 <= lo <= hi < num_ws:
-            raise ParameterError(f"layers: {part!r} is outside 0..{num_ws - 1} (the generator has {num_ws} W+ layers)", parameter="layer_weights")
+            raise ParameterError(f"layers: {part!r} is outside 0..{num_ws - 1} (the generator has {num_ws} W+ layers)",
+                                 parameter="layer_weights")
         indices.update(range(lo, hi + 1))
     return sorted(indices)
 
@@ -91,9 +93,11 @@ class LayerMask:
             raise ParameterError(f"layer mask: weights {tuple(self.weights.shape)} and frozen "
                                  f"{tuple(self.frozen.shape)} must both be [num_ws]", parameter="layer_weights")
         if not torch.isfinite(self.weights).all() or (self.weights < 0).any():
-            raise ParameterError(f"layer mask: weights must be finite and >= 0, got {self.weights.tolist()}", parameter="layer_weights")
+            raise ParameterError(f"layer mask: weights must be finite and >= 0, got {self.weights.tolist()}",
+                                 parameter="layer_weights")
         if self.frozen.all():
-            raise ParameterError("layer mask: every layer is frozen, so there is nothing to optimise", parameter="layer_weights")
+            raise ParameterError("layer mask: every layer is frozen, so there is nothing to optimise",
+                                 parameter="layer_weights")
 
     @property
     def num_ws(self) -> int:
@@ -115,7 +119,8 @@ class LayerMask:
         chosen = preset_layers(name, num_ws)
         if not chosen:
             raise ParameterError(f"layer preset {name!r} selects no layer of a generator with {num_ws} W+ layers "
-                                 f"(resolution {layer_resolution(num_ws - 1)}); choose another preset", parameter="layer_weights")
+                                 f"(resolution {layer_resolution(num_ws - 1)}); choose another preset",
+                                 parameter="layer_weights")
         inside = torch.zeros(num_ws, dtype=torch.bool)
         inside[chosen] = True
         if outside_weight is None:
@@ -134,11 +139,13 @@ class LayerMask:
         w = torch.as_tensor(list(weights), dtype=torch.float32)
         n = w.shape[0] if num_ws is None else num_ws
         if w.shape[0] != n:
-            raise ParameterError(f"layer weights: got {w.shape[0]} values, the generator has {n} W+ layers", parameter="layer_weights")
+            raise ParameterError(f"layer weights: got {w.shape[0]} values, the generator has {n} W+ layers",
+                                 parameter="layer_weights")
         frozen = list(frozen)
         if frozen and all(isinstance(f, bool) for f in frozen):
             if len(frozen) != n:
-                raise ParameterError(f"frozen layers: got {len(frozen)} flags, the generator has {n} W+ layers", parameter="layer_weights")
+                raise ParameterError(f"frozen layers: got {len(frozen)} flags, the generator has {n} W+ layers",
+                                     parameter="layer_weights")
             frozen_t = torch.tensor(frozen, dtype=torch.bool)
         else:
             frozen_t = torch.zeros(n, dtype=torch.bool)

@@ -139,7 +139,8 @@ def optimize_latent(generator, clip, targets: torch.Tensor, source_ws: torch.Ten
     lambda_id = _check_number("lambda_id", lambda_id)
     cosine_scale = _check_number("cosine_scale", cosine_scale, positive=True)
     if noise_mode not in ("const", "random", "none"):
-        raise ParameterError(f"noise_mode: expected 'const', 'random' or 'none', got {noise_mode!r}", parameter="noise_mode")
+        raise ParameterError(f"noise_mode: expected 'const', 'random' or 'none', got {noise_mode!r}",
+                             parameter="noise_mode")
     device = _device_of(generator)
     amp = _autocast_context(autocast, device)
     num_ws = int(generator.num_ws)
@@ -153,7 +154,8 @@ def optimize_latent(generator, clip, targets: torch.Tensor, source_ws: torch.Ten
         if channels_last is not None:
             _set_channels_last(generator, id_model, channels_last)
         if not isinstance(targets, torch.Tensor):
-            raise ParameterError(f"targets: expected a tensor of CLIP embeddings, got {type(targets).__name__}", parameter="targets")
+            raise ParameterError(f"targets: expected a tensor of CLIP embeddings, got {type(targets).__name__}",
+                                 parameter="targets")
         target_vector, target_offset = combine_targets(targets.detach().clone().to(device),
                                                        None if target_weights is None else
                                                        torch.as_tensor(target_weights).detach().clone(),
@@ -167,7 +169,8 @@ def optimize_latent(generator, clip, targets: torch.Tensor, source_ws: torch.Ten
         use_identity = editing and lambda_id > 0
         if use_identity and id_model is None:
             raise ParameterError("id_model: lambda_id > 0 needs the ArcFace IR-SE50 identity model "
-                                 "(load it with sgim_nodes.optimize.load_id_model), or set lambda_id to 0", parameter="id_model")
+                                 "(load it with sgim_nodes.optimize.load_id_model), or set lambda_id to 0",
+                                 parameter="id_model")
 
         render = _renderer(generator, clip, noise_mode, compile)
         source_id_features = None
@@ -245,11 +248,13 @@ def _starting_codes(generator, source_ws, batch: int, seed: int, truncation: flo
         return w_avg.reshape(1, 1, w_dim).expand(batch, num_ws, w_dim).clone(), "generate"
     if isinstance(source_ws, str):
         if source_ws != "random":
-            raise ParameterError(f"source_ws: expected a W+ tensor, 'random' or None, got {source_ws!r}", parameter="source_ws")
+            raise ParameterError(f"source_ws: expected a W+ tensor, 'random' or None, got {source_ws!r}",
+                                 parameter="source_ws")
         truncation = _check_number("truncation", truncation)
         return sample_source_ws(generator, batch, seed, truncation).detach().clone(), "edit"
     if not isinstance(source_ws, torch.Tensor):
-        raise ParameterError(f"source_ws: expected a W+ tensor, 'random' or None, got {type(source_ws).__name__}", parameter="source_ws")
+        raise ParameterError(f"source_ws: expected a W+ tensor, 'random' or None, got {type(source_ws).__name__}",
+                             parameter="source_ws")
     start = _as_wplus(source_ws.detach().clone().to(device).float(), num_ws, "source_ws", w_dim)
     if not torch.isfinite(start).all():
         raise ParameterError("source_ws: contains NaN or infinite values", parameter="source_ws")
@@ -337,7 +342,8 @@ def _autocast_context(autocast: str | None, device: torch.device):
     if autocast not in dtypes:
         raise ParameterError(f"autocast: expected None, 'bf16' or 'fp16', got {autocast!r}", parameter="autocast")
     if device.type != "cuda":
-        raise ParameterError(f"autocast: {autocast} is offered on CUDA only (the generator is on {device})", parameter="autocast")
+        raise ParameterError(f"autocast: {autocast} is offered on CUDA only (the generator is on {device})",
+                             parameter="autocast")
     return torch.autocast(device_type="cuda", dtype=dtypes[autocast])
 
 
@@ -356,5 +362,6 @@ def _check_number(name: str, value, positive: bool = False) -> float:
     except (TypeError, ValueError):
         raise ParameterError(f"{name}: expected a number, got {value!r}", parameter=name) from None
     if not math.isfinite(number) or number < 0 or (positive and number == 0):
-        raise ParameterError(f"{name}: expected a finite number {'> 0' if positive else '>= 0'}, got {value!r}", parameter=name)
+        raise ParameterError(f"{name}: expected a finite number {'> 0' if positive else '>= 0'}, got {value!r}",
+                             parameter=name)
     return number

@@ -33,7 +33,8 @@ def combine_targets(targets: torch.Tensor, weights: torch.Tensor | None = None, 
     """
     if not isinstance(targets, torch.Tensor) or targets.ndim not in (2, 3):
         raise ParameterError(f"targets: expected a [B, D] or [B, K, D] tensor of CLIP embeddings, got "
-                             f"{tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__}", parameter="targets")
+                             f"{tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__}",
+                             parameter="targets")
     if embed_dim is not None and targets.shape[-1] != embed_dim:
         raise ParameterError(f"targets: width {targets.shape[-1]} does not match the CLIP model's embed_dim "
                              f"{embed_dim} (embeddings from another CLIP model?)", parameter="clip")
@@ -42,7 +43,8 @@ def combine_targets(targets: torch.Tensor, weights: torch.Tensor | None = None, 
     targets = targets.float()
     if targets.ndim == 2:
         if weights is not None:
-            raise ParameterError("target_weights: only meaningful with a [B, K, D] set of targets", parameter="target_weights")
+            raise ParameterError("target_weights: only meaningful with a [B, K, D] set of targets",
+                                 parameter="target_weights")
         targets = targets[:, None]
     batch, count = targets.shape[:2]
     if (targets.norm(dim=-1) == 0).any():
