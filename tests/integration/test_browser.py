@@ -251,7 +251,7 @@ def test_workflow_with_old_node_ids_still_loads(frontend, shots):
     assert not frontend.our_problems(), frontend.our_problems()
 
 
-def search_results(frontend, text: str) -> list[str]:
+def search_results(frontend, text: str, screenshot: Path | None = None) -> list[str]:
     """What the node search box lists for ``text`` (double-click on empty canvas, as a user does)."""
     page = frontend.page
     page.evaluate(f"() => {APP}.graph.clear()")
@@ -262,6 +262,8 @@ def search_results(frontend, text: str) -> list[str]:
     page.keyboard.type(text)
     page.wait_for_timeout(1200)
     results = page.evaluate("() => [...document.querySelectorAll('[role=option]')].map(e => e.innerText)")
+    if screenshot is not None:
+        page.screenshot(path=str(screenshot))
     page.keyboard.press("Escape")
     return results
 
@@ -276,7 +278,7 @@ def test_node_search_finds_the_pack_by_its_aliases(frontend, shots, word):
         # 1.27's search matches only a node's id and display name ("audio" and "stylegan" are in ours);
         # it has no search_aliases, so these two words can only work on newer frontends.
         pytest.xfail("frontend 1.27 searches name and display_name only (no search_aliases)")
-    results = search_results(frontend, word)
+    results = search_results(frontend, word, shots / f"node_search_{word}.png")
     assert any("(SGIM)" in r for r in results), (word, results)
     assert not any("old id" in r for r in results)  # deprecated aliases stay out of search
 
