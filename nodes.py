@@ -490,7 +490,8 @@ def preview_tuple(images: torch.Tensor):
 # --------------------------------------------------------------------------------------------
 
 class _Loader:
-    """Common behaviour of the four loaders: a combo of files, cached loading, IS_CHANGED by file."""
+    """Common behaviour of the four loaders: a combo of files, loading outside inference mode, IS_CHANGED by
+    file (ComfyUI caches the output while the file is unchanged)."""
 
     FOLDER = ""
     INPUT_NAME = ""
