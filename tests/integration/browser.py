@@ -152,6 +152,29 @@ def fit_view(page, margins=(70, 70, 24, 24)) -> None:
     }}""", list(margins))
 
 
+def focus_square(page, node_type: str, side: int) -> dict:
+    """Zoom and pan so that every node from the left edge up to the first ``node_type`` node (loaders,
+    sound, mask bars, optimiser: the heart of an example) fills a ``side`` px square, and return that
+    square: template cards are square, and a whole wide graph would be a thin unreadable strip in one."""
+    return page.page.evaluate(f"""([type, side]) => {{
+        const app = {APP}; const rect = app.canvas.canvas.getBoundingClientRect();
+        const focus = app.graph.nodes.find(n => n.type === type) ?? app.graph.nodes[0];
+        const right = focus.pos[0] + focus.size[0];
+        const shown = app.graph.nodes.filter(n => n.pos[0] <= right);
+        const x0 = Math.min(...shown.map(n => n.pos[0])) - 20, x1 = right + 20;
+        const y0 = Math.min(...shown.map(n => n.pos[1] - 30)) - 20;
+        const y1 = Math.max(...shown.map(n => n.pos[1] + n.size[1])) + 20;
+        const scale = Math.min(1, side / Math.max(x1 - x0, y1 - y0));
+        const left = rect.left + 70, top = rect.top + 70;  // clear of the side bar and the top menu
+        app.canvas.ds.scale = scale;
+        app.canvas.ds.offset = [(left - rect.left + (side - (x1 - x0) * scale) / 2) / scale - x0,
+                                (top - rect.top + (side - (y1 - y0) * scale) / 2) / scale - y0];
+        app.canvas.setDirty(true, true);
+        app.canvas.draw(true, true);
+        return {{x: left, y: top, width: side, height: side}};
+    }}""", [node_type, side])
+
+
 def hide_overlays(url: str) -> None:
     """The minimap would cover part of the graph in screenshots."""
     import urllib.request
@@ -180,7 +203,7 @@ def canonicalize(url: str, folder: Path) -> None:
             saved.pop("id", None)  # a random id per editor session
             path.write_text(json.dumps(saved, indent=2) + "\n")
             page.page.screenshot(path=str(path.with_suffix(".jpg")), type="jpeg", quality=80,
-                                 clip=page.graph_bounds(margin=16))
+                                 clip=focus_square(page, "SGIMOptimizeLatent", side=1000))
             print(f"canonicalised {path.name}")
         problems = page.our_problems()
         page.close()

@@ -156,6 +156,22 @@ def chain_upscale_save():
     return nodes, links
 
 
+# The file name of each example is the title the template browser shows (frontends take the file name);
+# the short names stay usable in code and tests through example_path().
+EXAMPLE_FILES = {
+    "landscape_sound_edit": "SGIM - Landscape edited by a sound",
+    "face_edit_with_identity": "SGIM - Face edited by a sound, identity kept",
+    "music_to_painting": "SGIM - Painting edited by music",
+    "sound_and_text_style_mix": "SGIM - Sound and text edits mixed by layer",
+    "chain_upscale_and_save": "SGIM - Sound edit upscaled and saved",
+}
+
+
+def example_path(name: str, folder: Path | None = None) -> Path:
+    """The JSON of an example, by its short name (or its file name)."""
+    return (folder or REPO / "example_workflows") / f"{EXAMPLE_FILES.get(name, name)}.json"
+
+
 EXAMPLES = {
     "landscape_sound_edit": landscape_sound_edit,
     "face_edit_with_identity": face_identity_edit,
@@ -174,8 +190,9 @@ def main(argv: list[str]) -> int:
     for name, make in EXAMPLES.items():
         nodes, links = make()
         workflow = build_ui_workflow(nodes, links, definitions)
-        (out_dir / f"{name}.json").write_text(json.dumps(workflow, indent=2) + "\n")
-        print(f"wrote {out_dir / name}.json")
+        path = example_path(name, out_dir)
+        path.write_text(json.dumps(workflow, indent=2) + "\n")
+        print(f"wrote {path}")
     return 0
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from browser import APP, FrontendPage, chromium_path, fit_view, hide_overlays
+from build_example_workflows import example_path
 from comfy_client import REPO
 
 EXAMPLES = sorted((REPO / "example_workflows").glob("*.json"))
@@ -106,7 +107,7 @@ def server_freedom(server, generator: str, preset: str, weights: str) -> list[fl
 
 
 def test_layer_mask_editor_renders_and_edits_weights(frontend, server, shots):
-    frontend.open_workflow(json.loads((REPO / "example_workflows" / "landscape_sound_edit.json").read_text()))
+    frontend.open_workflow(json.loads(example_path("landscape_sound_edit").read_text()))
     loader = find_node(frontend, "SGIMLoadStyleGAN")
     mask = find_node(frontend, "SGIMLayerMask")
     set_widget(frontend, loader, "generator_name", server.names["generator"])
@@ -140,7 +141,7 @@ def test_layer_mask_editor_renders_and_edits_weights(frontend, server, shots):
 
 def test_layer_mask_editor_after_a_generator_change_draws_what_is_sent(frontend, server, shots):
     """A preset, custom bars, then another generator: the bars always equal what the server receives."""
-    frontend.open_workflow(json.loads((REPO / "example_workflows" / "landscape_sound_edit.json").read_text()))
+    frontend.open_workflow(json.loads(example_path("landscape_sound_edit").read_text()))
     loader, mask = find_node(frontend, "SGIMLoadStyleGAN"), find_node(frontend, "SGIMLayerMask")
     names = server.names
     set_widget(frontend, loader, "generator_name", names["generator"])  # 8 W+ layers
@@ -181,7 +182,7 @@ def test_layer_mask_editor_after_a_generator_change_draws_what_is_sent(frontend,
 
 
 def _prepare_run(frontend, server, steps: int, seed: int) -> int:
-    frontend.open_workflow(json.loads((REPO / "example_workflows" / "landscape_sound_edit.json").read_text()))
+    frontend.open_workflow(json.loads(example_path("landscape_sound_edit").read_text()))
     names = server.names
     for node_type, widget, value in (("SGIMLoadStyleGAN", "generator_name", names["generator"]),
                                      ("SGIMLoadCLIP", "clip_name", names["clip"]),
@@ -234,7 +235,7 @@ def test_loss_readout_shows_where_a_run_was_cancelled(frontend, server, shots):
 
 
 def test_workflow_with_old_node_ids_still_loads(frontend, shots):
-    workflow = json.loads((REPO / "example_workflows" / "chain_upscale_and_save.json").read_text())
+    workflow = json.loads(example_path("chain_upscale_and_save").read_text())
     renamed = {"SGIMStyleGANDecode": "SGIMDecode", "SGIMSaveWPlus": "SGIMSaveLatent"}
     for node in workflow["nodes"]:
         if node["type"] in renamed:
