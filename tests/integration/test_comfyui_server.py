@@ -368,8 +368,8 @@ def test_models_are_under_comfyui_memory_management_and_freed_by_the_free_endpoi
     mb = 1 / (1 << 20)
     print(f"server RSS: before {before * mb:.0f} MB, after the run {after_run * mb:.0f} MB, "
           f"after /free {after_free * mb:.0f} MB")
-    # the 134 MB mapping network is resident while ComfyUI caches it (part of it may reuse pages other tests
-    # freed, so the rise can be smaller than the model) ...
-    assert after_run - before > 64e6
-    # ... and gone after /free: nothing of ours keeps it (its 64 MB tensors are returned to the system at once)
+    # The 134 MB mapping network is resident while ComfyUI caches it and gone after /free: nothing of ours
+    # keeps it (its 64 MB tensors go back to the system at once), and the server is back to where it was.
+    # (The rise during the run alone varies: the run may reuse pages earlier tests freed.)
     assert after_run - after_free > 100e6
+    assert after_free < before + 32e6
