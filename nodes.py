@@ -1,16 +1,21 @@
 """ComfyUI nodes of comfyui-sgim: thin V1 node classes over the ``sgim_nodes`` library.
 
 Everything here is glue: turning ComfyUI values (AUDIO dicts, IMAGE tensors, combo file names)
-into library calls, finding model files through ``folder_paths``, caching loaded models,
-reporting progress, and naming the node input when something is wrong. The maths lives in
-``sgim_nodes``.
+into library calls, finding model files through ``folder_paths``, handing models to ComfyUI's model
+management (``on_device``), reporting progress, and naming the node input when something is wrong
+(``INPUT_FOR_PARAMETER``, ``library_errors``). The maths lives in ``sgim_nodes``.
+
+For a new node: run each model through ``on_device(model, torch_device())`` (or ``models_on_device``
+for several used together) right before using it; wrap library calls in ``with library_errors(self):``
+and add a row to ``INPUT_FOR_PARAMETER`` where a library parameter has another name than the input;
+register it in ``NODE_CLASS_MAPPINGS`` (it gets the pack's ``SEARCH_ALIASES``).
 
 ComfyUI modules (``folder_paths``, ``comfy.*``, ``server``) are imported lazily through the small
 adapter section below, so this file imports without ComfyUI (unit tests stub or skip them).
 
 Values passed between nodes (all on the CPU, never modified by a consumer):
 
-    SGIM_STYLEGAN        sgim_nodes.stylegan.Generator (frozen, float32)
+    SGIM_STYLEGAN        sgim_nodes.stylegan.Generator (frozen, float32; moved by ComfyUI's model management)
     SGIM_AUDIO_ENCODER   the audio encoder module of sgim_nodes.audio
     SGIM_CLIP            sgim_nodes.clip.ClipModel
     SGIM_IDENTITY_MODEL  the ArcFace model of sgim_nodes.optimize
@@ -21,11 +26,11 @@ Values passed between nodes (all on the CPU, never modified by a consumer):
 
 from __future__ import annotations
 
-import copy
 import json
+import logging
 import os
+import re
 import threading
-import weakref
 from dataclasses import dataclass
 
 import torch
@@ -155,22 +160,31 @@ def progress_bar(total: int, node_id: str | None):
     return comfy.utils.ProgressBar(total, node_id=node_id)
 
 
-def send_to_browser(event: str, data: dict, text: str | None = None, node_id: str | None = None) -> None:
-    """A custom websocket message to the client that queued the prompt, plus optional node text."""
+def _prompt_server():
     try:
         from server import PromptServer  # type: ignore[import-not-found]
     except ImportError:
-        return
-    server = getattr(PromptServer, "instance", None)
-    if server is None:
-        return
-    server.send_sync(event, data, server.client_id)
-    if text is not None and node_id is not None:
+        return None
+    return getattr(PromptServer, "instance", None)
+
+
+def send_to_browser(event: str, data: dict) -> None:
+    """A custom websocket message to the client that queued the prompt."""
+    server = _prompt_server()
+    if server is not None:
+        server.send_sync(event, data, server.client_id)
+
+
+def show_node_text(text: str, node_id: str | None) -> None:
+    """A line of text shown on the node in the editor (ComfyUI's progress text)."""
+    server = _prompt_server()
+    if server is not None and node_id is not None:
         server.send_progress_text(text, node_id, server.client_id)
 
 
 def register_routes() -> None:
-    """``GET /sgim/generator_info?name=FILE`` for the layer-mask editor (must run at import)."""
+    """``GET /sgim/generator_info?name=FILE`` for the layer-mask editor and ``GET /sgim/search_aliases``
+    (must run at import)."""
     try:
         from aiohttp import web
         from server import PromptServer  # type: ignore[import-not-found]
@@ -189,48 +203,202 @@ def register_routes() -> None:
         try:
             info = await loop.run_in_executor(None, generator_info, name)
         except SGIMError as exc:  # answered with 200: the editor shows the message (no console error)
-            return web.json_response({"error": str(exc)})
+            return web.json_response({"error": short_paths(str(exc))})
         return web.json_response(info)
 
+    @server.routes.get("/sgim/search_aliases")
+    async def search_aliases_route(request):  # for frontends whose server does not send SEARCH_ALIASES
+        return web.json_response({node_id: list(getattr(cls, "SEARCH_ALIASES", []))
+                                  for node_id, cls in NODE_CLASS_MAPPINGS.items()})
+
 
 # --------------------------------------------------------------------------------------------
-# Model cache shared by the loaders (and the generator-info route): keyed by path, valid while
-# the file's mtime and size are unchanged, so a workflow re-run never reloads a model.
+# Errors: library errors name their parameter (SGIMError.parameter); this is the one place that
+# turns it into the node input the user has to fix.
 # --------------------------------------------------------------------------------------------
 
-_CACHE: dict[tuple[str, str], tuple[tuple[int, int], object]] = {}
-_CACHE_LOCK = threading.Lock()
+# Per node: library parameter -> node input, where the names differ. A parameter that is itself an
+# input name of the node maps to that input; "*" is the input blamed when the library names no
+# parameter (or one without an input here).
+INPUT_FOR_PARAMETER: dict[str, dict[str, str]] = {
+    "SGIMLoadStyleGAN": {"*": "generator_name"},
+    "SGIMLoadAudioEncoder": {"*": "encoder_name"},
+    "SGIMLoadCLIP": {"*": "clip_name"},
+    "SGIMLoadIdentityModel": {"*": "identity_name"},
+    "SGIMEmbedAudio": {"waveform": "audio", "sample_rate": "audio", "audio_encoder": "audio_encoder", "*": "audio"},
+    "SGIMEmbedText": {"prompts": "text", "*": "text"},
+    "SGIMEmbedImage": {"images": "image", "*": "image"},
+    "SGIMLayerMask": {"layer_weights": "weights", "*": "preset"},
+    "SGIMSourceLatent": {"truncation": "truncation_psi", "batch": "batch_size", "*": "generator"},
+    "SGIMOptimizeLatent": {"source_ws": "source", "targets": "target", "target_weights": "target",
+                           "layer_weights": "layer_mask", "id_model": "identity_model", "*": "target"},
+    "SGIMStyleMix": {"ws_a": "wplus_a", "ws_b": "wplus_b", "blend": "layer_mask", "layer_weights": "custom_layers",
+                     "*": "wplus_b"},
+    "SGIMStyleGANDecode": {"ws": "wplus", "*": "wplus"},
+    "SGIMSaveWPlus": {"ws": "wplus", "*": "filename_prefix"},
+    "SGIMLoadWPlus": {"*": "w_plus_file"},
+    "SGIMLoadLatent": {"*": "latent_file"},
+}
 
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~])/(?:[^\s'\"/:,]+/)+([^\s'\"/:,]+)")
+
+
+def short_paths(text: str) -> str:
+    """Absolute paths in a message reduced to their file names (what the user picked in a combo)."""
+    return _ABSOLUTE_PATH.sub(r"\1", text)
+
+
+def node_id_of(node) -> str:
+    """The node id a node class (or instance) is mapped under (a deprecated alias counts as its base)."""
+    for cls in type(node).__mro__ if not isinstance(node, type) else node.__mro__:
+        if cls.__name__ in INPUT_FOR_PARAMETER:
+            return cls.__name__
+    return type(node).__name__ if not isinstance(node, type) else node.__name__
+
+
+def node_title(node) -> str:
+    node_id = node_id_of(node)
+    return NODE_DISPLAY_NAME_MAPPINGS.get(node_id, node_id).removesuffix(" (SGIM)")
+
+
+def input_for(node, parameter: str | None) -> str:
+    """The node input that sets the library ``parameter``."""
+    node_id = node_id_of(node)
+    table = INPUT_FOR_PARAMETER.get(node_id, {})
+    if parameter in table:
+        return table[parameter]
+    cls = NODE_CLASS_MAPPINGS.get(node_id)
+    if parameter and cls is not None:
+        spec = cls.INPUT_TYPES()
+        if any(parameter in spec.get(section, {}) for section in ("required", "optional")):
+            return parameter
+    return table.get("*", parameter or "?")
+
+
+def node_error(node, input_name: str, message: str, cls: type = None) -> SGIMError:
+    """An error whose message starts with the node title and the input to fix."""
+    return (cls or ParameterError)(f"{node_title(node)}, input '{input_name}': {short_paths(message)}",
+                                   parameter=input_name)
+
+
+class library_errors:
+    """``with library_errors(self):`` around library calls re-raises their SGIMError naming this node's input."""
+
+    def __init__(self, node):
+        self.node = node
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, traceback):
+        if exc is not None and isinstance(exc, SGIMError) and not str(exc).startswith(node_title(self.node) + ","):
+            raise node_error(self.node, input_for(self.node, exc.parameter), str(exc), type(exc)) from None
+        return False
+
+
+# --------------------------------------------------------------------------------------------
+# Models under ComfyUI's model management. Loaders return plain CPU models; ComfyUI's node cache
+# keeps them while the graph uses them (IS_CHANGED follows the file). A node that runs a model calls
+# ``on_device`` (or ``models_on_device`` for several used together), which registers it with
+# ComfyUI once (a ModelPatcher, as core's CLIP-vision loader does) and asks
+# ``load_models_gpu`` for it: loaded when a node runs, offloaded when other models need the
+# memory, released by "Unload models" / ``/free``. The pack keeps no model of its own.
+# --------------------------------------------------------------------------------------------
 
 def file_signature(path: str) -> tuple[int, int]:
     stat = os.stat(path)
     return stat.st_mtime_ns, stat.st_size
 
 
-def cached_load(kind: str, path: str, load):
-    """``load(path)`` once per (kind, path, mtime, size). Loads outside inference mode so that the
-    weights can take part in autograd later (ComfyUI runs every node under inference_mode)."""
-    signature = file_signature(path)
-    with _CACHE_LOCK:
-        hit = _CACHE.get((kind, path))
-        if hit is not None and hit[0] == signature:
-            return hit[1]
+def load_model(load, path: str):
+    """``load(path)`` outside inference mode, so that the weights can take part in autograd later
+    (ComfyUI runs every node under inference_mode)."""
     with torch.inference_mode(False):
-        model = load(path)
-    with _CACHE_LOCK:
-        _CACHE[(kind, path)] = (signature, model)
-    return model
+        return load(path)
 
 
-def clear_model_cache() -> None:
-    with _CACHE_LOCK:
-        _CACHE.clear()
+def _module_of(model) -> torch.nn.Module:
+    """The torch module that holds ``model``'s weights (ClipModel wraps its open_clip module)."""
+    return model if isinstance(model, torch.nn.Module) else model.model
 
 
-def named_error(node: str, input_name: str, exc: Exception) -> SGIMError:
-    """Re-word a library error so that ComfyUI's dialog names the node and input to fix."""
-    cls = type(exc) if isinstance(exc, SGIMError) else ParameterError
-    return cls(f"{node}, input '{input_name}': {exc}")
+def _model_device(model) -> torch.device:
+    param = next(iter(_module_of(model).parameters()), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+class ManagedModel(torch.nn.Module):
+    """What ComfyUI's ModelPatcher moves: one of our models, plus the bookkeeping attributes the
+    patcher sets (``device``, loaded-memory counters) kept off our own classes."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner = _module_of(model)
+        self.device = _model_device(model)
+
+    def _apply(self, fn, *args, **kwargs):
+        # ComfyUI may offload under inference mode; moved weights must stay usable by autograd.
+        with torch.inference_mode(False):
+            return super()._apply(fn, *args, **kwargs)
+
+
+_PATCHER_ATTRIBUTE = "_sgim_model_patcher"
+_PATCHER_LOCK = threading.Lock()
+
+
+def model_patcher(model, mm=None):
+    """The ModelPatcher of ``model`` (created on first use and kept on the model, so it lives exactly
+    as long as the model does); None without ComfyUI."""
+    if mm is None:
+        mm = _model_management()
+        if mm is None:
+            return None
+    with _PATCHER_LOCK:
+        patcher = getattr(model, _PATCHER_ATTRIBUTE, None)
+        if patcher is None:
+            import comfy.model_patcher  # type: ignore[import-not-found]
+
+            patcher = comfy.model_patcher.ModelPatcher(ManagedModel(model), load_device=mm.get_torch_device(),
+                                                       offload_device=mm.unet_offload_device())
+            object.__setattr__(model, _PATCHER_ATTRIBUTE, patcher)
+        return patcher
+
+
+def _model_management():
+    try:
+        import comfy.model_management as mm  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return mm
+
+
+def models_on_device(models, device: torch.device) -> list:
+    """``models`` (None entries pass through) on ``device``, moved in place, loaded together.
+
+    Inside ComfyUI, for its torch device, through ``load_models_gpu`` (which first offloads other
+    models if memory is short); otherwise (unit tests, another device) a plain in-place move.
+    """
+    present = [m for m in models if m is not None]
+    mm = _model_management()
+    with torch.inference_mode(False):
+        if mm is not None and torch.device(device) == torch.device(mm.get_torch_device()):
+            mm.load_models_gpu([model_patcher(m, mm) for m in present], force_full_load=True)
+        else:
+            for m in present:
+                if _model_device(m) != torch.device(device):
+                    m.to(device)
+    return list(models)
+
+
+def on_device(model, device: torch.device):
+    """``model`` on ``device`` (see :func:`models_on_device`); call it right before running the model."""
+    return models_on_device([model], device)[0]
+
+
+# The Layer Mask editor asks for a generator's layout; only these small facts are remembered
+# (per file version), never the model.
+_GENERATOR_INFO: dict[str, tuple[tuple[int, int], dict]] = {}
+_GENERATOR_INFO_LOCK = threading.Lock()
 
 
 def load_generator_file(path: str):
@@ -246,33 +414,23 @@ def generator_info(name: str) -> dict:
     try:
         path = model_file_path("stylegan", name, "Layer Mask", "generator")
     except ModelFileError:
-        raise ModelFileError(f"generator file {name!r} is not in models/stylegan (see docs/nodes.md for "
-                             "where to get it), so the layers cannot be shown yet") from None
-    generator = cached_load("stylegan", path, load_generator_file)
+        raise ModelFileError(f"{name!r} is not in models/stylegan, so its layers cannot be shown "
+                             "(see docs/nodes.md for where to get it)") from None
+    signature = file_signature(path)
+    with _GENERATOR_INFO_LOCK:
+        hit = _GENERATOR_INFO.get(path)
+    if hit is not None and hit[0] == signature:
+        return hit[1]
+    try:
+        generator = load_model(load_generator_file, path)
+    except SGIMError as exc:
+        raise type(exc)(short_paths(str(exc))) from None
     groups = {preset: preset_freedom(preset, generator.num_ws) for preset in ("coarse", "middle", "fine")}
-    return {"name": name, "num_ws": generator.num_ws, "resolution": generator.resolution,
+    info = {"name": name, "num_ws": generator.num_ws, "resolution": generator.resolution,
             "w_dim": generator.w_dim, "groups": groups}
-
-
-_DEVICE_COPIES: "weakref.WeakKeyDictionary[object, dict[str, object]]" = weakref.WeakKeyDictionary()
-
-
-def on_device(model, device: torch.device):
-    """``model`` (a module, or a wrapper with ``.to``/``.device``) on ``device``, without moving the
-    loader's cached CPU object: a copy is made once per device and kept while the original lives."""
-    current = getattr(model, "device", None)
-    if current is None:
-        param = next(iter(model.parameters()), None)
-        current = param.device if param is not None else device
-    if torch.device(current) == torch.device(device):
-        return model
-    with _CACHE_LOCK:
-        copies = _DEVICE_COPIES.setdefault(model, {})
-        if str(device) not in copies:
-            with torch.inference_mode(False):
-                moved = copy.deepcopy(model).to(device)
-            copies[str(device)] = moved if moved is not None else model
-        return copies[str(device)]
+    with _GENERATOR_INFO_LOCK:
+        _GENERATOR_INFO[path] = (signature, info)
+    return info
 
 
 # --------------------------------------------------------------------------------------------
@@ -310,14 +468,14 @@ def wplus_value(ws: torch.Tensor, generator_name: str) -> dict:
     return {"ws": ws.detach().to("cpu", torch.float32).clone(), "generator": generator_name}
 
 
-def check_wplus(wplus: dict, generator, node: str, input_name: str) -> torch.Tensor:
+def check_wplus(wplus: dict, generator, node, input_name: str) -> torch.Tensor:
     """The W+ tensor of ``wplus`` if it fits ``generator``; else an error naming the node input."""
     from .sgim_nodes.latents import check_wplus_fits
 
     try:
         return check_wplus_fits(wplus["ws"], generator, what=f"code from generator {wplus.get('generator')!r}")
     except SGIMError as exc:
-        raise named_error(node, input_name, exc) from None
+        raise node_error(node, input_name, str(exc), type(exc)) from None
 
 
 def to_comfy_image(images: torch.Tensor) -> torch.Tensor:
@@ -338,11 +496,11 @@ def preview_tuple(images: torch.Tensor):
 # --------------------------------------------------------------------------------------------
 
 class _Loader:
-    """Common behaviour of the four loaders: a combo of files, cached loading, IS_CHANGED by file."""
+    """Common behaviour of the four loaders: a combo of files, loading outside inference mode, IS_CHANGED by
+    file (ComfyUI caches the output while the file is unchanged)."""
 
     FOLDER = ""
     INPUT_NAME = ""
-    KIND = ""
 
     @classmethod
     def IS_CHANGED(cls, **inputs):
@@ -354,16 +512,14 @@ class _Loader:
         mtime, size = file_signature(path)
         return f"{mtime}:{size}"
 
-    def _load(self, name: str, load, node_title: str, kind: str | None = None):
+    def _load(self, name: str, load, node_title: str):
         path = model_file_path(self.FOLDER, name, node_title, self.INPUT_NAME)
-        try:
-            return cached_load(kind or self.KIND, path, load)
-        except SGIMError as exc:
-            raise named_error(node_title, self.INPUT_NAME, exc) from None
+        with library_errors(self):
+            return load_model(load, path)
 
 
 class SGIMLoadStyleGAN(_Loader):
-    FOLDER, INPUT_NAME, KIND = "stylegan", "generator_name", "stylegan"
+    FOLDER, INPUT_NAME = "stylegan", "generator_name"
     DESCRIPTION = ("Loads a StyleGAN2 generator from models/stylegan (rosinality .pt, NVlabs "
                    "stylegan2-ada .pkl read without running its code, or our .safetensors).")
     CATEGORY = f"{CATEGORY_ROOT}/loaders"
@@ -382,7 +538,7 @@ class SGIMLoadStyleGAN(_Loader):
 
 
 class SGIMLoadAudioEncoder(_Loader):
-    FOLDER, INPUT_NAME, KIND = "sgim_audio_encoders", "encoder_name", "audio_encoder"
+    FOLDER, INPUT_NAME = "sgim_audio_encoders", "encoder_name"
     DESCRIPTION = ("Loads an audio encoder that maps sound into a CLIP space (the paper's "
                    "resnet18_57.pth, or a .safetensors trained with `python -m sgim_nodes train`).")
     CATEGORY = f"{CATEGORY_ROOT}/loaders"
@@ -407,7 +563,7 @@ class SGIMLoadAudioEncoder(_Loader):
 
 
 class SGIMLoadCLIP(_Loader):
-    FOLDER, INPUT_NAME, KIND = "sgim_clip", "clip_name", "clip"
+    FOLDER, INPUT_NAME = "sgim_clip", "clip_name"
     DESCRIPTION = ("Loads a CLIP model (OpenAI ViT-B-32.pt, read without running its TorchScript "
                    "code, or an open_clip state dict) from models/sgim_clip. Nothing is downloaded.")
     CATEGORY = f"{CATEGORY_ROOT}/loaders"
@@ -436,11 +592,11 @@ class SGIMLoadCLIP(_Loader):
 
             return load_clip(path, model_name=model_name.strip() or None, device="cpu")
 
-        return (self._load(clip_name, load, "Load CLIP", kind=f"clip:{model_name.strip()}"),)
+        return (self._load(clip_name, load, "Load CLIP"),)
 
 
 class SGIMLoadIdentityModel(_Loader):
-    FOLDER, INPUT_NAME, KIND = "sgim_identity", "identity_name", "identity"
+    FOLDER, INPUT_NAME = "sgim_identity", "identity_name"
     DESCRIPTION = ("Loads the ArcFace IR-SE50 face-identity network (model_ir_se50.pth) used by the "
                    "identity loss of face edits; connect it to Optimize Latent and set lambda_id > 0.")
     CATEGORY = f"{CATEGORY_ROOT}/loaders"
@@ -491,28 +647,28 @@ class SGIMEmbedAudio:
             "pool": (["mean", "first"], {"default": "mean", "tooltip":
                 "How to combine the windows of a long sound: their mean, or only the first window "
                 "(exactly the paper's inference)."}),
-        }}
+        }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
-    def embed(self, audio_encoder, audio, start_seconds=0.0, end_seconds=0.0, hop_seconds=0.0, pool="mean"):
-        from .sgim_nodes.audio import embed_audio
+    def embed(self, audio_encoder, audio, start_seconds=0.0, end_seconds=0.0, hop_seconds=0.0, pool="mean",
+              unique_id=None):
+        from .sgim_nodes.audio import embed_audio, measure_signal
 
-        node = "Embed Audio"
         if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
-            raise ParameterError(f"{node}, input 'audio': expected core AUDIO "
-                                 "{'waveform': [B, C, T], 'sample_rate': int}")
-        if end_seconds and end_seconds <= start_seconds:
-            raise ParameterError(f"{node}, input 'end_seconds': {end_seconds} must be after "
-                                 f"start_seconds {start_seconds} (or 0 for the end of the sound)")
-        waveform = audio["waveform"]
+            raise node_error(self, "audio", "expected core AUDIO {'waveform': [B, C, T], 'sample_rate': int}")
         encoder = on_device(audio_encoder, torch_device())
-        try:
-            vectors = embed_audio(encoder, waveform, int(audio["sample_rate"]), pool=pool,
+        with library_errors(self):
+            vectors = embed_audio(encoder, audio["waveform"], audio["sample_rate"], pool=pool,
                                   hop_seconds=hop_seconds or None,
                                   start_seconds=start_seconds or None, end_seconds=end_seconds or None)
-        except SGIMError as exc:
-            raise named_error(node, "audio_encoder" if exc.parameter == "audio_encoder" else "audio", exc) from None
+            warning = measure_signal(audio["waveform"], int(audio["sample_rate"]), start_seconds or None,
+                                     end_seconds or None).warning()
         clip_model = (getattr(audio_encoder, "config", None) or {}).get("clip_model")
-        return (single_embedding(vectors, "audio", clip_model),)
+        result = (single_embedding(vectors, "audio", clip_model),)
+        if warning is None:
+            return result
+        logging.getLogger(__name__).warning("Embed Audio: %s", warning)
+        show_node_text(warning, unique_id)
+        return {"ui": {"text": [warning]}, "result": result}
 
 
 class SGIMEmbedText:
@@ -537,8 +693,9 @@ class SGIMEmbedText:
     def embed(self, clip, text, batch_lines=False):
         prompts = [line.strip() for line in text.splitlines() if line.strip()] if batch_lines else [text.strip()]
         if not prompts or not prompts[0]:
-            raise ParameterError("Embed Text, input 'text': the prompt is empty")
-        with torch.no_grad():
+            raise node_error(self, "text", "the prompt is empty")
+        clip = on_device(clip, torch_device())
+        with torch.no_grad(), library_errors(self):
             vectors = clip.encode_text(prompts)
         return (single_embedding(vectors, "text", getattr(clip, "name", None)),)
 
@@ -560,11 +717,11 @@ class SGIMEmbedImage:
 
     def embed(self, clip, image):
         if image.dim() != 4 or image.shape[-1] not in (3, 4) or 0 in image.shape:
-            raise ParameterError(f"Embed Image, input 'image': expected a non-empty IMAGE [B, H, W, 3], "
-                                 f"got {list(image.shape)}")
+            raise node_error(self, "image", f"expected a non-empty IMAGE [B, H, W, 3], got {list(image.shape)}")
         if not bool(torch.isfinite(image).all()):
-            raise ParameterError("Embed Image, input 'image': the image contains NaN or infinite values")
-        with torch.no_grad():
+            raise node_error(self, "image", "the image contains NaN or infinite values")
+        clip = on_device(clip, torch_device())
+        with torch.no_grad(), library_errors(self):
             vectors = clip.encode_image(image[..., :3])
         return (single_embedding(vectors, "image", getattr(clip, "name", None)),)
 
@@ -683,32 +840,25 @@ class SGIMLayerMask:
     def build(self, generator, preset="all", weights=""):
         from .sgim_nodes.optimize.rules import check_freedom
 
-        node = "Layer Mask"
         if preset != "custom":
             try:
-                freedom = preset_freedom(preset, generator.num_ws)
-            except SGIMError as exc:
-                raise named_error(node, "preset", exc) from None
-            if not any(freedom):
-                raise ParameterError(f"{node}, input 'preset': '{preset}' selects no layer of generator "
-                                     f"{generator.name!r} ({generator.num_ws} W+ layers, {generator.resolution} px)")
-            return (LayerFreedom(tuple(freedom), generator.name),)
+                freedom = LayerFreedom(tuple(preset_freedom(preset, generator.num_ws)), generator.name)
+                freedom.layer_mask().check(generator.num_ws)
+            except SGIMError as exc:  # the preset, not a weight, selected nothing
+                raise node_error(self, "preset", f"{preset!r} for generator {generator.name!r} "
+                                               f"({generator.num_ws} W+ layers): {exc}", type(exc)) from None
+            return (freedom,)
         try:
             values = json.loads(weights) if weights.strip() else None
         except json.JSONDecodeError as exc:
-            raise ParameterError(f"{node}, input 'weights': not valid JSON ({exc}); expected a list of "
-                                 f"{generator.num_ws} numbers") from None
+            raise node_error(self, "weights", f"not valid JSON ({exc}); expected a list of "
+                                              f"{generator.num_ws} numbers") from None
         if (not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                     and 0 <= v <= 1 for v in values)):
-            raise ParameterError(f"{node}, input 'weights': expected a JSON list of {generator.num_ws} numbers "
-                                 f"in [0, 1], got {weights[:80]!r}")
-        if len(values) != generator.num_ws:
-            raise ParameterError(f"{node}, input 'weights': {len(values)} weights given, but generator "
-                                 f"{generator.name!r} has {generator.num_ws} W+ layers")
-        try:
+            raise node_error(self, "weights", f"expected a JSON list of {generator.num_ws} numbers in [0, 1], "
+                                              f"got {weights[:80]!r}")
+        with library_errors(self):  # count and "every layer frozen" are the rulebook's own checks
             freedom = check_freedom(values, generator.num_ws, "weights")
-        except SGIMError as exc:
-            raise named_error(node, "weights", exc) from None
         return (LayerFreedom(tuple(freedom), generator.name),)
 
 
@@ -749,18 +899,13 @@ class SGIMSourceLatent:
         label, input_name = (class_name, "class_name") if class_name.strip() else (class_index, "class_index")
         if mode == "mean":  # the single global average, for conditional generators too (as truncation uses)
             if label not in (-1, ""):
-                raise ParameterError(f"Source Latent, input '{input_name}': a class is only used in 'random' "
-                                     "mode (the mean latent has no class)")
+                raise node_error(self, input_name, "a class is only used in 'random' mode (the mean latent has "
+                                                   "no class)")
             ws = generator.w_avg[None, None].expand(batch_size, generator.num_ws, -1)
         else:  # z is drawn on the CPU, so a seed gives the same image on every device
-            inputs = {"batch": "batch_size", "seed": "seed", "truncation": "truncation_psi"}
-            try:
+            with library_errors(self):  # class errors already name their input (labels_name)
                 ws = sample_source_ws(generator, batch_size, seed, truncation=truncation_psi, labels=label,
-                                      labels_name=f"Source Latent, input '{input_name}'")
-            except SGIMError as exc:
-                if exc.parameter not in inputs:  # class errors already name their input
-                    raise
-                raise named_error("Source Latent", inputs[exc.parameter], exc) from None
+                                      labels_name=f"{node_title(self)}, input '{input_name}'")
         return (wplus_value(ws, generator.name),)
 
 
@@ -782,7 +927,7 @@ class SGIMOptimizeLatent:
                 "generator": ("SGIM_STYLEGAN", {"tooltip": "From Load StyleGAN."}),
                 "clip": ("SGIM_CLIP", {"tooltip": "The CLIP model of the target's space (From Load CLIP)."}),
                 "target": ("SGIM_EMBEDDING", {"tooltip": "What to edit toward: Embed Audio / Text / Image or Mix."}),
-                "source": ("SGIM_WPLUS", {"tooltip": "The W+ code to edit (Source Latent or Load Latent)."}),
+                "source": ("SGIM_WPLUS", {"tooltip": "The W+ code to edit (Source Latent or Load W+ Code)."}),
                 "steps": ("INT", {"default": 300, "min": 1, "max": 5000, "tooltip": "Adam steps (paper: 300)."}),
                 "lr": ("FLOAT", {"default": 0.1, "min": 0.0001, "max": 10.0, "step": 0.005, "round": 0.0001,
                                  "tooltip": "Learning rate (paper: 0.1 for landscapes, 0.05 for faces)."}),
@@ -809,25 +954,7 @@ class SGIMOptimizeLatent:
                  unique_id=None):
         from .sgim_nodes.optimize import optimize_latent
 
-        node = "Optimize Latent"
-        source_ws = check_wplus(source, generator, node, "source")
-        if target.dim != clip.embed_dim:
-            raise ParameterError(
-                f"{node}, input 'clip': the target is a {target.dim}-d embedding (audio encoder aligned to "
-                f"{target.clip_model or 'another CLIP'}), but this CLIP model has {clip.embed_dim} dimensions; "
-                "load the CLIP model the audio encoder was trained with")
-        if layer_mask is not None and layer_mask.num_ws != generator.num_ws:
-            raise ParameterError(
-                f"{node}, input 'layer_mask': the mask has {layer_mask.num_ws} layers but generator "
-                f"{generator.name!r} has {generator.num_ws}; connect the Layer Mask to this generator")
-        if lambda_id > 0 and identity_model is None:
-            raise ParameterError(f"{node}, input 'identity_model': lambda_id is {lambda_id} but no identity "
-                                 "model is connected (connect Load Identity Model, or set lambda_id to 0)")
         targets, target_weights = target.vectors, target.weights
-        if targets.shape[0] not in (1, source_ws.shape[0]) and source_ws.shape[0] != 1:
-            raise ParameterError(f"{node}, input 'target': batch of {targets.shape[0]} targets does not match "
-                                 f"the batch of {source_ws.shape[0]} source codes")
-
         device = torch_device()
         bar = progress_bar(steps, unique_id)
         history: list[dict] = []
@@ -839,25 +966,21 @@ class SGIMOptimizeLatent:
             preview = preview_tuple(info.preview) if info.preview is not None else None
             if bar is not None:
                 bar.update_absolute(info.step, steps, preview)  # also a cancellation point
-            text = f"step {info.step}/{steps}  " + "  ".join(f"{k} {v:.4f}" for k, v in terms.items())
-            send_to_browser(LOSS_EVENT, {"node": unique_id, "step": info.step, "total": steps, "terms": terms},
-                            text=text, node_id=unique_id)
+            # web/sgim.js shows these terms in the node's one readout (no duplicate progress text)
+            send_to_browser(LOSS_EVENT, {"node": unique_id, "step": info.step, "total": steps, "terms": terms})
 
-        with torch.inference_mode(False), torch.enable_grad():
+        models = models_on_device([generator, clip, identity_model], device)
+        with torch.inference_mode(False), torch.enable_grad(), library_errors(self):
             try:
+                # reuse_cpu_memory=False: its mallopt settings are process-wide and glibc cannot restore
+                # them, so inside ComfyUI (every other node's allocations) the allocator is left alone.
                 result = optimize_latent(
-                    on_device(generator, device), on_device(clip, device),
-                    targets.clone().to(device), source_ws=source_ws.clone().to(device),
+                    models[0], models[1], targets.clone().to(device), source_ws=source["ws"].clone().to(device),
                     target_weights=list(target_weights), steps=steps, lr=lr, lambda_sim=lambda_sim,
                     lambda_id=lambda_id,
                     layer_weights=layer_mask.layer_mask() if layer_mask is not None else None,
-                    adaptive_mask=adaptive_mask,
-                    id_model=on_device(identity_model, device) if identity_model is not None else None,
-                    callback=report, preview_every=preview_every)
-            except SGIMError as exc:
-                inputs = {"lr": "lr", "steps": "steps", "seed": "seed", "source_ws": "source", "ws": "source",
-                          "lambda_sim": "lambda_sim", "lambda_id": "lambda_id", "preview_every": "preview_every"}
-                raise named_error(node, inputs.get(exc.parameter, "target"), exc) from None
+                    adaptive_mask=adaptive_mask, id_model=models[2],
+                    callback=report, preview_every=preview_every, reuse_cpu_memory=False)
             finally:
                 free_device_cache()
         log = json.dumps({"last": history[-1] if history else {}, "history": history})
@@ -895,35 +1018,24 @@ class SGIMStyleMix:
         from .sgim_nodes.latents import style_mix
         from .sgim_nodes.optimize.layer_mask import parse_layer_list
 
-        node = "Style Mix"
         ws_a, ws_b = wplus_a["ws"], wplus_b["ws"]
-        if ws_a.shape[1:] != ws_b.shape[1:]:
-            raise ParameterError(f"{node}, input 'wplus_b': codes of shape {list(ws_b.shape)} and "
-                                 f"{list(ws_a.shape)} come from different generators")
         num_ws = ws_a.shape[1]
-        try:
+        with library_errors(self):
             if layers_from_b != "custom":
                 blend = torch.tensor(preset_freedom(layers_from_b, num_ws))
             elif layer_mask is not None:
-                if layer_mask.num_ws != num_ws:
-                    raise ParameterError(f"the mask has {layer_mask.num_ws} layers (generator "
-                                         f"{layer_mask.generator!r}), the codes have {num_ws}")
                 blend = layer_mask.blend()
             else:
                 blend = torch.zeros(num_ws)
                 blend[parse_layer_list(custom_layers, num_ws)] = 1.0
-        except SGIMError as exc:
-            input_name = "layers_from_b" if layers_from_b != "custom" else (
-                "layer_mask" if layer_mask is not None else "custom_layers")
-            raise named_error(node, input_name, exc) from None
-        try:
             mixed = style_mix(ws_a, ws_b, blend)
-        except SGIMError as exc:
-            raise named_error(node, "wplus_a" if exc.parameter == "ws_a" else "wplus_b", exc) from None
         return (wplus_value(mixed, wplus_a.get("generator", "")),)
 
 
-class SGIMDecode:
+SEARCH_ALIASES = ["sound", "audio", "music", "stylegan", "sgim"]  # node search finds the pack by these
+
+
+class SGIMStyleGANDecode:
     DESCRIPTION = "Renders W+ codes with the generator into a core IMAGE, to chain with any image node."
     CATEGORY = f"{CATEGORY_ROOT}"
     RETURN_TYPES = ("IMAGE",)
@@ -941,7 +1053,7 @@ class SGIMDecode:
         }}
 
     def decode(self, generator, wplus, noise_mode="const"):
-        ws = check_wplus(wplus, generator, "StyleGAN Decode", "wplus")
+        ws = check_wplus(wplus, generator, self, "wplus")
         device = torch_device()
         g = on_device(generator, device)
         images = []
@@ -958,12 +1070,16 @@ class SGIMDecode:
 
 
 # --------------------------------------------------------------------------------------------
-# Saving and loading W+ codes
+# Saving and loading W+ codes (not core's LATENT: a StyleGAN W+ code, named so nobody mixes them up)
 # --------------------------------------------------------------------------------------------
 
-class SGIMSaveLatent:
-    DESCRIPTION = ("Saves W+ codes as .safetensors in the output folder (generator name in the metadata), "
-                   "to re-render or re-edit later with Load Latent.")
+W_PLUS_FOLDER = "sgim_wplus"  # subfolder of ComfyUI's input folder that Load W+ Code lists
+
+
+class SGIMSaveWPlus:
+    DESCRIPTION = ("Saves StyleGAN W+ codes (not a diffusion LATENT) as .safetensors in the output folder, with "
+                   "the generator name and, like core's savers, the prompt and workflow in the metadata. "
+                   f"Copy a file to input/{W_PLUS_FOLDER}/ to re-render or re-edit it with Load W+ Code.")
     CATEGORY = f"{CATEGORY_ROOT}/latent"
     RETURN_TYPES = ()
     OUTPUT_NODE = True
@@ -973,77 +1089,81 @@ class SGIMSaveLatent:
     def INPUT_TYPES(cls):
         return {"required": {
             "wplus": ("SGIM_WPLUS", {"tooltip": "W+ code(s) to save."}),
-            "filename_prefix": ("STRING", {"default": "sgim/latent", "tooltip":
-                "File name prefix inside the output folder; a counter is appended."}),
-        }}
+            "filename_prefix": ("STRING", {"default": "sgim/wplus", "tooltip":
+                "File name prefix inside the output folder; a counter is appended (%date% etc. as in Save Image)."}),
+        }, "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
 
-    def save(self, wplus, filename_prefix="sgim/latent"):
+    def save(self, wplus, filename_prefix="sgim/wplus", prompt=None, extra_pnginfo=None):
         from .sgim_nodes.latents import check_wplus_values, save_wplus
         from .sgim_nodes.limits import check_file_name
 
-        out_dir = os.path.realpath(output_directory())
-        target_dir = os.path.realpath(os.path.join(out_dir, os.path.dirname(filename_prefix)))
-        if os.path.commonpath([out_dir, target_dir]) != out_dir:
-            raise ParameterError(f"Save Latent, input 'filename_prefix': {filename_prefix!r} leaves the output folder")
-        base = os.path.basename(filename_prefix) or "latent"
-        try:  # every folder and the file name itself within what file systems take
-            for part in [*os.path.dirname(filename_prefix).split("/"), f"{base}_00000.safetensors"]:
-                check_file_name("filename_prefix", part)
-        except SGIMError as exc:
-            raise named_error("Save Latent", "filename_prefix", exc) from None
-        try:  # before creating any folder: a refused code leaves nothing behind
-            check_wplus_values(wplus["ws"])
-        except SGIMError as exc:
-            raise named_error("Save Latent", "wplus", exc) from None
-        os.makedirs(target_dir, exist_ok=True)
-        counter = 1 + max([int(f[len(base) + 1:-len(".safetensors")]) for f in os.listdir(target_dir)
-                           if f.startswith(base + "_") and f.endswith(".safetensors")
-                           and f[len(base) + 1:-len(".safetensors")].isdigit()] or [0])
-        name = f"{base}_{counter:05d}.safetensors"
+        out_dir = output_directory()
         try:
-            save_wplus(os.path.join(target_dir, name), wplus["ws"], generator_name=wplus.get("generator", ""))
-        except SGIMError as exc:
-            raise named_error("Save Latent", "wplus", exc) from None
-        subfolder = os.path.relpath(target_dir, out_dir)
-        shown = name if subfolder == "." else f"{subfolder}/{name}"
-        return {"ui": {"text": [f"saved {shown}"]}}
+            folder, name, counter, subfolder, _ = save_path(filename_prefix, out_dir)
+        except Exception as exc:  # folder_paths refuses a prefix that leaves the output folder
+            raise node_error(self, "filename_prefix", f"{filename_prefix!r}: {exc}") from None
+        file_name = f"{name}_{counter:05}_.safetensors"
+        with library_errors(self):  # every folder and the file name within what file systems take
+            for part in [*subfolder.split("/"), file_name]:
+                check_file_name("filename_prefix", part)
+            check_wplus_values(wplus["ws"])  # before creating any folder: a refused code leaves nothing behind
+        os.makedirs(folder, exist_ok=True)
+        with library_errors(self):
+            save_wplus(os.path.join(folder, file_name), wplus["ws"], generator_name=wplus.get("generator", ""),
+                       extra_metadata=workflow_metadata(prompt, extra_pnginfo))
+        shown = file_name if not subfolder else f"{subfolder}/{file_name}"
+        return {"ui": {"text": [f"saved {shown}"],
+                       "wplus": [{"filename": file_name, "subfolder": subfolder, "type": "output"}]}}
 
 
-def latent_file_list() -> list[str]:
-    """Saved W+ files in the input and output folders, annotated the ComfyUI way ("x [output]")."""
-    names = []
-    for root, tag in ((input_directory(), ""), (output_directory(), " [output]")):
-        if not os.path.isdir(root):
-            continue
-        for folder, _, files in os.walk(root):
-            for f in files:
-                if f.endswith(".safetensors"):
-                    rel = os.path.relpath(os.path.join(folder, f), root).replace(os.sep, "/")
-                    names.append(rel + tag)
-    return sorted(names)
+def save_path(filename_prefix: str, out_dir: str):
+    """``(folder, file name, next counter, subfolder, prefix)`` as core's savers compute it."""
+    fp = _folder_paths()
+    if fp is not None:
+        return fp.get_save_image_path(filename_prefix, out_dir)
+    prefix = os.path.normpath(filename_prefix)  # without ComfyUI: the same rules, no %date% variables
+    folder = os.path.join(out_dir, os.path.dirname(prefix))
+    if os.path.commonpath((os.path.abspath(out_dir), os.path.abspath(folder))) != os.path.abspath(out_dir):
+        raise ValueError("saving outside the output folder is not allowed")
+    name = os.path.basename(prefix)
+    taken = [int(f[len(name) + 1:].split("_")[0]) for f in (os.listdir(folder) if os.path.isdir(folder) else [])
+             if f.startswith(name + "_") and f[len(name) + 1:].split("_")[0].isdigit()]
+    return folder, name, max(taken, default=0) + 1, os.path.dirname(prefix), filename_prefix
 
 
-def latent_file_path(name: str) -> str:
-    """The file a Load Latent choice names, inside the input (or, for "x [output]", the output) folder;
-    a name that would lead outside its folder is refused."""
-    from .sgim_nodes.models import file_in_folder
+def workflow_metadata(prompt, extra_pnginfo) -> dict[str, str]:
+    """The prompt and workflow as core's savers embed them (none with --disable-metadata)."""
+    try:
+        from comfy.cli_args import args  # type: ignore[import-not-found]
 
-    if not isinstance(name, str):
-        raise ParameterError(f"Load Latent, input 'latent_file': expected a file name, got {name!r}")
-    root, relative = input_directory(), name
-    if name.endswith(" [output]"):
-        root, relative = output_directory(), name[: -len(" [output]")]
-    elif name.endswith(" [input]"):
-        relative = name[: -len(" [input]")]
-    found = file_in_folder(root, relative)
-    if found is None:
-        raise ModelFileError(f"Load Latent, input 'latent_file': {name!r} is not a file inside "
-                             f"{'the output' if root != input_directory() else 'the input'} folder")
-    return str(found)
+        if args.disable_metadata:
+            return {}
+    except ImportError:
+        pass
+    metadata = {}
+    if prompt is not None:
+        metadata["prompt"] = json.dumps(prompt)
+    for key, value in (extra_pnginfo or {}).items():
+        metadata[key] = json.dumps(value)
+    return metadata
 
 
-class SGIMLoadLatent:
-    DESCRIPTION = "Loads W+ codes saved by Save Latent (from the input or output folder)."
+def wplus_file_list() -> list[str]:
+    """The .safetensors in input/sgim_wplus (one folder: no walk through the output tree)."""
+    folder = os.path.join(input_directory(), W_PLUS_FOLDER)
+    if not os.path.isdir(folder):
+        return []
+    return sorted(f for f in os.listdir(folder) if f.endswith(".safetensors")
+                  and os.path.isfile(os.path.join(folder, f)))
+
+
+def wplus_file_path(name: str) -> str:
+    return os.path.join(input_directory(), W_PLUS_FOLDER, os.path.basename(name))
+
+
+class SGIMLoadWPlus:
+    DESCRIPTION = (f"Loads StyleGAN W+ codes written by Save W+ Code, from input/{W_PLUS_FOLDER}/ "
+                   "(copy saved files there).")
     CATEGORY = f"{CATEGORY_ROOT}/latent"
     RETURN_TYPES = ("SGIM_WPLUS",)
     RETURN_NAMES = ("wplus",)
@@ -1052,27 +1172,82 @@ class SGIMLoadLatent:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"latent_file": (latent_file_list(), {
-            "tooltip": "A .safetensors written by Save Latent ('[output]' = in the output folder)."})}}
+        return {"required": {"w_plus_file": (wplus_file_list(), {
+            "tooltip": f"A .safetensors written by Save W+ Code, in input/{W_PLUS_FOLDER}/."})}}
 
     @classmethod
-    def IS_CHANGED(cls, latent_file):
-        try:
-            path = latent_file_path(latent_file)
-        except SGIMError:
+    def IS_CHANGED(cls, w_plus_file):
+        path = wplus_file_path(w_plus_file)
+        if not os.path.isfile(path):
             return float("nan")
         mtime, size = file_signature(path)
         return f"{mtime}:{size}"
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, w_plus_file):
+        if not os.path.isfile(wplus_file_path(w_plus_file)):
+            return f"{w_plus_file!r} is not in input/{W_PLUS_FOLDER}/"
+        return True
+
+    def load(self, w_plus_file):
+        from .sgim_nodes.latents import load_wplus
+
+        with library_errors(self):
+            ws, generator_name, _ = load_wplus(wplus_file_path(w_plus_file))
+        return (wplus_value(ws, generator_name),)
+
+
+# --------------------------------------------------------------------------------------------
+# Old node ids, so that saved workflows keep loading and running; hidden from search (DEPRECATED).
+# --------------------------------------------------------------------------------------------
+
+class SGIMDecode(SGIMStyleGANDecode):
+    DEPRECATED = True
+    DESCRIPTION = "Old id of StyleGAN Decode (SGIM); kept so that saved workflows still run."
+
+
+class SGIMSaveLatent(SGIMSaveWPlus):
+    DEPRECATED = True
+    DESCRIPTION = "Old id of Save W+ Code (SGIM); kept so that saved workflows still run."
+
+
+class SGIMLoadLatent(SGIMLoadWPlus):
+    DEPRECATED = True
+    DESCRIPTION = "Old id of Load W+ Code (SGIM); kept so that saved workflows still run."
+
+    @classmethod
+    def INPUT_TYPES(cls):  # the old input name, so old workflows' widget values still apply
+        return {"required": {"latent_file": (wplus_file_list(), {
+            "tooltip": f"A .safetensors written by Save W+ Code, in input/{W_PLUS_FOLDER}/."})}}
+
+    @classmethod
+    def IS_CHANGED(cls, latent_file):
+        path = legacy_latent_path(latent_file)
+        return f"{file_signature(path)}" if os.path.isfile(path) else float("nan")
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, latent_file):  # also the old "name [output]" values, not in today's list
+        if not os.path.isfile(legacy_latent_path(latent_file)):
+            return f"{latent_file!r} not found (Load W+ Code reads input/{W_PLUS_FOLDER}/)"
+        return True
+
     def load(self, latent_file):
         from .sgim_nodes.latents import load_wplus
 
-        path = latent_file_path(latent_file)  # its errors already name the input
-        try:
-            ws, generator_name, _ = load_wplus(path)
-        except SGIMError as exc:
-            raise named_error("Load Latent", "latent_file", exc) from None
+        with library_errors(self):
+            ws, generator_name, _ = load_wplus(legacy_latent_path(latent_file))
         return (wplus_value(ws, generator_name),)
+
+
+def legacy_latent_path(name: str) -> str:
+    """Where the old Load Latent found ``name``: "x [output]" in the output folder, else the input folder
+    (and today's input/sgim_wplus)."""
+    root, name = ((output_directory(), name[: -len(" [output]")]) if name.endswith(" [output]")
+                  else (input_directory(), name))
+    path = os.path.realpath(os.path.join(root, name))
+    if os.path.commonpath([os.path.realpath(root), path]) != os.path.realpath(root):
+        return wplus_file_path(name)  # never outside the folder
+    return path if os.path.isfile(path) else wplus_file_path(name)
 
 
 NODE_CLASS_MAPPINGS = {
@@ -1088,6 +1263,9 @@ NODE_CLASS_MAPPINGS = {
     "SGIMSourceLatent": SGIMSourceLatent,
     "SGIMOptimizeLatent": SGIMOptimizeLatent,
     "SGIMStyleMix": SGIMStyleMix,
+    "SGIMStyleGANDecode": SGIMStyleGANDecode,
+    "SGIMSaveWPlus": SGIMSaveWPlus,
+    "SGIMLoadWPlus": SGIMLoadWPlus,
     "SGIMDecode": SGIMDecode,
     "SGIMSaveLatent": SGIMSaveLatent,
     "SGIMLoadLatent": SGIMLoadLatent,
@@ -1106,10 +1284,16 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SGIMSourceLatent": "Source Latent (SGIM)",
     "SGIMOptimizeLatent": "Optimize Latent (SGIM)",
     "SGIMStyleMix": "Style Mix (SGIM)",
-    "SGIMDecode": "StyleGAN Decode (SGIM)",
-    "SGIMSaveLatent": "Save Latent (SGIM)",
-    "SGIMLoadLatent": "Load Latent (SGIM)",
+    "SGIMStyleGANDecode": "StyleGAN Decode (SGIM)",
+    "SGIMSaveWPlus": "Save W+ Code (SGIM)",
+    "SGIMLoadWPlus": "Load W+ Code (SGIM)",
+    "SGIMDecode": "StyleGAN Decode (SGIM, old id)",
+    "SGIMSaveLatent": "Save W+ Code (SGIM, old id)",
+    "SGIMLoadLatent": "Load W+ Code (SGIM, old id)",
 }
+
+for _cls in NODE_CLASS_MAPPINGS.values():
+    _cls.SEARCH_ALIASES = SEARCH_ALIASES
 
 register_model_folders()
 register_routes()

@@ -9,9 +9,11 @@ Supported files (never any network access: open_clip is always called with ``pre
 * a plain OpenAI state dict (``.pt``; it carries ``input_resolution``/``context_length``/``vocab_size``).
   For both OpenAI forms the architecture comes from the tensors (QuickGELU, as OpenAI trained it); a
   ``model_name`` only labels the model (default: the matching open_clip name, e.g. ``ViT-B-32``);
-* open_clip state dicts (``.bin``/``.pt``/``.pth``/``.safetensors``) with an open_clip model name. Without a
-  name, it is inferred from the tensor shapes and the file name when exactly one known config fits; else a
-  clear error asks for it (e.g. ``ViT-B-32`` and ``ViT-B-32-quickgelu`` have identical weights layouts).
+* open_clip state dicts (``.bin``/``.pt``/``.pth``/``.safetensors``) with an open_clip model name, or with
+  their config beside them (``<weights stem>.json``, or Hugging Face's ``open_clip_config.json``) or passed
+  as ``config``. Without either, the name is inferred from the tensor shapes and the file name when exactly
+  one built-in config fits; else a clear error asks for it (e.g. ``ViT-B-32`` and ``ViT-B-32-quickgelu``
+  have identical weights layouts). open_clip's config registry is read, never written.
 
 :class:`ClipModel` wraps the model: ``encode_text``, ``encode_image`` (standard CLIP preprocessing, no grad)
 and ``image_features``, the differentiable path of the optimiser. That one reproduces the official loss's
@@ -27,7 +29,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,6 @@ import torch.nn.functional as F
 from .errors import ModelFileError, ParameterError
 
 OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
-TINY_MODEL_NAME = "sgim-tiny-clip"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -84,11 +84,14 @@ def paper_resize(images: torch.Tensor, size: int = 224) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------
-# Tiny models for tests, registered through open_clip's own config registry
+# Model configs: open_clip's built-in registry is only read, never written. A model whose config is
+# not built in (a custom or tiny test model) brings it: an explicit ``config``, or a JSON beside the
+# weights (``<weights stem>.json``, or Hugging Face's ``open_clip_config.json`` with ``model_cfg``).
 # ----------------------------------------------------------------------------------------------
 
 def tiny_clip_config(embed_dim: int = 32) -> dict[str, Any]:
-    """A ~3.5 M-parameter open_clip ViT config (32 px images, one transformer block per tower).
+    """A ~3.5 M-parameter open_clip ViT config (32 px images, one transformer block per tower), for tests
+    and benchmarks (it is never looked up by name).
 
     Widths are 64 so that open_clip's OpenAI builder (heads = width // 64) rebuilds it from an OpenAI-layout
     state dict; the 49408-token vocabulary keeps the standard tokenizer usable.
@@ -101,47 +104,50 @@ def tiny_clip_config(embed_dim: int = 32) -> dict[str, Any]:
     }
 
 
-_REGISTRY_DIR: Path | None = None
+def read_model_config(path: str | os.PathLike) -> dict[str, Any]:
+    """An open_clip model config from a JSON file (plain, or Hugging Face's with a ``model_cfg`` entry)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ParameterError(f"clip_config: {path} not found (expected an open_clip model config .json)",
+                             parameter="config") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{path}: not an open_clip model config ({exc})") from None
+    config = data.get("model_cfg", data) if isinstance(data, dict) else None
+    if not isinstance(config, dict) or "embed_dim" not in config or "vision_cfg" not in config:
+        raise ModelFileError(f"{path}: not an open_clip model config (needs embed_dim, vision_cfg, text_cfg)")
+    return config
 
 
-def register_model_config(name: str, config: dict[str, Any]) -> str:
-    """Make ``config`` available to open_clip under ``name`` (``open_clip.add_model_config``)."""
-    import open_clip
-
-    global _REGISTRY_DIR
-    if _REGISTRY_DIR is None:
-        _REGISTRY_DIR = Path(tempfile.mkdtemp(prefix="sgim_open_clip_configs_"))
-    config_path = _REGISTRY_DIR / f"{name}.json"
-    config_path.write_text(json.dumps(config))
-    open_clip.add_model_config(config_path)
-    return name
+def config_beside(path: Path) -> tuple[str, dict[str, Any]] | None:
+    """(name, config) of a config JSON next to the weights file, if there is one."""
+    for candidate, name in ((path.with_suffix(".json"), path.stem),
+                            (path.parent / "open_clip_config.json", path.parent.name)):
+        if candidate.is_file() and candidate != path:
+            return name, read_model_config(candidate)
+    return None
 
 
-def unregister_model_config(name: str) -> None:
-    """Undo :func:`register_model_config` (tests use it to keep the registry as they found it)."""
-    from open_clip import factory
+def _model_from_config(config: dict[str, Any]) -> torch.nn.Module:
+    """An open_clip CLIP built straight from a config dict (what ``create_model`` does for its
+    registered names, without going through the registry)."""
+    from open_clip.model import CLIP, CustomTextCLIP
 
-    if _REGISTRY_DIR is not None:
-        config_path = _REGISTRY_DIR / f"{name}.json"
-        if config_path in factory._MODEL_CONFIG_PATHS:
-            factory._MODEL_CONFIG_PATHS.remove(config_path)
-        config_path.unlink(missing_ok=True)
-    factory._MODEL_CONFIGS.pop(name, None)  # open_clip has no public way to forget a config
+    config = dict(config)
+    custom_text = config.pop("custom_text", False) or any(k.startswith("hf_") for k in config.get("text_cfg", {}))
+    try:
+        return (CustomTextCLIP if custom_text else CLIP)(**config)
+    except TypeError as exc:
+        raise ModelFileError(f"open_clip config not supported here ({exc})") from None
 
 
-def _ensure_tiny_configs(*names: str | None) -> None:
-    """Register ``sgim-tiny-clip`` (and ``sgim-tiny-clip-<dim>`` when asked for) so that files of tiny test
-    models load in any process, also without a model name."""
-    import open_clip
-
-    wanted = {TINY_MODEL_NAME: 32}
-    for name in names:
-        match = name and name.startswith(TINY_MODEL_NAME + "-") and name[len(TINY_MODEL_NAME) + 1:]
-        if match and match.isdigit():
-            wanted[name] = int(match)
-    for name, dim in wanted.items():
-        if open_clip.get_model_config(name) is None:
-            register_model_config(name, tiny_clip_config(dim))
+def build_tiny_clip(embed_dim: int = 32, seed: int = 0, name: str | None = None) -> torch.nn.Module:
+    """A random-weight tiny open_clip ``CLIP`` (see :func:`tiny_clip_config`), deterministic for a seed.
+    ``name`` is accepted for older callers and ignored: nothing is registered."""
+    with torch.inference_mode(False):
+        torch.manual_seed(seed)
+        return _model_from_config(tiny_clip_config(embed_dim)).eval()
 
 
 class _QuietRandomInitWarning:
@@ -152,27 +158,20 @@ class _QuietRandomInitWarning:
         return "initialized randomly" not in str(record.msg) and "initialized partially" not in str(record.msg)
 
 
-def _create_open_clip(name: str) -> torch.nn.Module:
+def _create_open_clip(name: str, config: dict[str, Any] | None = None) -> torch.nn.Module:
+    """The model for ``config`` if given, else open_clip's built-in config ``name`` (random weights)."""
     import logging
 
     import open_clip
 
+    if config is not None:
+        return _model_from_config(config)
     quiet = _QuietRandomInitWarning()
     logging.getLogger().addFilter(quiet)
     try:
         return open_clip.create_model(name, pretrained=None)
     finally:
         logging.getLogger().removeFilter(quiet)
-
-
-def build_tiny_clip(embed_dim: int = 32, seed: int = 0, name: str | None = None) -> torch.nn.Module:
-    """A random-weight tiny open_clip ``CLIP`` (registered as ``name``, default ``sgim-tiny-clip`` or
-    ``sgim-tiny-clip-<embed_dim>``), deterministic for a seed."""
-    name = name or (TINY_MODEL_NAME if embed_dim == 32 else f"{TINY_MODEL_NAME}-{embed_dim}")
-    register_model_config(name, tiny_clip_config(embed_dim))
-    with torch.inference_mode(False):
-        torch.manual_seed(seed)
-        return _create_open_clip(name).eval()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -378,8 +377,8 @@ def _config_signature(config: dict[str, Any]) -> _Signature | None:
 
 
 def infer_model_name(state: dict[str, torch.Tensor], file_name: str = "") -> tuple[str | None, list[str]]:
-    """(name, candidates): the open_clip model names whose config fits the tensors; ``name`` is set when
-    exactly one fits, or when exactly one of them appears in ``file_name``."""
+    """(name, candidates): open_clip's built-in model names whose config fits the tensors; ``name`` is set
+    when exactly one fits, or when exactly one of them appears in ``file_name``."""
     import open_clip
 
     wanted = _state_signature(state)
@@ -509,11 +508,12 @@ def _usable_outside_inference_mode(tensor: torch.Tensor) -> torch.Tensor:
         return tensor.clone()
 
 
-def _tokenizer_for(name: str | None, model: torch.nn.Module) -> Any:
+def _tokenizer_for(name: str | None, model: torch.nn.Module, config: dict[str, Any] | None = None) -> Any:
     import open_clip
 
     context_length = int(getattr(model, "context_length", 77))
-    if name is None or not any(k.startswith("hf_") for k in (open_clip.get_model_config(name) or {}).get("text_cfg", {})):
+    config = config if config is not None else (open_clip.get_model_config(name) if name else None) or {}
+    if not any(k.startswith("hf_") for k in config.get("text_cfg", {})):
         return lambda texts: open_clip.tokenize(texts, context_length=context_length)
     try:
         return open_clip.get_tokenizer(name)
@@ -521,8 +521,14 @@ def _tokenizer_for(name: str | None, model: torch.nn.Module) -> Any:
         raise ModelFileError(f"{name}: its tokenizer is not available offline ({exc})") from None
 
 
-def load_clip(path: str | os.PathLike, model_name: str | None = None, device: str | torch.device = "cpu") -> ClipModel:
-    """Load a CLIP model from a local file (see the module docstring for the formats); frozen, eval mode."""
+def load_clip(path: str | os.PathLike, model_name: str | None = None, device: str | torch.device = "cpu",
+              config: dict[str, Any] | str | os.PathLike | None = None) -> ClipModel:
+    """Load a CLIP model from a local file (see the module docstring for the formats); frozen, eval mode.
+
+    ``config``: an open_clip model config (dict, or a JSON file) for an architecture open_clip does not
+    know by name; without it a JSON beside the weights is used (:func:`config_beside`). Nothing global
+    changes: open_clip's registry is only read.
+    """
     import open_clip
 
     from .device import resolve_device
@@ -532,7 +538,9 @@ def load_clip(path: str | os.PathLike, model_name: str | None = None, device: st
     if not path.is_file():
         raise ModelFileError(f"{path}: CLIP model file not found")
     device = resolve_device(device)
-    _ensure_tiny_configs(model_name)
+    if config is not None and not isinstance(config, dict):
+        config_name, config = Path(config).stem, read_model_config(config)
+        model_name = model_name or config_name
     with torch.inference_mode(False), torch.no_grad():
         state = _read_state_dict(path)
         is_openai = any(k in state for k in OPENAI_EXTRA_KEYS) or _is_torchscript_zip(path)
@@ -549,28 +557,38 @@ def load_clip(path: str | os.PathLike, model_name: str | None = None, device: st
             fitting = infer_model_name(state)[1]
             name = model_name or next((c for c in fitting if not c.endswith("quickgelu")), None) or f"openai:{path.stem}"
         else:
-            if model_name is None:
+            if config is None and (model_name is None or open_clip.get_model_config(model_name) is None):
+                beside = config_beside(path)
+                if beside is not None:
+                    model_name, config = model_name or beside[0], beside[1]
+            if config is None and model_name is None:
                 model_name, candidates = infer_model_name(state, path.name)
                 if model_name is None:
                     hint = (f"it fits {', '.join(candidates)}" if candidates else
                             "no built-in open_clip config matches its tensor shapes")
                     raise ModelFileError(f"{path}: cannot tell which open_clip model this is ({hint}); "
-                                         "pass the model name (e.g. model_name='ViT-B-32')")
-            if open_clip.get_model_config(model_name) is None:
+                                         "pass the model name (e.g. model_name='ViT-B-32') or put its open_clip "
+                                         f"config beside it as {path.stem}.json")
+            if config is None and open_clip.get_model_config(model_name) is None:
                 raise ParameterError(f"model_name: unknown open_clip model {model_name!r}; "
-                                     f"known: {', '.join(open_clip.list_models()[:12])}, ...")
-            model = _create_open_clip(model_name)
+                                     f"known: {', '.join(open_clip.list_models()[:12])}, ...", parameter="model_name")
+            model = _create_open_clip(model_name, config)
             _load_into(model, state, str(path))
-            name = model_name
+            name = model_name or path.stem
         check_finite_weights(model, str(path), "CLIP")
         model = model.float().to(device)
-    return ClipModel(model, name, _tokenizer_for(name, model))
+    return ClipModel(model, name, _tokenizer_for(name, model, config))
 
 
-def save_open_clip_state_dict(model: torch.nn.Module, path: str | os.PathLike) -> None:
-    """Write ``model``'s state dict as open_clip does (``.safetensors`` or a torch ``.bin``/``.pt``), atomically.
+def save_open_clip_state_dict(model: torch.nn.Module, path: str | os.PathLike,
+                              config: dict[str, Any] | None = None) -> None:
+    """Write ``model``'s state dict as open_clip does (``.safetensors`` or a torch ``.bin``/``.pt``), atomically,
+    and ``config`` (for an architecture open_clip does not know by name) beside it as ``<stem>.json``.
     Mostly for tests and conversion; files written here load with :func:`load_clip`."""
     from .fileio import atomic_path
+
+    if config is not None:
+        Path(path).with_suffix(".json").write_text(json.dumps(config, indent=2))
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:

@@ -133,7 +133,6 @@ def evaluate(encoder_path: str, clip_path: str, data: str, *, clip_model: str | 
     from .clip import load_clip
     from .device import resolve_device
     from .train.data import check_labels, read_classes_file, read_dataset
-    from .train.loop import register_clip_config
 
     device = resolve_device(device)
     samples, layout = read_dataset(data, layout, audio_dir)
@@ -168,11 +167,10 @@ def evaluate(encoder_path: str, clip_path: str, data: str, *, clip_model: str | 
         if progress:
             print(f"[sgim] {message}", file=sys.stderr, flush=True)
 
-    register_clip_config(clip_config)
     say(f"loading audio encoder {encoder_path}")
     encoder = load_audio_encoder(encoder_path, device=device)
     say(f"loading CLIP {clip_path}")
-    clip = load_clip(clip_path, clip_model, device=device)
+    clip = load_clip(clip_path, clip_model, device=device, config=clip_config or None)
     check_compatible(encoder, clip)
     template = template or recorded_template(encoder_path) or FALLBACK_TEMPLATE
     if "{}" not in template:

@@ -32,10 +32,12 @@ def check_wplus_values(ws: torch.Tensor, what: str = "ws", parameter: str = "ws"
 
 
 def save_wplus(path: str | os.PathLike, ws: torch.Tensor, generator_name: str = "",
-               source_ws: torch.Tensor | None = None) -> None:
-    """Write ``ws`` (and the edit's ``source_ws``) atomically; a NaN or out-of-range code is refused."""
+               source_ws: torch.Tensor | None = None, extra_metadata: dict[str, str] | None = None) -> None:
+    """Write ``ws`` (and the edit's ``source_ws``) atomically; a NaN or out-of-range code is refused.
+    ``extra_metadata`` (e.g. the ComfyUI prompt and workflow) goes into the safetensors header as strings."""
     if ws.dim() != 3:
-        raise ParameterError(f"ws: expected W+ codes [batch, num_ws, w_dim], got shape {list(ws.shape)}")
+        raise ParameterError(f"ws: expected W+ codes [batch, num_ws, w_dim], got shape {list(ws.shape)}",
+                             parameter="ws")
     check_wplus_values(ws)
     if source_ws is not None:
         check_wplus_values(source_ws, "source_ws", "source_ws")
@@ -45,7 +47,7 @@ def save_wplus(path: str | os.PathLike, ws: torch.Tensor, generator_name: str = 
     save_model_file(path, tensors, kind=WPLUS_KIND,
                     config={"generator": generator_name, "num_ws": int(ws.shape[1]), "w_dim": int(ws.shape[2]),
                             "batch": int(ws.shape[0])},
-                    extra_metadata={"generator": generator_name})
+                    extra_metadata={**(extra_metadata or {}), "generator": generator_name})
 
 
 def load_wplus(path: str | os.PathLike) -> tuple[torch.Tensor, str, torch.Tensor | None]:
@@ -84,13 +86,14 @@ def style_mix(ws_a: torch.Tensor, ws_b: torch.Tensor, blend: torch.Tensor) -> to
     """
     if ws_a.dim() != 3 or ws_a.shape[1:] != ws_b.shape[1:]:
         raise ParameterError(f"ws_b: codes of shape {list(ws_b.shape)} and {list(ws_a.shape)} come from "
-                             "different generators")
+                             "different generators", parameter="ws_b")
     if ws_a.shape[0] != ws_b.shape[0] and 1 not in (ws_a.shape[0], ws_b.shape[0]):
         raise ParameterError(f"ws_b: batch {ws_b.shape[0]} does not match batch {ws_a.shape[0]} "
-                             "(use equal batches or a batch of 1)")
+                             "(use equal batches or a batch of 1)", parameter="ws_b")
     blend = torch.as_tensor(blend, dtype=ws_a.dtype, device=ws_a.device).flatten()
     if blend.numel() != ws_a.shape[1]:
-        raise ParameterError(f"blend: expected {ws_a.shape[1]} per-layer weights, got {blend.numel()}")
+        raise ParameterError(f"blend: expected {ws_a.shape[1]} per-layer weights, got {blend.numel()}",
+                             parameter="blend")
     if not bool(torch.isfinite(blend).all()) or bool((blend < 0).any()) or bool((blend > 1).any()):
         raise ParameterError(f"blend: per-layer weights must lie in [0, 1], got {blend.tolist()}", parameter="blend")
     check_wplus_values(ws_a, "ws_a", "ws_a")

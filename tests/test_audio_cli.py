@@ -7,7 +7,7 @@ import torch
 
 from sgim_nodes.__main__ import main
 from sgim_nodes.audio import build_audio_encoder, save_audio_encoder
-from sgim_nodes.clip import build_tiny_clip, save_open_clip_state_dict
+from sgim_nodes.clip import build_tiny_clip, save_open_clip_state_dict, tiny_clip_config
 from sgim_nodes.fileio import load_model_file
 
 
@@ -18,7 +18,7 @@ def models(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cli")
     torch.manual_seed(0)
     save_audio_encoder(build_audio_encoder(embed_dim=32, clip_model="sgim-tiny-clip"), folder / "enc.safetensors")
-    save_open_clip_state_dict(build_tiny_clip(), folder / "clip.safetensors")
+    save_open_clip_state_dict(build_tiny_clip(), folder / "clip.safetensors", config=tiny_clip_config())
     yield folder
     torch.set_num_threads(previous)
 
@@ -63,3 +63,29 @@ def test_errors_are_one_clear_line(models, tmp_path, capsys):
     assert "error: " in capsys.readouterr().err
     assert main(["embed-audio", str(text), "--encoder", str(models / "enc.safetensors"), "--text", "x"]) == 1
     assert "--text needs --clip" in capsys.readouterr().err
+
+
+def test_near_silent_and_very_short_sound_warn_with_the_measured_level(models, tmp_path, capsys):
+    import wave
+
+    import numpy as np
+
+    def write(path, seconds, amplitude):
+        with wave.open(str(path), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(16000)
+            t = np.arange(int(16000 * seconds)) / 16000
+            w.writeframes((np.sin(2 * np.pi * 330 * t) * amplitude).astype("<i2").tobytes())
+
+    write(tmp_path / "quiet.wav", 3.0, 3)  # a 330 Hz tone at 3 / 32768 of full scale: about -83 dBFS RMS
+    assert main(["embed-audio", str(tmp_path / "quiet.wav"), "--encoder", str(models / "enc.safetensors")]) == 0
+    captured = capsys.readouterr()
+    assert "near-silent: RMS level -8" in captured.err and "dBFS" in captured.err
+    assert "level:      RMS -8" in captured.out
+    write(tmp_path / "loud.wav", 3.0, 8000)
+    assert main(["embed-audio", str(tmp_path / "loud.wav"), "--encoder", str(models / "enc.safetensors")]) == 0
+    assert "warning" not in capsys.readouterr().err
+    write(tmp_path / "click.wav", 0.1, 8000)
+    assert main(["embed-audio", str(tmp_path / "click.wav"), "--encoder", str(models / "enc.safetensors")]) == 0
+    assert "very short: 0.10 s" in capsys.readouterr().err

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+import json
+import logging
 import pickle
+import tempfile
 import warnings
 import zipfile
 
@@ -41,9 +45,14 @@ def reference(tiny):
 def files(tiny, tmp_path_factory):
     """The tiny model in each supported format."""
     folder = tmp_path_factory.mktemp("clip")
-    paths = {"safetensors": folder / "tiny.safetensors", "bin": folder / "open_clip_pytorch_model.bin"}
-    save_open_clip_state_dict(tiny, paths["safetensors"])
+    # open_clip state dicts carry their config: beside the weights as <stem>.json, or (Hugging Face hub
+    # layout) as open_clip_config.json with a "model_cfg" entry
+    paths = {"safetensors": folder / "tiny.safetensors", "bin": folder / "hub" / "open_clip_pytorch_model.bin"}
+    save_open_clip_state_dict(tiny, paths["safetensors"], config=sgim_clip.tiny_clip_config())
+    paths["bin"].parent.mkdir()
     save_open_clip_state_dict(tiny, paths["bin"])
+    (paths["bin"].parent / "open_clip_config.json").write_text(json.dumps({"model_cfg": sgim_clip.tiny_clip_config(),
+                                                                           "preprocess_cfg": {}}))
     # OpenAI state dict: float16 weights plus the three metadata entries of OpenAI's files
     openai = {k: (v.half() if v.is_floating_point() else v) for k, v in tiny.state_dict().items()}
     openai.update(input_resolution=torch.tensor(32), context_length=torch.tensor(77), vocab_size=torch.tensor(49408))
@@ -62,6 +71,7 @@ def files(tiny, tmp_path_factory):
 
 
 FORMATS = ["safetensors", "bin", "openai_state_dict", "torchscript"]
+NAMES = {"safetensors": "tiny", "bin": "hub", "openai_state_dict": "openai:tiny-openai", "torchscript": "openai:ViT-tiny"}
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -69,7 +79,7 @@ def test_every_format_loads_and_embeds_like_open_clip(files, reference, fmt):
     images, text_ref, image_ref = reference
     model = load_clip(files[fmt])
     assert isinstance(model, ClipModel) and model.embed_dim == 32 and model.image_size == 32
-    assert model.name == sgim_clip.TINY_MODEL_NAME
+    assert model.name == NAMES[fmt]  # a config's name (file stem / hub folder), or the OpenAI file's
     assert not any(p.requires_grad for p in model.model.parameters()) and not model.model.training
     tolerance = 2e-3 if fmt == "openai_state_dict" else 1e-5  # that one stores float16 weights
     text = model.encode_text(PROMPTS)
@@ -159,31 +169,72 @@ def test_paper_resize_any_resolution_keeps_averages_and_gradients():
         paper_resize(torch.zeros(3, 32, 32))
 
 
+class registered_configs:
+    """Test-only: put configs into open_clip's registry (what a user's own open_clip setup might hold) and
+    take them out again, so that name inference can be tested against known names."""
+
+    def __init__(self, folder, configs):
+        self.paths = []
+        for name, config in configs.items():
+            path = folder / f"{name}.json"
+            path.write_text(json.dumps(config))
+            self.paths.append(path)
+
+    def __enter__(self):
+        for path in self.paths:
+            open_clip.add_model_config(path)
+
+    def __exit__(self, *exc):
+        from open_clip import factory
+
+        for path in self.paths:
+            factory._MODEL_CONFIG_PATHS.remove(path)
+            factory._MODEL_CONFIGS.pop(path.stem, None)
+
+
 def test_model_name_inference_and_ambiguity(tiny, tmp_path):
     """Two configs with the same tensor shapes (QuickGELU or not) cannot be told apart from the weights."""
-    config = sgim_clip.tiny_clip_config()
-    config["quick_gelu"] = False
-    sgim_clip.register_model_config("sgim-tiny-clip-gelu", config)
-    try:
-        _check_ambiguity(tiny, tmp_path)
-    finally:
-        sgim_clip.unregister_model_config("sgim-tiny-clip-gelu")
-    assert load_clip(tmp_path / "weights.safetensors").name == sgim_clip.TINY_MODEL_NAME
-
-
-def _check_ambiguity(tiny, tmp_path):
+    gelu = {**sgim_clip.tiny_clip_config(), "quick_gelu": False}
     path = tmp_path / "weights.safetensors"
     save_open_clip_state_dict(tiny, path)
-    with pytest.raises(ModelFileError, match="sgim-tiny-clip-gelu"):
-        load_clip(path)
-    assert load_clip(path, model_name="sgim-tiny-clip-gelu").name == "sgim-tiny-clip-gelu"
-    named = tmp_path / "sgim-tiny-clip-gelu.safetensors"  # the file name settles it
-    save_open_clip_state_dict(tiny, named)
-    assert load_clip(named).name == "sgim-tiny-clip-gelu"
-    with pytest.raises(ParameterError, match="unknown open_clip model"):
-        load_clip(path, model_name="no-such-model")
+    with pytest.raises(ModelFileError, match="cannot tell which open_clip model.*weights.json"):
+        load_clip(path)  # no config anywhere: a clear error
+    with registered_configs(tmp_path, {"test-tiny-clip": sgim_clip.tiny_clip_config(), "test-tiny-clip-gelu": gelu}):
+        with pytest.raises(ModelFileError, match="test-tiny-clip-gelu"):
+            load_clip(path)
+        assert load_clip(path, model_name="test-tiny-clip-gelu").name == "test-tiny-clip-gelu"
+        named = tmp_path / "test-tiny-clip-gelu.safetensors"  # the file name settles it
+        save_open_clip_state_dict(tiny, named)
+        assert load_clip(named).name == "test-tiny-clip-gelu"
+        with pytest.raises(ParameterError, match="unknown open_clip model"):
+            load_clip(path, model_name="no-such-model")
     with pytest.raises(ModelFileError, match="do not fit"):
         load_clip(path, model_name="ViT-B-32")
+    assert load_clip(path, config=sgim_clip.tiny_clip_config()).embed_dim == 32  # or the config given
+
+
+def open_clip_and_process_state():
+    """Everything global that loading a CLIP could touch."""
+    from open_clip import factory
+
+    return {
+        "configs": copy.deepcopy(factory._MODEL_CONFIGS),
+        "config_paths": list(factory._MODEL_CONFIG_PATHS),
+        "models": open_clip.list_models(),
+        "root_filters": list(logging.getLogger().filters),
+        "temp_entries": sorted(p.name for p in __import__("pathlib").Path(tempfile.gettempdir()).glob("sgim*")),
+        "default_dtype": torch.get_default_dtype(),
+        "grad_enabled": torch.is_grad_enabled(),
+    }
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_loading_clip_changes_no_global_state(files, fmt):
+    before = open_clip_and_process_state()
+    load_clip(files[fmt]).encode_text(["rain"])
+    after = open_clip_and_process_state()
+    assert after == before
+    assert not any("tiny-clip" in name for name in after["models"])  # test configs never enter the registry
 
 
 def test_bad_files(tmp_path, fixtures_dir):

@@ -86,3 +86,62 @@ def test_disabled_block_changes_nothing():
     """)
     assert result["inside"] > PAGES // 2
     assert result["depth"] == 0
+
+
+PROBE = textwrap.dedent("""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in
+                    ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                     "keepcost")]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+
+    def mmapped(size):
+        before = libc.mallinfo2().hblkhd
+        block = libc.malloc(size)
+        served_by_mmap = libc.mallinfo2().hblkhd - before >= size
+        libc.free(block)
+        return served_by_mmap
+
+    def allocator_settings(size_mb):
+        # glibc has no getter for its mallopt values, but their effect is observable. Untouched, glibc
+        # serves a large block by mmap and, once it is freed, raises its mmap threshold to that size
+        # (dynamic threshold, up to 32 MB): a slightly smaller block then comes from the heap. Any mallopt
+        # of the thresholds switches that off for good. Each call uses a larger size than the last, above
+        # anything the work in between frees, so earlier calls do not decide later ones.
+        size = size_mb << 20
+        return {"mmapped": mmapped(size), "threshold_follows_frees": not mmapped(size - (1 << 20))}
+
+""")
+
+
+def test_an_optimiser_run_as_the_nodes_make_it_leaves_the_allocator_settings_as_they_were():
+    """Inside ComfyUI the nodes run the optimiser with reuse_cpu_memory=False: glibc's process-wide
+    settings after the run equal those before. The hint itself cannot restore them (glibc has no getter,
+    and any mallopt call switches its dynamic threshold off for good), which is why it stays off there."""
+    result = run(PROBE + textwrap.dedent("""
+        from sgim_nodes.clip import ClipModel, build_tiny_clip
+        from sgim_nodes.optimize import optimize_latent
+        from sgim_nodes.stylegan import Generator, GeneratorConfig
+
+        before = allocator_settings(28)
+        torch.manual_seed(0)
+        generator = Generator(GeneratorConfig(resolution=16, z_dim=32, w_dim=32, n_mapping=2,
+                                              channels={4: 16, 8: 16, 16: 16}))
+        clip = ClipModel(build_tiny_clip(), "tiny", tokenizer=None)
+        target = torch.nn.functional.normalize(torch.randn(1, 32), dim=-1)
+        optimize_latent(generator, clip, target, source_ws="random", steps=2, reuse_cpu_memory=False)
+        after_node_run = allocator_settings(30)
+        with memory.reuse_freed_memory():
+            pass
+        after_hint = allocator_settings(31)
+        print(json.dumps(dict(before=before, after_node_run=after_node_run, after_hint=after_hint)))
+    """))
+    assert result["before"] == {"mmapped": True, "threshold_follows_frees": True}
+    assert result["after_node_run"] == result["before"]
+    assert result["after_hint"] != result["before"]  # the probe sees the hint's change (fixed 32 MB threshold)

@@ -64,7 +64,18 @@ def fake_folder_paths(base: Path) -> types.ModuleType:
             return os.path.join(fp.get_output_directory(), name[:-9])
         return os.path.join(fp.get_input_directory(), name)
 
+    def get_save_image_path(filename_prefix, output_dir, image_width=0, image_height=0):
+        subfolder = os.path.dirname(os.path.normpath(filename_prefix))
+        filename = os.path.basename(os.path.normpath(filename_prefix))
+        folder = os.path.join(output_dir, subfolder)
+        if os.path.commonpath((output_dir, os.path.abspath(folder))) != output_dir:
+            raise Exception("Saving image outside the output folder is not allowed.")
+        numbers = [int(f[len(filename) + 1:].split("_")[0]) for f in (os.listdir(folder) if os.path.isdir(folder) else [])
+                   if f.startswith(filename + "_") and f[len(filename) + 1:].split("_")[0].isdigit()]
+        return folder, filename, max(numbers, default=0) + 1, subfolder, filename_prefix
+
     fp.add_model_folder_path = add_model_folder_path
+    fp.get_save_image_path = get_save_image_path
     fp.get_filename_list = get_filename_list
     fp.get_full_path = get_full_path
     fp.get_annotated_filepath = get_annotated_filepath
@@ -168,10 +179,15 @@ def same(a, b) -> bool:
 # ------------------------------------------------------------------------------ definitions
 
 def test_every_node_definition_is_valid(nodes, comfy_base):
-    assert len(nodes.NODE_CLASS_MAPPINGS) == 15
+    assert len(nodes.NODE_CLASS_MAPPINGS) == 18
     assert set(nodes.NODE_DISPLAY_NAME_MAPPINGS) == set(nodes.NODE_CLASS_MAPPINGS)
+    deprecated = {k for k, cls in nodes.NODE_CLASS_MAPPINGS.items() if getattr(cls, "DEPRECATED", False)}
+    assert deprecated == {"SGIMDecode", "SGIMSaveLatent", "SGIMLoadLatent"}  # old ids: still load, hidden in search
+    assert "Latent" not in " ".join(v for k, v in nodes.NODE_DISPLAY_NAME_MAPPINGS.items()
+                                    if "Save" in k or "Load" in k)  # never confused with core's Save/Load Latent
     for node_id, cls in nodes.NODE_CLASS_MAPPINGS.items():
         assert node_id.startswith("SGIM")
+        assert {"sound", "audio", "music", "stylegan"} <= set(cls.SEARCH_ALIASES), node_id
         assert cls.DESCRIPTION.strip(), node_id
         assert cls.CATEGORY == "SGIM" or cls.CATEGORY.startswith("SGIM/"), node_id
         assert callable(getattr(cls, cls.FUNCTION)), node_id
@@ -226,10 +242,21 @@ def test_model_folders_registered_like_comfyui_expects(pack, nodes, comfy_base):
 
 # ------------------------------------------------------------------------------ loaders
 
-def test_loaders_cache_models_and_track_file_changes(nodes, models, comfy_base):
+def test_loaders_keep_no_model_and_track_file_changes(nodes, models, comfy_base):
+    import gc
+    import weakref
+
     base, names = comfy_base
+    # ComfyUI's node cache keeps a loader's output; the pack itself holds no reference, so that
+    # "Free memory" releases every model. Also after the editor asked for the layout and a node ran it.
     again, = run("SGIMLoadStyleGAN", nodes, generator_name=names["generator"])
-    assert again is models.generator  # cached: a re-run never reloads
+    assert again is not models.generator
+    nodes.generator_info(names["generator"])
+    run("SGIMStyleGANDecode", nodes, generator=again, wplus={"ws": again.w_avg.expand(1, 8, -1), "generator": ""})
+    gone = weakref.ref(again)
+    del again
+    gc.collect()
+    assert gone() is None
     assert models.generator.num_ws == 8 and models.generator16.num_ws == 6
     assert not any(p.is_inference() for p in models.generator.parameters())  # usable by autograd later
     path = base / "models" / "stylegan" / names["generator16"]
@@ -275,8 +302,10 @@ def test_nvlabs_pickle_loads_through_the_node(nodes, models):
     generator, = run("SGIMLoadStyleGAN", nodes, generator_name="nvlabs_tiny.pkl")
     assert generator.num_ws == 8 and generator.resolution == 32
     src, = run("SGIMSourceLatent", nodes, generator=generator, seed=0, truncation_psi=1.0, mode="random", batch_size=1)
-    image, = run("SGIMDecode", nodes, generator=generator, wplus=src, noise_mode="const")
+    image, = run("SGIMStyleGANDecode", nodes, generator=generator, wplus=src, noise_mode="const")
     assert image.shape == (1, 32, 32, 3) and image.std() > 0.01
+    old_id, = run("SGIMDecode", nodes, generator=generator, wplus=src, noise_mode="const")  # saved workflows
+    assert torch.equal(old_id, image)
 
 
 def test_identity_loader(nodes, models, monkeypatch, pack):
@@ -353,7 +382,7 @@ def test_layer_mask_presets_custom_and_errors(nodes, models, errors):
     custom, = run("SGIMLayerMask", nodes, generator=g, preset="custom", weights=json.dumps([1, 0.5, 0, 0, 0, 0, 0, 1]))
     lm = custom.layer_mask()
     assert lm.weights[:2].tolist() == [1.0, 2.0] and lm.frozen.tolist() == [False, False] + [True] * 5 + [False]
-    with pytest.raises(errors.ParameterError, match=r"Layer Mask, input 'weights': 3 weights given.* 8 W\+ layers"):
+    with pytest.raises(errors.ParameterError, match=r"Layer Mask, input 'weights': .*has 3 layers.*num_ws = 8"):
         run("SGIMLayerMask", nodes, generator=g, preset="custom", weights="[1, 1, 1]")
     with pytest.raises(errors.ParameterError, match="Layer Mask, input 'weights': not valid JSON"):
         run("SGIMLayerMask", nodes, generator=g, preset="custom", weights="[1, ")
@@ -389,31 +418,49 @@ def test_source_latent_style_mix_decode_and_latent_files(nodes, models, comfy_ba
     with pytest.raises(errors.ParameterError, match="Style Mix, input 'custom_layers'"):
         run("SGIMStyleMix", nodes, wplus_a=src, wplus_b=mean, layers_from_b="custom", custom_layers="0-30")
 
-    image, = run("SGIMDecode", nodes, generator=g, wplus=src, noise_mode="const")
+    image, = run("SGIMStyleGANDecode", nodes, generator=g, wplus=src, noise_mode="const")
     assert image.shape == (2, 32, 32, 3) and image.device.type == "cpu"
     assert 0 <= image.min() and image.max() <= 1 and image.std() > 0.01
     with torch.no_grad():
         expected = ((g.synthesis(src["ws"]) + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1)
     assert torch.allclose(image, expected, atol=1e-6)
     with pytest.raises(errors.ParameterError, match=r"StyleGAN Decode, input 'wplus'.*\[batch, 6, 32\]"):
-        run("SGIMDecode", nodes, generator=models.generator16, wplus=src)
+        run("SGIMStyleGANDecode", nodes, generator=models.generator16, wplus=src)
 
-    out = run("SGIMSaveLatent", nodes, wplus=src, filename_prefix="edits/test")
-    assert out["ui"]["text"] == ["saved edits/test_00001.safetensors"]
-    out2 = run("SGIMSaveLatent", nodes, wplus=src, filename_prefix="edits/test")
-    assert out2["ui"]["text"] == ["saved edits/test_00002.safetensors"]
-    with pytest.raises(errors.ParameterError, match="Save Latent, input 'filename_prefix'"):
-        run("SGIMSaveLatent", nodes, wplus=src, filename_prefix="../../escape")
-    choices = nodes.SGIMLoadLatent.INPUT_TYPES()["required"]["latent_file"][0]
-    assert "edits/test_00001.safetensors [output]" in choices
-    loaded, = run("SGIMLoadLatent", nodes, latent_file="edits/test_00001.safetensors [output]")
-    assert torch.equal(loaded["ws"], src["ws"]) and loaded["generator"] == g.name
+    import shutil
+
     from safetensors import safe_open
-    with safe_open(str(base / "output" / "edits" / "test_00001.safetensors"), "pt") as f:
-        assert f.metadata()["generator"] == g.name
-    (base / "input" / "junk.safetensors").write_bytes(b"junk")
-    with pytest.raises(errors.ModelFileError, match="Load Latent, input 'latent_file'"):
-        run("SGIMLoadLatent", nodes, latent_file="junk.safetensors")
+
+    workflow = {"nodes": [{"id": 1, "type": "SGIMSaveWPlus"}]}
+    out = run("SGIMSaveWPlus", nodes, wplus=src, filename_prefix="edits/test", prompt={"1": {"class_type": "x"}},
+              extra_pnginfo={"workflow": workflow})
+    assert out["ui"]["text"] == ["saved edits/test_00001_.safetensors"]  # core's savers' naming
+    out2 = run("SGIMSaveWPlus", nodes, wplus=src, filename_prefix="edits/test")
+    assert out2["ui"]["wplus"] == [{"filename": "test_00002_.safetensors", "subfolder": "edits", "type": "output"}]
+    saved = base / "output" / "edits" / "test_00001_.safetensors"
+    with safe_open(str(saved), "pt") as f:  # prompt and workflow embedded like core's savers do
+        metadata = f.metadata()
+    assert metadata["generator"] == g.name and json.loads(metadata["workflow"]) == workflow
+    assert json.loads(metadata["prompt"]) == {"1": {"class_type": "x"}}
+    with pytest.raises(errors.ParameterError, match="Save W\\+ Code, input 'filename_prefix'"):
+        run("SGIMSaveWPlus", nodes, wplus=src, filename_prefix="../../escape")
+    # Load lists input/sgim_wplus only: an output tree full of files is never walked
+    (base / "output" / "deep" / "tree").mkdir(parents=True)
+    shutil.copyfile(saved, base / "output" / "deep" / "tree" / "x.safetensors")
+    assert nodes.SGIMLoadWPlus.INPUT_TYPES()["required"]["w_plus_file"][0] == []
+    (base / "input" / "sgim_wplus").mkdir()
+    shutil.copyfile(saved, base / "input" / "sgim_wplus" / "edit.safetensors")
+    assert nodes.SGIMLoadWPlus.INPUT_TYPES()["required"]["w_plus_file"][0] == ["edit.safetensors"]
+    loaded, = run("SGIMLoadWPlus", nodes, w_plus_file="edit.safetensors")
+    assert torch.equal(loaded["ws"], src["ws"]) and loaded["generator"] == g.name
+    # the old id with an old "[output]" value still loads
+    assert nodes.SGIMLoadLatent.VALIDATE_INPUTS(latent_file="edits/test_00001_.safetensors [output]") is True
+    old, = run("SGIMLoadLatent", nodes, latent_file="edits/test_00001_.safetensors [output]")
+    assert torch.equal(old["ws"], src["ws"])
+    assert nodes.SGIMLoadLatent.VALIDATE_INPUTS(latent_file="../../../etc/passwd") is not True
+    (base / "input" / "sgim_wplus" / "junk.safetensors").write_bytes(b"junk")
+    with pytest.raises(errors.ModelFileError, match="Load W\\+ Code, input 'w_plus_file': junk.safetensors"):
+        run("SGIMLoadWPlus", nodes, w_plus_file="junk.safetensors")
 
 
 # ------------------------------------------------------------------------------ optimiser
@@ -426,10 +473,26 @@ class FakeInterrupt(Exception):
 def fake_comfy(monkeypatch):
     """comfy.model_management / comfy.utils / server stand-ins recording what the node reports."""
     record = types.SimpleNamespace(progress=[], previews=[], events=[], texts=[], interrupt_at=None, checks=0,
-                                   cache_emptied=0)
+                                   cache_emptied=0, loads=[])
 
     mm = types.ModuleType("comfy.model_management")
     mm.get_torch_device = lambda: torch.device("cpu")
+    mm.unet_offload_device = lambda: torch.device("cpu")
+
+    def load_models_gpu(patchers, memory_required=0, force_full_load=False, **_):
+        # what ComfyUI's loader does with a full load: move each patcher's module to its load device
+        record.loads.append((list(patchers), force_full_load))
+        for patcher in patchers:
+            patcher.model.to(patcher.load_device)
+
+    mm.load_models_gpu = load_models_gpu
+
+    class ModelPatcher:
+        def __init__(self, model, load_device, offload_device, size=0, weight_inplace_update=False):
+            self.model, self.load_device, self.offload_device = model, load_device, offload_device
+
+    patcher_module = types.ModuleType("comfy.model_patcher")
+    patcher_module.ModelPatcher = ModelPatcher
 
     def throw_exception_if_processing_interrupted():
         record.checks += 1
@@ -455,7 +518,7 @@ def fake_comfy(monkeypatch):
     utils = types.ModuleType("comfy.utils")
     utils.ProgressBar = ProgressBar
     comfy = types.ModuleType("comfy")
-    comfy.model_management, comfy.utils = mm, utils
+    comfy.model_management, comfy.utils, comfy.model_patcher = mm, utils, patcher_module
 
     class Server:
         client_id = "client-1"
@@ -468,7 +531,8 @@ def fake_comfy(monkeypatch):
 
     server = types.ModuleType("server")
     server.PromptServer = types.SimpleNamespace(instance=Server())
-    for name, module in (("comfy", comfy), ("comfy.model_management", mm), ("comfy.utils", utils), ("server", server)):
+    for name, module in (("comfy", comfy), ("comfy.model_management", mm), ("comfy.utils", utils),
+                         ("comfy.model_patcher", patcher_module), ("server", server)):
         monkeypatch.setitem(sys.modules, name, module)
     return record
 
@@ -497,8 +561,11 @@ def test_optimize_latent_reports_progress_and_edits(nodes, models, sound, fake_c
     losses = [e for e in fake_comfy.events if e[0] == "sgim.loss"]
     assert len(losses) == 6 and losses[-1][1]["step"] == 6 and losses[-1][2] == "client-1"
     assert losses[0][1]["terms"]["clip"] == pytest.approx(history[0]["clip"])
-    assert fake_comfy.texts[-1][1] == "17" and fake_comfy.texts[-1][0].startswith("step 6/6")
+    assert not fake_comfy.texts  # one readout (web/sgim.js, from the events), no duplicate progress text
     assert fake_comfy.cache_emptied == 1
+    # the models ran under ComfyUI's model management: generator and CLIP loaded together, fully
+    patchers, full = fake_comfy.loads[-1]
+    assert full and [p.model.inner for p in patchers] == [g, models.clip.model]
 
     # same inputs and seed: same result; another seed of the optimiser is allowed to differ only via noise
     again, _ = run("SGIMOptimizeLatent", nodes, generator=g, clip=models.clip, target=audio, source=src, steps=6,
@@ -526,10 +593,10 @@ def test_optimize_latent_errors_name_inputs(nodes, models, sound, errors, fake_c
     text, = run("SGIMEmbedText", nodes, clip=models.clip, text="a storm")
     common = dict(generator=g, clip=models.clip, steps=2, lr=0.1, lambda_sim=0.002, adaptive_mask=False,
                   preview_every=0)
-    with pytest.raises(errors.ParameterError, match=r"Optimize Latent, input 'clip'.*dimensions"):
+    with pytest.raises(errors.ParameterError, match=r"Optimize Latent, input 'clip'.*embed_dim"):
         run("SGIMOptimizeLatent", nodes, target=wide, source=src, lambda_id=0.0, **common)
     mask16, = run("SGIMLayerMask", nodes, generator=models.generator16, preset="all", weights="")
-    with pytest.raises(errors.ParameterError, match=r"Optimize Latent, input 'layer_mask'.*6 layers.*has 8"):
+    with pytest.raises(errors.ParameterError, match=r"Optimize Latent, input 'layer_mask'.*6 layers.*num_ws = 8"):
         run("SGIMOptimizeLatent", nodes, target=text, source=src, lambda_id=0.0, layer_mask=mask16, **common)
     src16, = run("SGIMSourceLatent", nodes, generator=models.generator16, seed=1, truncation_psi=0.7, mode="random",
                  batch_size=1)
@@ -537,6 +604,81 @@ def test_optimize_latent_errors_name_inputs(nodes, models, sound, errors, fake_c
         run("SGIMOptimizeLatent", nodes, target=text, source=src16, lambda_id=0.0, **common)
     with pytest.raises(errors.ParameterError, match=r"Optimize Latent, input 'identity_model'"):
         run("SGIMOptimizeLatent", nodes, target=text, source=src, lambda_id=0.005, **common)
+
+
+def test_models_are_registered_once_and_die_with_their_owner(nodes, comfy_base, fake_comfy):
+    import gc
+    import weakref
+
+    _, names = comfy_base
+    generator, = run("SGIMLoadStyleGAN", nodes, generator_name=names["generator"])
+    clip, = run("SGIMLoadCLIP", nodes, clip_name=names["clip"], model_name="")
+    src = {"ws": generator.w_avg.expand(1, 8, -1).clone(), "generator": generator.name}
+    run("SGIMStyleGANDecode", nodes, generator=generator, wplus=src)
+    run("SGIMStyleGANDecode", nodes, generator=generator, wplus=src)
+    run("SGIMEmbedText", nodes, clip=clip, text="rain")
+    first, second, third = [patchers for patchers, _ in fake_comfy.loads]
+    assert first[0] is second[0]  # one ModelPatcher per model, so ComfyUI tracks it as one loaded model
+    assert first[0].model.inner is generator and third[0].model.inner is clip.model
+    assert first[0].load_device == torch.device("cpu") and first[0].offload_device == torch.device("cpu")
+    # the patcher lives on the model: when ComfyUI's cache drops the model, nothing of ours keeps it
+    model_gone, patcher_gone = weakref.ref(generator), weakref.ref(first[0])
+    del generator, first, second, third, src
+    fake_comfy.loads.clear()
+    gc.collect()
+    assert model_gone() is None and patcher_gone() is None
+
+
+def test_on_device_without_comfyui_moves_in_place(nodes, comfy_base):
+    _, names = comfy_base
+    generator, = run("SGIMLoadStyleGAN", nodes, generator_name=names["generator"])
+    assert nodes.on_device(generator, torch.device("cpu")) is generator
+    assert nodes.models_on_device([generator, None], torch.device("cpu")) == [generator, None]
+    with torch.inference_mode():  # ComfyUI runs nodes under inference mode; the weights stay usable
+        nodes.on_device(generator, torch.device("meta"))
+    assert generator.device.type == "meta" and not any(p.is_inference() for p in generator.parameters())
+
+
+def test_optimize_node_leaves_the_process_allocator_alone(nodes, models, sound, fake_comfy, monkeypatch, pack):
+    """mallopt settings are process-wide and glibc cannot read them back, so the node never changes them."""
+    memory = importlib.import_module(PACK_MODULE + ".sgim_nodes.memory")
+    calls = []
+
+    class RecordingLibc:
+        def mallopt(self, param, value):
+            calls.append(("mallopt", param, value))
+            return 1
+
+        def malloc_trim(self, pad):
+            calls.append(("malloc_trim", pad))
+            return 1
+
+    monkeypatch.setattr(memory, "_LIBC", RecordingLibc())
+    g = models.generator
+    text, = run("SGIMEmbedText", nodes, clip=models.clip, text="a storm")
+    src, = run("SGIMSourceLatent", nodes, generator=g, seed=1, truncation_psi=0.7, mode="random", batch_size=1)
+    run("SGIMOptimizeLatent", nodes, generator=g, clip=models.clip, target=text, source=src, steps=2, lr=0.1,
+        lambda_sim=0.002, lambda_id=0.0, adaptive_mask=False, seed=0, preview_every=0)
+    assert calls == []
+    with memory.reuse_freed_memory():  # the library's hint itself still acts (the command line uses it)
+        pass
+    assert calls and calls[0][0] == "mallopt"
+
+
+def test_near_silent_or_short_audio_warns_with_the_level(nodes, models, sound, fake_comfy):
+    plain = run("SGIMEmbedAudio", nodes, audio_encoder=models.encoder, audio=sound, unique_id="4")
+    assert isinstance(plain, tuple) and not fake_comfy.texts  # a real sound: no warning
+    quiet = {"waveform": sound["waveform"] * 1e-4, "sample_rate": sound["sample_rate"]}  # -80 dB
+    out = run("SGIMEmbedAudio", nodes, audio_encoder=models.encoder, audio=quiet, unique_id="4")
+    warning = out["ui"]["text"][0]
+    assert "near-silent" in warning and "dBFS" in warning and out["result"][0].vectors.shape[-1] == 32
+    level = float(warning.split("RMS level ")[1].split(" dBFS")[0])
+    full = 20 * math.log10(float(sound["waveform"].pow(2).mean().sqrt()))
+    assert level == pytest.approx(full - 80, abs=0.2)  # the measured level, not a fixed text
+    assert fake_comfy.texts == [(warning, "4")]  # shown on the node
+    short = {"waveform": sound["waveform"][..., : sound["sample_rate"] // 5], "sample_rate": sound["sample_rate"]}
+    out = run("SGIMEmbedAudio", nodes, audio_encoder=models.encoder, audio=short)
+    assert "very short: 0.20 s" in out["ui"]["text"][0]
 
 
 def test_root_imported_as_a_lone_module_registers_nothing_and_does_not_fail():

@@ -243,8 +243,22 @@ def test_weight_modulation_generator_runs_in_activation_form_and_is_restored(cli
 ])
 def test_bad_settings_raise_parameter_errors(gen, clip, kwargs, match):
     targets = torch.randn(1, clip.embed_dim)
-    with pytest.raises(ParameterError, match=match):
+    with pytest.raises(ParameterError, match=match) as error:
         optimize_latent(gen, clip, targets, "random", **kwargs)
+    expected = next(iter(kwargs))
+    assert error.value.parameter == expected  # so that a front end can name its own input for it
+
+
+def test_errors_name_the_parameter_at_fault(gen, clip):
+    cases = [(dict(targets=torch.randn(1, 512)), "clip"),  # a target from another CLIP space: the CLIP is wrong
+             (dict(source_ws=torch.zeros(1, 14, W_DIM)), "source_ws"),
+             (dict(targets=torch.randn(2, clip.embed_dim), source_ws=torch.zeros(3, gen.num_ws, W_DIM)), "targets"),
+             (dict(lambda_id=0.5, source_ws="random"), "id_model")]
+    for kwargs, parameter in cases:
+        arguments = {"targets": torch.randn(1, clip.embed_dim), "source_ws": "random", "steps": 1, **kwargs}
+        with pytest.raises(ParameterError) as error:
+            optimize_latent(gen, clip, arguments.pop("targets"), arguments.pop("source_ws"), **arguments)
+        assert error.value.parameter == parameter, (kwargs, str(error.value))
 
 
 def test_bad_shapes_raise_parameter_errors(gen, clip):

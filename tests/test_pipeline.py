@@ -12,7 +12,7 @@ from PIL import Image
 
 from sgim_nodes.__main__ import main as cli
 from sgim_nodes.audio import build_audio_encoder, save_audio_encoder
-from sgim_nodes.clip import build_tiny_clip, save_open_clip_state_dict
+from sgim_nodes.clip import build_tiny_clip, save_open_clip_state_dict, tiny_clip_config
 from sgim_nodes.latents import load_wplus, save_wplus, style_mix
 from sgim_nodes.errors import ParameterError
 from sgim_nodes.stylegan import Generator, GeneratorConfig, rosinality_checkpoint
@@ -29,7 +29,8 @@ def model_files(tmp_path_factory) -> dict[str, Path]:
     with torch.no_grad():
         gen.w_avg.copy_(gen.estimate_w_avg(256))
     torch.save(rosinality_checkpoint(gen), root / "tiny.pt")
-    save_open_clip_state_dict(build_tiny_clip(embed_dim=EMBED, seed=0), root / "tiny_clip.safetensors")
+    save_open_clip_state_dict(build_tiny_clip(embed_dim=EMBED, seed=0), root / "tiny_clip.safetensors",
+                              config=tiny_clip_config(EMBED))
     torch.manual_seed(1)
     save_audio_encoder(build_audio_encoder("resnet18", embed_dim=EMBED, clip_model="sgim-tiny-clip"),
                        root / "enc.safetensors")

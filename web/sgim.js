@@ -1,30 +1,63 @@
-// comfyui-sgim frontend: the layer-mask bar editor on "Layer Mask (SGIM)" and the live loss readout
-// on "Optimize Latent (SGIM)".
+// comfyui-sgim frontend: the layer-mask bar editor on "Layer Mask (SGIM)", the loss readout on
+// "Optimize Latent (SGIM)", and search aliases for the pack's nodes.
 //
-// Layer Mask: the node's `weights` STRING widget (hidden here) stores a JSON list with one value per
-// W+ layer, so it is saved with the workflow and sent to the server like any widget. The number of
-// layers and their coarse/middle/fine groups come from GET /sgim/generator_info?name=<file>, where
-// <file> is the generator_name of the Load StyleGAN node wired into the `generator` input.
-// Optimize Latent: the server sends the custom websocket event "sgim.loss" every step
-// ({node, step, total, terms}); the readout shows the latest terms.
+// Layer Mask: the node sends two widgets, `preset` and `weights` (a JSON list, one value per W+ layer,
+// used when preset is "custom"; hidden here, edited through the bars). The editor always draws what
+// those two widgets will make the server build: the preset's layers, or the custom weights. The number
+// of layers and their coarse/middle/fine groups come from GET /sgim/generator_info?name=<file>, <file>
+// being the generator_name of the Load StyleGAN node wired into `generator`. When that count changes
+// (another generator), custom weights are resampled to the new count, stored, and a note says so.
+// The editor reacts to widget callbacks and graph events; nothing polls while drawing.
+//
+// Optimize Latent: the server sends "sgim.loss" every step ({node, step, total, terms}); the readout
+// is the node's only loss display (the server sends no progress text for it).
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
 const LOSS_EVENT = "sgim.loss";
 const GROUP_COLOURS = { coarse: "#5b8def", middle: "#3fb27f", fine: "#e0a13a" };
 const EDITOR_HEIGHT = 150;
+const BUTTONS_HEIGHT = 30;
+const LABEL_STRIP = 16;
+const READOUT_LINE = 15;
+const READOUT_LINES = 5; // "step N/M" + total, clip, similarity, identity
+
+const layerEditors = new Set(); // every live Layer Mask editor, in any (sub)graph
+const lossReadouts = new Set();
 
 function findWidget(node, name) {
   return node.widgets?.find((w) => w.name === name);
 }
 
-// generator_name of the loader feeding `generator` (following reroutes and the like).
+function classOf(node) {
+  return node?.comfyClass ?? node?.type;
+}
+
+// A node from the id the server uses while running a prompt: "12" at the top level, "12:5" for
+// node 5 inside the subgraph node 12 (deeper nesting adds more ids).
+export function nodeForExecutionId(id) {
+  if (id == null) return null;
+  let graph = app.rootGraph ?? app.graph;
+  let node = null;
+  for (const part of String(id).split(":")) {
+    node = graph?.getNodeById?.(Number(part)) ?? graph?.getNodeById?.(part) ?? null;
+    if (!node) return null;
+    graph = node.subgraph;
+  }
+  return node;
+}
+
+// Messages name files, never absolute paths (they are long and tell the user nothing new).
+function shortPaths(text) {
+  return String(text).replace(/(?:[A-Za-z]:)?[\\/](?:[^\s'"\\/]+[\\/])+([^\s'"\\/]+)/g, "$1");
+}
+
+// generator_name of the loader feeding `generator` (following reroutes and pass-through nodes).
 function upstreamGeneratorName(node) {
   let current = node;
   for (let hop = 0; hop < 8 && current; hop++) {
     const slot = current.inputs?.findIndex((i) => i.name === "generator" || i.type === "SGIM_STYLEGAN");
-    const index = slot >= 0 ? slot : 0;
-    const source = current.getInputNode?.(index);
+    const source = current.getInputNode?.(slot >= 0 ? slot : 0);
     if (!source) return null;
     const widget = findWidget(source, "generator_name");
     if (widget) return widget.value ?? null;
@@ -36,25 +69,57 @@ function upstreamGeneratorName(node) {
 function parseWeights(text) {
   try {
     const values = JSON.parse(text || "");
-    return Array.isArray(values) && values.every((v) => typeof v === "number") ? values : null;
+    return Array.isArray(values) && values.length && values.every((v) => typeof v === "number" && v >= 0 && v <= 1)
+      ? values
+      : null;
   } catch {
     return null;
   }
 }
 
-function wrapText(ctx, text, x, y, maxWidth, lineHeight) {
+// `values` resampled to `count` layers (each new layer takes the value at its relative position).
+function resample(values, count) {
+  if (values.length === count) return [...values];
+  return Array.from({ length: count }, (_, i) => {
+    const x = count === 1 ? 0 : (i * (values.length - 1)) / (count - 1);
+    const lo = Math.floor(x);
+    const hi = Math.min(values.length - 1, lo + 1);
+    return Math.round((values[lo] + (values[hi] - values[lo]) * (x - lo)) * 100) / 100;
+  });
+}
+
+function wrapWords(ctx, text, maxWidth) {
+  const lines = [];
   let line = "";
-  for (const word of String(text).split(" ")) {
+  for (const word of String(text).split(/\s+/)) {
     const candidate = line ? `${line} ${word}` : word;
     if (line && ctx.measureText(candidate).width > maxWidth) {
-      ctx.fillText(line, x, y);
-      y += lineHeight;
+      lines.push(line);
       line = word;
     } else {
       line = candidate;
     }
   }
-  if (line) ctx.fillText(line, x, y);
+  if (line) lines.push(line);
+  return lines;
+}
+
+const infoCache = new Map(); // generator file name -> Promise of its /sgim/generator_info answer
+
+function generatorInfo(name) {
+  if (!infoCache.has(name)) {
+    const request = api
+      .fetchApi(`/sgim/generator_info?name=${encodeURIComponent(name)}`)
+      .then(async (response) => {
+        const data = await response.json().catch(() => ({}));
+        if (!response.ok || data.error) return { error: shortPaths(data.error ?? `generator info failed (HTTP ${response.status})`) };
+        return data;
+      })
+      .catch((error) => ({ error: `generator info failed: ${error}` }));
+    request.then((data) => data.error && infoCache.delete(name)); // retry errors next time (file may appear)
+    infoCache.set(name, request);
+  }
+  return infoCache.get(name);
 }
 
 class LayerMaskEditor {
@@ -63,12 +128,13 @@ class LayerMaskEditor {
     this.info = null; // {num_ws, groups: {coarse: [..], middle: [..], fine: [..]}}
     this.infoName = undefined;
     this.message = "connect Load StyleGAN (SGIM) to 'generator'";
+    this.note = ""; // e.g. "weights resampled from 8 to 6 layers"
+    this.drawn = null; // the values of the last bars drawn (null: a message was drawn instead)
     this.dragging = false;
 
     this.element = document.createElement("div");
     this.element.className = "sgim-layer-mask";
     Object.assign(this.element.style, { display: "flex", flexDirection: "column", gap: "4px", width: "100%" });
-
     const buttons = document.createElement("div");
     Object.assign(buttons.style, { display: "flex", gap: "4px", flexWrap: "wrap" });
     for (const preset of ["all", "coarse", "middle", "fine", "none"]) {
@@ -84,7 +150,7 @@ class LayerMaskEditor {
     }
     this.canvas = document.createElement("canvas");
     this.canvas.className = "sgim-layer-mask-bars";
-    Object.assign(this.canvas.style, { width: "100%", height: `${EDITOR_HEIGHT - 30}px`, cursor: "ns-resize" });
+    Object.assign(this.canvas.style, { width: "100%", height: `${EDITOR_HEIGHT - BUTTONS_HEIGHT}px`, cursor: "ns-resize" });
     this.canvas.addEventListener("pointerdown", (e) => this.onPointer(e, true));
     this.canvas.addEventListener("pointermove", (e) => this.dragging && this.onPointer(e, false));
     const stop = () => (this.dragging = false);
@@ -101,10 +167,6 @@ class LayerMaskEditor {
     return findWidget(this.node, "preset");
   }
 
-  numLayers() {
-    return this.info?.num_ws ?? parseWeights(this.weightsWidget?.value)?.length ?? 0;
-  }
-
   groupOf(index) {
     for (const [group, values] of Object.entries(this.info?.groups ?? {})) {
       if (values[index] > 0) return group;
@@ -112,39 +174,48 @@ class LayerMaskEditor {
     return "fine";
   }
 
-  // Values shown: the custom weights, or the chosen preset's layers.
-  values() {
-    const n = this.numLayers();
-    const preset = this.presetWidget?.value;
-    if (preset && preset !== "custom" && this.info) {
-      return preset === "all" ? new Array(n).fill(1) : (this.info.groups[preset] ?? new Array(n).fill(1));
-    }
+  // The per-layer freedom the server will build from the widgets (null when it cannot be known).
+  sentValues() {
+    if (!this.info) return null;
+    const n = this.info.num_ws;
+    const preset = this.presetWidget?.value ?? "all";
+    if (preset === "all") return new Array(n).fill(1);
+    if (preset !== "custom") return this.info.groups?.[preset] ? [...this.info.groups[preset]] : null;
     const weights = parseWeights(this.weightsWidget?.value);
-    return weights && weights.length === n ? weights : new Array(n).fill(1);
+    return weights && weights.length === n ? weights : null;
   }
 
-  store(values) {
+  storeWeights(values, note = "") {
     const widget = this.weightsWidget;
     if (widget) widget.value = JSON.stringify(values.map((v) => Math.round(v * 100) / 100));
     const preset = this.presetWidget;
     if (preset && preset.value !== "custom") preset.value = "custom";
+    this.note = note;
     this.node.setDirtyCanvas?.(true, true);
-    this.draw();
+  }
+
+  // Custom weights that do not fit the generator are made to fit, visibly (drawn = sent).
+  reconcile() {
+    if (!this.info || this.presetWidget?.value !== "custom") return;
+    const n = this.info.num_ws;
+    const weights = parseWeights(this.weightsWidget?.value);
+    if (weights && weights.length === n) return;
+    if (weights) this.storeWeights(resample(weights, n), `weights resampled from ${weights.length} to ${n} layers for ${this.infoName}`);
+    else this.storeWeights(new Array(n).fill(1), `custom weights started at 1 for the ${n} layers`);
   }
 
   applyPreset(preset) {
-    const n = this.numLayers();
-    if (!n) return;
-    let values;
-    if (preset === "all") values = new Array(n).fill(1);
-    else if (preset === "none") values = new Array(n).fill(0);
-    else values = this.info?.groups?.[preset] ?? new Array(n).fill(1);
-    this.store([...values]);
+    if (!this.info) return;
+    const n = this.info.num_ws;
+    const values = preset === "all" ? new Array(n).fill(1) : preset === "none" ? new Array(n).fill(0)
+      : this.info.groups?.[preset] ?? new Array(n).fill(1);
+    this.storeWeights([...values]);
+    this.draw();
   }
 
   onPointer(event, start) {
-    const n = this.numLayers();
-    if (!n) return;
+    const values = this.sentValues();
+    if (!values) return;
     event.preventDefault();
     event.stopPropagation();
     if (start) {
@@ -152,90 +223,93 @@ class LayerMaskEditor {
       this.canvas.setPointerCapture?.(event.pointerId);
     }
     const rect = this.canvas.getBoundingClientRect();
+    const n = values.length;
     const index = Math.min(n - 1, Math.max(0, Math.floor(((event.clientX - rect.left) / rect.width) * n)));
-    const plot = rect.height - 16; // bottom strip holds the group labels
-    const value = Math.min(1, Math.max(0, 1 - (event.clientY - rect.top) / plot));
-    const values = this.values();
+    const value = Math.min(1, Math.max(0, 1 - (event.clientY - rect.top) / (rect.height - LABEL_STRIP)));
     values[index] = Math.round(value * 20) / 20; // steps of 0.05
-    this.store(values);
+    this.storeWeights(values);
+    this.draw();
   }
 
+  // Called on every event that can change what the node sends: its widgets, its links, the upstream loader.
   async refresh() {
     const name = upstreamGeneratorName(this.node);
-    if (name === this.infoName) return;
-    this.infoName = name;
-    if (!name) {
+    if (name !== this.infoName) {
+      this.infoName = name;
       this.info = null;
-      this.message = "connect Load StyleGAN (SGIM) to 'generator'";
-      this.draw();
-      return;
-    }
-    this.message = `reading ${name}...`;
-    this.draw();
-    try {
-      const response = await api.fetchApi(`/sgim/generator_info?name=${encodeURIComponent(name)}`);
-      const data = await response.json();
-      if (name !== this.infoName) return; // a newer request is under way
-      if (!response.ok || data.error) {
-        this.info = null;
-        this.message = data.error ?? `generator info failed (${response.status})`;
+      this.note = "";
+      if (!name) {
+        this.message = "connect Load StyleGAN (SGIM) to 'generator'";
       } else {
-        this.info = data;
-        this.message = "";
+        this.message = `reading ${name}...`;
+        this.draw();
+        const data = await generatorInfo(name);
+        if (name !== this.infoName) return; // a newer generator was chosen meanwhile
+        this.info = data.error ? null : data;
+        this.message = data.error ?? "";
       }
-    } catch (error) {
-      this.info = null;
-      this.message = `generator info failed: ${error}`;
     }
+    this.reconcile();
     this.draw();
   }
 
   draw() {
     const canvas = this.canvas;
     const width = Math.max(50, Math.round(canvas.clientWidth || 300));
-    const height = Math.max(40, Math.round(canvas.clientHeight || EDITOR_HEIGHT - 30));
+    const height = Math.max(40, Math.round(canvas.clientHeight || EDITOR_HEIGHT - BUTTONS_HEIGHT));
     if (canvas.width !== width || canvas.height !== height) {
       canvas.width = width;
       canvas.height = height;
     }
     const ctx = canvas.getContext("2d");
     if (!ctx) return;
-    ctx.clearRect(0, 0, width, height);
     ctx.fillStyle = "#1e1e1e";
     ctx.fillRect(0, 0, width, height);
-    const n = this.numLayers();
-    ctx.font = "10px sans-serif";
-    if (!n) {
-      ctx.fillStyle = "#bbb";
-      wrapText(ctx, this.message || "no layers", 6, 14, width - 12, 13);
+    ctx.font = "11px sans-serif";
+    const values = this.sentValues();
+    if (!values) { // an error or a state without layers: the message alone, never stale bars under it
+      this.drawn = null;
+      const text = this.message || `weights do not fit ${this.infoName}: pick a preset`;
+      ctx.fillStyle = this.message.startsWith("reading") || !this.infoName ? "#bbb" : "#f88";
+      wrapWords(ctx, text, width - 12).forEach((line, i) => ctx.fillText(line, 6, 15 + i * 14));
       return;
     }
-    const plot = height - 16;
+    this.drawn = [...values];
+    const plot = height - LABEL_STRIP;
+    const n = values.length;
     const barWidth = width / n;
-    const values = this.values();
     for (let i = 0; i < n; i++) {
-      const group = this.groupOf(i);
       const h = values[i] * (plot - 4);
-      ctx.fillStyle = values[i] > 0 ? GROUP_COLOURS[group] : "#555";
+      ctx.fillStyle = values[i] > 0 ? GROUP_COLOURS[this.groupOf(i)] : "#555";
       ctx.fillRect(i * barWidth + 1, plot - h, Math.max(1, barWidth - 2), h);
       ctx.fillStyle = "#888";
       ctx.fillRect(i * barWidth + 1, plot - 1, Math.max(1, barWidth - 2), 1);
     }
-    // group labels under the bars
-    let start = 0;
+    let start = 0; // group labels under the bars
     for (let i = 1; i <= n; i++) {
       if (i === n || this.groupOf(i) !== this.groupOf(start)) {
-        const group = this.groupOf(start);
-        ctx.fillStyle = GROUP_COLOURS[group];
-        ctx.fillText(group, start * barWidth + 2, height - 4);
+        ctx.fillStyle = GROUP_COLOURS[this.groupOf(start)];
+        ctx.fillText(this.groupOf(start), start * barWidth + 2, height - 4);
         start = i;
       }
     }
-    if (this.message) {
-      ctx.fillStyle = "#f88";
-      wrapText(ctx, this.message, 4, 11, width - 8, 12);
+    if (this.note) { // e.g. the resampling after a generator change, on a dark band above the bars
+      const lines = wrapWords(ctx, this.note, width - 12);
+      ctx.fillStyle = "rgba(30, 30, 30, 0.85)";
+      ctx.fillRect(0, 0, width, 6 + lines.length * 14);
+      ctx.fillStyle = "#ffd27a";
+      lines.forEach((line, i) => ctx.fillText(line, 6, 14 + i * 14));
     }
   }
+}
+
+function chainCallback(target, name, after) {
+  const before = target[name];
+  target[name] = function (...args) {
+    const result = before?.apply(this, args);
+    after.apply(this, args);
+    return result;
+  };
 }
 
 function setUpLayerMask(node) {
@@ -243,79 +317,126 @@ function setUpLayerMask(node) {
   if (weights) weights.hidden = true; // edited through the bars; still saved and sent
   const editor = new LayerMaskEditor(node);
   node.sgimLayerEditor = editor;
+  layerEditors.add(editor);
   const widget = node.addDOMWidget("layer_editor", "sgim_layer_editor", editor.element, {
     serialize: false,
     getMinHeight: () => EDITOR_HEIGHT,
     getHeight: () => EDITOR_HEIGHT,
   });
   widget.serialize = false;
-  const preset = findWidget(node, "preset");
-  if (preset) {
-    const callback = preset.callback;
-    preset.callback = function (...args) {
-      const result = callback?.apply(this, args);
-      editor.draw();
-      return result;
-    };
+  for (const name of ["preset", "weights"]) {
+    const w = findWidget(node, name);
+    if (w) chainCallback(w, "callback", () => editor.refresh());
   }
-  const onConnectionsChange = node.onConnectionsChange;
-  node.onConnectionsChange = function (...args) {
-    const result = onConnectionsChange?.apply(this, args);
-    editor.refresh();
-    return result;
-  };
-  // The loader's combo can change without any event on this node: check cheaply on redraw.
-  const onDrawForeground = node.onDrawForeground;
-  node.onDrawForeground = function (...args) {
-    const result = onDrawForeground?.apply(this, args);
-    if (upstreamGeneratorName(this) !== editor.infoName) editor.refresh();
-    return result;
-  };
-  requestAnimationFrame(() => editor.refresh());
+  chainCallback(node, "onConnectionsChange", () => editor.refresh());
+  chainCallback(node, "onRemoved", () => layerEditors.delete(editor));
+}
+
+function refreshAllEditors() {
+  for (const editor of layerEditors) editor.refresh();
+}
+
+function setUpGeneratorLoader(node) {
+  const widget = findWidget(node, "generator_name");
+  if (widget) chainCallback(widget, "callback", refreshAllEditors); // masks downstream follow the choice
+  chainCallback(node, "onConnectionsChange", refreshAllEditors);
 }
 
 function setUpLossReadout(node) {
   const element = document.createElement("div");
   element.className = "sgim-loss-readout";
   Object.assign(element.style, {
-    fontFamily: "monospace", fontSize: "11px", whiteSpace: "pre", color: "#ddd",
-    background: "#1e1e1e", padding: "4px", overflow: "hidden", width: "100%",
+    fontFamily: "monospace", fontSize: "11px", lineHeight: `${READOUT_LINE}px`, whiteSpace: "pre",
+    color: "#ddd", background: "#1e1e1e", padding: "4px 6px", overflowX: "auto", width: "100%",
+    boxSizing: "border-box",
   });
-  element.textContent = "loss terms appear here while it runs";
+  const readout = { node, element, lines: ["loss terms appear here while it runs"], running: false, step: 0, total: 0 };
+  // room for the step line and the optimiser's four terms from the start, so the layout never jumps
+  const height = () => 32 + READOUT_LINE * Math.max(READOUT_LINES, readout.lines.length); // + the widget margins
   const widget = node.addDOMWidget("loss_readout", "sgim_loss_readout", element, {
     serialize: false,
-    getMinHeight: () => 84,
-    getHeight: () => 84,
+    getMinHeight: height,
+    getHeight: height,
   });
   widget.serialize = false;
   node.sgimLossReadout = element;
+  node.sgimReadout = readout;
+  lossReadouts.add(readout);
+  chainCallback(node, "onRemoved", () => lossReadouts.delete(readout));
+  showReadout(readout, readout.lines);
+}
+
+// A node saved smaller than its widgets need (older workflows) grows: every line stays visible.
+function fitNode(node) {
+  const needed = node.computeSize?.();
+  if (needed && node.size[1] < needed[1]) node.setSize?.([node.size[0], needed[1]]);
+}
+
+function showReadout(readout, lines) {
+  readout.lines = lines;
+  readout.element.textContent = lines.join("\n");
+  fitNode(readout.node);
+  readout.node.setDirtyCanvas?.(true, true);
 }
 
 function onLoss(event) {
   const data = event.detail;
-  if (!data || data.node == null) return;
-  const node = app.graph?.getNodeById?.(Number(data.node)) ?? app.graph?.getNodeById?.(data.node);
-  const element = node?.sgimLossReadout;
-  if (!element) return;
-  const terms = Object.entries(data.terms ?? {})
-    .map(([name, value]) => `${name.padEnd(10)} ${Number(value).toFixed(4)}`)
-    .join("\n");
-  element.textContent = `step ${data.step}/${data.total}\n${terms}`;
+  const readout = nodeForExecutionId(data?.node)?.sgimReadout;
+  if (!readout) return;
+  const terms = Object.entries(data.terms ?? {});
+  const width = Math.max(...terms.map(([name]) => name.length), 4);
+  readout.running = data.step < data.total;
+  readout.step = data.step;
+  readout.total = data.total;
+  showReadout(readout, [`step ${data.step}/${data.total}`,
+    ...terms.map(([name, value]) => `${name.padEnd(width)}  ${Number(value).toFixed(4)}`)]);
 }
+
+function onInterrupted() {
+  for (const readout of lossReadouts) {
+    if (!readout.running) continue;
+    readout.running = false;
+    showReadout(readout, [`cancelled at step ${readout.step}/${readout.total}`, ...readout.lines.slice(1)]);
+  }
+}
+
+function onExecutionStart() {
+  for (const readout of lossReadouts) readout.running = false;
+}
+
+const SETUP = {
+  SGIMLayerMask: setUpLayerMask,
+  SGIMOptimizeLatent: setUpLossReadout,
+  SGIMLoadStyleGAN: setUpGeneratorLoader,
+};
 
 app.registerExtension({
   name: "sgim.nodes",
   setup() {
     api.addEventListener(LOSS_EVENT, onLoss);
+    api.addEventListener("execution_interrupted", onInterrupted);
+    api.addEventListener("execution_start", onExecutionStart);
   },
-  async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (nodeData.name !== "SGIMLayerMask" && nodeData.name !== "SGIMOptimizeLatent") return;
-    const setUp = nodeData.name === "SGIMLayerMask" ? setUpLayerMask : setUpLossReadout;
-    const onNodeCreated = nodeType.prototype.onNodeCreated;
-    nodeType.prototype.onNodeCreated = function (...args) {
-      const result = onNodeCreated?.apply(this, args);
-      setUp(this);
-      return result;
-    };
+  // Search aliases ("sound", "audio", ...) for servers that do not send SEARCH_ALIASES themselves.
+  async addCustomNodeDefs(defs) {
+    const ours = Object.keys(defs).filter((name) => name.startsWith("SGIM") && !defs[name].search_aliases);
+    if (!ours.length) return;
+    try {
+      const aliases = await (await api.fetchApi("/sgim/search_aliases")).json();
+      for (const name of ours) if (aliases[name]) defs[name].search_aliases = aliases[name];
+    } catch (error) {
+      console.warn("sgim: search aliases unavailable", error);
+    }
+  },
+  nodeCreated(node) {
+    SETUP[classOf(node)]?.(node);
+  },
+  // After a workflow is loaded (widget values are set after nodeCreated): bring every editor up to date.
+  loadedGraphNode(node) {
+    if (classOf(node) === "SGIMLayerMask") node.sgimLayerEditor?.refresh();
+    if (node.sgimReadout) fitNode(node);
+  },
+  afterConfigureGraph() {
+    refreshAllEditors();
   },
 });

@@ -7,6 +7,7 @@ Public API (imported lazily so that ``import sgim_nodes.audio`` does not pull in
   ``fit_frames``, ``random_crop_offset``, ``iter_windows``                      (:mod:`.features`)
 - ``build_audio_encoder``, ``load_audio_encoder``, ``save_audio_encoder``, ``embed_audio``,
   ``check_compatible``, ``AudioEncoder``                                      (:mod:`.encoder`)
+- ``measure_signal(waveform, rate) -> SignalLevel`` (``.warning()`` for near-silent/short sound) (:mod:`.signal`)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ _EXPORTS = {
     "save_audio_encoder": ".encoder",
     "embed_audio": ".encoder",
     "check_compatible": ".encoder",
+    "measure_signal": ".signal",
 }
 
 __all__ = list(_EXPORTS)

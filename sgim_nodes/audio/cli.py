@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..fileio import save_model_file
     from .decode import load_audio
     from .encoder import embed_audio, load_audio_encoder, windows_for
+    from .signal import measure_signal
 
     from ..device import resolve_device
     from ..fileio import check_output_file
@@ -74,10 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     start = int(round((args.start or 0) * rate))
     stop = waveform.shape[-1] if args.end is None else min(waveform.shape[-1], int(round(args.end * rate)))
     windows = windows_for(encoder, stop - start, rate, args.hop)
+    level = measure_signal(waveform, rate, args.start, args.end)
+    warning = level.warning()
+    if warning:
+        print(warning, file=sys.stderr)
     print(f"file:       {args.file}")
     print(f"audio:      {waveform.shape[-1] / rate:.3f} s, {rate} Hz, {waveform.shape[0]} channel(s)")
     print(f"encoder:    {encoder.config['backbone']}, {encoder.embed_dim}-d, aligned to "
           f"{encoder.config.get('clip_model') or 'unknown CLIP'}")
+    print(f"level:      RMS {level.rms_dbfs:.1f} dBFS, peak {level.peak_dbfs:.1f} dBFS")
     print(f"windows:    {windows} x {encoder.settings.window_seconds:.2f} s"
           f"{'' if args.hop is None else f', hop {args.hop} s'}")
     print(f"embedding:  shape {list(embedding.shape)}, L2 norm {float(embedding.norm(dim=-1).mean()):.4f}")

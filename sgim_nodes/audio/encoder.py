@@ -198,7 +198,7 @@ def save_audio_encoder(encoder: AudioEncoder, path: str | os.PathLike, clip_mode
 
 def _as_batch(waveform: torch.Tensor) -> torch.Tensor:
     if not isinstance(waveform, torch.Tensor):
-        raise ParameterError(f"waveform: expected a torch tensor, got {type(waveform).__name__}")
+        raise ParameterError(f"waveform: expected a torch tensor, got {type(waveform).__name__}", parameter="waveform")
     if waveform.dim() == 1:
         return waveform[None, None]
     if waveform.dim() == 2:
@@ -206,7 +206,7 @@ def _as_batch(waveform: torch.Tensor) -> torch.Tensor:
     if waveform.dim() == 3:
         return waveform
     raise ParameterError(f"waveform: expected [channels, samples] or [batch, channels, samples], "
-                         f"got shape {list(waveform.shape)}")
+                         f"got shape {list(waveform.shape)}", parameter="waveform")
 
 
 def _check_samples(batch: torch.Tensor) -> None:
@@ -250,10 +250,10 @@ def embed_audio(encoder: AudioEncoder, waveform: torch.Tensor, sample_rate: int,
     settings = encoder.settings
     sample_rate = check_sample_rate(sample_rate)
     if pool not in ("mean", "none", "first"):
-        raise ParameterError(f"pool: expected 'mean', 'none' or 'first', got {pool!r}")
+        raise ParameterError(f"pool: expected 'mean', 'none' or 'first', got {pool!r}", parameter="pool")
     if window_seconds is not None and abs(window_seconds - settings.window_seconds) > 1e-3:
         raise ParameterError(f"window_seconds: this encoder's window is fixed at {settings.window_seconds:.3f} s "
-                             f"({settings.frames} frames); got {window_seconds}")
+                             f"({settings.frames} frames); got {window_seconds}", parameter="window_seconds")
     hop_frames = None
     if hop_seconds is not None:
         if isinstance(hop_seconds, bool) or not isinstance(hop_seconds, (int, float)) or not 0 < hop_seconds < 1e9:
@@ -262,14 +262,15 @@ def embed_audio(encoder: AudioEncoder, waveform: torch.Tensor, sample_rate: int,
         hop_frames = max(1, int(round(hop_seconds * settings.sample_rate / settings.hop_length)))
     batch = _as_batch(waveform)
     if batch.numel() == 0:
-        raise AudioError(f"waveform: the audio is empty (shape {list(waveform.shape)}); need at least one sample")
+        raise AudioError(f"waveform: the audio is empty (shape {list(waveform.shape)}); need at least one sample",
+                         parameter="waveform")
     _check_samples(batch)
     start = _seconds_to_samples(start_seconds, sample_rate, "start_seconds") or 0
     end = _seconds_to_samples(end_seconds, sample_rate, "end_seconds")
     end = batch.shape[-1] if end is None else min(end, batch.shape[-1])
     if end <= start:
         raise ParameterError(f"start_seconds/end_seconds: the selection [{start_seconds}, {end_seconds}] s is "
-                             f"empty for audio of {batch.shape[-1] / sample_rate:.3f} s")
+                             f"empty for audio of {batch.shape[-1] / sample_rate:.3f} s", parameter="end_seconds")
     batch = batch[..., start:end]
     device = encoder.device
     results = []

@@ -52,7 +52,8 @@ def layer_resolution(index: int) -> int:
 def preset_layers(name: str, num_ws: int) -> list[int]:
     """Indices of the W+ rows a preset selects, for a generator with ``num_ws`` rows."""
     if name not in PRESETS:
-        raise ParameterError(f"layer preset: expected one of {', '.join(PRESETS)}, got {name!r}")
+        raise ParameterError(f"layer preset: expected one of {', '.join(PRESETS)}, got {name!r}",
+                             parameter="layer_weights")
     bounds = {"all": (0, math.inf), "coarse": (0, 8), "middle": (16, 32), "fine": (64, math.inf)}[name]
     return [i for i in range(num_ws) if bounds[0] <= layer_resolution(i) <= bounds[1]]
 
@@ -71,10 +72,11 @@ def parse_layer_list(spec: str, num_ws: int) -> list[int]:
             else:
                 lo = hi = int(part)
         except ValueError:
-            raise ParameterError(f"layers: cannot read {part!r} in {spec!r}; expected indices like '0-3, 7, 10-'"
-                                 ) from None
+            raise ParameterError(f"layers: cannot read {part!r} in {spec!r}; expected indices like '0-3, 7, 10-'",
+                                 parameter="layer_weights") from None
         if not 0 <= lo <= hi < num_ws:
-            raise ParameterError(f"layers: {part!r} is outside 0..{num_ws - 1} (the generator has {num_ws} W+ layers)")
+            raise ParameterError(f"layers: {part!r} is outside 0..{num_ws - 1} (the generator has {num_ws} W+ layers)",
+                                 parameter="layer_weights")
         indices.update(range(lo, hi + 1))
     return sorted(indices)
 
@@ -89,11 +91,13 @@ class LayerMask:
     def __post_init__(self):
         if self.weights.ndim != 1 or self.frozen.shape != self.weights.shape:
             raise ParameterError(f"layer mask: weights {tuple(self.weights.shape)} and frozen "
-                                 f"{tuple(self.frozen.shape)} must both be [num_ws]")
+                                 f"{tuple(self.frozen.shape)} must both be [num_ws]", parameter="layer_weights")
         if not torch.isfinite(self.weights).all() or (self.weights < 0).any():
-            raise ParameterError(f"layer mask: weights must be finite and >= 0, got {self.weights.tolist()}")
+            raise ParameterError(f"layer mask: weights must be finite and >= 0, got {self.weights.tolist()}",
+                                 parameter="layer_weights")
         if self.frozen.all():
-            raise ParameterError("layer mask: every layer is frozen, so there is nothing to optimise")
+            raise ParameterError("layer mask: every layer is frozen, so there is nothing to optimise",
+                                 parameter="layer_weights")
 
     @property
     def num_ws(self) -> int:
@@ -115,7 +119,8 @@ class LayerMask:
         chosen = preset_layers(name, num_ws)
         if not chosen:
             raise ParameterError(f"layer preset {name!r} selects no layer of a generator with {num_ws} W+ layers "
-                                 f"(resolution {layer_resolution(num_ws - 1)}); choose another preset")
+                                 f"(resolution {layer_resolution(num_ws - 1)}); choose another preset",
+                                 parameter="layer_weights")
         inside = torch.zeros(num_ws, dtype=torch.bool)
         inside[chosen] = True
         if outside_weight is None:
@@ -129,23 +134,25 @@ class LayerMask:
         """Custom weights (one per row) and/or frozen rows (indices, or one bool per row)."""
         if weights is None:
             if num_ws is None:
-                raise ParameterError("layer mask: give the weights or num_ws")
+                raise ParameterError("layer mask: give the weights or num_ws", parameter="layer_weights")
             weights = [1.0] * num_ws
         w = torch.as_tensor(list(weights), dtype=torch.float32)
         n = w.shape[0] if num_ws is None else num_ws
         if w.shape[0] != n:
-            raise ParameterError(f"layer weights: got {w.shape[0]} values, the generator has {n} W+ layers")
+            raise ParameterError(f"layer weights: got {w.shape[0]} values, the generator has {n} W+ layers",
+                                 parameter="layer_weights")
         frozen = list(frozen)
         if frozen and all(isinstance(f, bool) for f in frozen):
             if len(frozen) != n:
-                raise ParameterError(f"frozen layers: got {len(frozen)} flags, the generator has {n} W+ layers")
+                raise ParameterError(f"frozen layers: got {len(frozen)} flags, the generator has {n} W+ layers",
+                                     parameter="layer_weights")
             frozen_t = torch.tensor(frozen, dtype=torch.bool)
         else:
             frozen_t = torch.zeros(n, dtype=torch.bool)
             for i in frozen:
                 if not 0 <= int(i) < n:
                     raise ParameterError(f"frozen layers: index {i} is outside 0..{n - 1} "
-                                         f"(the generator has {n} W+ layers)")
+                                         f"(the generator has {n} W+ layers)", parameter="layer_weights")
                 frozen_t[int(i)] = True
         return cls(w, frozen_t)
 
@@ -153,7 +160,7 @@ class LayerMask:
         """Raise ParameterError unless this mask fits a generator with ``num_ws`` rows."""
         if self.num_ws != num_ws:
             raise ParameterError(f"layer_weights: the mask has {self.num_ws} layers but the generator has "
-                                 f"num_ws = {num_ws} W+ layers")
+                                 f"num_ws = {num_ws} W+ layers", parameter="layer_weights")
         return self
 
 
@@ -171,10 +178,10 @@ def resolve_layer_mask(layer_weights, num_ws: int) -> LayerMask:
         values = [float(v) for v in layer_weights]
     except (TypeError, ValueError):
         raise ParameterError(f"layer_weights: expected None, a preset name, a list of {num_ws} numbers or a "
-                             f"LayerMask, got {type(layer_weights).__name__}") from None
+                             f"LayerMask, got {type(layer_weights).__name__}", parameter="layer_weights") from None
     if len(values) != num_ws:
         raise ParameterError(f"layer_weights: got {len(values)} values but the generator has num_ws = {num_ws} "
-                             "W+ layers")
+                             "W+ layers", parameter="layer_weights")
     return LayerMask.from_lists(values, num_ws=num_ws)
 
 

@@ -155,7 +155,8 @@ def optimize_latent(generator, clip, targets: torch.Tensor, source_ws: torch.Ten
     lambda_id = _check_number("lambda_id", lambda_id)
     cosine_scale = _check_number("cosine_scale", cosine_scale, positive=True)
     if noise_mode not in ("const", "random", "none"):
-        raise ParameterError(f"noise_mode: expected 'const', 'random' or 'none', got {noise_mode!r}")
+        raise ParameterError(f"noise_mode: expected 'const', 'random' or 'none', got {noise_mode!r}",
+                             parameter="noise_mode")
     device = _device_of(generator)
     amp = _autocast_context(autocast, device)
     num_ws = int(generator.num_ws)
@@ -169,7 +170,8 @@ def optimize_latent(generator, clip, targets: torch.Tensor, source_ws: torch.Ten
         if channels_last is not None:
             _set_channels_last(generator, id_model, channels_last)
         if not isinstance(targets, torch.Tensor):
-            raise ParameterError(f"targets: expected a tensor of CLIP embeddings, got {type(targets).__name__}")
+            raise ParameterError(f"targets: expected a tensor of CLIP embeddings, got {type(targets).__name__}",
+                                 parameter="targets")
         target_vector, target_offset = combine_targets(targets.detach().clone().to(device),
                                                        None if target_weights is None else
                                                        torch.as_tensor(target_weights).detach().clone(),
@@ -183,7 +185,8 @@ def optimize_latent(generator, clip, targets: torch.Tensor, source_ws: torch.Ten
         use_identity = editing and lambda_id > 0
         if use_identity and id_model is None:
             raise ParameterError("id_model: lambda_id > 0 needs the ArcFace IR-SE50 identity model "
-                                 "(load it with sgim_nodes.optimize.load_id_model), or set lambda_id to 0")
+                                 "(load it with sgim_nodes.optimize.load_id_model), or set lambda_id to 0",
+                                 parameter="id_model")
 
         render = _renderer(generator, clip, noise_mode, compile)
         source_id_features = None
@@ -306,14 +309,16 @@ def _starting_codes(generator, source_ws, batch: int, seed: int, truncation: flo
         return w_avg.reshape(1, 1, w_dim).expand(batch, num_ws, w_dim).clone(), "generate"
     if isinstance(source_ws, str):
         if source_ws != "random":
-            raise ParameterError(f"source_ws: expected a W+ tensor, 'random' or None, got {source_ws!r}")
+            raise ParameterError(f"source_ws: expected a W+ tensor, 'random' or None, got {source_ws!r}",
+                                 parameter="source_ws")
         truncation = _check_number("truncation", truncation)
         return sample_source_ws(generator, batch, seed, truncation).detach().clone(), "edit"
     if not isinstance(source_ws, torch.Tensor):
-        raise ParameterError(f"source_ws: expected a W+ tensor, 'random' or None, got {type(source_ws).__name__}")
+        raise ParameterError(f"source_ws: expected a W+ tensor, 'random' or None, got {type(source_ws).__name__}",
+                             parameter="source_ws")
     start = _as_wplus(source_ws.detach().clone().to(device).float(), num_ws, "source_ws", w_dim)
     if not torch.isfinite(start).all():
-        raise ParameterError("source_ws: contains NaN or infinite values")
+        raise ParameterError("source_ws: contains NaN or infinite values", parameter="source_ws")
     return start, "edit"
 
 
@@ -323,7 +328,7 @@ def _as_wplus(ws: torch.Tensor, num_ws: int, name: str, w_dim: int | None = None
     w_dim = ws.shape[-1] if w_dim is None else w_dim
     if ws.ndim != 3 or ws.shape[1] != num_ws or ws.shape[2] != w_dim:
         raise ParameterError(f"{name}: expected [B, {num_ws}, {w_dim}] (the generator's num_ws and w_dim) or "
-                             f"[B, {w_dim}], got {tuple(ws.shape)}")
+                             f"[B, {w_dim}], got {tuple(ws.shape)}", parameter=name)
     return ws.contiguous()
 
 
@@ -333,7 +338,7 @@ def _broadcast_batch(x: torch.Tensor, batch: int, name: str, other: int) -> torc
     if x.shape[0] == 1:
         return x.expand(batch, *x.shape[1:]).clone()
     raise ParameterError(f"{name}: batch {x.shape[0]} does not match the other side's batch {other} "
-                         "(give the same number of sources and targets, or one of either)")
+                         "(give the same number of sources and targets, or one of either)", parameter=name)
 
 
 def _set_channels_last(generator, id_model: nn.Module | None, enabled: bool) -> None:
@@ -396,18 +401,19 @@ def _autocast_context(autocast: str | None, device: torch.device):
         return contextlib.nullcontext()
     dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
     if autocast not in dtypes:
-        raise ParameterError(f"autocast: expected None, 'bf16' or 'fp16', got {autocast!r}")
+        raise ParameterError(f"autocast: expected None, 'bf16' or 'fp16', got {autocast!r}", parameter="autocast")
     if device.type != "cuda":
-        raise ParameterError(f"autocast: {autocast} is offered on CUDA only (the generator is on {device})")
+        raise ParameterError(f"autocast: {autocast} is offered on CUDA only (the generator is on {device})",
+                             parameter="autocast")
     return torch.autocast(device_type="cuda", dtype=dtypes[autocast])
 
 
 def _check_int(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int,)) and not (
             isinstance(value, float) and value.is_integer()):
-        raise ParameterError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+        raise ParameterError(f"{name}: expected an integer >= {minimum}, got {value!r}", parameter=name)
     if int(value) < minimum:
-        raise ParameterError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+        raise ParameterError(f"{name}: expected an integer >= {minimum}, got {value!r}", parameter=name)
     return int(value)
 
 
@@ -415,7 +421,8 @@ def _check_number(name: str, value, positive: bool = False) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ParameterError(f"{name}: expected a number, got {value!r}") from None
+        raise ParameterError(f"{name}: expected a number, got {value!r}", parameter=name) from None
     if not math.isfinite(number) or number < 0 or (positive and number == 0):
-        raise ParameterError(f"{name}: expected a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+        raise ParameterError(f"{name}: expected a finite number {'> 0' if positive else '>= 0'}, got {value!r}",
+                             parameter=name)
     return number

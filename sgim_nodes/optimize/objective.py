@@ -34,23 +34,25 @@ def combine_targets(targets: torch.Tensor, weights: torch.Tensor | None = None, 
     """
     if not isinstance(targets, torch.Tensor) or targets.ndim not in (2, 3):
         raise ParameterError(f"targets: expected a [B, D] or [B, K, D] tensor of CLIP embeddings, got "
-                             f"{tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__}")
+                             f"{tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__}",
+                             parameter="targets")
     if embed_dim is not None and targets.shape[-1] != embed_dim:
         raise ParameterError(f"targets: width {targets.shape[-1]} does not match the CLIP model's embed_dim "
-                             f"{embed_dim} (embeddings from another CLIP model?)")
+                             f"{embed_dim} (embeddings from another CLIP model?)", parameter="clip")
     if not torch.isfinite(targets).all():
-        raise ParameterError("targets: contain NaN or infinite values")
+        raise ParameterError("targets: contain NaN or infinite values", parameter="targets")
     targets = targets.double()  # float32's whole range, so the scaling below cannot overflow
     if targets.ndim == 2:
         if weights is not None:
-            raise ParameterError("target_weights: only meaningful with a [B, K, D] set of targets")
+            raise ParameterError("target_weights: only meaningful with a [B, K, D] set of targets",
+                                 parameter="target_weights")
         targets = targets[:, None]
     batch, count = targets.shape[:2]
     # Scale each target by its largest entry before normalising: only the direction counts, and a
     # finite but huge (or tiny) embedding would otherwise overflow its norm to inf (or 0).
     peak = targets.abs().amax(dim=-1, keepdim=True)
     if (peak == 0).any():
-        raise ParameterError("targets: an embedding is all zeros, it has no direction")
+        raise ParameterError("targets: an embedding is all zeros, it has no direction", parameter="targets")
     targets = (targets / peak).float()
     if weights is None:
         weights = torch.ones(count)

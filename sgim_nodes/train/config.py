@@ -31,7 +31,7 @@ class TrainConfig:
     clip: str
     out: str
     clip_model: str | None = None
-    clip_config: str | None = None  # a custom open_clip model config (JSON), registered under its file stem
+    clip_config: str | None = None  # a custom open_clip model config (JSON); its file stem names the model
     layout: str = "auto"
     audio_dir: str | None = None
     split: str | None = None  # e.g. "train"; None: every row

@@ -109,17 +109,6 @@ def init_distributed(device_name: str) -> tuple[Distributed, torch.device]:
     return dist_info, device
 
 
-def register_clip_config(path: str | os.PathLike | None) -> None:
-    """Make a custom open_clip config (``NAME.json``) known to open_clip as ``NAME``."""
-    if not path:
-        return
-    import open_clip
-
-    if not Path(path).is_file():
-        raise ParameterError(f"clip_config: {path} not found (expected an open_clip model config .json)")
-    open_clip.add_model_config(Path(path))
-
-
 def random_state() -> dict:
     """Python, numpy and torch global RNG states in a form ``torch.load(weights_only=True)`` accepts."""
     import numpy as np
@@ -253,8 +242,7 @@ class FrozenTargets:
 def frozen_targets(cfg: TrainConfig, samples, device: torch.device) -> FrozenTargets:
     from ..clip import load_clip
 
-    register_clip_config(cfg.clip_config)
-    clip = load_clip(cfg.clip, cfg.clip_model, device=device)
+    clip = load_clip(cfg.clip, cfg.clip_model, device=device, config=cfg.clip_config or None)
     table, caption_ids, image_paths, image_ids = build_targets(samples, cfg.template, cfg.text_variants, cfg.seed)
     text = table.embed(clip, cache_dir=cfg.cache_dir, clip_path=cfg.clip).to(device)
     image = embed_images(clip, image_paths, cfg.cache_dir, cfg.clip).to(device) if image_paths else None

@@ -17,11 +17,15 @@ from pathlib import Path
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-APP = "window.comfyAPI.app.app"
+APP = "(window.comfyAPI?.app?.app ?? window.app)"  # the ComfyApp, in old and new frontends
 
-# Errors the shipped frontend (1.27.10) logs on a fresh --base-directory with or without this
-# pack: missing optional user files and a settings-migration TypeError inside its own bundle.
-FRONTEND_NOISE = ("/user.css", "/api/userdata", "Failed to load resource", "reading 'id'")
+# Errors the frontends log on a fresh --base-directory with or without this pack: missing optional
+# user files and a settings-migration TypeError inside 1.27.10's own bundle, and more below.
+FRONTEND_NOISE = ("/user.css", "/api/userdata", "Failed to load resource", "reading 'id'",
+                  # newer frontends (1.58) against this server: its jobs API does not exist yet, and they
+                  # try to reach the internet (nothing can be reached from the test machine)
+                  "Jobs API", "Failed to fetch jobs", "/api/jobs", "/api/global_subgraphs", "ERR_NAME_NOT_RESOLVED",
+                  "net::ERR_")
 
 
 def chromium_path() -> str | None:
@@ -105,22 +109,101 @@ class FrontendPage:
         self.browser.close()
 
 
+LAYOUT_WITHOUT_OVERLAPS = f"""(gap) => {{
+    // Nodes of a column (same x) are stacked in their order, each title bar below the node above it,
+    // with the sizes the frontend really gives them (widgets, DOM editors).
+    const app = {APP}; const title = window.LiteGraph?.NODE_TITLE_HEIGHT ?? 30;
+    for (const node of app.graph.nodes) {{
+        const min = node.computeSize?.() ?? node.size;
+        node.setSize([Math.max(node.size[0], min[0]), Math.max(node.size[1], min[1])]);
+    }}
+    const columns = new Map();
+    for (const node of app.graph.nodes) {{
+        const x = Math.round(node.pos[0]);
+        if (!columns.has(x)) columns.set(x, []);
+        columns.get(x).push(node);
+    }}
+    for (const nodes of columns.values()) {{
+        nodes.sort((a, b) => a.pos[1] - b.pos[1]);
+        let bottom = -Infinity;
+        for (const node of nodes) {{
+            node.pos[1] = Math.max(node.pos[1], bottom + title + gap);
+            bottom = node.pos[1] + node.size[1];
+        }}
+    }}
+    app.canvas.setDirty(true, true);
+}}"""
+
+
+def fit_view(page, margins=(70, 70, 24, 24)) -> None:
+    """Zoom (at most 1:1) and pan so that the whole graph, title bars included, sits in the part of the
+    canvas no toolbar covers (``margins``: top, left, right, bottom in screen pixels)."""
+    page.page.evaluate(f"""([top, left, right, bottom]) => {{
+        const app = {APP}; const rect = app.canvas.canvas.getBoundingClientRect();
+        let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+        for (const n of app.graph.nodes) {{
+            x0 = Math.min(x0, n.pos[0]); y0 = Math.min(y0, n.pos[1] - 30);
+            x1 = Math.max(x1, n.pos[0] + n.size[0]); y1 = Math.max(y1, n.pos[1] + n.size[1]);
+        }}
+        const scale = Math.min((rect.width - left - right) / (x1 - x0), (rect.height - top - bottom) / (y1 - y0), 1);
+        app.canvas.ds.scale = scale;
+        app.canvas.ds.offset = [left / scale - x0, top / scale - y0];
+        app.canvas.setDirty(true, true);
+    }}""", list(margins))
+
+
+def focus_square(page, node_type: str, side: int) -> dict:
+    """Zoom and pan so that every node from the left edge up to the first ``node_type`` node (loaders,
+    sound, mask bars, optimiser: the heart of an example) fills a ``side`` px square, and return that
+    square: template cards are square, and a whole wide graph would be a thin unreadable strip in one."""
+    return page.page.evaluate(f"""([type, side]) => {{
+        const app = {APP}; const rect = app.canvas.canvas.getBoundingClientRect();
+        const focus = app.graph.nodes.find(n => n.type === type) ?? app.graph.nodes[0];
+        const right = focus.pos[0] + focus.size[0];
+        const shown = app.graph.nodes.filter(n => n.pos[0] <= right);
+        const x0 = Math.min(...shown.map(n => n.pos[0])) - 20, x1 = right + 20;
+        const y0 = Math.min(...shown.map(n => n.pos[1] - 30)) - 20;
+        const y1 = Math.max(...shown.map(n => n.pos[1] + n.size[1])) + 20;
+        const scale = Math.min(1, side / Math.max(x1 - x0, y1 - y0));
+        const left = rect.left + 70, top = rect.top + 70;  // clear of the side bar and the top menu
+        app.canvas.ds.scale = scale;
+        app.canvas.ds.offset = [(left - rect.left + (side - (x1 - x0) * scale) / 2) / scale - x0,
+                                (top - rect.top + (side - (y1 - y0) * scale) / 2) / scale - y0];
+        app.canvas.setDirty(true, true);
+        app.canvas.draw(true, true);
+        return {{x: left, y: top, width: side, height: side}};
+    }}""", [node_type, side])
+
+
+def hide_overlays(url: str) -> None:
+    """The minimap would cover part of the graph in screenshots."""
+    import urllib.request
+
+    for key in ("Comfy.Minimap.Visible",):
+        request = urllib.request.Request(f"{url}/api/settings/{key}", data=b"false", method="POST",
+                                         headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(request, timeout=10).close()
+
+
 def canonicalize(url: str, folder: Path) -> None:
-    """Re-save every example workflow through the editor and write a .jpg thumbnail of it."""
+    """Re-save every example workflow through the editor, laid out without overlapping title bars, and
+    write a .jpg thumbnail of it (the template browser shows it)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        page = FrontendPage(playwright, url, viewport=(1500, 900))
+        hide_overlays(url)
+        page = FrontendPage(playwright, url, viewport=(2100, 1200))
         for path in sorted(folder.glob("*.json")):
             page.open_workflow(json.loads(path.read_text()))
-            page.page.evaluate(f"() => {{ {APP}.canvas.ds.scale = 0.62; {APP}.canvas.ds.offset = [60, 110]; "
-                               f"{APP}.canvas.setDirty(true, true); }}")
+            page.page.wait_for_timeout(800)  # the Layer Mask editors read their generators
+            page.page.evaluate(LAYOUT_WITHOUT_OVERLAPS, 24)
+            fit_view(page)
             page.page.wait_for_timeout(800)
             saved = page.serialized_workflow()
             saved.pop("id", None)  # a random id per editor session
             path.write_text(json.dumps(saved, indent=2) + "\n")
             page.page.screenshot(path=str(path.with_suffix(".jpg")), type="jpeg", quality=80,
-                                 clip=page.graph_bounds(margin=16))
+                                 clip=focus_square(page, "SGIMOptimizeLatent", side=1000))
             print(f"canonicalised {path.name}")
         problems = page.our_problems()
         page.close()

@@ -3,9 +3,10 @@
     python tests/integration/build_example_workflows.py http://127.0.0.1:PORT [OUT_DIR]
 
 Node definitions (widget order, defaults) come from the running server's ``/object_info``, so the
-drafts match what that ComfyUI expects. The browser test then opens each draft in the real
-frontend; ``tests/integration/test_browser.py --canonicalize`` re-saves them exactly as the editor
-serialises them and renders the ``.jpg`` thumbnails.
+drafts match what that ComfyUI expects. ``tests/integration/refresh_examples.py`` runs the
+whole refresh: a server with stand-in model files under the examples' names, these drafts, then
+``browser.py canonicalize`` (the editor's own serialisation, a layout without overlapping title bars,
+and the ``.jpg`` thumbnails).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 # Model files each example expects (docs/nodes.md says where each comes from).
 LANDSCAPE = "landscape.pt"
 FFHQ = "ffhq.pkl"  # NVlabs stylegan2-ada-pytorch FFHQ 1024 (python -m sgim_nodes download ffhq)
-WIKIART = "wikiart.pt"
+WIKIART = "wikiart-1024-stylegan3-t-17.2Mimg.pkl"  # NVlabs StyleGAN3-T WikiArt 1024 (see docs/nodes.md)
 ENCODER = "resnet18_57.pth"
 CLIP = "ViT-B-32.pt"
 IDENTITY = "model_ir_se50.pth"
@@ -61,9 +62,9 @@ def edit_graph(generator: str, audio_file: str, optimize: dict, source: dict, ma
         {"id": 6, "type": "SGIMSourceLatent", "pos": [X[1], 0], "widgets": source},
         {"id": 7, "type": "SGIMLayerMask", "pos": [X[1], 470], "size": [340, 260], "widgets": {"preset": mask}},
         {"id": 8, "type": "SGIMOptimizeLatent", "pos": [X[2], 0], "size": [340, 440], "widgets": optimize},
-        {"id": 9, "type": "SGIMDecode", "pos": [X[3], 0], "title": "Decode edited"},
+        {"id": 9, "type": "SGIMStyleGANDecode", "pos": [X[3], 0], "title": "Decode edited"},
         {"id": 10, "type": "SaveImage", "pos": [X[4], 0], "size": [300, 320], "widgets": {"filename_prefix": save_prefix}},
-        {"id": 11, "type": "SGIMDecode", "pos": [X[3], 320], "title": "Decode source"},
+        {"id": 11, "type": "SGIMStyleGANDecode", "pos": [X[3], 320], "title": "Decode source"},
         {"id": 12, "type": "PreviewImage", "pos": [X[4], 360], "size": [300, 300], "title": "Source image"},
     ]
     links += [
@@ -115,10 +116,10 @@ def sound_text_style_mix():
          "widgets": opt},
         {"id": 10, "type": "SGIMStyleMix", "pos": [X[3], 0], "size": [320, 170],
          "widgets": {"layers_from_b": "fine"}},
-        {"id": 11, "type": "SGIMDecode", "pos": [X[3], 280]},
+        {"id": 11, "type": "SGIMStyleGANDecode", "pos": [X[3], 280]},
         {"id": 12, "type": "SaveImage", "pos": [X[4], 0], "size": [300, 320],
          "widgets": {"filename_prefix": "sgim/sound_text_mix"}},
-        {"id": 13, "type": "SGIMSaveLatent", "pos": [X[4], 380], "widgets": {"filename_prefix": "sgim/sound_text_mix"}},
+        {"id": 13, "type": "SGIMSaveWPlus", "pos": [X[4], 380], "widgets": {"filename_prefix": "sgim/sound_text_mix"}},
     ]
     links += [
         (1, "generator", 6, "generator"), (1, "generator", 8, "generator"), (1, "generator", 9, "generator"),
@@ -142,10 +143,10 @@ def chain_upscale_save():
         {"id": 6, "type": "SGIMSourceLatent", "pos": [X[1], 0], "widgets": {"seed": 21, "truncation_psi": 0.7}},
         {"id": 8, "type": "SGIMOptimizeLatent", "pos": [X[2], 0], "size": [340, 440],
          "widgets": {"steps": 300, "lr": 0.1, "lambda_sim": 0.002, "lambda_id": 0.0}},
-        {"id": 9, "type": "SGIMDecode", "pos": [X[3], 0]},
+        {"id": 9, "type": "SGIMStyleGANDecode", "pos": [X[3], 0]},
         {"id": 10, "type": "ImageScaleBy", "pos": [X[3], 160], "widgets": {"upscale_method": "lanczos", "scale_by": 2.0}},
         {"id": 11, "type": "SaveImage", "pos": [X[4], 0], "size": [300, 320], "widgets": {"filename_prefix": "sgim/upscaled"}},
-        {"id": 12, "type": "SGIMSaveLatent", "pos": [X[4], 380], "widgets": {"filename_prefix": "sgim/upscaled"}},
+        {"id": 12, "type": "SGIMSaveWPlus", "pos": [X[4], 380], "widgets": {"filename_prefix": "sgim/upscaled"}},
     ]
     links += [
         (1, "generator", 6, "generator"), (1, "generator", 8, "generator"), (2, "clip", 8, "clip"),
@@ -153,6 +154,22 @@ def chain_upscale_save():
         (8, "wplus", 9, "wplus"), (9, "image", 10, "image"), (10, "IMAGE", 11, "images"), (8, "wplus", 12, "wplus"),
     ]
     return nodes, links
+
+
+# The file name of each example is the title the template browser shows (frontends take the file name);
+# the short names stay usable in code and tests through example_path().
+EXAMPLE_FILES = {
+    "landscape_sound_edit": "SGIM - Landscape edited by a sound",
+    "face_edit_with_identity": "SGIM - Face edited by a sound, identity kept",
+    "music_to_painting": "SGIM - Painting edited by music",
+    "sound_and_text_style_mix": "SGIM - Sound and text edits mixed by layer",
+    "chain_upscale_and_save": "SGIM - Sound edit upscaled and saved",
+}
+
+
+def example_path(name: str, folder: Path | None = None) -> Path:
+    """The JSON of an example, by its short name (or its file name)."""
+    return (folder or REPO / "example_workflows") / f"{EXAMPLE_FILES.get(name, name)}.json"
 
 
 EXAMPLES = {
@@ -173,8 +190,9 @@ def main(argv: list[str]) -> int:
     for name, make in EXAMPLES.items():
         nodes, links = make()
         workflow = build_ui_workflow(nodes, links, definitions)
-        (out_dir / f"{name}.json").write_text(json.dumps(workflow, indent=2) + "\n")
-        print(f"wrote {out_dir / name}.json")
+        path = example_path(name, out_dir)
+        path.write_text(json.dumps(workflow, indent=2) + "\n")
+        print(f"wrote {path}")
     return 0
 
 

@@ -33,13 +33,17 @@ def free_port() -> int:
 
 @dataclass
 class ComfyServer:
-    """``python main.py --cpu`` on 127.0.0.1 with an isolated base directory holding the pack."""
+    """``python main.py --cpu`` on 127.0.0.1 with an isolated base directory holding the pack.
+
+    ``$COMFYUI_FRONTEND_ROOT`` (e.g. ``.../comfyui_frontend_package/static`` of a newer
+    comfyui-frontend-package) serves that frontend instead of the pinned one."""
 
     comfyui_dir: Path
     base: Path
     python: str = sys.executable
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
+    frontend_root: str | None = field(default_factory=lambda: os.environ.get("COMFYUI_FRONTEND_ROOT") or None)
 
     @property
     def url(self) -> str:
@@ -62,6 +66,8 @@ class ComfyServer:
         command = [self.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                    "--base-directory", str(self.base), "--database-url", "sqlite:///:memory:",
                    "--disable-api-nodes"]
+        if self.frontend_root:  # another frontend than the one the checkout pins (its static folder)
+            command += ["--front-end-root", self.frontend_root]
         log = open(self.log_path, "w")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(command, cwd=self.comfyui_dir, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -85,6 +91,13 @@ class ComfyServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the server process (Linux /proc)."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("VmRSS not found")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
