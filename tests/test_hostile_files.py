@@ -778,15 +778,15 @@ def test_nodes_refuse_nan_and_huge_codes(nodes, models, comfy_base, tmp_path):
     good = run("SGIMSourceLatent", nodes, generator=models.generator16, seed=1)[0]
     nan = _wplus(torch.full_like(good["ws"], float("nan")))
     huge = _wplus(torch.full_like(good["ws"], 1e30))
-    message = _node_error("SGIMDecode", nodes, generator=models.generator16, wplus=nan)
+    message = _node_error("SGIMStyleGANDecode", nodes, generator=models.generator16, wplus=nan)
     assert "StyleGAN Decode, input 'wplus'" in message and "NaN" in message
     message = _node_error("SGIMStyleMix", nodes, wplus_a=good, wplus_b=huge)
     assert "Style Mix, input 'wplus_b'" in message and "reaches 1e+30" in message
     message = _node_error("SGIMStyleMix", nodes, wplus_a=nan, wplus_b=good)
     assert "Style Mix, input 'wplus_a'" in message
     before = sorted((base / "output").rglob("*"))
-    message = _node_error("SGIMSaveLatent", nodes, wplus=nan, filename_prefix="sgim/nan")
-    assert "Save Latent, input 'wplus'" in message
+    message = _node_error("SGIMSaveWPlus", nodes, wplus=nan, filename_prefix="sgim/nan")
+    assert "Save W+ Code, input 'wplus'" in message
     assert not list((base / "output").rglob("nan_*"))
     target = run("SGIMEmbedText", nodes, clip=models.clip, text="rain")[0]
     message = _node_error("SGIMOptimizeLatent", nodes, generator=models.generator16, clip=models.clip, target=target,
@@ -795,15 +795,18 @@ def test_nodes_refuse_nan_and_huge_codes(nodes, models, comfy_base, tmp_path):
     assert sorted((base / "output").rglob("*")) == before
 
 
-def test_load_latent_refuses_nan_files_and_names_outside_its_folders(nodes, comfy_base):
+def test_load_wplus_refuses_nan_files_and_names_outside_its_folders(nodes, comfy_base):
     base, _ = comfy_base
-    _wplus_file(base / "input" / "nan.safetensors", torch.full((1, 6, 32), float("nan")))
-    message = _node_error("SGIMLoadLatent", nodes, latent_file="nan.safetensors")
-    assert "Load Latent, input 'latent_file'" in message and "NaN" in message
+    (base / "input" / "sgim_wplus").mkdir(exist_ok=True)
+    _wplus_file(base / "input" / "sgim_wplus" / "nan.safetensors", torch.full((1, 6, 32), float("nan")))
+    message = _node_error("SGIMLoadWPlus", nodes, w_plus_file="nan.safetensors")
+    assert "Load W+ Code, input 'w_plus_file'" in message and "NaN" in message
     outside = _wplus_file(base / "secret.safetensors", torch.zeros(1, 6, 32))
-    for name in ("../secret.safetensors", f"{outside}", "../secret.safetensors [output]"):
-        message = _node_error("SGIMLoadLatent", nodes, latent_file=name)
-        assert "Load Latent, input 'latent_file'" in message and "is not a file inside" in message
+    for node_id, input_name in (("SGIMLoadWPlus", "w_plus_file"), ("SGIMLoadLatent", "latent_file")):
+        for name in ("../secret.safetensors", f"{outside}", "../secret.safetensors [output]"):
+            message = _node_error(node_id, nodes, **{input_name: name})
+            assert f"input '{input_name}'" in message and "secret.safetensors" in message
+            assert "not found" in message or "no such" in message.lower(), message
 
 
 def test_source_latent_huge_seed_named(nodes, models):
@@ -831,8 +834,8 @@ def test_save_latent_long_prefix_named(nodes, models, comfy_base):
     good = run("SGIMSourceLatent", nodes, generator=models.generator16, seed=1)[0]
     before = sorted((base / "output").rglob("*"))
     for prefix in ("x" * 300, "y" * 300 + "/latent"):
-        message = _node_error("SGIMSaveLatent", nodes, wplus=good, filename_prefix=prefix)
-        assert "Save Latent, input 'filename_prefix'" in message and "keep it under 200" in message
+        message = _node_error("SGIMSaveWPlus", nodes, wplus=good, filename_prefix=prefix)
+        assert "Save W+ Code, input 'filename_prefix'" in message and "keep it under 200" in message
     assert sorted((base / "output").rglob("*")) == before
 
 

@@ -432,10 +432,11 @@ def test_library_edit_of_a_conditional_generator_with_a_chosen_class(more_dir, t
 
 @pytest.fixture(scope="module")
 def cli_models(tmp_path_factory, more_dir):
-    from sgim_nodes.clip import build_tiny_clip, save_open_clip_state_dict
+    from sgim_nodes.clip import build_tiny_clip, save_open_clip_state_dict, tiny_clip_config
 
     root = tmp_path_factory.mktemp("cond_models")
-    save_open_clip_state_dict(build_tiny_clip(embed_dim=32, seed=0), root / "tiny_clip.safetensors")
+    save_open_clip_state_dict(build_tiny_clip(embed_dim=32, seed=0), root / "tiny_clip.safetensors",
+                              config=tiny_clip_config(32))
     return {"clip": root / "tiny_clip.safetensors", "generator": more_dir / "tf_sg2_labelconcat_tiny.pkl",
             "unconditional": more_dir / "tf_sg2_tiny.pkl"}
 
@@ -444,7 +445,7 @@ def _edit(cli_models, tmp_path, *extra, generator="generator"):
     from sgim_nodes.__main__ import main as cli
 
     return cli(["edit", "--text", "an impressionist painting", "--generator", str(cli_models[generator]),
-                "--clip", str(cli_models["clip"]), "--clip-model", "sgim-tiny-clip", "--out",
+                "--clip", str(cli_models["clip"]), "--out",
                 str(tmp_path / "edit.png"), "--steps", "6", "--seed", "5", "--device", "cpu", *extra])
 
 

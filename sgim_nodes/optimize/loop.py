@@ -316,10 +316,10 @@ def _starting_codes(generator, source_ws, batch: int, seed: int, truncation: flo
     if not isinstance(source_ws, torch.Tensor):
         raise ParameterError(f"source_ws: expected a W+ tensor, 'random' or None, got {type(source_ws).__name__}",
                              parameter="source_ws")
+    from ..latents import check_wplus_values
+
     start = _as_wplus(source_ws.detach().clone().to(device).float(), num_ws, "source_ws", w_dim)
-    if not torch.isfinite(start).all():
-        raise ParameterError("source_ws: contains NaN or infinite values", parameter="source_ws")
-    return start, "edit"
+    return check_wplus_values(start, "source_ws", "source_ws"), "edit"  # a huge code would render NaN
 
 
 def _as_wplus(ws: torch.Tensor, num_ws: int, name: str, w_dim: int | None = None) -> torch.Tensor:
