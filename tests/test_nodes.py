@@ -168,7 +168,7 @@ def same(a, b) -> bool:
 # ------------------------------------------------------------------------------ definitions
 
 def test_every_node_definition_is_valid(nodes, comfy_base):
-    assert len(nodes.NODE_CLASS_MAPPINGS) == 15
+    assert len(nodes.NODE_CLASS_MAPPINGS) == 19
     assert set(nodes.NODE_DISPLAY_NAME_MAPPINGS) == set(nodes.NODE_CLASS_MAPPINGS)
     for node_id, cls in nodes.NODE_CLASS_MAPPINGS.items():
         assert node_id.startswith("SGIM")
