@@ -34,6 +34,16 @@ CORE_NODES = {
         "upscale_method": [["nearest-exact", "bilinear", "area", "bicubic", "lanczos"], {}],
         "scale_by": ["FLOAT", {"default": 1.0, "min": 0.01, "max": 8.0, "step": 0.01}]}},
         "input_order": {"required": ["image", "upscale_method", "scale_by"]}, "output": ["IMAGE"], "output_name": ["IMAGE"]},
+    "CreateVideo": {"input": {"required": {"images": ["IMAGE", {}],
+                                           "fps": ["FLOAT", {"default": 30.0, "min": 1.0, "max": 120.0, "step": 1.0}]},
+                              "optional": {"audio": ["AUDIO", {}]}},
+                    "input_order": {"required": ["images", "fps"], "optional": ["audio"]},
+                    "output": ["VIDEO"], "output_name": ["VIDEO"]},
+    "SaveVideo": {"input": {"required": {
+        "video": ["VIDEO", {}], "filename_prefix": ["STRING", {"default": "video/ComfyUI"}],
+        "format": ["COMBO", {"default": "auto", "options": ["auto", "mp4"]}],
+        "codec": ["COMBO", {"default": "auto", "options": ["auto", "h264"]}]}},
+        "input_order": {"required": ["video", "filename_prefix", "format", "codec"]}, "output": [], "output_name": []},
 }
 # Widgets the frontend itself adds to core nodes (the audio player of LoadAudio).
 FRONTEND_WIDGETS = {"LoadAudio": {"audioUI", "upload"}}
@@ -55,10 +65,10 @@ def definitions():
     return {**CORE_NODES, **ours}
 
 
-def test_the_five_examples_exist_with_thumbnails():
+def test_the_six_examples_exist_with_thumbnails():
     names = {p.stem for p in EXAMPLES}
     assert names == {"landscape_sound_edit", "face_edit_with_identity", "music_to_painting",
-                     "sound_and_text_style_mix", "chain_upscale_and_save"}
+                     "sound_and_text_style_mix", "chain_upscale_and_save", "music_video"}
     for path in EXAMPLES:
         thumbnail = path.with_suffix(".jpg")
         assert thumbnail.is_file() and thumbnail.read_bytes()[:2] == b"\xff\xd8", thumbnail
@@ -114,5 +124,6 @@ def test_example_converts_to_a_complete_api_prompt(path, definitions):
         for value in node["inputs"].values():
             if isinstance(value, list) and len(value) == 2 and isinstance(value[1], int):
                 assert value[0] in prompt, f"{path.name}: node {node_id} links to missing node {value[0]}"
-    outputs = [n for n in prompt.values() if n["class_type"] in ("SaveImage", "PreviewImage", "SGIMSaveLatent")]
+    outputs = [n for n in prompt.values()
+               if n["class_type"] in ("SaveImage", "PreviewImage", "SGIMSaveLatent", "SaveVideo")]
     assert outputs, f"{path.name}: no output node, ComfyUI would refuse the prompt"
