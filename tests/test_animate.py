@@ -366,6 +366,26 @@ def test_keyframes_are_deterministic_warm_started_and_cancellable(tiny):
     assert len(batches) == 2  # stopped within one batch
 
 
+def test_warm_start_begins_at_init_ws_but_stays_anchored_to_the_source(tiny):
+    from sgim_nodes.clip import load_clip
+    from sgim_nodes.optimize import optimize_latent, sample_source_ws
+    from sgim_nodes.stylegan import load_generator
+
+    generator = load_generator(tiny["generator"])
+    clip = load_clip(tiny["clip"])
+    source = sample_source_ws(generator, 1, seed=1)
+    init = source + 0.3 * torch.randn(source.shape, generator=torch.Generator().manual_seed(5))
+    target = torch.nn.functional.normalize(torch.randn(1, clip.embed_dim, generator=torch.Generator().manual_seed(6)),
+                                           dim=-1)
+    result = optimize_latent(generator, clip, target, source_ws=source, init_ws=init, steps=2, return_images=False)
+    # step 1 has lr 0 (the warm-up ramp): it measures the distance of the starting point to the source
+    assert result.history["similarity"][0].item() == pytest.approx((init - source).square().sum().item(), rel=1e-5)
+    assert torch.equal(result.source_ws, source)
+    assert (result.ws - init).abs().max() < (result.ws - source).abs().max()  # it moved from init, not from source
+    with pytest.raises(ParameterError, match="init_ws"):
+        optimize_latent(generator, clip, target, source_ws=None, init_ws=init, steps=1)
+
+
 # ------------------------------------------------------------------------------ an hour of music
 
 WRITE_TRACK = r"""

@@ -90,6 +90,9 @@ def iter_samples(path: str | os.PathLike, *, sample_rate: int | None = None, mon
                 if skip is None:
                     first_time = float(frame.pts * frame.time_base) if frame.pts is not None else 0.0
                     skip = int(round((start - first_time) * rate))
+                    if skip < 0:  # the seek landed after ``start``: the missing samples are silence
+                        yield torch.zeros(len(frame.layout.channels) if not mono else 1, -skip)
+                        skip = 0
                 for out in resampler.resample(frame):
                     chunk = _frame_array(out)
                     if skip > 0:
@@ -120,26 +123,20 @@ def _frame_array(frame) -> np.ndarray:
 def read_segment(path: str | os.PathLike, start: float, seconds: float, *,
                  sample_rate: int | None = None) -> tuple[torch.Tensor, int]:
     """``[channels, n]`` float32 audio of ``[start, start + seconds)``, zero-padded past the end, and its rate."""
-    info_rate = None
+    rate = int(sample_rate or _native_rate(path))
+    need = int(round(seconds * rate))
     pieces, have = [], 0
-    need = None
     for chunk in iter_samples(path, sample_rate=sample_rate, start=max(0.0, start), seek=True):
-        if need is None:
-            info_rate = int(sample_rate or _native_rate(path))
-            need = int(round(seconds * info_rate))
         pieces.append(chunk[:, : need - have])
         have += pieces[-1].shape[1]
         if have >= need:
             break
-    if need is None:
-        info_rate = int(sample_rate or _native_rate(path))
-        need = int(round(seconds * info_rate))
-        channels = 1
-        pieces = [torch.zeros(channels, 0)]
+    if not pieces:
+        return torch.zeros(1, need), rate
     audio = torch.cat(pieces, dim=1)
     if audio.shape[1] < need:
         audio = torch.cat([audio, audio.new_zeros(audio.shape[0], need - audio.shape[1])], dim=1)
-    return audio, info_rate
+    return audio, rate
 
 
 def _native_rate(path) -> int:
