@@ -2,7 +2,8 @@
 
 Memory is bounded by one batch of frames: the codes of a batch are computed from the keyframes
 when it is decoded, each batch is encoded and dropped, and the audio is read from the file in
-step with the video (interleaved in the file), never as a whole.
+step with the video (interleaved in the file), never as a whole. On the CPU the freed activations
+of one batch stay mapped for the next (``sgim_nodes.memory``), which bounds them by one batch too.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import Cancelled, ParameterError
+from ..memory import reuse_freed_memory
 from .timeline import Timeline
 from .trajectory import Trajectory, uses_motion
 
@@ -69,7 +71,8 @@ def iter_frames(generator, trajectory: Trajectory, *, offset: int = 0, count: in
     motion = uses_motion(generator, trajectory)
     step = 1 if motion else int(batch_size)
     try:
-        with torch.no_grad():
+        # every batch allocates the same large activations: keep the freed ones mapped (sgim_nodes.memory)
+        with torch.no_grad(), reuse_freed_memory(device.type == "cpu"):
             for first in range(offset, offset + count, step):
                 if should_cancel is not None and should_cancel():
                     raise Cancelled(f"rendering cancelled before frame {first + 1} of {trajectory.frames}")
