@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_animate import CLICKS, RATE, click_track
+from test_animate import RATE, click_track
 from test_nodes import (FakeInterrupt, comfy_base, errors, fake_comfy, models, nodes, pack, run, same,  # noqa: F401
                         snapshot)
 
