@@ -238,6 +238,11 @@ INPUT_FOR_PARAMETER: dict[str, dict[str, str]] = {
     "SGIMSaveWPlus": {"ws": "wplus", "*": "filename_prefix"},
     "SGIMLoadWPlus": {"*": "w_plus_file"},
     "SGIMLoadLatent": {"*": "latent_file"},
+    "SGIMAudioFeatures": {"start": "start_seconds", "end": "end_seconds", "*": "audio"},
+    "SGIMMusicKeyframes": {"source_ws": "source", "ws": "source", "targets": "features", "layer_weights": "layer_mask",
+                           "*": "features"},
+    "SGIMMusicTrajectory": {"*": "keyframes"},
+    "SGIMDecodeFrames": {"ws": "wplus", "codes": "wplus", "*": "wplus"},
 }
 
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.~])/(?:[^\s'\"/:,]+/)+([^\s'\"/:,]+)")
@@ -1070,6 +1075,301 @@ class SGIMStyleGANDecode:
 
 
 # --------------------------------------------------------------------------------------------
+# Music video: audio features -> keyframes -> per-frame W+ trajectory -> frames (+ trimmed audio,
+# frame rate) for core CreateVideo / SaveVideo. The maths is in sgim_nodes.animate; one frame-count
+# rule (sgim_nodes.animate.timeline) serves the features, the codes, the frames and the audio.
+#
+#   SGIM_AUDIO_FEATURES  MusicFeatures: AudioFeatures (timeline + per-frame curves) + the AUDIO
+#   SGIM_KEYFRAMES       MusicKeyframes: Keyframes (times, codes, source) + MusicFeatures
+#   SGIM_WPLUS from Music Trajectory carries "animation": {"trajectory", "offset", "count", "audio"}
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MusicFeatures:
+    features: object  # sgim_nodes.animate.AudioFeatures
+    audio: dict  # the core AUDIO they were computed from (not copied, never modified)
+
+
+@dataclass(frozen=True)
+class MusicKeyframes:
+    keyframes: object  # sgim_nodes.animate.Keyframes
+    music: MusicFeatures
+
+
+def check_audio(audio, node, input_name: str = "audio") -> tuple[torch.Tensor, int]:
+    if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
+        raise node_error(node, input_name, "expected core AUDIO {'waveform': [B, C, T], 'sample_rate': int}")
+    waveform = audio["waveform"]
+    if waveform.dim() == 2:
+        waveform = waveform[None]
+    if waveform.dim() != 3 or waveform.shape[-1] == 0:
+        raise node_error(node, input_name, f"expected a waveform [B, C, T] with samples, got shape "
+                                           f"{list(waveform.shape)}")
+    return waveform, int(audio["sample_rate"])
+
+
+class SGIMAudioFeatures:
+    DESCRIPTION = ("Per-frame audio features of a track at a frame rate: loudness, onsets (spectral flux), "
+                   "brightness (spectral centroid) and low/mid/high band energies, smoothed with a centred "
+                   "window (no lag) and scaled to 0..1. Feeds Music Keyframes; the curves are also plain "
+                   "float lists (one value per frame) for other packs, and a plot.")
+    CATEGORY = f"{CATEGORY_ROOT}/music video"
+    RETURN_TYPES = ("SGIM_AUDIO_FEATURES", "FLOAT", "FLOAT", "FLOAT", "FLOAT", "FLOAT", "FLOAT", "IMAGE", "INT",
+                    "STRING")
+    RETURN_NAMES = ("features", "loudness", "onset", "centroid", "low", "mid", "high", "plot", "frame_count", "json")
+    OUTPUT_TOOLTIPS = ("Features and timeline for Music Keyframes.",
+                       "Loudness (RMS) per frame, a list of floats in 0..1.",
+                       "Onset strength (spectral flux) per frame, 0..1.",
+                       "Brightness (spectral centroid) per frame, 0..1.",
+                       "Bass energy (20-250 Hz) per frame, 0..1.",
+                       "Mid energy (250-2000 Hz) per frame, 0..1.",
+                       "Treble energy (2-11 kHz) per frame, 0..1.",
+                       "The curves as an image (onsets marked).",
+                       "Frames of the video: round((end - start) x fps).",
+                       "Everything as JSON (fps, start, frames, curves, onset times).")
+    FUNCTION = "analyse"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "audio": ("AUDIO", {"tooltip": "The track (core AUDIO, e.g. from Load Audio); the first clip of a batch."}),
+            "fps": ("FLOAT", {"default": 24.0, "min": 1.0, "max": 120.0, "step": 0.01, "round": 0.001,
+                              "tooltip": "Frames per second of the video (29.97 works)."}),
+            "start_seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 86400.0, "step": 0.1,
+                                        "tooltip": "Start the video at this second of the track."}),
+            "end_seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 86400.0, "step": 0.1,
+                                      "tooltip": "End at this second (0 = the end of the track)."}),
+            "smoothing_seconds": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip":
+                "Width of the centred smoothing window (0 = none); larger = calmer motion."}),
+        }}
+
+    def analyse(self, audio, fps=24.0, start_seconds=0.0, end_seconds=0.0, smoothing_seconds=0.1):
+        from .sgim_nodes.animate import features_of_waveform, make_timeline, plot_features
+
+        waveform, rate = check_audio(audio, self)
+        with library_errors(self):
+            timeline = make_timeline(waveform.shape[-1] / rate, fps, start_seconds, end_seconds or None)
+            features = features_of_waveform(waveform[0], rate, timeline, smoothing_seconds)
+        plot = torch.from_numpy(plot_features(features).astype("float32") / 255.0)[None]
+        curves = [list(features.values[name]) for name in ("loudness", "onset", "centroid", "low", "mid", "high")]
+        return (MusicFeatures(features, audio), *curves, plot, timeline.frames, features.to_json())
+
+
+class SGIMMusicKeyframes:
+    DESCRIPTION = ("Semantic keyframes of a music video: every keyframe_seconds (optionally moved onto onsets), "
+                   "the sound around that moment (one encoder window, centred) and optionally a prompt "
+                   "schedule become a target, and the optimiser turns it into a W+ code - the first from the "
+                   "source with 'steps', each next one warm-started from the previous with 'keyframe_steps'. "
+                   "Live preview; Cancel stops within one step.")
+    CATEGORY = f"{CATEGORY_ROOT}/music video"
+    RETURN_TYPES = ("SGIM_KEYFRAMES", "STRING")
+    RETURN_NAMES = ("keyframes", "keyframe_log")
+    OUTPUT_TOOLTIPS = ("Keyframe times and codes, for Music Trajectory.", "Keyframe times and targets as JSON.")
+    FUNCTION = "optimize"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "generator": ("SGIM_STYLEGAN", {"tooltip": "From Load StyleGAN."}),
+                "clip": ("SGIM_CLIP", {"tooltip": "The CLIP model of the audio encoder's space (From Load CLIP)."}),
+                "audio_encoder": ("SGIM_AUDIO_ENCODER", {"tooltip": "From Load Audio Encoder."}),
+                "features": ("SGIM_AUDIO_FEATURES", {"tooltip": "From Audio Features (the track and its timeline)."}),
+                "source": ("SGIM_WPLUS", {"tooltip": "The image the video starts from (Source Latent); first code."}),
+                "keyframe_seconds": ("FLOAT", {"default": 4.0, "min": 0.25, "max": 600.0, "step": 0.25,
+                                               "tooltip": "Time between keyframes."}),
+                "snap_to_onsets": ("BOOLEAN", {"default": False, "tooltip":
+                    "Move each keyframe onto the nearest detected onset (within half an interval)."}),
+                "steps": ("INT", {"default": 100, "min": 1, "max": 5000, "tooltip": "Optimiser steps of the first keyframe."}),
+                "keyframe_steps": ("INT", {"default": 30, "min": 1, "max": 5000, "tooltip":
+                    "Steps of each later keyframe (it starts from the previous keyframe's code)."}),
+                "lr": ("FLOAT", {"default": 0.1, "min": 0.0001, "max": 10.0, "step": 0.005, "round": 0.0001,
+                                 "tooltip": "Learning rate."}),
+                "lambda_sim": ("FLOAT", {"default": 0.002, "min": 0.0, "max": 10.0, "step": 0.001, "round": 0.0001,
+                                         "tooltip": "How strongly every keyframe stays near the source."}),
+                "prompt_schedule": ("STRING", {"default": "", "multiline": True, "tooltip":
+                    "Optional text mixed into the targets: one prompt, or a schedule "
+                    "'0: a calm sea | 12.5: a storm at sea' (seconds of the track)."}),
+                "text_weight": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.05,
+                                          "tooltip": "Weight of the prompt against the sound (0 = sound only)."}),
+                "preview_every": ("INT", {"default": 10, "min": 0, "max": 1000, "tooltip":
+                    "Show a preview image every N steps (0 = none)."}),
+            },
+            "optional": {
+                "layer_mask": ("SGIM_LAYER_MASK", {"tooltip": "Which layers may change (Layer Mask); default all."}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    def optimize(self, generator, clip, audio_encoder, features, source, keyframe_seconds=4.0, snap_to_onsets=False,
+                 steps=100, keyframe_steps=30, lr=0.1, lambda_sim=0.002, prompt_schedule="", text_weight=0.3,
+                 preview_every=10, layer_mask=None, unique_id=None):
+        from .sgim_nodes.animate import (KeyframeSettings, keyframe_targets, keyframe_times, optimize_keyframes,
+                                         parse_prompt_schedule)
+        from .sgim_nodes.audio import check_compatible, embed_audio
+
+        source_ws = check_wplus(source, generator, self, "source")[:1]
+        if layer_mask is not None and layer_mask.num_ws != generator.num_ws:
+            raise node_error(self, "layer_mask", f"the mask has {layer_mask.num_ws} layers but generator "
+                                                 f"{generator.name!r} has {generator.num_ws}; connect the Layer "
+                                                 "Mask to this generator")
+        try:
+            check_compatible(audio_encoder, clip)
+        except SGIMError as exc:
+            raise node_error(self, "clip", str(exc), type(exc)) from None
+        music = features
+        timeline = music.features.timeline
+        waveform, rate = check_audio(music.audio, self, "features")
+        device = torch_device()
+        g, c, encoder = models_on_device([generator, clip, audio_encoder], device)
+        window = audio_encoder.settings.window_seconds
+        track_seconds = waveform.shape[-1] / rate
+        with library_errors(self):
+            schedule = parse_prompt_schedule(prompt_schedule)
+            times = keyframe_times(timeline, keyframe_seconds, music.features.onset_times, snap_to_onsets)
+            targets, weights, labels = keyframe_targets(
+                times, timeline,
+                read_window=lambda start, seconds: waveform[0, :, int(round(start * rate)):
+                                                            int(round((start + seconds) * rate))],
+                embed_window=lambda piece: embed_audio(encoder, piece, rate, pool="first")[0],
+                window_seconds=window, track_seconds=track_seconds,
+                text_embed=lambda prompts: c.encode_text(prompts), schedule=schedule, text_weight=text_weight)
+
+        total = steps + keyframe_steps * (len(times) - 1)
+        bar = progress_bar(total, unique_id)
+        done = {"steps": 0}
+
+        def report(k, info):
+            throw_if_interrupted()  # Cancel: ComfyUI's exception propagates out of the optimiser
+            done["steps"] += 1
+            preview = preview_tuple(info.preview) if info.preview is not None else None
+            if bar is not None:
+                bar.update_absolute(done["steps"], total, preview)
+            send_to_browser(LOSS_EVENT, {"node": unique_id, "step": done["steps"], "total": total,
+                                         "terms": {k2: float(v) for k2, v in info.losses.items()}})
+            if info.step == 1:  # which keyframe is being optimised; the readout shows the loss terms
+                show_node_text(f"keyframe {k + 1}/{len(times)}", unique_id)
+
+        settings = KeyframeSettings(steps=steps, keyframe_steps=keyframe_steps, lr=lr, lambda_sim=lambda_sim,
+                                    layer_weights=layer_mask.layer_mask() if layer_mask is not None else None,
+                                    seed=0)
+        with torch.inference_mode(False), torch.enable_grad(), library_errors(self):
+            try:
+                keyframes = optimize_keyframes(g, c, targets.clone(), source_ws.clone().to(device), times, settings,
+                                               target_weights=weights, callback=report, preview_every=preview_every,
+                                               labels=labels)
+            finally:
+                free_device_cache()
+        log = json.dumps({"fps": timeline.fps, "frames": timeline.frames,
+                          "keyframes": [{"seconds": t, "frame": round(t * timeline.fps), "target": label}
+                                        for t, label in zip(times, labels)]})
+        return (MusicKeyframes(keyframes, music), log)
+
+
+class SGIMMusicTrajectory:
+    DESCRIPTION = ("The W+ code of every video frame: a smooth path through the keyframes (cubic Hermite, no "
+                   "jumps) that pulses with loudness and onsets (reactivity); with band_layers the bass drives "
+                   "the coarse layers and the highs the fine ones. frame_offset / frame_count render a long "
+                   "song in chunks. StyleGAN3 generators also rotate and shift slowly with the music.")
+    CATEGORY = f"{CATEGORY_ROOT}/music video"
+    RETURN_TYPES = ("SGIM_WPLUS", "INT")
+    RETURN_NAMES = ("wplus", "frame_count")
+    OUTPUT_TOOLTIPS = ("One W+ code per frame of the chunk, for Decode Frames.", "Frames in this chunk.")
+    FUNCTION = "trajectory"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "keyframes": ("SGIM_KEYFRAMES", {"tooltip": "From Music Keyframes."}),
+            "reactivity": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 5.0, "step": 0.05, "tooltip":
+                "How much the image pulses with the music: the displacement from the source grows by up to "
+                "this factor on loud beats (0 = a smooth path only)."}),
+            "band_layers": ("BOOLEAN", {"default": True, "tooltip":
+                "Bass drives the coarse layers (layout), mids the middle ones, highs the fine ones (texture)."}),
+            "rotation_degrees": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 180.0, "step": 0.5, "tooltip":
+                "StyleGAN3 only: largest rotation, following the loudness."}),
+            "translation": ("FLOAT", {"default": 0.05, "min": 0.0, "max": 2.0, "step": 0.01, "tooltip":
+                "StyleGAN3 only: largest shift, following brightness (x) and bass (y)."}),
+            "frame_offset": ("INT", {"default": 0, "min": 0, "max": 10_000_000, "tooltip":
+                "First frame of this chunk (render a long song in parts)."}),
+            "frame_count": ("INT", {"default": 0, "min": 0, "max": 10_000_000, "tooltip":
+                "Frames in this chunk (0 = up to the end)."}),
+        }}
+
+    def trajectory(self, keyframes, reactivity=0.5, band_layers=True, rotation_degrees=4.0, translation=0.05,
+                   frame_offset=0, frame_count=0):
+        from .sgim_nodes.animate import Trajectory, trim_audio
+
+        music = keyframes.music
+        with library_errors(self):
+            path = Trajectory(keyframes.keyframes, music.features, reactivity=reactivity, band_layers=band_layers,
+                              rotation_degrees=rotation_degrees, translation=translation)
+            offset, count = path.timeline.check_range(frame_offset, frame_count)
+            ws = path.codes(offset, count)
+        waveform, rate = check_audio(music.audio, self, "keyframes")
+        audio = {"waveform": trim_audio(waveform[:1], rate, path.timeline, offset, count), "sample_rate": rate}
+        value = wplus_value(ws, keyframes.keyframes.generator)
+        value["animation"] = {"trajectory": path, "offset": offset, "count": count, "audio": audio}
+        return (value, count)
+
+
+class SGIMDecodeFrames:
+    DESCRIPTION = ("Renders the frames of a Music Trajectory in batches (bounded memory; Cancel stops within a "
+                   "batch) and hands on the audio cut to exactly the same span and the frame rate, so that core "
+                   "Create Video + Save Video give a video in sync with the track.")
+    CATEGORY = f"{CATEGORY_ROOT}/music video"
+    RETURN_TYPES = ("IMAGE", "AUDIO", "FLOAT")
+    RETURN_NAMES = ("images", "audio", "fps")
+    OUTPUT_TOOLTIPS = ("The frames, IMAGE [frames, H, W, 3].", "The track cut to exactly frames / fps seconds.",
+                       "Frames per second, for Create Video.")
+    FUNCTION = "decode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "generator": ("SGIM_STYLEGAN", {"tooltip": "The generator the codes belong to."}),
+                "wplus": ("SGIM_WPLUS", {"tooltip": "From Music Trajectory."}),
+                "batch_size": ("INT", {"default": 8, "min": 1, "max": 256, "tooltip":
+                    "Frames rendered at once (more is faster on a GPU, needs more memory)."}),
+                "size": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 2, "tooltip":
+                    "Scale the frames to this many pixels (0 = the generator's resolution)."}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    def decode(self, generator, wplus, batch_size=8, size=0, unique_id=None):
+        from .sgim_nodes.animate import iter_frames, resize
+
+        animation = wplus.get("animation") if isinstance(wplus, dict) else None
+        if animation is None:
+            raise node_error(self, "wplus", "expected the codes of a Music Trajectory (they carry the frame timing "
+                                            "and the audio); for other W+ codes use StyleGAN Decode")
+        ws = check_wplus(wplus, generator, self, "wplus")
+        trajectory, offset, count = animation["trajectory"], animation["offset"], animation["count"]
+        if ws.shape[0] != count:
+            raise node_error(self, "wplus", f"{ws.shape[0]} codes for a chunk of {count} frames")
+        if size and not 16 <= size <= 8192:
+            raise node_error(self, "size", f"expected 0 or 16..8192 pixels, got {size}")
+        device = torch_device()
+        g = on_device(generator, device)
+        bar = progress_bar(count, unique_id)
+        frames = []
+
+        def cancelled() -> bool:
+            throw_if_interrupted()  # raises ComfyUI's exception itself
+            return False
+
+        with library_errors(self):
+            for first, images in iter_frames(g, trajectory, offset=offset, count=count, batch_size=batch_size,
+                                             codes=ws, should_cancel=cancelled):
+                frames.append(to_comfy_image(resize(images, size or None)))
+                if bar is not None:
+                    bar.update_absolute(first - offset + images.shape[0], count, preview_tuple(images[-1:]))
+        return (torch.cat(frames), animation["audio"], float(trajectory.timeline.fps))
+
+
+# --------------------------------------------------------------------------------------------
 # Saving and loading W+ codes (not core's LATENT: a StyleGAN W+ code, named so nobody mixes them up)
 # --------------------------------------------------------------------------------------------
 
@@ -1269,6 +1569,10 @@ NODE_CLASS_MAPPINGS = {
     "SGIMDecode": SGIMDecode,
     "SGIMSaveLatent": SGIMSaveLatent,
     "SGIMLoadLatent": SGIMLoadLatent,
+    "SGIMAudioFeatures": SGIMAudioFeatures,
+    "SGIMMusicKeyframes": SGIMMusicKeyframes,
+    "SGIMMusicTrajectory": SGIMMusicTrajectory,
+    "SGIMDecodeFrames": SGIMDecodeFrames,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -1290,6 +1594,10 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SGIMDecode": "StyleGAN Decode (SGIM, old id)",
     "SGIMSaveLatent": "Save W+ Code (SGIM, old id)",
     "SGIMLoadLatent": "Load W+ Code (SGIM, old id)",
+    "SGIMAudioFeatures": "Audio Features (SGIM)",
+    "SGIMMusicKeyframes": "Music Keyframes (SGIM)",
+    "SGIMMusicTrajectory": "Music Trajectory (SGIM)",
+    "SGIMDecodeFrames": "Decode Frames (SGIM)",
 }
 
 for _cls in NODE_CLASS_MAPPINGS.values():

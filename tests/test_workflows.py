@@ -40,7 +40,7 @@ def registered_node_ids() -> dict[str, bool]:
     return {node_id: deprecated(cls) for node_id, cls in mapping.items()}
 
 
-def test_the_five_examples_exist_with_thumbnails():
+def test_every_example_exists_with_a_thumbnail():
     from PIL import Image
 
     names = {p.stem for p in EXAMPLES}

@@ -115,7 +115,7 @@ def optimize_latent(generator, clip, targets: torch.Tensor, source_ws: torch.Ten
                     truncation: float = 0.7, noise_mode: str = "const", cosine_scale: float = 1.0,
                     return_images: bool = True, autocast: str | None = None, channels_last: bool | None = None,
                     compile: bool = False, modulation: str | None = "activation",
-                    reuse_cpu_memory: bool = True) -> OptimizeResult:
+                    reuse_cpu_memory: bool = True, init_ws: torch.Tensor | None = None) -> OptimizeResult:
     """Optimise W+ codes so the generated images move toward CLIP-space ``targets``.
 
     generator   from ``sgim_nodes.stylegan`` (``synthesis``, ``mapping``, ``num_ws``, ``w_dim``, ``w_avg``).
@@ -143,6 +143,9 @@ def optimize_latent(generator, clip, targets: torch.Tensor, source_ws: torch.Ten
                 minutes to compile and ran slower than eager, so it is off by default).
     reuse_cpu_memory  on CPU, keep freed activation memory mapped between steps instead of page-faulting
                 it in again every step (``sgim_nodes.memory``; about half the step time at 1024 px).
+    init_ws     edit mode only: where the optimisation starts (``[B, num_ws, w_dim]``), while the
+                similarity term still pulls toward ``source_ws`` (warm starts, e.g. the keyframes of
+                ``sgim_nodes.animate``). Default: start at the source.
     """
     steps = check_int("steps", steps, 1, MAX_STEPS, "a number of steps")
     preview_every = _check_int("preview_every", preview_every, minimum=0)
@@ -198,7 +201,17 @@ def optimize_latent(generator, clip, targets: torch.Tensor, source_ws: torch.Ten
         layer_g = mask.weights.detach().clone().to(device)  # the mask may have been built under inference mode
         editable = mask.editable.to(device)
         all_editable = editable.numel() == num_ws
-        trainable = start[:, editable].clone().requires_grad_(True)
+        if init_ws is not None:
+            if not editing:
+                raise ParameterError("init_ws: a warm start needs a source code (edit mode)")
+            init = _broadcast_batch(_as_wplus(init_ws.detach().clone().to(device).float(), num_ws, "init_ws",
+                                              int(generator.w_dim)), batch, "init_ws", batch)
+            if not torch.isfinite(init).all():
+                raise ParameterError("init_ws: contains NaN or infinite values")
+            start_trainable = init[:, editable]
+        else:
+            start_trainable = start[:, editable]
+        trainable = start_trainable.clone().requires_grad_(True)
         optimizer = torch.optim.Adam([trainable], lr=lr)
         logits = adaptive_init(batch, num_ws, device) if (adaptive_mask and editing) else None
         history = _LossHistory(steps, batch, device)

@@ -156,6 +156,33 @@ def chain_upscale_save():
     return nodes, links
 
 
+def music_video():
+    """A track -> a painting that follows it -> an .mp4 with the track (core Create Video + Save Video)."""
+    nodes, links = common_models(WIKIART)
+    nodes += [
+        {"id": 3, "type": "LoadAudio", "pos": [X[0], 350], "size": [320, 140], "widgets": {"audio": "music.wav"}},
+        {"id": 4, "type": "SGIMLoadAudioEncoder", "pos": [X[0], 240], "widgets": {"encoder_name": ENCODER}},
+        {"id": 5, "type": "SGIMAudioFeatures", "pos": [X[1], 240], "size": [340, 330], "widgets": {"fps": 24.0}},
+        {"id": 6, "type": "SGIMSourceLatent", "pos": [X[1], 0], "widgets": {"seed": 11, "truncation_psi": 0.7}},
+        {"id": 7, "type": "SGIMMusicKeyframes", "pos": [X[2], 0], "size": [340, 560]},
+        {"id": 8, "type": "SGIMMusicTrajectory", "pos": [X[3], 0], "size": [320, 260]},
+        {"id": 9, "type": "SGIMDecodeFrames", "pos": [X[3], 300], "size": [320, 170]},
+        {"id": 10, "type": "CreateVideo", "pos": [X[4], 0], "size": [300, 120]},
+        {"id": 11, "type": "SaveVideo", "pos": [X[4], 160], "size": [320, 380],
+         "widgets": {"filename_prefix": "sgim/music_video"}},
+        {"id": 12, "type": "PreviewImage", "pos": [X[1], 620], "size": [340, 300], "title": "Audio features"},
+    ]
+    links += [
+        (3, "AUDIO", 5, "audio"), (1, "generator", 6, "generator"),
+        (1, "generator", 7, "generator"), (2, "clip", 7, "clip"), (4, "audio_encoder", 7, "audio_encoder"),
+        (5, "features", 7, "features"), (6, "wplus", 7, "source"), (7, "keyframes", 8, "keyframes"),
+        (1, "generator", 9, "generator"), (8, "wplus", 9, "wplus"),
+        (9, "images", 10, "images"), (9, "fps", 10, "fps"), (9, "audio", 10, "audio"),
+        (10, "VIDEO", 11, "video"), (5, "plot", 12, "images"),
+    ]
+    return nodes, links
+
+
 # The file name of each example is the title the template browser shows (frontends take the file name);
 # the short names stay usable in code and tests through example_path().
 EXAMPLE_FILES = {
@@ -164,6 +191,7 @@ EXAMPLE_FILES = {
     "music_to_painting": "SGIM - Painting edited by music",
     "sound_and_text_style_mix": "SGIM - Sound and text edits mixed by layer",
     "chain_upscale_and_save": "SGIM - Sound edit upscaled and saved",
+    "music_video": "SGIM - Music video from a song",
 }
 
 
@@ -178,17 +206,20 @@ EXAMPLES = {
     "music_to_painting": music_to_painting,
     "sound_and_text_style_mix": sound_text_style_mix,
     "chain_upscale_and_save": chain_upscale_save,
+    "music_video": music_video,
 }
 
 
 def main(argv: list[str]) -> int:
+    """``SERVER [OUT_DIR [NAME ...]]``: drafts of all examples, or only of the NAMEs."""
     server = argv[0].rstrip("/")
     out_dir = Path(argv[1]) if len(argv) > 1 else REPO / "example_workflows"
+    chosen = argv[2:] or list(EXAMPLES)
     with urllib.request.urlopen(f"{server}/object_info") as response:
         definitions = json.load(response)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, make in EXAMPLES.items():
-        nodes, links = make()
+    for name in chosen:
+        nodes, links = EXAMPLES[name]()
         workflow = build_ui_workflow(nodes, links, definitions)
         path = example_path(name, out_dir)
         path.write_text(json.dumps(workflow, indent=2) + "\n")

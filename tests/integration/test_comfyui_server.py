@@ -108,7 +108,7 @@ def node_of(prompt: dict, class_type: str) -> str:
 def test_object_info_lists_every_node_without_import_errors(server):
     info = get_json(f"{server.url}/object_info")
     expected = pack_node_ids()
-    assert len(expected) == 18
+    assert len(expected) == 22
     missing = [n for n in expected if n not in info]
     assert not missing, f"not registered: {missing}\n{server.log()[-3000:]}"
     log = server.log()
@@ -446,3 +446,42 @@ def test_models_are_under_comfyui_memory_management_and_freed_by_the_free_endpoi
     # run (about 33 MB measured: heap the run grew) is far less than the model.
     assert after_run - after_free > 100e6
     assert after_free - before < 64e6
+
+
+def test_music_video_example_saves_a_video_in_sync_with_the_track(server):
+    import av
+
+    from sgim_nodes.audio import load_audio
+
+    prompt = tiny_prompt(server, "music_video", steps=3, seed=500, preview_every=1)
+    keyframes_id = node_of(prompt, "SGIMMusicKeyframes")
+    prompt[keyframes_id]["inputs"].update(steps=3, keyframe_steps=2, keyframe_seconds=4.0, preview_every=1)
+    decode_id = node_of(prompt, "SGIMDecodeFrames")
+    prompt[decode_id]["inputs"]["batch_size"] = 32
+    started = time.monotonic()
+    seen = run_prompt(server, prompt, timeout=300)
+    elapsed = time.monotonic() - started
+    errors = of_type(seen, "execution_error")
+    assert not errors, errors[0]["exception_message"] if errors else ""
+    waveform, rate = load_audio(server.base / "input" / "music.wav")
+    frames = round(waveform.shape[-1] / rate * 24.0)  # the pack's frame-count rule at the example's 24 fps
+    keyframe_steps = [d["value"] for d in of_type(seen, "progress") if d["node"] == keyframes_id]
+    assert keyframe_steps == list(range(1, len(keyframe_steps) + 1)) and len(keyframe_steps) >= 3 + 2
+    decoded = [d["value"] for d in of_type(seen, "progress") if d["node"] == decode_id]
+    assert decoded[-1] == frames and decoded[0] == 32
+
+    history = wait_for_history(server, seen["prompt_id"])
+    assert history["status"]["status_str"] == "success"
+    saved = history["outputs"][node_of(prompt, "SaveVideo")]
+    entry = (saved.get("images") or saved.get("videos") or saved.get("gifs"))[0]
+    path = server.base / "output" / entry["subfolder"] / entry["filename"]
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        count = sum(1 for _ in container.decode(video))
+        video_seconds = float(video.duration * video.time_base)
+        audio = container.streams.audio[0]
+        audio_seconds = float(audio.duration * audio.time_base)
+    assert count == frames
+    assert abs(video_seconds - frames / 24.0) < 1e-3
+    assert abs(audio_seconds - frames / 24.0) < 0.03  # AAC frames are 1024 samples: within one
+    print(f"tiny music video: {frames} frames, {elapsed:.1f} s end to end")

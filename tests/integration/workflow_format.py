@@ -66,9 +66,11 @@ def build_ui_workflow(nodes: list[dict], links: list[tuple], definitions: dict[s
 
     ``nodes``: dicts with ``id``, ``type``, ``pos`` [x, y], optional ``title``, ``size`` and
     ``widgets`` {input name: value} (others take their defaults). ``links``: tuples
-    ``(from_id, output_name, to_id, input_name)``.
+    ``(from_id, output_name, to_id, input_name)``; a link into a widget input (e.g. an fps computed
+    upstream) gives that widget a socket, as the editor does.
     """
     by_id = {n["id"]: n for n in nodes}
+    linked_widgets = {(dst, in_name) for _, _, dst, in_name in links}
     ui_nodes = {}
     for order, node in enumerate(nodes):
         definition = definitions[node["type"]]
@@ -78,6 +80,8 @@ def build_ui_workflow(nodes: list[dict], links: list[tuple], definitions: dict[s
                 values.append(node.get("widgets", {}).get(name, widget_default(kind, options)))
                 if options.get("control_after_generate"):
                     values.append("fixed")
+                if (node["id"], name) in linked_widgets:  # a widget fed by a link keeps its value too
+                    sockets.append({"name": name, "type": kind, "widget": {"name": name}, "link": None})
             else:
                 sockets.append({"name": name, "type": kind, "link": None})
         outputs = [{"name": out_name, "type": out_type, "links": [], "slot_index": i}
