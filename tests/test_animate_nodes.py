@@ -27,7 +27,7 @@ def keyframes_of(nodes, models, track, fps=24.0, start=0.0, end=0.0, source_seed
     source, = run("SGIMSourceLatent", nodes, generator=models.generator, seed=source_seed, truncation_psi=0.7,
                   mode="random", batch_size=1)
     settings = dict(keyframe_seconds=2.5, snap_to_onsets=False, steps=3, keyframe_steps=2, lr=0.1, lambda_sim=0.002,
-                    seed=0, prompt_schedule="", text_weight=0.3, preview_every=2, unique_id="31")
+                    prompt_schedule="", text_weight=0.3, preview_every=2, unique_id="31")
     settings.update(options)
     keyframes, log = run("SGIMMusicKeyframes", nodes, generator=models.generator, clip=models.clip,
                          audio_encoder=models.encoder, features=features, source=source, **settings)
@@ -97,7 +97,7 @@ def test_keyframes_and_decode_stop_on_cancel(nodes, models, track, fake_comfy):
     with pytest.raises(FakeInterrupt):
         run("SGIMMusicKeyframes", nodes, generator=models.generator, clip=models.clip, audio_encoder=models.encoder,
             features=features, source=source, keyframe_seconds=2.5, snap_to_onsets=False, steps=50, keyframe_steps=20,
-            lr=0.1, lambda_sim=0.002, seed=0, prompt_schedule="", text_weight=0.3, preview_every=0, unique_id="8")
+            lr=0.1, lambda_sim=0.002, prompt_schedule="", text_weight=0.3, preview_every=0, unique_id="8")
     assert [p[0] for p in fake_comfy.progress] == [1, 2]  # stopped within one step
     fake_comfy.interrupt_at = None
     *_, keyframes, _ = keyframes_of(nodes, models, track)
@@ -130,11 +130,11 @@ def test_music_nodes_name_the_input_at_fault(nodes, models, track, errors, fake_
     with pytest.raises(errors.ParameterError, match="Music Keyframes, input 'clip'"):
         run("SGIMMusicKeyframes", nodes, generator=models.generator, clip=models.clip,
             audio_encoder=models.wide_encoder, features=features, source=plain, keyframe_seconds=2.5,
-            snap_to_onsets=False, steps=2, keyframe_steps=1, lr=0.1, lambda_sim=0.002, seed=0, prompt_schedule="",
+            snap_to_onsets=False, steps=2, keyframe_steps=1, lr=0.1, lambda_sim=0.002, prompt_schedule="",
             text_weight=0.3, preview_every=0)
     with pytest.raises(errors.ParameterError, match="Music Keyframes, input 'prompt_schedule'"):
         run("SGIMMusicKeyframes", nodes, generator=models.generator, clip=models.clip, audio_encoder=models.encoder,
             features=features, source=plain, keyframe_seconds=2.5, snap_to_onsets=False, steps=2, keyframe_steps=1,
-            lr=0.1, lambda_sim=0.002, seed=0, prompt_schedule="0: sea | later: storm", text_weight=0.3,
+            lr=0.1, lambda_sim=0.002, prompt_schedule="0: sea | later: storm", text_weight=0.3,
             preview_every=0)
     assert np.isfinite(keyframes.keyframes.codes.numpy()).all()

@@ -87,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--lambda-sim", type=float, default=0.002, help="how strongly codes stay near the source")
     p.add_argument("--truncation", type=float, default=0.7, help="truncation of the random source code")
-    p.add_argument("--mask", help="layer mask: a preset (all, coarse, middle, fine) or per-layer weights")
+    p.add_argument("--mask", help="layer freedom: a preset (all, coarse, middle, fine) or one number per W+ layer "
+                                  "'f0,f1,...' in [0, 1] (0 = frozen, 1 = free), as edit's --mask")
     p.add_argument("--source-latent", type=Path, help="W+ file of the source image (default: random from --seed)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--reactivity", type=float, default=trajectory_defaults.DEFAULT_REACTIVITY,
@@ -108,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def request_from_args(args: argparse.Namespace) -> AnimateRequest:
     from ..models import KNOWN_MODELS, find_model_file
-    from ..pipeline import DEFAULT_FILES, _missing_message
+    from ..pipeline import DEFAULT_FILES, fetch_missing_models
 
     if args.text and args.prompts:
         raise ParameterError("give --text or --prompts, not both")
@@ -122,8 +123,8 @@ def request_from_args(args: argparse.Namespace) -> AnimateRequest:
                 raise ParameterError(f"--{arg}: file not found: {given}")
             missing.append((arg, default_name))
         paths[arg] = found
-    if missing:
-        raise ParameterError(_missing_message(missing))
+    if missing:  # the known defaults are fetched on first use, as `edit` does (SGIM_OFFLINE forbids it)
+        paths.update(fetch_missing_models(missing))
     return AnimateRequest(
         audio=args.audio, out=args.out, fps=args.fps, start=args.start, end=args.end, size=args.size,
         clip_model=args.clip_model, prompts=args.prompts or (args.text or ""), text_weight=args.text_weight,
@@ -144,7 +145,7 @@ def render_music_video(request: AnimateRequest, progress: bool = True):
     from ..fileio import atomic_path
     from ..latents import check_wplus_fits, load_wplus
     from ..optimize import sample_source_ws
-    from ..pipeline import _layer_weights
+    from ..optimize.rules import freedom_mask, parse_freedom
     from ..stylegan import load_generator
     from .features import features_of_file
     from .keyframes import KeyframeSettings, keyframe_targets, keyframe_times, optimize_keyframes, parse_prompt_schedule
@@ -191,7 +192,9 @@ def render_music_video(request: AnimateRequest, progress: bool = True):
 
     clock = time.perf_counter()
     settings = KeyframeSettings(steps=request.steps, keyframe_steps=request.keyframe_steps, lr=request.lr,
-                                lambda_sim=request.lambda_sim, layer_weights=_layer_weights(request.mask),
+                                lambda_sim=request.lambda_sim,
+                                layer_weights=None if request.mask is None else
+                                freedom_mask(parse_freedom(request.mask, int(generator.num_ws), "--mask")),
                                 seed=request.seed)
     total_steps = settings.steps + settings.keyframe_steps * (len(times) - 1)
     bar = tqdm(total=total_steps, desc=f"keyframes (0/{len(times)})", unit="step", disable=not progress)
