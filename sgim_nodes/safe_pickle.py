@@ -87,10 +87,25 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
         from numpy._core.multiarray import scalar
     except ImportError:  # pragma: no cover - NumPy 1.x
         from numpy.core.multiarray import scalar
-    out = {("numpy", "dtype"): np.dtype}
+    out = {("numpy", "dtype"): np.dtype, ("numpy", "ndarray"): np.ndarray}
     for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
         out[(mod, "scalar")] = scalar
+        out[(mod, "_reconstruct")] = _reconstruct_ndarray
     return out
+
+
+def _reconstruct_ndarray(subtype, shape, dtype):
+    """numpy's array pickling entry point (an empty array that BUILD then fills with raw bytes),
+    restricted to plain ``ndarray``; object arrays are refused, since their items would be
+    arbitrary pickled objects rather than numbers."""
+    import numpy as np
+
+    if subtype is not np.ndarray:
+        raise TypeError(f"array reconstruction of {subtype!r} refused; only numpy.ndarray is allowed")
+    array = np.ndarray.__new__(np.ndarray, shape, dtype)
+    if array.dtype.hasobject:
+        raise TypeError("numpy object arrays are refused")
+    return array
 
 
 class RestrictedUnpickler(pickle.Unpickler):

@@ -30,8 +30,11 @@ import torch
 
 from ..errors import ModelFileError, ParameterError, UnsafeFileError
 from .network import Generator, GeneratorConfig
+from .stylegan3 import StyleGAN3Config, StyleGAN3Generator
+from .stylegan3_files import from_nvlabs_stylegan3, is_stylegan3
 
 GENERATOR_KIND = "stylegan2_generator"
+STYLEGAN3_KIND = "stylegan3_generator"
 ROSINALITY_LR_MUL = 0.01
 PERSISTENT_RECORD = "torch_utils.persistence._reconstruct_persistent_obj"
 
@@ -60,24 +63,28 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu",
     device, dtype = resolve_device(device), _resolve_dtype(dtype)
     with torch.inference_mode(False):  # ComfyUI loads under inference mode; the result must stay differentiable
         config, state, w_avg_known = _read_generator(path, mapping_lr_mul)
-        generator = Generator(config, modulation=modulation, name=path.stem)
+        if isinstance(config, StyleGAN3Config):  # modulation: StyleGAN3 layers have one form only
+            generator = StyleGAN3Generator(config, name=path.stem)
+        else:
+            generator = Generator(config, modulation=modulation, name=path.stem)
         try:
             generator.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            raise ModelFileError(f"{path}: the tensors do not fit the StyleGAN2 architecture inferred from "
-                                 f"them ({_first_line(exc)})") from None
+            raise ModelFileError(f"{path}: the tensors do not fit the {getattr(generator, 'family', 'stylegan2')} architecture inferred "
+                                 f"from them ({_first_line(exc)})") from None
         if not w_avg_known:
             generator.w_avg.copy_(generator.estimate_w_avg())
         _check_finite(generator, path)
         return generator.to(device=device, dtype=dtype)
 
 
-def save_generator(generator: Generator, path: str | os.PathLike) -> None:
+def save_generator(generator: Generator | StyleGAN3Generator, path: str | os.PathLike) -> None:
     """Write ``generator`` as our ``.safetensors`` (float32 weights + the config as JSON), atomically."""
     from ..fileio import save_model_file
 
     tensors = {k: v.float() for k, v in generator.state_dict().items()}
-    save_model_file(path, tensors, GENERATOR_KIND, generator.config.to_dict(), {"name": generator.name})
+    kind = STYLEGAN3_KIND if isinstance(generator, StyleGAN3Generator) else GENERATOR_KIND
+    save_model_file(path, tensors, kind, generator.config.to_dict(), {"name": generator.name})
 
 
 def rosinality_checkpoint(generator: Generator) -> dict[str, Any]:
@@ -174,7 +181,14 @@ def _load_pickle(path: Path) -> Any:
 def _read_safetensors(path: Path, mapping_lr_mul: float | None) -> tuple[GeneratorConfig, dict, bool]:
     from ..fileio import load_model_file, read_safetensors_metadata
 
-    if read_safetensors_metadata(path).get("sgim_kind") is None:  # someone else's export of a state dict
+    kind = read_safetensors_metadata(path).get("sgim_kind")
+    if kind == STYLEGAN3_KIND:
+        tensors, config_dict, _ = load_model_file(path, STYLEGAN3_KIND)
+        try:
+            return StyleGAN3Config.from_dict(config_dict), tensors, True
+        except (TypeError, ValueError) as exc:
+            raise ModelFileError(f"{path}: the StyleGAN3 config in the metadata is invalid ({exc})") from None
+    if kind is None:  # someone else's export of a state dict
         from safetensors.torch import load_file
 
         try:
@@ -350,12 +364,14 @@ def _from_nvlabs_network(obj: Any, path: Path) -> tuple[GeneratorConfig, dict, b
     if class_name != "Generator":
         raise ModelFileError(f"{path}: 'G_ema' is a '{class_name}', expected an NVlabs StyleGAN2 'Generator'")
     tensors, attrs = _flatten_persistent(obj, path)
+    if is_stylegan3(tensors, attrs):
+        config, ours = from_nvlabs_stylegan3(state.get("_init_kwargs"), tensors, attrs, path)
+        return config, ours, True
     synthesis = attrs.get("synthesis", {})
     layer_names = {key.split(".")[1] for key in tensors if key.startswith("synthesis.")}
-    if synthesis.get("class_name") != "SynthesisNetwork" or "input" in layer_names \
-            or any(re.fullmatch(r"L\d+_.*", n) for n in layer_names):
-        raise ModelFileError(f"{path}: this looks like a StyleGAN3 (alias-free) generator, which is not supported; "
-                             "expected a StyleGAN2 / StyleGAN2-ADA generator")
+    if synthesis.get("class_name") != "SynthesisNetwork" or any(re.fullmatch(r"L\d+_.*", n) for n in layer_names):
+        raise ModelFileError(f"{path}: the synthesis network is neither StyleGAN2's nor StyleGAN3's "
+                             f"({synthesis.get('class_name')!r}); expected an NVlabs StyleGAN2/3 generator")
     if int(state.get("c_dim", 0) or 0) > 0 or "mapping.embed.weight" in tensors:
         raise ModelFileError(f"{path}: a conditional (class-label) generator (c_dim={state.get('c_dim')}); "
                              "only unconditional StyleGAN2 generators are supported")
