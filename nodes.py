@@ -243,9 +243,10 @@ def generator_info(name: str) -> dict:
         raise ModelFileError(f"generator file {name!r} is not in models/stylegan (see docs/nodes.md for "
                              "where to get it), so the layers cannot be shown yet") from None
     generator = cached_load("stylegan", path, load_generator_file)
-    groups = {preset: preset_freedom(preset, generator.num_ws) for preset in ("coarse", "middle", "fine")}
+    groups = {preset: preset_freedom(preset, generator.num_ws, getattr(generator, "ws_resolutions", None))
+              for preset in ("coarse", "middle", "fine")}
     return {"name": name, "num_ws": generator.num_ws, "resolution": generator.resolution,
-            "w_dim": generator.w_dim, "groups": groups}
+            "w_dim": generator.w_dim, "family": getattr(generator, "family", "stylegan2"), "groups": groups}
 
 
 _DEVICE_COPIES: "weakref.WeakKeyDictionary[object, dict[str, object]]" = weakref.WeakKeyDictionary()
@@ -300,8 +301,13 @@ def single_embedding(vectors: torch.Tensor, label: str, clip_model: str | None) 
     return Embedding(vectors=vectors[:, None, :], weights=(1.0,), labels=(label,), clip_model=clip_model)
 
 
-def wplus_value(ws: torch.Tensor, generator_name: str) -> dict:
-    return {"ws": ws.detach().to("cpu", torch.float32).clone(), "generator": generator_name}
+def wplus_value(ws: torch.Tensor, generator_name: str, ws_resolutions=None) -> dict:
+    """``ws_resolutions``: the generator's nominal resolution per W+ row when it has its own layer
+    grouping (StyleGAN3), so that Style Mix presets pick the same rows as the Layer Mask."""
+    value = {"ws": ws.detach().to("cpu", torch.float32).clone(), "generator": generator_name}
+    if ws_resolutions is not None:
+        value["ws_resolutions"] = list(ws_resolutions)
+    return value
 
 
 def check_wplus(wplus: dict, generator, node: str, input_name: str) -> torch.Tensor:
@@ -644,10 +650,10 @@ class LayerFreedom:
         return torch.tensor(self.freedom, dtype=torch.float32)
 
 
-def preset_freedom(preset: str, num_ws: int) -> list[float]:
+def preset_freedom(preset: str, num_ws: int, ws_resolutions=None) -> list[float]:
     from .sgim_nodes.optimize.layer_mask import preset_layers
 
-    chosen = set(preset_layers(preset, num_ws))
+    chosen = set(preset_layers(preset, num_ws, ws_resolutions))
     return [1.0 if i in chosen else 0.0 for i in range(num_ws)]
 
 
@@ -676,7 +682,7 @@ class SGIMLayerMask:
         node = "Layer Mask"
         if preset != "custom":
             try:
-                freedom = preset_freedom(preset, generator.num_ws)
+                freedom = preset_freedom(preset, generator.num_ws, getattr(generator, "ws_resolutions", None))
             except SGIMError as exc:
                 raise named_error(node, "preset", exc) from None
             if not any(freedom):
@@ -729,7 +735,7 @@ class SGIMSourceLatent:
             ws = generator.w_avg[None, None].expand(batch_size, generator.num_ws, -1)
         else:  # z is drawn on the CPU, so a seed gives the same image on every device
             ws = sample_source_ws(generator, batch_size, seed, truncation=truncation_psi)
-        return (wplus_value(ws, generator.name),)
+        return (wplus_value(ws, generator.name, getattr(generator, "ws_resolutions", None)),)
 
 
 class SGIMOptimizeLatent:
@@ -829,7 +835,7 @@ class SGIMOptimizeLatent:
             finally:
                 free_device_cache()
         log = json.dumps({"last": history[-1] if history else {}, "history": history})
-        return (wplus_value(result.ws, generator.name), log)
+        return (wplus_value(result.ws, generator.name, getattr(generator, "ws_resolutions", None)), log)
 
 
 class SGIMStyleMix:
@@ -871,7 +877,7 @@ class SGIMStyleMix:
         num_ws = ws_a.shape[1]
         try:
             if layers_from_b != "custom":
-                blend = torch.tensor(preset_freedom(layers_from_b, num_ws))
+                blend = torch.tensor(preset_freedom(layers_from_b, num_ws, wplus_a.get("ws_resolutions")))
             elif layer_mask is not None:
                 if layer_mask.num_ws != num_ws:
                     raise ParameterError(f"the mask has {layer_mask.num_ws} layers (generator "
@@ -888,7 +894,7 @@ class SGIMStyleMix:
             mixed = style_mix(ws_a, ws_b, blend)
         except SGIMError as exc:
             raise named_error(node, "wplus_b", exc) from None
-        return (wplus_value(mixed, wplus_a.get("generator", "")),)
+        return (wplus_value(mixed, wplus_a.get("generator", ""), wplus_a.get("ws_resolutions")),)
 
 
 class SGIMDecode:

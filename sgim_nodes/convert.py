@@ -2,7 +2,8 @@
 
     python -m sgim_nodes.convert IN OUT.safetensors        (or: python -m sgim_nodes convert ...)
 
-IN may be a StyleGAN2 generator (rosinality ``.pt``, NVlabs ``.pkl``, a safetensors state dict) or
+IN may be a StyleGAN2 generator (rosinality ``.pt``, NVlabs ``.pkl``, a safetensors state dict), an
+NVlabs StyleGAN3 (T or R) snapshot ``.pkl``, or
 an audio-encoder checkpoint (the paper's ``.pth``). Nothing from IN is executed: the same safe
 loaders as everywhere else read it. The result is written atomically; IN is never overwritten,
 and an existing OUT only with ``--overwrite``.
@@ -47,7 +48,8 @@ def convert(input_path: Path, output_path: Path, overwrite: bool = False) -> str
     except ModelFileError as generator_error:
         return _convert_audio_encoder(input_path, output_path, generator_error)
     save_generator(generator, output_path)
-    return (f"StyleGAN2 generator ({generator.config.source_format}, {generator.resolution} px, "
+    family = "StyleGAN3" if getattr(generator, "family", "stylegan2") == "stylegan3" else "StyleGAN2"
+    return (f"{family} generator ({generator.config.source_format}, {generator.resolution} px, "
             f"{generator.num_ws} W+ layers) -> {output_path}")
 
 
@@ -61,7 +63,7 @@ def _convert_audio_encoder(input_path: Path, output_path: Path, generator_error:
     except UnsafeFileError:
         raise
     except ModelFileError as audio_error:
-        raise ModelFileError(f"{input_path}: neither a StyleGAN2 generator nor an audio encoder.\n"
+        raise ModelFileError(f"{input_path}: neither a StyleGAN2/3 generator nor an audio encoder.\n"
                              f"  as a generator: {generator_error}\n  as an audio encoder: {audio_error}") from None
     save_audio_encoder(encoder, output_path)
     backbone = getattr(encoder, "config", {}).get("backbone", "?")

@@ -71,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--text", action="append", default=[], help="text prompt (repeatable)")
     p.add_argument("--weights", help="comma-separated weights of the targets, audio first then text")
     p.add_argument("--out", type=Path, required=True, help="edited image (PNG); source and W+ files go beside it")
-    p.add_argument("--generator", help="StyleGAN2 file (.pt/.pkl/.safetensors) or a name in models/stylegan")
+    p.add_argument("--generator", help="StyleGAN2/StyleGAN3 file (.pt/.pkl/.safetensors) or a name in models/stylegan")
     p.add_argument("--encoder", help="audio encoder (.pth/.safetensors) or a name in models/sgim_audio_encoders")
     p.add_argument("--clip", help="CLIP model (OpenAI .pt, open_clip .bin/.safetensors) or a name in models/sgim_clip")
     p.add_argument("--clip-model", help="open_clip model name when it cannot be inferred from the file")

@@ -380,6 +380,9 @@ def _from_nvlabs_network(obj: Any, path: Path) -> tuple[GeneratorConfig, dict, b
 
 def _from_nvlabs_flat(state: dict, attrs: dict[str, dict], path: Path) -> tuple[GeneratorConfig, dict, bool]:
     """NVlabs ``G_ema.state_dict()`` layout (+ attributes from the pickle, when we have them)."""
+    if any(key.startswith("synthesis.input.") for key in state):
+        raise ModelFileError(f"{path}: the tensors of a StyleGAN3 generator without its design values (a bare "
+                             "state dict); load or convert the NVlabs snapshot .pkl instead")
     get = _getter(state, path)
     if "mapping.embed.weight" in state:
         raise ModelFileError(f"{path}: a conditional (class-label) generator; only unconditional ones are supported")

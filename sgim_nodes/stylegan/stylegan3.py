@@ -344,26 +344,27 @@ class SynthesisInput(nn.Module):
         batch, dtype = w.shape[0], w.dtype
         # Per-sample rotation (t0, t1) and translation (t2, t3), normalised by the rotation's length.
         t = torch.addmm(self.affine_bias.to(dtype), w, (self.affine_weight / math.sqrt(w.shape[1])).t().to(dtype))
-        t = t.float()
+        precise = torch.promote_types(dtype, torch.float32)  # angles and phases need at least float32
+        t = t.to(precise)
         t = t / t[:, :2].norm(dim=1, keepdim=True)
-        rotate = torch.eye(3, device=w.device).repeat(batch, 1, 1)
+        rotate = torch.eye(3, device=w.device, dtype=precise).repeat(batch, 1, 1)
         rotate[:, 0, 0], rotate[:, 0, 1], rotate[:, 1, 0], rotate[:, 1, 1] = t[:, 0], -t[:, 1], t[:, 1], t[:, 0]
-        translate = torch.eye(3, device=w.device).repeat(batch, 1, 1)
+        translate = torch.eye(3, device=w.device, dtype=precise).repeat(batch, 1, 1)
         translate[:, 0, 2], translate[:, 1, 2] = -t[:, 2], -t[:, 3]
-        transform = rotate @ translate @ self.transform.float()[None]  # [B, 3, 3]
-        freqs = self.freqs.float()[None]  # [1, C, 2] rows (fx, fy)
-        phases = self.phases.float()[None] + (freqs @ transform[:, :2, 2:]).squeeze(2)  # [B, C]
+        transform = rotate @ translate @ self.transform.to(precise)[None]  # [B, 3, 3]
+        freqs = self.freqs.to(precise)[None]  # [1, C, 2] rows (fx, fy)
+        phases = self.phases.to(precise)[None] + (freqs @ transform[:, :2, 2:]).squeeze(2)  # [B, C]
         freqs = freqs @ transform[:, :2, :2]  # [B, C, 2]
         amplitudes = (1 - (freqs.norm(dim=2) - design.bandwidth)
                       / (design.sampling_rate / 2 - design.bandwidth)).clamp(0, 1)  # [B, C]
         # Pixel centres of the size x size grid, in units of the sampling rate, centred on 0.
-        grid = (torch.arange(design.size, device=w.device, dtype=torch.float32) + 0.5 - design.size / 2) \
+        grid = (torch.arange(design.size, device=w.device, dtype=precise) + 0.5 - design.size / 2) \
             / design.sampling_rate
         along_x = freqs[:, :, 0, None] * grid  # [B, C, W]
         along_y = freqs[:, :, 1, None] * grid + phases[:, :, None]  # [B, C, H]
         x = torch.sin((along_y[:, :, :, None] + along_x[:, :, None, :]) * (2 * math.pi))  # [B, C, H, W]
         x = x * amplitudes[:, :, None, None]
-        mix = (self.weight / math.sqrt(design.channels)).float()
+        mix = (self.weight / math.sqrt(design.channels)).to(precise)
         return torch.einsum("bchw,oc->bohw", x, mix).to(dtype)
 
 

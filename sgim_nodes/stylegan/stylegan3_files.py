@@ -223,3 +223,37 @@ def _state_dict(config: StyleGAN3Config, tensors: dict, attrs: dict, path: Path)
                                      f"design by {difference:.3g}")
             ours[dst + name] = stored
     return ours
+
+
+def nvlabs_stylegan3_state(generator) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """``(init_kwargs, G_ema.state_dict())`` in NVlabs stylegan3's layout and raw scaling for one of our
+    StyleGAN3 generators: the inverse of :func:`from_nvlabs_stylegan3` (used to write real-format test
+    files and to run NVlabs' code on the same weights in the benchmark)."""
+    config = generator.config
+    if config.mapping_hidden is not None:
+        raise ParameterError("mapping_hidden: NVlabs' StyleGAN3 mapping layers are all w_dim wide",
+                             parameter="mapping_hidden")
+    init_kwargs: dict[str, Any] = {
+        "z_dim": config.z_dim, "c_dim": config.c_dim, "w_dim": config.w_dim, "img_resolution": config.resolution,
+        "img_channels": config.img_channels,
+        "mapping_kwargs": {"num_layers": config.n_mapping, "lr_multiplier": config.mapping_lr_mul},
+        **{key: getattr(config, field) for key, field in _SYNTHESIS_KWARGS.items()}}
+    ours = {k: v.detach().float().cpu() for k, v in generator.state_dict().items()}
+    out: dict[str, torch.Tensor] = {}
+    for i in range(config.n_mapping):
+        weight = ours[f"mapping_network.weights.{i}"]
+        out[f"mapping.fc{i}.weight"] = weight / (config.mapping_lr_mul / math.sqrt(weight.shape[1]))
+        out[f"mapping.fc{i}.bias"] = ours[f"mapping_network.biases.{i}"] / config.mapping_lr_mul
+    out["mapping.w_avg"] = ours["w_avg"].clone()
+    for key in ("weight", "transform", "freqs", "phases"):
+        out[f"synthesis.input.{key}"] = ours[f"synthesis_network.input.{key}"].clone()
+    out["synthesis.input.affine.weight"] = ours["synthesis_network.input.affine_weight"].clone()
+    out["synthesis.input.affine.bias"] = ours["synthesis_network.input.affine_bias"].clone()
+    for index, design in enumerate(generator.synthesis_network.layer_designs):
+        src, dst = f"synthesis_network.layers.{index}.", f"synthesis.{design.name}."
+        for key in ("weight", "bias", "magnitude_ema", "up_filter", "down_filter"):
+            if src + key in ours:
+                out[dst + key] = ours[src + key].clone()
+        out[dst + "affine.weight"] = ours[src + "affine_weight"].clone()
+        out[dst + "affine.bias"] = ours[src + "affine_bias"].clone()
+    return init_kwargs, out
