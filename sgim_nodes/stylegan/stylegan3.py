@@ -268,25 +268,32 @@ def _downsample(x: torch.Tensor, taps: torch.Tensor | None, down: int) -> torch.
 
 class _LeakyClamp(torch.autograd.Function):
     """``clamp(lrelu(x, slope), -c, c)`` in place, keeping only the output for backward: lrelu keeps
-    the sign, so the slope is read off the output, and clamped samples (|y| = c) get no gradient."""
+    the sign, so the slope is read off the output (one fused ``leaky_relu_backward``), and clamped
+    samples (|y| = c) get no gradient. On CPU one min/max pass tells whether anything was clamped
+    at all (it practically never is), which saves the mask in backward; elsewhere it is always
+    applied (no host synchronisation)."""
 
     @staticmethod
     def forward(ctx, x, slope: float, clamp: float | None):
         y = F.leaky_relu(x, slope, inplace=True) if slope != 1 else x
-        if clamp is not None:
+        clamped = clamp is not None
+        if clamped:
+            if y.device.type == "cpu":
+                low, high = torch.aminmax(y)
+                clamped = bool(low <= -clamp) or bool(high >= clamp)
             y = y.clamp_(-clamp, clamp)
         ctx.mark_dirty(x)
         ctx.save_for_backward(y)
-        ctx.slope, ctx.clamp = slope, clamp
+        ctx.slope, ctx.clamp, ctx.clamped = slope, clamp, clamped
         return y
 
     @staticmethod
     def backward(ctx, grad):
         (y,) = ctx.saved_tensors
-        factor = torch.where(y >= 0, 1.0, ctx.slope).to(grad.dtype)
-        if ctx.clamp is not None:
-            factor = factor.masked_fill(y.abs() >= ctx.clamp, 0)
-        return grad * factor, None, None
+        grad = torch.ops.aten.leaky_relu_backward(grad, y, ctx.slope, True) if ctx.slope != 1 else grad.clone()
+        if ctx.clamped:
+            grad = grad.masked_fill_(y.abs() >= ctx.clamp, 0)
+        return grad, None, None
 
 
 def filtered_lrelu(x: torch.Tensor, bias: torch.Tensor, up_filter: torch.Tensor | None,
