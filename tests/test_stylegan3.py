@@ -7,7 +7,6 @@ from __future__ import annotations
 import collections
 import math
 import os
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ from safetensors.torch import load_file
 
 from sgim_nodes.errors import ModelFileError, ParameterError, UnsafeFileError
 from sgim_nodes.optimize.layer_mask import LayerMask, preset_layers
-from sgim_nodes.safe_pickle import PlainObject, restricted_load
+from sgim_nodes.safe_pickle import PlainObject
 from sgim_nodes.stylegan import (StyleGAN3Config, StyleGAN3Generator, load_generator, nvlabs_stylegan3_state,
                                  save_generator)
 from sgim_nodes.stylegan.stylegan3 import design_layers, filtered_lrelu, lowpass_filter
@@ -504,3 +503,34 @@ def test_edit_command_with_a_stylegan3_pickle(tmp_path, tiny_generator, capsys):
     coarse = preset_layers("coarse", 5, tiny_generator.ws_resolutions)
     assert coarse == [0, 1]  # 16 px, 3 layers: input and L0 at band limit 2 (4 px), the rest at 8 (16 px)
     assert torch.equal(ws[:, 2:], source[:, 2:]) and not torch.equal(ws[:, :2], source[:, :2])
+
+
+# ------------------------------------------------------------------------------------ against NVlabs' own code
+
+@pytest.mark.parametrize("name", OTHER_CONFIGS)
+def test_other_configurations_match_nvlabs_code(name):
+    """With a checkout of NVlabs stylegan3 (``NVLABS_STYLEGAN3_DIR``; never part of this repo), the same
+    weights through its networks_stylegan3.py (reference ops on CPU) give the same ws and images."""
+    folder = os.environ.get("NVLABS_STYLEGAN3_DIR")
+    if not folder or not (Path(folder) / "training" / "networks_stylegan3.py").is_file():
+        pytest.skip("NVLABS_STYLEGAN3_DIR not set to a stylegan3 checkout")
+    import sys
+    import types
+
+    sys.path.insert(0, folder)
+    try:
+        import pkg_resources  # noqa: F401
+    except ImportError:
+        from packaging.version import parse
+        sys.modules["pkg_resources"] = types.SimpleNamespace(parse_version=parse)
+    from training.networks_stylegan3 import Generator as NVlabsGenerator
+
+    gen = perturbed3(StyleGAN3Config(**OTHER_CONFIGS[name]))
+    init_kwargs, state = nvlabs_stylegan3_state(gen)
+    theirs = NVlabsGenerator(**init_kwargs).eval()
+    theirs.load_state_dict(state)
+    z = torch.randn(2, gen.z_dim, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ws = theirs.mapping(z, None, truncation_psi=0.6)
+        torch.testing.assert_close(gen.mapping(z, truncation_psi=0.6), ws, **TOL)
+        torch.testing.assert_close(gen.synthesis(ws), theirs.synthesis(ws, force_fp32=True), **TOL)
