@@ -507,27 +507,40 @@ def test_edit_command_with_a_stylegan3_pickle(tmp_path, tiny_generator, capsys):
 
 # ------------------------------------------------------------------------------------ against NVlabs' own code
 
-@pytest.mark.parametrize("name", OTHER_CONFIGS)
-def test_other_configurations_match_nvlabs_code(name):
-    """With a checkout of NVlabs stylegan3 (``NVLABS_STYLEGAN3_DIR``; never part of this repo), the same
-    weights through its networks_stylegan3.py (reference ops on CPU) give the same ws and images."""
-    folder = os.environ.get("NVLABS_STYLEGAN3_DIR")
-    if not folder or not (Path(folder) / "training" / "networks_stylegan3.py").is_file():
-        pytest.skip("NVLABS_STYLEGAN3_DIR not set to a stylegan3 checkout")
+@pytest.fixture
+def nvlabs_generator_class():
+    """NVlabs' StyleGAN3 Generator from ``NVLABS_STYLEGAN3_DIR`` (never part of this repo); its modules are
+    removed from ``sys.modules`` afterwards (other tests check that no ``torch_utils`` was ever imported)."""
     import sys
     import types
 
+    folder = os.environ.get("NVLABS_STYLEGAN3_DIR")
+    if not folder or not (Path(folder) / "training" / "networks_stylegan3.py").is_file():
+        pytest.skip("NVLABS_STYLEGAN3_DIR not set to a stylegan3 checkout")
+    modules_before, path_before = set(sys.modules), list(sys.path)
     sys.path.insert(0, folder)
     try:
-        import pkg_resources  # noqa: F401
+        import pkg_resources  # noqa: F401  (its conv2d_gradfix imports parse_version from here)
     except ImportError:
         from packaging.version import parse
         sys.modules["pkg_resources"] = types.SimpleNamespace(parse_version=parse)
-    from training.networks_stylegan3 import Generator as NVlabsGenerator
+    try:
+        from training.networks_stylegan3 import Generator
 
+        yield Generator
+    finally:
+        for name in set(sys.modules) - modules_before:
+            del sys.modules[name]
+        sys.path[:] = path_before
+
+
+@pytest.mark.parametrize("name", OTHER_CONFIGS)
+def test_other_configurations_match_nvlabs_code(name, nvlabs_generator_class):
+    """The same weights through NVlabs' networks_stylegan3.py (reference ops on CPU) give the same ws
+    and images, for configurations other than the fixtures'."""
     gen = perturbed3(StyleGAN3Config(**OTHER_CONFIGS[name]))
     init_kwargs, state = nvlabs_stylegan3_state(gen)
-    theirs = NVlabsGenerator(**init_kwargs).eval()
+    theirs = nvlabs_generator_class(**init_kwargs).eval()
     theirs.load_state_dict(state)
     z = torch.randn(2, gen.z_dim, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
