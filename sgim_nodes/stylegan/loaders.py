@@ -12,6 +12,9 @@ Formats (detected from the bytes, never from the extension):
   ``torch.save``-d ``G_ema.state_dict()`` (bare or as ``{"G_ema": ...}``).
 - Our ``.safetensors`` (``sgim_kind = "stylegan2_generator"``, the :class:`GeneratorConfig` as JSON
   metadata), and a plain safetensors file holding one of the state dicts above.
+- NVlabs stylegan3 snapshot pickles (StyleGAN3 T and R, recognised by their ``synthesis.input``
+  module) become a :class:`.stylegan3.StyleGAN3Generator` (:mod:`.stylegan3_files`); our StyleGAN3
+  ``.safetensors`` have ``sgim_kind = "stylegan3_generator"``.
 
 The architecture (resolution, channels per resolution, style/latent sizes, mapping depth, blur
 taps, NVlabs conv_clamp) is inferred from the tensors. rosinality files do not record the mapping
@@ -70,7 +73,7 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu",
         try:
             generator.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            raise ModelFileError(f"{path}: the tensors do not fit the {getattr(generator, 'family', 'stylegan2')} architecture inferred "
+            raise ModelFileError(f"{path}: the tensors do not fit the {generator.family} architecture inferred "
                                  f"from them ({_first_line(exc)})") from None
         if not w_avg_known:
             generator.w_avg.copy_(generator.estimate_w_avg())
