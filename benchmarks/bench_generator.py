@@ -280,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.family == "stylegan3":
         return stylegan3_main(args)
+    if args.pass_ == "step":
+        parser.error("--pass step (one optimiser step) is measured for --family stylegan3; for StyleGAN2 "
+                     "see benchmarks/bench_optimize.py")
 
     modes = ["activation", "weight"] if args.modulation == "both" else [args.modulation]
     passes = ["forward", "backward"] if args.pass_ == "both" else [args.pass_]
