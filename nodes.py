@@ -430,9 +430,10 @@ def generator_info(name: str) -> dict:
         generator = load_model(load_generator_file, path)
     except SGIMError as exc:
         raise type(exc)(short_paths(str(exc))) from None
-    groups = {preset: preset_freedom(preset, generator.num_ws) for preset in ("coarse", "middle", "fine")}
+    groups = {preset: preset_freedom(preset, generator.num_ws, getattr(generator, "ws_resolutions", None))
+              for preset in ("coarse", "middle", "fine")}
     info = {"name": name, "num_ws": generator.num_ws, "resolution": generator.resolution,
-            "w_dim": generator.w_dim, "groups": groups}
+            "w_dim": generator.w_dim, "family": getattr(generator, "family", "stylegan2"), "groups": groups}
     with _GENERATOR_INFO_LOCK:
         _GENERATOR_INFO[path] = (signature, info)
     return info
@@ -469,8 +470,13 @@ def single_embedding(vectors: torch.Tensor, label: str, clip_model: str | None) 
     return Embedding(vectors=vectors[:, None, :], weights=(1.0,), labels=(label,), clip_model=clip_model)
 
 
-def wplus_value(ws: torch.Tensor, generator_name: str) -> dict:
-    return {"ws": ws.detach().to("cpu", torch.float32).clone(), "generator": generator_name}
+def wplus_value(ws: torch.Tensor, generator_name: str, ws_resolutions=None) -> dict:
+    """``ws_resolutions``: the generator's nominal resolution per W+ row when it has its own layer
+    grouping (StyleGAN3), so that Style Mix presets pick the same rows as the Layer Mask."""
+    value = {"ws": ws.detach().to("cpu", torch.float32).clone(), "generator": generator_name}
+    if ws_resolutions is not None:
+        value["ws_resolutions"] = list(ws_resolutions)
+    return value
 
 
 def check_wplus(wplus: dict, generator, node, input_name: str) -> torch.Tensor:
@@ -815,10 +821,10 @@ class LayerFreedom:
         return torch.tensor(self.freedom, dtype=torch.float32)
 
 
-def preset_freedom(preset: str, num_ws: int) -> list[float]:
+def preset_freedom(preset: str, num_ws: int, ws_resolutions=None) -> list[float]:
     from .sgim_nodes.optimize.rules import preset_freedom as library_preset_freedom
 
-    return library_preset_freedom(preset, num_ws)
+    return library_preset_freedom(preset, num_ws, ws_resolutions)
 
 
 class SGIMLayerMask:
@@ -847,7 +853,9 @@ class SGIMLayerMask:
 
         if preset != "custom":
             try:
-                freedom = LayerFreedom(tuple(preset_freedom(preset, generator.num_ws)), generator.name)
+                freedom = LayerFreedom(tuple(preset_freedom(preset, generator.num_ws,
+                                                                getattr(generator, "ws_resolutions", None))),
+                                        generator.name)
                 freedom.layer_mask().check(generator.num_ws)
             except SGIMError as exc:  # the preset, not a weight, selected nothing
                 raise node_error(self, "preset", f"{preset!r} for generator {generator.name!r} "
@@ -911,7 +919,7 @@ class SGIMSourceLatent:
             with library_errors(self):  # class errors already name their input (labels_name)
                 ws = sample_source_ws(generator, batch_size, seed, truncation=truncation_psi, labels=label,
                                       labels_name=f"{node_title(self)}, input '{input_name}'")
-        return (wplus_value(ws, generator.name),)
+        return (wplus_value(ws, generator.name, getattr(generator, "ws_resolutions", None)),)
 
 
 class SGIMOptimizeLatent:
@@ -989,7 +997,7 @@ class SGIMOptimizeLatent:
             finally:
                 free_device_cache()
         log = json.dumps({"last": history[-1] if history else {}, "history": history})
-        return (wplus_value(result.ws, generator.name), log)
+        return (wplus_value(result.ws, generator.name, getattr(generator, "ws_resolutions", None)), log)
 
 
 class SGIMStyleMix:
@@ -1027,14 +1035,14 @@ class SGIMStyleMix:
         num_ws = ws_a.shape[1]
         with library_errors(self):
             if layers_from_b != "custom":
-                blend = torch.tensor(preset_freedom(layers_from_b, num_ws))
+                blend = torch.tensor(preset_freedom(layers_from_b, num_ws, wplus_a.get("ws_resolutions")))
             elif layer_mask is not None:
                 blend = layer_mask.blend()
             else:
                 blend = torch.zeros(num_ws)
                 blend[parse_layer_list(custom_layers, num_ws)] = 1.0
             mixed = style_mix(ws_a, ws_b, blend)
-        return (wplus_value(mixed, wplus_a.get("generator", "")),)
+        return (wplus_value(mixed, wplus_a.get("generator", ""), wplus_a.get("ws_resolutions")),)
 
 
 SEARCH_ALIASES = ["sound", "audio", "music", "stylegan", "sgim"]  # node search finds the pack by these

@@ -15,7 +15,7 @@ COMMANDS = {
     "edit": ("sgim_nodes.pipeline", "sound/text-guided edit of a StyleGAN2 image (the main job)"),
     "animate": ("sgim_nodes.animate.cli", "a music video: a sound-driven W+ trajectory rendered into an .mp4"),
     "embed-audio": ("sgim_nodes.audio.cli", "embed an audio file into CLIP space and print a summary"),
-    "convert": ("sgim_nodes.convert", "convert a StyleGAN2 or audio-encoder checkpoint to our .safetensors"),
+    "convert": ("sgim_nodes.convert", "convert a StyleGAN2/3 or audio-encoder checkpoint to our .safetensors"),
     "download": ("sgim_nodes.download", "download a known model file (or say how to get it offline)"),
     "train": ("sgim_nodes.train.__main__", "train an audio encoder into an open_clip model's space"),
     "evaluate": ("sgim_nodes.evaluate", "zero-shot / linear-probe evaluation of an audio encoder"),

@@ -3,9 +3,10 @@
     python -m sgim_nodes.convert IN OUT.safetensors        (or: python -m sgim_nodes convert ...)
 
 IN may be a StyleGAN2 generator (rosinality ``.pt``, NVlabs ``.pkl`` incl. conditional ADA snapshots,
-TensorFlow StyleGAN2 / StyleGAN2-ADA ``.pkl``, a safetensors state dict) or an audio-encoder
-checkpoint (the paper's ``.pth``). For a conditional generator, ``--class-names FILE`` (one name per
-line, in class order) stores the class names in OUT, so that nodes and ``edit --class`` accept them. Nothing from IN is executed: the same safe
+TensorFlow StyleGAN2 / StyleGAN2-ADA ``.pkl``, a safetensors state dict), an NVlabs StyleGAN3 (T or R)
+snapshot ``.pkl``, or an audio-encoder checkpoint (the paper's ``.pth``). For a conditional generator,
+``--class-names FILE`` (one name per line, in class order) stores the class names in OUT, so that nodes
+and ``edit --class`` accept them. Nothing from IN is executed: the same safe
 loaders as everywhere else read it. The result is written atomically; IN is never overwritten,
 and an existing OUT only with ``--overwrite``.
 """
@@ -64,8 +65,9 @@ def convert(input_path: Path, output_path: Path, overwrite: bool = False, class_
             raise ParameterError(f"--class-names: cannot read {class_names} ({exc})") from None
         generator.class_names = check_class_names([n for n in lines if n.strip()], generator.c_dim, "--class-names")
     save_generator(generator, output_path)
-    classes = f", {generator.c_dim} classes" if generator.c_dim else ""
-    return (f"StyleGAN2 generator ({generator.config.source_format}, {generator.resolution} px, "
+    family = "StyleGAN3" if getattr(generator, "family", "stylegan2") == "stylegan3" else "StyleGAN2"
+    classes = f", {generator.c_dim} classes" if getattr(generator, "c_dim", 0) else ""
+    return (f"{family} generator ({generator.config.source_format}, {generator.resolution} px, "
             f"{generator.num_ws} W+ layers{classes}) -> {output_path}")
 
 
@@ -79,7 +81,7 @@ def _convert_audio_encoder(input_path: Path, output_path: Path, generator_error:
     except UnsafeFileError:
         raise
     except ModelFileError as audio_error:
-        raise ModelFileError(f"{input_path}: neither a StyleGAN2 generator nor an audio encoder.\n"
+        raise ModelFileError(f"{input_path}: neither a StyleGAN2/3 generator nor an audio encoder.\n"
                              f"  as a generator: {generator_error}\n  as an audio encoder: {audio_error}") from None
     save_audio_encoder(encoder, output_path)
     backbone = getattr(encoder, "config", {}).get("backbone", "?")

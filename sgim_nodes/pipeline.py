@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
                                      "(normalised to sum 1; default: equal)")
     p.add_argument("--out", type=Path, required=True,
                    help="edited image, .png, .jpg or .webp; source image and W+ file go beside it")
-    p.add_argument("--generator", help="StyleGAN2 file (.pt/.pkl/.safetensors) or a name in models/stylegan "
+    p.add_argument("--generator", help="StyleGAN2/StyleGAN3 file (.pt/.pkl/.safetensors) or a name in models/stylegan "
                                        "(default: landscape.pt, downloaded on first use)")
     p.add_argument("--encoder", help="audio encoder (.pth/.safetensors) or a name in models/sgim_audio_encoders "
                                      "(default: resnet18_57.pth, downloaded on first use)")
@@ -324,7 +324,8 @@ def run_edit(request: EditRequest, progress: bool = True) -> EditOutcome:
     generator = load_generator(request.generator, device=device)
     if request.class_label is not None:  # a wrong class stops here, before any audio or CLIP work
         class_labels(generator, request.class_label, request.batch, name="--class")
-    mask = None if request.mask is None else freedom_mask(parse_freedom(request.mask, int(generator.num_ws), "--mask"))
+    mask = None if request.mask is None else freedom_mask(
+        parse_freedom(request.mask, int(generator.num_ws), "--mask", getattr(generator, "ws_resolutions", None)))
     _say(f"loading CLIP {Path(request.clip).name}")
     clip = load_clip(request.clip, model_name=request.clip_model, device=device)
     targets, weights, labels = build_targets(request, clip, device)

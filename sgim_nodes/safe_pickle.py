@@ -90,32 +90,34 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
         from numpy._core.multiarray import scalar
     except ImportError:  # pragma: no cover - NumPy 1.x
         from numpy.core.multiarray import scalar
-    out = {("numpy", "dtype"): np.dtype}
+    out = {("numpy", "dtype"): np.dtype, **numpy_array_globals()}
     for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
         out[(mod, "scalar")] = scalar
     return out
 
 
-def numpy_array_globals() -> dict[tuple[str, str], Any]:
-    """``numpy.ndarray`` and its pickle constructor ``_reconstruct`` (both module spellings: NumPy 1
-    wrote ``numpy.core``, NumPy 2 writes ``numpy._core``), for files that hold numpy arrays (TensorFlow
-    pickles). ``_reconstruct`` builds an empty array that BUILD then fills from raw bytes; the wrapper
-    accepts only the plain ``ndarray`` type, so no other class can be instantiated through it."""
+def _reconstruct_ndarray(subtype, shape, dtype):
+    """numpy's array pickling entry point (an empty array that BUILD then fills with raw bytes),
+    restricted to plain ``ndarray``; object arrays are refused, since their items would be
+    arbitrary pickled objects rather than numbers."""
     import numpy as np
 
-    try:
-        from numpy._core.multiarray import _reconstruct
-    except ImportError:  # pragma: no cover - NumPy 1.x
-        from numpy.core.multiarray import _reconstruct
+    if subtype is not np.ndarray:
+        raise TypeError(f"array reconstruction of {subtype!r} refused; only numpy.ndarray is allowed")
+    array = np.ndarray.__new__(np.ndarray, shape, dtype)
+    if array.dtype.hasobject:
+        raise TypeError("numpy object arrays are refused")
+    return array
 
-    def reconstruct_plain_ndarray(subtype, shape, dtype):
-        if subtype is not np.ndarray:
-            raise TypeError(f"array of type {subtype!r} refused (plain numpy arrays only)")
-        return _reconstruct(subtype, shape, dtype)
+
+def numpy_array_globals() -> dict[tuple[str, str], Any]:
+    """``numpy.ndarray`` and its pickle constructor ``_reconstruct`` (both module spellings: NumPy 1
+    wrote ``numpy.core``, NumPy 2 writes ``numpy._core``), restricted as ``_reconstruct_ndarray`` says."""
+    import numpy as np
 
     out: dict[tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray}
     for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        out[(mod, "_reconstruct")] = reconstruct_plain_ndarray
+        out[(mod, "_reconstruct")] = _reconstruct_ndarray
     return out
 
 

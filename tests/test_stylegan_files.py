@@ -186,10 +186,12 @@ def test_conditional_pickle_without_its_embedding_refused(tmp_path, nvlabs_tree)
         load_generator(path)
 
 
-def test_stylegan3_pickle_refused(tmp_path, nvlabs_tree):
+def test_stylegan2_record_with_a_stylegan3_input_refused(tmp_path, nvlabs_tree):
+    """An 'input' module makes the record a StyleGAN3 one (tests/test_stylegan3.py loads real ones);
+    this hybrid lacks StyleGAN3's options and layers, and says so."""
     tree = nvlabs_tree
     modules = _state(tree["G_ema"], "synthesis")["_modules"]
-    modules["input"] = modules.pop("b4")  # StyleGAN3 synthesis: 'input' + 'L0_36_512' ... layers
+    modules["input"] = modules.pop("b4")
     path = write_nvlabs_pickle(tree, tmp_path / "sg3.pkl")
     with pytest.raises(ModelFileError, match=r"sg3\.pkl.*StyleGAN3"):
         load_generator(path)
@@ -414,7 +416,7 @@ def test_convert_delegates_audio_encoders(tmp_path, monkeypatch):
     assert main([str(official), str(out)]) == 0
     assert calls == [("load", official), ("save", out)]
     other = _write(tmp_path, "other.pth", {"conv.weight": torch.zeros(3, 1, 3, 3)})
-    with pytest.raises(ModelFileError, match="neither a StyleGAN2 generator nor an audio encoder"):
+    with pytest.raises(ModelFileError, match="neither a StyleGAN2/3 generator nor an audio encoder"):
         main([str(other), str(tmp_path / "x.safetensors")])
 
 

@@ -194,7 +194,8 @@ def render_music_video(request: AnimateRequest, progress: bool = True):
     settings = KeyframeSettings(steps=request.steps, keyframe_steps=request.keyframe_steps, lr=request.lr,
                                 lambda_sim=request.lambda_sim,
                                 layer_weights=None if request.mask is None else
-                                freedom_mask(parse_freedom(request.mask, int(generator.num_ws), "--mask")),
+                                freedom_mask(parse_freedom(request.mask, int(generator.num_ws), "--mask",
+                                                               getattr(generator, "ws_resolutions", None))),
                                 seed=request.seed)
     total_steps = settings.steps + settings.keyframe_steps * (len(times) - 1)
     bar = tqdm(total=total_steps, desc=f"keyframes (0/{len(times)})", unit="step", disable=not progress)

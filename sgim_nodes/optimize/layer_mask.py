@@ -16,6 +16,15 @@ StyleGAN2 row ``2k+1`` also drives the up-sampling conv of the next resolution):
 - ``fine``: 64x64 and above (rows 8 to the end): colour scheme, texture, micro-structure;
 - ``all``: every row.
 
+StyleGAN3 has no resolution doublings: its layers lower the band limit (cutoff) geometrically from
+2 to resolution/2 and all but the last two run on the same few sampling grids. There, W+ row ``i``
+gets the nominal resolution ``2 * cutoff`` of the layer it drives (row 0, the Fourier-feature input:
+its bandwidth; row ``i + 1``: layer ``i``'s output cutoff), i.e. the resolution whose Nyquist limit
+is that band limit, and the groups are the same ranges rounded to the nearest power of two in log
+scale (ties upward): coarse below 8*sqrt(2), middle below 32*sqrt(2), fine above. Generators say
+this through ``ws_resolutions`` (one value per W+ row); without it rows follow the StyleGAN2 rule.
+A 1024 StyleGAN3 (16 rows) has 4/3/9 rows coarse/middle/fine, a 256 one 4/4/8.
+
 A preset makes its group editable with weight 1; the other rows are frozen, or, with
 ``outside_weight=x``, editable but penalised with weight ``x``. A 256 generator (14 rows) has
 4/4/6 rows coarse/middle/fine, a 1024 one (18 rows) 4/4/10, a tiny 32 px one (8 rows) 4/4/0.
@@ -49,13 +58,27 @@ def layer_resolution(index: int) -> int:
     return 4 * 2 ** (index // 2)
 
 
-def preset_layers(name: str, num_ws: int) -> list[int]:
-    """Indices of the W+ rows a preset selects, for a generator with ``num_ws`` rows."""
+def nominal_power_of_two(resolution: float) -> int:
+    """``resolution`` rounded to the nearest power of two in log scale, ties upward (8*sqrt2 -> 16)."""
+    return 2 ** math.floor(math.log2(resolution) + 0.5 + 1e-9)
+
+
+def preset_layers(name: str, num_ws: int, ws_resolutions: Sequence[float] | None = None) -> list[int]:
+    """Indices of the W+ rows a preset selects, for a generator with ``num_ws`` rows; ``ws_resolutions``
+    (the generator's nominal resolution per row, as StyleGAN3 generators give) overrides the
+    StyleGAN2 rule of two rows per resolution."""
     if name not in PRESETS:
         raise ParameterError(f"layer preset: expected one of {', '.join(PRESETS)}, got {name!r}",
                              parameter="layer_weights")
+    if ws_resolutions is None:
+        resolutions = [layer_resolution(i) for i in range(num_ws)]
+    else:
+        if len(ws_resolutions) != num_ws:
+            raise ParameterError(f"ws_resolutions: {len(ws_resolutions)} values for {num_ws} W+ layers",
+                                 parameter="ws_resolutions")
+        resolutions = [nominal_power_of_two(r) for r in ws_resolutions]
     bounds = {"all": (0, math.inf), "coarse": (0, 8), "middle": (16, 32), "fine": (64, math.inf)}[name]
-    return [i for i in range(num_ws) if bounds[0] <= layer_resolution(i) <= bounds[1]]
+    return [i for i in range(num_ws) if bounds[0] <= resolutions[i] <= bounds[1]]
 
 
 def parse_layer_list(spec: str, num_ws: int) -> list[int]:
@@ -114,12 +137,14 @@ class LayerMask:
         return cls(torch.full((num_ws,), float(weight)), torch.zeros(num_ws, dtype=torch.bool))
 
     @classmethod
-    def preset(cls, name: str, num_ws: int, outside_weight: float | None = None) -> "LayerMask":
+    def preset(cls, name: str, num_ws: int, outside_weight: float | None = None,
+               ws_resolutions: Sequence[float] | None = None) -> "LayerMask":
         """Edit one group of rows (see the module docstring); the others are frozen or weighted."""
-        chosen = preset_layers(name, num_ws)
+        chosen = preset_layers(name, num_ws, ws_resolutions)
         if not chosen:
+            top = layer_resolution(num_ws - 1) if ws_resolutions is None else nominal_power_of_two(ws_resolutions[-1])
             raise ParameterError(f"layer preset {name!r} selects no layer of a generator with {num_ws} W+ layers "
-                                 f"(resolution {layer_resolution(num_ws - 1)}); choose another preset",
+                                 f"(resolution {top}); choose another preset",
                                  parameter="layer_weights")
         inside = torch.zeros(num_ws, dtype=torch.bool)
         inside[chosen] = True
@@ -164,14 +189,15 @@ class LayerMask:
         return self
 
 
-def resolve_layer_mask(layer_weights, num_ws: int) -> LayerMask:
-    """``None`` (all rows, weight 1), a preset name, a list of per-row weights, or a LayerMask."""
+def resolve_layer_mask(layer_weights, num_ws: int, ws_resolutions: Sequence[float] | None = None) -> LayerMask:
+    """``None`` (all rows, weight 1), a preset name, a list of per-row weights, or a LayerMask;
+    ``ws_resolutions`` as in :func:`preset_layers`."""
     if layer_weights is None:
         return LayerMask.uniform(num_ws)
     if isinstance(layer_weights, LayerMask):
         return layer_weights.check(num_ws)
     if isinstance(layer_weights, str):
-        return LayerMask.preset(layer_weights, num_ws)
+        return LayerMask.preset(layer_weights, num_ws, ws_resolutions=ws_resolutions)
     if isinstance(layer_weights, torch.Tensor):
         layer_weights = layer_weights.detach().flatten().tolist()
     try:

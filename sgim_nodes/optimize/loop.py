@@ -166,7 +166,7 @@ def optimize_latent(generator, clip, targets: torch.Tensor, source_ws: torch.Ten
 
     with torch.inference_mode(False), torch.enable_grad(), _seeded(seed, device), \
             _modulation_mode(generator, modulation), reuse_freed_memory(reuse_cpu_memory and device.type == "cpu"):
-        mask = resolve_layer_mask(layer_weights, num_ws)
+        mask = resolve_layer_mask(layer_weights, num_ws, getattr(generator, "ws_resolutions", None))
         # Tensors made under inference mode (ComfyUI) cannot enter autograd: clone everything we use.
         for net in (generator, _module_of(clip), id_model):
             _freeze_(net)

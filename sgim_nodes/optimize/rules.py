@@ -30,9 +30,10 @@ from ..errors import ParameterError
 from .layer_mask import PRESETS, LayerMask, layer_resolution, preset_layers
 
 
-def preset_freedom(name: str, num_ws: int) -> list[float]:
-    """Freedom 1 on the preset's layers, 0 (frozen) on the others."""
-    chosen = set(preset_layers(name, num_ws))
+def preset_freedom(name: str, num_ws: int, ws_resolutions: Sequence[float] | None = None) -> list[float]:
+    """Freedom 1 on the preset's layers, 0 (frozen) on the others. ``ws_resolutions``: the generator's
+    nominal resolution per W+ row where it has its own grouping (StyleGAN3, see ``preset_layers``)."""
+    chosen = set(preset_layers(name, num_ws, ws_resolutions))
     return [1.0 if i in chosen else 0.0 for i in range(num_ws)]
 
 
@@ -54,15 +55,16 @@ def check_freedom(values: Sequence[float], num_ws: int, parameter: str = "layer_
     return freedom
 
 
-def parse_freedom(spec: str, num_ws: int, parameter: str = "mask") -> list[float]:
+def parse_freedom(spec: str, num_ws: int, parameter: str = "mask",
+                  ws_resolutions: Sequence[float] | None = None) -> list[float]:
     """A preset name or comma-separated freedom values ``'1,1,0.5,0,...'`` -> one freedom per layer."""
     spec = spec.strip()
     if spec in PRESETS:
-        freedom = preset_freedom(spec, num_ws)
+        freedom = preset_freedom(spec, num_ws, ws_resolutions)
         if not any(freedom):
+            top = layer_resolution(num_ws - 1) if ws_resolutions is None else max(ws_resolutions)
             raise ParameterError(f"{parameter}: preset {spec!r} selects no layer of a generator with {num_ws} W+ "
-                                 f"layers (resolution {layer_resolution(num_ws - 1)}); choose another preset",
-                                 parameter=parameter)
+                                 f"layers (resolution {top:g}); choose another preset", parameter=parameter)
         return freedom
     try:
         values = [float(v) for v in spec.split(",")]

@@ -12,6 +12,9 @@ Formats (detected from the bytes, never from the extension):
   ``torch.save``-d ``G_ema.state_dict()`` (bare or as ``{"G_ema": ...}``).
 - Our ``.safetensors`` (``sgim_kind = "stylegan2_generator"``, the :class:`GeneratorConfig` as JSON
   metadata), and a plain safetensors file holding one of the state dicts above.
+- NVlabs stylegan3 snapshot pickles (StyleGAN3 T and R, recognised by their ``synthesis.input``
+  module) become a :class:`.stylegan3.StyleGAN3Generator` (:mod:`.stylegan3_files`); our StyleGAN3
+  ``.safetensors`` have ``sgim_kind = "stylegan3_generator"``.
 
 The architecture (resolution, channels per resolution, style/latent sizes, mapping depth, blur
 taps, NVlabs conv_clamp) is inferred from the tensors. rosinality files do not record the mapping
@@ -30,8 +33,11 @@ import torch
 
 from ..errors import ModelFileError, ParameterError, UnsafeFileError
 from .network import Generator, GeneratorConfig
+from .stylegan3 import StyleGAN3Config, StyleGAN3Generator
+from .stylegan3_files import from_nvlabs_stylegan3, is_stylegan3
 
 GENERATOR_KIND = "stylegan2_generator"
+STYLEGAN3_KIND = "stylegan3_generator"
 ROSINALITY_LR_MUL = 0.01
 PERSISTENT_RECORD = "torch_utils.persistence._reconstruct_persistent_obj"
 # Module names only StyleGAN-XL's mapping network has (a projection of its pretrained class embedding)
@@ -65,12 +71,15 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu",
             config, state, w_avg_known = _read_generator(path, mapping_lr_mul)
         except ParameterError as exc:  # an architecture inferred from the file's tensors is out of range
             raise ModelFileError(f"{path}: {exc}") from None
-        generator = Generator(config, modulation=modulation, name=path.stem)
+        if isinstance(config, StyleGAN3Config):  # modulation: StyleGAN3 layers have one form only
+            generator = StyleGAN3Generator(config, name=path.stem)
+        else:
+            generator = Generator(config, modulation=modulation, name=path.stem)
         try:
             generator.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            raise ModelFileError(f"{path}: the tensors do not fit the StyleGAN2 architecture inferred from "
-                                 f"them ({_first_line(exc)})") from None
+            raise ModelFileError(f"{path}: the tensors do not fit the {generator.family} architecture inferred "
+                                 f"from them ({_first_line(exc)})") from None
         if not w_avg_known:
             generator.w_avg.copy_(generator.estimate_w_avg())
         _check_finite(generator, path)
@@ -78,7 +87,7 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu",
         return generator.to(device=device, dtype=dtype)
 
 
-def save_generator(generator: Generator, path: str | os.PathLike) -> None:
+def save_generator(generator: Generator | StyleGAN3Generator, path: str | os.PathLike) -> None:
     """Write ``generator`` as our ``.safetensors`` (float32 weights + the config as JSON), atomically."""
     from ..fileio import save_model_file
 
@@ -89,7 +98,8 @@ def save_generator(generator: Generator, path: str | os.PathLike) -> None:
     names = getattr(generator, "class_names", None)
     if names:
         extra["class_names"] = json.dumps(list(check_class_names(names, generator.c_dim, "class_names")))
-    save_model_file(path, tensors, GENERATOR_KIND, generator.config.to_dict(), extra)
+    kind = STYLEGAN3_KIND if isinstance(generator, StyleGAN3Generator) else GENERATOR_KIND
+    save_model_file(path, tensors, kind, generator.config.to_dict(), extra)
 
 
 def check_class_names(names, c_dim: int, name: str) -> list[str]:
@@ -248,7 +258,16 @@ def _pickle_mentions(path: Path, words: frozenset[str]) -> bool:
 def _read_safetensors(path: Path, mapping_lr_mul: float | None) -> tuple[GeneratorConfig, dict, bool]:
     from ..fileio import load_model_file, read_safetensors_metadata
 
-    if read_safetensors_metadata(path).get("sgim_kind") is None:  # someone else's export of a state dict
+    kind = read_safetensors_metadata(path).get("sgim_kind")
+    if kind == STYLEGAN3_KIND:
+        tensors, config_dict, _ = load_model_file(path, STYLEGAN3_KIND)
+        try:
+            config = StyleGAN3Config.from_dict(config_dict)
+        except (TypeError, ValueError) as exc:
+            raise ModelFileError(f"{path}: the StyleGAN3 config in the metadata is invalid ({exc})") from None
+        _check_tensors_fit_config(config, tensors, path)
+        return config, tensors, True
+    if kind is None:  # someone else's export of a state dict
         from safetensors.torch import load_file
 
         try:
@@ -265,11 +284,12 @@ def _read_safetensors(path: Path, mapping_lr_mul: float | None) -> tuple[Generat
     return config, tensors, True
 
 
-def _check_tensors_fit_config(config: GeneratorConfig, tensors: dict, path: Path) -> None:
+def _check_tensors_fit_config(config: GeneratorConfig | StyleGAN3Config, tensors: dict, path: Path) -> None:
     """The file's tensors are exactly those of the network its config describes (names and shapes),
     checked on the meta device, so a config that disagrees with its tensors builds nothing real."""
+    network = StyleGAN3Generator if isinstance(config, StyleGAN3Config) else Generator
     with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in Generator(config).state_dict().items()}
+        expected = {k: tuple(v.shape) for k, v in network(config).state_dict().items()}
     found = {k: tuple(v.shape) for k, v in tensors.items()}
     missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
     wrong = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
@@ -468,12 +488,14 @@ def _from_nvlabs_network(obj: Any, path: Path) -> tuple[GeneratorConfig, dict, b
     if class_name != "Generator":
         raise ModelFileError(f"{path}: 'G_ema' is a '{class_name}', expected an NVlabs StyleGAN2 'Generator'")
     tensors, attrs = _flatten_persistent(obj, path)
+    if is_stylegan3(tensors, attrs):
+        config, ours = from_nvlabs_stylegan3(state.get("_init_kwargs"), tensors, attrs, path)
+        return config, ours, True
     synthesis = attrs.get("synthesis", {})
     layer_names = {key.split(".")[1] for key in tensors if key.startswith("synthesis.")}
-    if synthesis.get("class_name") != "SynthesisNetwork" or "input" in layer_names \
-            or any(re.fullmatch(r"L\d+_.*", n) for n in layer_names):
-        raise ModelFileError(f"{path}: this looks like a StyleGAN3 (alias-free) generator, which is not supported; "
-                             "expected a StyleGAN2 / StyleGAN2-ADA generator")
+    if synthesis.get("class_name") != "SynthesisNetwork" or any(re.fullmatch(r"L\d+_.*", n) for n in layer_names):
+        raise ModelFileError(f"{path}: the synthesis network is neither StyleGAN2's nor StyleGAN3's "
+                             f"({synthesis.get('class_name')!r}); expected an NVlabs StyleGAN2/3 generator")
     c_dim = state.get("c_dim", 0)
     if isinstance(c_dim, int) and c_dim > 0 and "mapping.embed.weight" not in tensors:
         raise ModelFileError(f"{path}: a conditional generator (c_dim={c_dim}) without its class embedding "
@@ -483,6 +505,9 @@ def _from_nvlabs_network(obj: Any, path: Path) -> tuple[GeneratorConfig, dict, b
 
 def _from_nvlabs_flat(state: dict, attrs: dict[str, dict], path: Path) -> tuple[GeneratorConfig, dict, bool]:
     """NVlabs ``G_ema.state_dict()`` layout (+ attributes from the pickle, when we have them)."""
+    if any(key.startswith("synthesis.input.") for key in state):
+        raise ModelFileError(f"{path}: the tensors of a StyleGAN3 generator without its design values (a bare "
+                             "state dict); load or convert the NVlabs snapshot .pkl instead")
     get = _getter(state, path)
     n_mapping = _count(state, r"mapping\.fc(\d+)\.weight")
     blocks = sorted(int(m.group(1)) for k in state if (m := re.fullmatch(r"synthesis\.b(\d+)\.conv1\.weight", k)))

@@ -618,6 +618,8 @@ class Generator(nn.Module):
     checkpoint's mean latent), ``config``, ``name``, ``modulation``.
     """
 
+    family = "stylegan2"
+
     def __init__(self, config: GeneratorConfig, modulation: str = "activation", name: str = "stylegan2",
                  channels_last: bool = False):
         super().__init__()

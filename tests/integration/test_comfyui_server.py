@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import time
 import uuid
 
@@ -116,7 +117,7 @@ def test_object_info_lists_every_node_without_import_errors(server):
     assert "comfyui-sgim" in log.split("Import times for custom nodes:")[1].split("\n\n")[0]
     assert info["SGIMOptimizeLatent"]["category"] == "SGIM"
     assert info["SGIMLoadStyleGAN"]["input"]["required"]["generator_name"][0] == [
-        "not_a_model.pt", "nvlabs_tiny.pkl", "tiny16.safetensors", "tiny_rosinality.pt"]  # models/stylegan
+        "not_a_model.pt", "nvlabs_tiny.pkl", "tiny16.safetensors", "tiny_rosinality.pt", "tiny_sg3.pkl"]
     assert "/extensions/comfyui-sgim/sgim.js" in get_json(f"{server.url}/extensions")
     assert get_json(f"{server.url}/sgim/generator_info?name=tiny_rosinality.pt")["num_ws"] == 8
     templates = get_json(f"{server.url}/workflow_templates")["comfyui-sgim"]
@@ -226,6 +227,27 @@ def test_example_runs_on_the_demo_models_with_its_own_file_names(server, example
     seen = run_prompt(server, prompt)
     errors = of_type(seen, "execution_error")
     assert not errors, errors[0]["exception_message"] if errors else ""
+
+
+def test_edit_graph_with_a_stylegan3_generator(server):
+    """The sound-edit example with the tiny NVlabs StyleGAN3-T snapshot: the same nodes, StyleGAN3's own
+    layer groups in the Layer Mask (editor route and node), a finished run with previews."""
+    name = server.names["generator_sg3"]
+    info = get_json(f"{server.url}/sgim/generator_info?name={name}")
+    assert info["family"] == "stylegan3" and info["num_ws"] == 8 and info["resolution"] == 32
+    # 32 px, 6 layers: rows 0-2 (band limit up to 6.7 px) coarse, the other five middle, none fine
+    assert info["groups"]["coarse"] == [1.0] * 3 + [0.0] * 5 and info["groups"]["fine"] == [0.0] * 8
+    prompt = tiny_prompt(server, "landscape_sound_edit", steps=4, seed=55, preview_every=2)
+    prompt[node_of(prompt, "SGIMLoadStyleGAN")]["inputs"]["generator_name"] = name
+    prompt[node_of(prompt, "SGIMLayerMask")]["inputs"]["preset"] = "middle"
+    optimize_id = node_of(prompt, "SGIMOptimizeLatent")
+    seen = run_prompt(server, prompt)
+    errors = of_type(seen, "execution_error")
+    assert not errors, errors[0]["exception_message"] if errors else ""
+    assert [d["value"] for d in of_type(seen, "progress") if d["node"] == optimize_id] == [1, 2, 3, 4]
+    losses = of_type(seen, "sgim.loss")
+    assert len(losses) == 4 and all(math.isfinite(d["terms"]["total"]) for d in losses)
+    assert len([p for event, p in seen["binary"] if event == 1]) == 2  # previews at steps 2 and 4
     assert wait_for_history(server, seen["prompt_id"])["status"]["status_str"] == "success"
 
 

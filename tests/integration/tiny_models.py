@@ -11,6 +11,9 @@ Files written (folder keys are the pack's folder_paths keys):
     stylegan/tiny16.safetensors            16 px, 6 W+ layers, our safetensors (for mismatch tests)
     stylegan/nvlabs_tiny.pkl               32 px NVlabs snapshot (copied from the shared fixtures, if present)
     stylegan/tf_conditional_tiny.pkl       32 px TensorFlow StyleGAN2, 5 classes (LabelConcat; shared fixture, if present)
+    stylegan/tiny_sg3.pkl                  32 px NVlabs StyleGAN3-T snapshot, 8 W+ layers (the shared fixture
+                                           sg3t_tiny.pkl; without the fixtures a random StyleGAN3-T in our
+                                           format, tiny_sg3.safetensors)
     sgim_audio_encoders/tiny_encoder.safetensors   ResNet-18 audio encoder, embed_dim = the tiny CLIP's
     sgim_audio_encoders/wide_encoder.safetensors   same with a different width (CLIP mismatch tests)
     sgim_clip/tiny_clip.pt                 tiny CLIP as an OpenAI-layout state dict (loads without a name)
@@ -40,6 +43,16 @@ def _tiny_generator(resolution: int, dim: int, name: str):
     config = GeneratorConfig(resolution=resolution, z_dim=dim, w_dim=dim, n_mapping=2, channels=channels)
     torch.manual_seed(TINY_SEED)
     generator = Generator(config, name=name)
+    generator.w_avg.copy_(generator.estimate_w_avg(256))
+    return generator
+
+
+def _tiny_stylegan3():
+    from sgim_nodes.stylegan import StyleGAN3Config, StyleGAN3Generator
+
+    config = StyleGAN3Config(resolution=32, z_dim=64, w_dim=64, channel_base=512, channel_max=32, num_layers=6)
+    torch.manual_seed(TINY_SEED)
+    generator = StyleGAN3Generator(config, name="tiny_sg3")
     generator.w_avg.copy_(generator.estimate_w_avg(256))
     return generator
 
@@ -79,6 +92,13 @@ def write_tiny_models(models_dir: str | Path, shared_dir: str | Path | None = No
     if conditional is not None and conditional.is_file():  # TensorFlow pickle of a conditional generator
         shutil.copyfile(conditional, models / "stylegan" / "tf_conditional_tiny.pkl")
     save_generator(_tiny_generator(16, 32, "tiny16"), models / "stylegan" / "tiny16.safetensors")
+    sg3 = Path(shared_dir) / "fixtures" / "stylegan_more" / "sg3t_tiny.pkl" if shared_dir else None
+    if sg3 is not None and sg3.is_file():
+        sg3_name = "tiny_sg3.pkl"
+        shutil.copyfile(sg3, models / "stylegan" / sg3_name)
+    else:
+        sg3_name = "tiny_sg3.safetensors"
+        save_generator(_tiny_stylegan3(), models / "stylegan" / sg3_name)
     (models / "stylegan" / "not_a_model.pt").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
 
     clip_name, embed_dim = save_tiny_clip(models / "sgim_clip" / "tiny_clip.pt")
@@ -92,6 +112,7 @@ def write_tiny_models(models_dir: str | Path, shared_dir: str | Path | None = No
     with torch.inference_mode(False):
         torch.save(IRSEBackbone(TINY_IRSE).state_dict(), models / "sgim_identity" / "tiny_ir_se.pth")
     return {"generator": "tiny_rosinality.pt", "generator16": "tiny16.safetensors", "bad_generator": "not_a_model.pt",
+            "generator_sg3": sg3_name,
             "encoder": "tiny_encoder.safetensors", "wide_encoder": "wide_encoder.safetensors",
             "clip": "tiny_clip.pt", "clip_model_name": clip_name, "identity": "tiny_ir_se.pth"}
 
