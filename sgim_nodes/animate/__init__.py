@@ -8,18 +8,24 @@
 - :mod:`.cli`        ``python -m sgim_nodes animate``.
 """
 
-from .features import FEATURE_NAMES, AudioFeatures, compute_features, features_of_file, features_of_waveform, plot_features
-from .keyframes import (KeyframeSettings, Keyframes, keyframe_targets, keyframe_times, optimize_keyframes,
-                        parse_prompt_schedule, prompt_at)
-from .render import VideoWriter, iter_frames, resize, to_uint8
-from .timeline import Timeline, make_timeline, trim_audio
-from .trajectory import Trajectory, hermite_path, layer_drive, transform_matrix, uses_motion
+# Names are imported from their modules on first use (PEP 562), so that ``animate --help`` and the
+# defaults do not import torch.
+_EXPORTS = {
+    "timeline": ["Timeline", "make_timeline", "trim_audio"],
+    "features": ["FEATURE_NAMES", "AudioFeatures", "compute_features", "features_of_file", "features_of_waveform",
+                 "plot_features"],
+    "keyframes": ["KeyframeSettings", "Keyframes", "keyframe_times", "keyframe_targets", "optimize_keyframes",
+                  "parse_prompt_schedule", "prompt_at"],
+    "trajectory": ["Trajectory", "hermite_path", "layer_drive", "transform_matrix", "uses_motion"],
+    "render": ["VideoWriter", "iter_frames", "resize", "to_uint8"],
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = list(_MODULE_OF)
 
-__all__ = [
-    "Timeline", "make_timeline", "trim_audio",
-    "FEATURE_NAMES", "AudioFeatures", "compute_features", "features_of_file", "features_of_waveform", "plot_features",
-    "KeyframeSettings", "Keyframes", "keyframe_times", "keyframe_targets", "optimize_keyframes",
-    "parse_prompt_schedule", "prompt_at",
-    "Trajectory", "hermite_path", "layer_drive", "transform_matrix", "uses_motion",
-    "VideoWriter", "iter_frames", "resize", "to_uint8",
-]
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)

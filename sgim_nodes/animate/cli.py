@@ -15,13 +15,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from ..errors import ParameterError
-from . import features as feature_defaults
-from . import keyframes as keyframe_defaults
-from . import trajectory as trajectory_defaults
-from .render import DEFAULT_BATCH
+from . import defaults
+from .defaults import DEFAULT_BATCH
 
 
 @dataclass
@@ -40,21 +36,21 @@ class AnimateRequest:
     clip_model: str | None = None
     prompts: str = ""
     text_weight: float = 0.3
-    keyframe_seconds: float = keyframe_defaults.DEFAULT_KEYFRAME_SECONDS
+    keyframe_seconds: float = defaults.DEFAULT_KEYFRAME_SECONDS
     snap_to_onsets: bool = False
-    steps: int = keyframe_defaults.DEFAULT_STEPS
-    keyframe_steps: int = keyframe_defaults.DEFAULT_KEYFRAME_STEPS
+    steps: int = defaults.DEFAULT_STEPS
+    keyframe_steps: int = defaults.DEFAULT_KEYFRAME_STEPS
     lr: float = 0.1
     lambda_sim: float = 0.002
     truncation: float = 0.7
     mask: str | None = None
     source_latent: Path | None = None
     seed: int = 0
-    reactivity: float = trajectory_defaults.DEFAULT_REACTIVITY
+    reactivity: float = defaults.DEFAULT_REACTIVITY
     band_layers: bool = True
-    smoothing: float = feature_defaults.DEFAULT_SMOOTHING
-    rotation_degrees: float = trajectory_defaults.DEFAULT_ROTATION_DEGREES
-    translation: float = trajectory_defaults.DEFAULT_TRANSLATION
+    smoothing: float = defaults.DEFAULT_SMOOTHING
+    rotation_degrees: float = defaults.DEFAULT_ROTATION_DEGREES
+    translation: float = defaults.DEFAULT_TRANSLATION
     batch: int = DEFAULT_BATCH
     cache_dir: Path | None = None
     device: str = "auto"
@@ -77,12 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--text", help="one prompt mixed into every keyframe's target")
     p.add_argument("--prompts", help="prompt schedule, e.g. '0: a calm sea | 12.5: a storm at sea'")
     p.add_argument("--text-weight", type=float, default=0.3, help="weight of the prompt against the sound (0..1)")
-    p.add_argument("--keyframe-seconds", type=float, default=keyframe_defaults.DEFAULT_KEYFRAME_SECONDS,
+    p.add_argument("--keyframe-seconds", type=float, default=defaults.DEFAULT_KEYFRAME_SECONDS,
                    help="time between keyframes")
     p.add_argument("--snap-to-onsets", action="store_true", help="move keyframes to the nearest detected onset")
-    p.add_argument("--steps", type=int, default=keyframe_defaults.DEFAULT_STEPS,
+    p.add_argument("--steps", type=int, default=defaults.DEFAULT_STEPS,
                    help="optimiser steps of the first keyframe")
-    p.add_argument("--keyframe-steps", type=int, default=keyframe_defaults.DEFAULT_KEYFRAME_STEPS,
+    p.add_argument("--keyframe-steps", type=int, default=defaults.DEFAULT_KEYFRAME_STEPS,
                    help="steps of each later keyframe (warm-started from the previous one)")
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--lambda-sim", type=float, default=0.002, help="how strongly codes stay near the source")
@@ -91,15 +87,15 @@ def _parser() -> argparse.ArgumentParser:
                                   "'f0,f1,...' in [0, 1] (0 = frozen, 1 = free), as edit's --mask")
     p.add_argument("--source-latent", type=Path, help="W+ file of the source image (default: random from --seed)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--reactivity", type=float, default=trajectory_defaults.DEFAULT_REACTIVITY,
+    p.add_argument("--reactivity", type=float, default=defaults.DEFAULT_REACTIVITY,
                    help="how much the image pulses with loudness and onsets (0 = none)")
     p.add_argument("--no-band-layers", dest="band_layers", action="store_false",
                    help="every layer follows the same envelope (default: bass -> coarse, highs -> fine)")
-    p.add_argument("--smoothing", type=float, default=feature_defaults.DEFAULT_SMOOTHING,
+    p.add_argument("--smoothing", type=float, default=defaults.DEFAULT_SMOOTHING,
                    help="centred smoothing of the audio features, seconds")
     p.add_argument("--rotation", dest="rotation_degrees", type=float,
-                   default=trajectory_defaults.DEFAULT_ROTATION_DEGREES, help="StyleGAN3: max rotation, degrees")
-    p.add_argument("--translation", type=float, default=trajectory_defaults.DEFAULT_TRANSLATION,
+                   default=defaults.DEFAULT_ROTATION_DEGREES, help="StyleGAN3: max rotation, degrees")
+    p.add_argument("--translation", type=float, default=defaults.DEFAULT_TRANSLATION,
                    help="StyleGAN3: max translation (input coordinates)")
     p.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="frames decoded at once")
     p.add_argument("--cache-dir", type=Path, help="where keyframe codes are kept (default: <out>.keyframes)")
@@ -137,6 +133,7 @@ def request_from_args(args: argparse.Namespace) -> AnimateRequest:
 
 def render_music_video(request: AnimateRequest, progress: bool = True):
     """Write ``request.out``; returns ``(timeline, keyframes)``. Stage times land in ``request.timings``."""
+    import torch
     from tqdm import tqdm
 
     from ..audio import check_compatible, embed_audio, load_audio_encoder

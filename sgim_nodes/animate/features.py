@@ -37,7 +37,7 @@ ANALYSIS_RATE = 22050
 N_FFT = 1024
 HOP = 256
 BANDS = {"low": (20.0, 250.0), "mid": (250.0, 2000.0), "high": (2000.0, 11025.0)}
-DEFAULT_SMOOTHING = 0.1
+from .defaults import DEFAULT_SMOOTHING  # noqa: F401  (re-exported)
 FLUX_COMPRESSION = 100.0  # log(1 + C |X|): makes the flux follow loudness ratios, not absolute level
 
 

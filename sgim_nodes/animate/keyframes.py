@@ -27,9 +27,7 @@ import torch
 from ..errors import ParameterError
 from .timeline import Timeline
 
-DEFAULT_KEYFRAME_SECONDS = 4.0
-DEFAULT_STEPS = 100
-DEFAULT_KEYFRAME_STEPS = 30
+from .defaults import DEFAULT_KEYFRAME_SECONDS, DEFAULT_STEPS, DEFAULT_KEYFRAME_STEPS  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from ..memory import reuse_freed_memory
 from .timeline import Timeline
 from .trajectory import Trajectory, uses_motion
 
-DEFAULT_BATCH = 8
+from .defaults import DEFAULT_BATCH  # noqa: F401  (re-exported)
 
 
 def check_size(size, resolution: int) -> int | None:

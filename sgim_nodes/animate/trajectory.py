@@ -32,9 +32,7 @@ from ..optimize.layer_mask import preset_layers
 from .features import AudioFeatures, smooth
 from .keyframes import Keyframes
 
-DEFAULT_REACTIVITY = 0.5
-DEFAULT_ROTATION_DEGREES = 4.0
-DEFAULT_TRANSLATION = 0.05
+from .defaults import DEFAULT_REACTIVITY, DEFAULT_ROTATION_DEGREES, DEFAULT_TRANSLATION  # noqa: F401  (re-exported)
 MOTION_SMOOTHING = 2.0
 BAND_OF_GROUP = {"coarse": "low", "middle": "mid", "fine": "high"}
 
