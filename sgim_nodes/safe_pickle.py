@@ -103,7 +103,7 @@ def _reconstruct_ndarray(subtype, shape, dtype):
     import numpy as np
 
     if subtype is not np.ndarray:
-        raise TypeError(f"array reconstruction of {subtype!r} refused; only numpy.ndarray is allowed")
+        raise TypeError(f"array reconstruction of {subtype!r} refused (plain numpy arrays only)")
     array = np.ndarray.__new__(np.ndarray, shape, dtype)
     if array.dtype.hasobject:
         raise TypeError("numpy object arrays are refused")

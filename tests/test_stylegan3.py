@@ -484,18 +484,19 @@ def test_edit_command_with_a_stylegan3_pickle(tmp_path, tiny_generator, capsys):
     from PIL import Image
 
     from sgim_nodes.__main__ import main as cli
-    from sgim_nodes.clip import build_tiny_clip, save_open_clip_state_dict
+    from sgim_nodes.clip import build_tiny_clip, save_open_clip_state_dict, tiny_clip_config
     from sgim_nodes.latents import load_wplus
 
     pkl = write_nvlabs_pickle(nvlabs_tree(tiny_generator), tmp_path / "tiny_sg3.pkl")
-    save_open_clip_state_dict(build_tiny_clip(embed_dim=32, seed=0), tmp_path / "clip.safetensors")
+    save_open_clip_state_dict(build_tiny_clip(embed_dim=32, seed=0), tmp_path / "clip.safetensors",
+                              config=tiny_clip_config(32))
     out = tmp_path / "edit.png"
     code = cli(["edit", "--text", "a rainy night", "--generator", str(pkl), "--clip", str(tmp_path / "clip.safetensors"),
-                "--clip-model", "sgim-tiny-clip", "--out", str(out), "--steps", "10", "--seed", "3",
+                "--out", str(out), "--steps", "10", "--seed", "3",
                 "--device", "cpu", "--mask", "coarse"])
     assert code == 0
     printed = capsys.readouterr().out
-    start, end = (float(v) for v in printed.split("target: ")[1].split()[0:3:2])
+    start, end = (float(v) for v in printed.split("(mean per edit): ")[1].split()[0:3:2])
     assert end < start
     assert np.asarray(Image.open(out)).shape == (16, 16, 3)
     ws, name, source = load_wplus(tmp_path / "edit_wplus.safetensors")

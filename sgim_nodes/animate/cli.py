@@ -58,8 +58,10 @@ class AnimateRequest:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m sgim_nodes animate", description=__doc__.split("\n\n")[0],
-                                epilog="Model files: python -m sgim_nodes download --list")
+    from ..cli_help import command_parser
+    from ..models import launcher
+
+    p = command_parser("animate", __doc__, epilog=f"Model files: {launcher()} download --list")
     p.add_argument("--audio", type=Path, required=True, help="the track (wav, mp3, flac, ogg, ...)")
     p.add_argument("--out", type=Path, required=True, help="the video to write (.mp4)")
     p.add_argument("--fps", type=float, default=24.0, help="frames per second (any positive rate, e.g. 29.97)")
