@@ -117,7 +117,8 @@ def test_object_info_lists_every_node_without_import_errors(server):
     assert "comfyui-sgim" in log.split("Import times for custom nodes:")[1].split("\n\n")[0]
     assert info["SGIMOptimizeLatent"]["category"] == "SGIM"
     assert info["SGIMLoadStyleGAN"]["input"]["required"]["generator_name"][0] == [
-        "not_a_model.pt", "nvlabs_tiny.pkl", "tiny16.safetensors", "tiny_rosinality.pt", "tiny_sg3.pkl"]
+        "not_a_model.pt", "nvlabs_tiny.pkl", "tf_conditional_tiny.pkl", "tiny16.safetensors", "tiny_rosinality.pt",
+            "tiny_sg3.pkl"]
     assert "/extensions/comfyui-sgim/sgim.js" in get_json(f"{server.url}/extensions")
     assert get_json(f"{server.url}/sgim/generator_info?name=tiny_rosinality.pt")["num_ws"] == 8
     templates = get_json(f"{server.url}/workflow_templates")["comfyui-sgim"]
