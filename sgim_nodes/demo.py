@@ -4,7 +4,11 @@ Writes, laid out like a models folder (so ``SGIM_MODELS_DIR=DIR`` or ComfyUI's e
 finds them under the names the commands and example graphs use):
 
     DIR/stylegan/landscape.pt                 64 px StyleGAN2, 10 W+ layers, rosinality checkpoint layout
-    DIR/stylegan/wikiart.pt                   the same network under the name the music example uses
+    DIR/stylegan/wikiart-1024-stylegan3-t-17.2Mimg.pkl
+                                              32 px StyleGAN3-T, 8 W+ layers, under the name the painting
+                                              and music-video examples use; saved in our safetensors
+                                              format (the loaders read a file's format from its bytes,
+                                              not its extension; the real file is an NVlabs pickle)
     DIR/sgim_audio_encoders/resnet18_57.pth   ResNet-18 audio encoder, official state-dict layout, 32-d
     DIR/sgim_clip/ViT-B-32.pt                 tiny CLIP (32-d) as an OpenAI-layout state dict
     DIR/demo_sound.wav                        a 3 s synthetic sound
@@ -23,7 +27,7 @@ EMBED_DIM = 32
 SEED = 1234
 FILES = {  # role: path inside DIR
     "generator": Path("stylegan/landscape.pt"),
-    "painting_generator": Path("stylegan/wikiart.pt"),
+    "painting_generator": Path("stylegan/wikiart-1024-stylegan3-t-17.2Mimg.pkl"),
     "encoder": Path("sgim_audio_encoders/resnet18_57.pth"),
     "clip": Path("sgim_clip/ViT-B-32.pt"),
     "sound": Path("demo_sound.wav"),
@@ -42,7 +46,8 @@ def write_demo_models(out_dir: str | Path, overwrite: bool = False) -> dict[str,
     from .clip import build_tiny_clip
     from .errors import ParameterError
     from .fileio import atomic_path
-    from .stylegan import Generator, GeneratorConfig, rosinality_checkpoint
+    from .stylegan import (Generator, GeneratorConfig, StyleGAN3Config, StyleGAN3Generator, rosinality_checkpoint,
+                           save_generator)
     from .train.synthetic import synthesize, write_wav
 
     out = Path(out_dir)
@@ -62,9 +67,13 @@ def write_demo_models(out_dir: str | Path, overwrite: bool = False) -> dict[str,
                                               channels=channels), name="landscape")
         with torch.no_grad():
             generator.w_avg.copy_(generator.estimate_w_avg(256))
-        for role in ("generator", "painting_generator"):
-            with atomic_path(paths[role]) as tmp:
-                torch.save(rosinality_checkpoint(generator), tmp)
+        with atomic_path(paths["generator"]) as tmp:
+            torch.save(rosinality_checkpoint(generator), tmp)
+        painter = StyleGAN3Generator(StyleGAN3Config(resolution=32, z_dim=EMBED_DIM, w_dim=EMBED_DIM,
+                                                     channel_base=512, channel_max=32, num_layers=6), name="wikiart")
+        with torch.no_grad():
+            painter.w_avg.copy_(painter.estimate_w_avg(256))
+        save_generator(painter, paths["painting_generator"])
 
         clip = build_tiny_clip(embed_dim=EMBED_DIM, seed=SEED)
         state = {k: v.detach().clone() for k, v in clip.state_dict().items()}

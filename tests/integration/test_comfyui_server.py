@@ -221,7 +221,7 @@ def test_example_runs_on_the_demo_models_with_its_own_file_names(server, example
     models = server.base / "models"
     if not (models / "stylegan" / "landscape.pt").exists():
         write_demo_models(models)
-    prompt = ui_to_api(load(EXAMPLES / f"{example}.json"), get_json(f"{server.url}/object_info"))
+    prompt = ui_to_api(load(example_path(example)), get_json(f"{server.url}/object_info"))
     for node in prompt.values():
         if node["class_type"] == "SGIMOptimizeLatent":
             node["inputs"].update(steps=2, preview_every=0)
