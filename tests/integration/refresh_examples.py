@@ -35,7 +35,7 @@ def main(argv: list[str]) -> int:
         names = write_tiny_models(models, shared)
         stand_ins = {  # the examples' file names, played by tiny models of the same kind
             ("stylegan", examples.LANDSCAPE): names["generator"], ("stylegan", examples.FFHQ): "nvlabs_tiny.pkl",
-            ("stylegan", examples.WIKIART): "nvlabs_tiny.pkl", ("sgim_clip", examples.CLIP): names["clip"],
+            ("stylegan", examples.WIKIART): names["generator_sg3"], ("sgim_clip", examples.CLIP): names["clip"],
             ("sgim_audio_encoders", examples.ENCODER): names["encoder"],
             ("sgim_identity", examples.IDENTITY): names["identity"],
         }
