@@ -73,12 +73,16 @@ def perturbed3(config: StyleGAN3Config, seed: int = 0) -> StyleGAN3Generator:
     with torch.no_grad():
         for bias in gen.mapping_network.biases:
             bias.normal_(0, 0.1)
+        if config.c_dim:
+            gen.mapping_network.label_bias.normal_(0, 0.5)
         net.input.affine_weight.normal_(0, 0.2)
         net.input.affine_bias.add_(torch.randn(4) * 0.2)
         for layer in net.layers:
             layer.affine_bias.add_(torch.randn_like(layer.affine_bias) * 0.2)
             layer.bias.normal_(0, 0.1)
-        ws = gen.mapping(torch.randn(8, config.z_dim))
+        classes = torch.nn.functional.one_hot(torch.arange(8) % config.c_dim, config.c_dim).float() \
+            if config.c_dim else None
+        ws = gen.mapping(torch.randn(8, config.z_dim), c=classes)
         x = net.input(ws[:, 0])
         for index, layer in enumerate(net.layers):  # in order: each layer's input depends on the gains before it
             layer.magnitude_ema.fill_(float(x.square().mean()) * (0.6 + 0.8 * torch.rand(()).item()))
@@ -116,9 +120,13 @@ def nvlabs_tree(gen: StyleGAN3Generator, training_copy: StyleGAN3Generator | Non
     mapping_layers = [(f"fc{i}", _fc(sd, f"mapping.fc{i}", cfg.mapping_lr_mul / math.sqrt(sd[f"mapping.fc{i}.weight"]
                                                                                          .shape[1]), cfg.mapping_lr_mul))
                       for i in range(cfg.n_mapping)]
-    mapping = _module("MappingNetwork", {"z_dim": cfg.z_dim, "c_dim": 0, "w_dim": cfg.w_dim, "num_ws": cfg.num_ws,
-                                         "num_layers": cfg.n_mapping, "w_avg_beta": 0.998, "embed": None},
-                      buffers=[("w_avg", sd["mapping.w_avg"])], modules=mapping_layers)
+    # A conditional mapping's class embedding is a FullyConnectedLayer (lr multiplier 1) registered first;
+    # an unconditional one has the plain attribute embed = None.
+    embed = [("embed", _fc(sd, "mapping.embed", 1 / math.sqrt(cfg.c_dim), 1.0))] if cfg.c_dim else []
+    mapping = _module("MappingNetwork", {"z_dim": cfg.z_dim, "c_dim": cfg.c_dim, "w_dim": cfg.w_dim,
+                                         "num_ws": cfg.num_ws, "num_layers": cfg.n_mapping, "w_avg_beta": 0.998,
+                                         **({} if cfg.c_dim else {"embed": None})},
+                      buffers=[("w_avg", sd["mapping.w_avg"])], modules=embed + mapping_layers)
     inp_design, designs = design_layers(cfg)
     affine_gain = 1 / math.sqrt(cfg.w_dim)
     size = np.array([inp_design.size] * 2, dtype=np.int64)
@@ -152,7 +160,7 @@ def nvlabs_tree(gen: StyleGAN3Generator, training_copy: StyleGAN3Generator | Non
                                              "output_scale": cfg.output_scale, "num_fp16_res": 4,
                                              "layer_names": [d.name for d in designs]},
                         modules=[("input", inp)] + layers)
-    g_ema = _module("Generator", {"z_dim": cfg.z_dim, "c_dim": 0, "w_dim": cfg.w_dim,
+    g_ema = _module("Generator", {"z_dim": cfg.z_dim, "c_dim": cfg.c_dim, "w_dim": cfg.w_dim,
                                   "img_resolution": cfg.resolution, "img_channels": cfg.img_channels,
                                   "num_ws": cfg.num_ws},
                     modules=[("synthesis", synthesis), ("mapping", mapping)], init_kwargs=init_kwargs)
@@ -506,6 +514,182 @@ def test_edit_command_with_a_stylegan3_pickle(tmp_path, tiny_generator, capsys):
     assert torch.equal(ws[:, 2:], source[:, 2:]) and not torch.equal(ws[:, :2], source[:, :2])
 
 
+# ------------------------------------------------------------------------------------ conditional StyleGAN3
+
+CONDITIONAL_T = dict(resolution=16, z_dim=12, w_dim=20, c_dim=4, n_mapping=2, channel_base=256, channel_max=16,
+                     num_layers=3, num_critical=1, margin_size=4)
+
+
+def onehot(classes, c_dim=4) -> torch.Tensor:
+    return torch.nn.functional.one_hot(torch.as_tensor(classes), c_dim).float()
+
+
+@pytest.fixture(scope="module")
+def conditional_pickle(tmp_path_factory):
+    """A conditional StyleGAN3-T snapshot whose mapping tensors (class embedding, layers, w_avg) are drawn
+    as NVlabs initialises them, raw (before gains), and never passed through our code; and those raw tensors."""
+    config = StyleGAN3Config(**CONDITIONAL_T)
+    tree = nvlabs_tree(perturbed3(config))
+    rng = torch.Generator().manual_seed(11)
+    mapping = state_of(tree["G_ema"], "mapping")
+    raw = {"lr_multiplier": config.mapping_lr_mul, "num_ws": config.num_ws}
+    for name, (rows, cols), lr in [("embed", (20, 4), 1.0), ("fc0", (20, 12 + 20), 0.01), ("fc1", (20, 20), 0.01)]:
+        params = mapping["_modules"][name].args[0]["state"]["_parameters"]
+        params["weight"] = torch.randn(rows, cols, generator=rng) / lr  # NVlabs init: N(0, 1) / lr_multiplier
+        params["bias"] = torch.randn(rows, generator=rng) * 0.3 / lr
+        raw[name] = (params["weight"].clone(), params["bias"].clone())
+    mapping["_buffers"]["w_avg"] = raw["w_avg"] = torch.randn(20, generator=rng) * 0.5
+    path = write_nvlabs_pickle(tree, tmp_path_factory.mktemp("cond_sg3") / "cond_sg3.pkl")
+    return path, raw
+
+
+def nvlabs_conditional_mapping(raw: dict, z: torch.Tensor, c: torch.Tensor, psi: float = 1.0, cutoff=None):
+    """NVlabs stylegan3 MappingNetwork.forward, written out: FullyConnectedLayer = x @ (W * lr/sqrt(fan_in)).T
+    + b * lr; embed c (lr 1, linear), normalise z and y separately, concatenate, lrelu layers (slope 0.2, gain
+    sqrt 2), broadcast to num_ws rows, truncate the first ``cutoff`` rows toward w_avg."""
+    def fully_connected(x, name, lr, lrelu):
+        weight, bias = raw[name]
+        x = x @ (weight * (lr / math.sqrt(weight.shape[1]))).t() + bias * lr
+        return torch.where(x >= 0, x, 0.2 * x) * math.sqrt(2) if lrelu else x
+
+    def normalise(v):
+        return v / torch.sqrt(v.square().mean(dim=1, keepdim=True) + 1e-8)
+
+    x = torch.cat([normalise(z), normalise(fully_connected(c, "embed", 1.0, False))], dim=1)
+    for name in ("fc0", "fc1"):
+        x = fully_connected(x, name, raw["lr_multiplier"], True)
+    ws = x[:, None, :].repeat(1, raw["num_ws"], 1)
+    cutoff = raw["num_ws"] if cutoff is None else cutoff
+    ws[:, :cutoff] = raw["w_avg"] + psi * (ws[:, :cutoff] - raw["w_avg"])
+    return ws
+
+
+def test_conditional_stylegan3_pickle_maps_as_nvlabs_does(conditional_pickle):
+    path, raw = conditional_pickle
+    gen = load_generator(path)
+    assert gen.family == "stylegan3" and gen.c_dim == 4 and gen.config.c_dim == 4
+    assert gen.config.label_mode == "embed" and gen.class_names is None
+    assert torch.equal(gen.w_avg, raw["w_avg"])
+    z = torch.randn(4, 12, generator=torch.Generator().manual_seed(2))
+    c = onehot([0, 1, 2, 3])
+    with torch.no_grad():
+        torch.testing.assert_close(gen.mapping(z, c=c), nvlabs_conditional_mapping(raw, z, c), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(gen.mapping(z, 0.6, 3, c=c), nvlabs_conditional_mapping(raw, z, c, 0.6, 3),
+                                   atol=1e-5, rtol=1e-5)
+        soft = torch.tensor([[0.5, 0.0, 0.5, 0.0]])  # soft labels and a batch of 1 broadcast
+        torch.testing.assert_close(gen.mapping(z, c=soft), nvlabs_conditional_mapping(raw, z, soft.expand(4, -1)),
+                                   atol=1e-5, rtol=1e-5)
+        same_z = z[:1].expand(4, -1)
+        per_class = gen.mapping(same_z, c=c)[:, 0]
+        gaps = torch.cdist(per_class, per_class)[~torch.eye(4, dtype=torch.bool)]
+        assert gaps.min() > 0.1 * per_class.norm(dim=1).mean(), gaps  # each class its own w for the same z
+        images = gen(same_z, truncation_psi=0.7, c=c)
+    assert images.shape == (4, 3, 16, 16) and torch.isfinite(images).all()
+    assert (images[1:] - images[:1]).abs().amax(dim=(1, 2, 3)).min() > 1e-3
+
+
+def test_conditional_stylegan3_label_errors(conditional_pickle, tiny_generator):
+    from sgim_nodes.optimize import sample_source_ws
+
+    gen = load_generator(conditional_pickle[0])
+    z = torch.zeros(2, 12)
+    with pytest.raises(ParameterError, match=r"c: generator 'cond_sg3' is conditional \(4 classes\)"):
+        gen.mapping(z)
+    with pytest.raises(ParameterError, match=r"shape \[2, 4\]"):
+        gen.mapping(z, c=torch.zeros(2, 5))
+    with pytest.raises(ParameterError, match="NaN"):
+        gen.mapping(z, c=torch.full((2, 4), float("nan")))
+    with pytest.raises(ParameterError, match=r"--class: class 4 is out of range: generator 'cond_sg3' has 4 "
+                                             r"classes \(0\.\.3\)"):
+        sample_source_ws(gen, 1, seed=0, labels=4, labels_name="--class")
+    with pytest.raises(ParameterError, match=r"class_index: generator 'stylegan3' is unconditional"):
+        sample_source_ws(tiny_generator, 1, seed=0, labels=2, labels_name="class_index")
+    with pytest.raises(ParameterError, match=r"c: generator 'stylegan3' is unconditional"):
+        tiny_generator.mapping(torch.zeros(1, tiny_generator.z_dim), c=onehot([1]))
+    drawn = sample_source_ws(gen, 3, seed=8)  # no class chosen: one random class per image from the seed
+    rng = torch.Generator().manual_seed(8)
+    z = torch.randn(3, 12, generator=rng)
+    classes = torch.randint(4, (3,), generator=rng)
+    with torch.no_grad():
+        assert torch.equal(drawn, gen.mapping(z, truncation_psi=0.7, c=onehot(classes)))
+
+
+def test_conditional_stylegan3_files_damaged_in_the_class_embedding_refused(tmp_path, tiny_generator):
+    conditional = perturbed3(StyleGAN3Config(**CONDITIONAL_T))
+    tree = nvlabs_tree(conditional)
+    del state_of(tree["G_ema"], "mapping")["_modules"]["embed"]
+    with pytest.raises(ModelFileError, match=r"no_embed\.pkl: a conditional StyleGAN3 generator \(c_dim=4\) "
+                                             r"without its class embedding 'mapping\.embed'"):
+        load_generator(write_nvlabs_pickle(tree, tmp_path / "no_embed.pkl"))
+    tree = nvlabs_tree(conditional)
+    state_of(tree["G_ema"])["c_dim"] = 0
+    with pytest.raises(ModelFileError, match=r"c_dim 0\) with a class embedding"):
+        load_generator(write_nvlabs_pickle(tree, tmp_path / "stray_embed.pkl"))
+    tree = nvlabs_tree(conditional)
+    params = state_of(tree["G_ema"], "mapping", "embed")["_parameters"]
+    params["weight"] = params["weight"][:, :3].clone()
+    with pytest.raises(ModelFileError, match=r"narrow_embed\.pkl: tensor 'mapping\.embed\.weight' has shape "
+                                             r"\[20, 3\], expected \[20, 4\]"):
+        load_generator(write_nvlabs_pickle(tree, tmp_path / "narrow_embed.pkl"))
+    tree = nvlabs_tree(conditional)  # a mapping that reads z alone, as an unconditional one would
+    params = state_of(tree["G_ema"], "mapping", "fc0")["_parameters"]
+    params["weight"] = params["weight"][:, :12].clone()
+    with pytest.raises(ModelFileError, match=r"'mapping\.fc0\.weight' reads 12 values; z_dim 12 and the 20-wide "
+                                             r"class embedding need 32"):
+        load_generator(write_nvlabs_pickle(tree, tmp_path / "no_room_for_labels.pkl"))
+
+
+def test_conditional_stylegan3_safetensors_round_trip_with_class_names(tmp_path, conditional_pickle):
+    from sgim_nodes.convert import convert
+    from sgim_nodes.optimize import sample_source_ws
+
+    gen = load_generator(conditional_pickle[0])
+    names = tmp_path / "styles.txt"
+    names.write_text("ukiyo-e\ncubism\nimpressionism\nbaroque\n", encoding="utf-8")
+    message = convert(conditional_pickle[0], tmp_path / "cond_sg3.safetensors", class_names=names)
+    assert "StyleGAN3 generator" in message and "4 classes" in message
+    back = load_generator(tmp_path / "cond_sg3.safetensors")
+    assert type(back) is StyleGAN3Generator and back.config == gen.config and back.c_dim == 4
+    assert back.class_names == ["ukiyo-e", "cubism", "impressionism", "baroque"]
+    assert back.state_dict().keys() == gen.state_dict().keys()
+    assert all(torch.equal(back.state_dict()[k], v) for k, v in gen.state_dict().items())
+    z = torch.randn(3, 12, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        assert torch.equal(back(z, truncation_psi=0.5, c=onehot([0, 2, 3])), gen(z, truncation_psi=0.5,
+                                                                                 c=onehot([0, 2, 3])))
+    by_name = sample_source_ws(back, 2, seed=4, labels="impressionism")
+    assert torch.equal(by_name, sample_source_ws(gen, 2, seed=4, labels=2))
+    assert not torch.equal(by_name, sample_source_ws(gen, 2, seed=4, labels=1))
+    save_generator(back, tmp_path / "again.safetensors")  # names and tensors survive a second save
+    again = load_generator(tmp_path / "again.safetensors")
+    assert again.class_names == back.class_names
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in gen.state_dict().items())
+
+
+def test_edit_command_with_a_class_of_a_conditional_stylegan3(tmp_path, conditional_pickle, capsys):
+    from sgim_nodes.__main__ import main as cli
+    from sgim_nodes.clip import build_tiny_clip, save_open_clip_state_dict, tiny_clip_config
+    from sgim_nodes.latents import load_wplus
+    from sgim_nodes.optimize import sample_source_ws
+
+    save_open_clip_state_dict(build_tiny_clip(embed_dim=32, seed=0), tmp_path / "clip.safetensors",
+                              config=tiny_clip_config(32))
+    args = ["edit", "--text", "a rainy night", "--generator", str(conditional_pickle[0]), "--clip",
+            str(tmp_path / "clip.safetensors"), "--out", str(tmp_path / "edit.png"), "--steps", "6", "--seed", "3",
+            "--device", "cpu"]
+    assert cli(args + ["--class", "2"]) == 0
+    ws, name, source = load_wplus(tmp_path / "edit_wplus.safetensors")
+    gen = load_generator(conditional_pickle[0])
+    assert name == "cond_sg3" and ws.shape == (1, gen.num_ws, 20)
+    assert torch.equal(source, sample_source_ws(gen, 1, seed=3, truncation=0.7, labels=2))
+    assert not torch.equal(source, sample_source_ws(gen, 1, seed=3, truncation=0.7, labels=1))
+    assert not torch.equal(ws, source)
+    capsys.readouterr()
+    assert cli(args + ["--class", "7"]) == 1
+    error = capsys.readouterr().err
+    assert "error: --class: class 7 is out of range: generator 'cond_sg3' has 4 classes (0..3)" in error
+
+
 # ------------------------------------------------------------------------------------ against NVlabs' own code
 
 @pytest.fixture
@@ -530,8 +714,12 @@ def nvlabs_generator_class():
 
         yield Generator
     finally:
+        # Only the checkout's own modules (and a pkg_resources stand-in): the libraries they imported stay, as
+        # an extension module (numpy.fft's) cannot be loaded twice in one process.
+        checkout = {entry.stem for entry in Path(folder).iterdir()} | {"pkg_resources"}
         for name in set(sys.modules) - modules_before:
-            del sys.modules[name]
+            if name.split(".")[0] in checkout:
+                del sys.modules[name]
         sys.path[:] = path_before
 
 
@@ -547,4 +735,18 @@ def test_other_configurations_match_nvlabs_code(name, nvlabs_generator_class):
     with torch.no_grad():
         ws = theirs.mapping(z, None, truncation_psi=0.6)
         torch.testing.assert_close(gen.mapping(z, truncation_psi=0.6), ws, **TOL)
+        torch.testing.assert_close(gen.synthesis(ws), theirs.synthesis(ws, force_fp32=True), **TOL)
+
+
+def test_conditional_stylegan3_matches_nvlabs_code(nvlabs_generator_class):
+    """A conditional StyleGAN3-T's weights through NVlabs' own mapping (class embedding) and synthesis."""
+    gen = perturbed3(StyleGAN3Config(**CONDITIONAL_T))
+    init_kwargs, state = nvlabs_stylegan3_state(gen)
+    theirs = nvlabs_generator_class(**init_kwargs).eval()
+    theirs.load_state_dict(state)
+    z = torch.randn(4, gen.z_dim, generator=torch.Generator().manual_seed(4))
+    c = onehot([3, 0, 1, 2])
+    with torch.no_grad():
+        ws = theirs.mapping(z, c, truncation_psi=0.6, truncation_cutoff=2)
+        torch.testing.assert_close(gen.mapping(z, truncation_psi=0.6, truncation_cutoff=2, c=c), ws, **TOL)
         torch.testing.assert_close(gen.synthesis(ws), theirs.synthesis(ws, force_fp32=True), **TOL)

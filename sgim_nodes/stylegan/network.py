@@ -249,6 +249,47 @@ class MappingNetwork(nn.Module):
         return x
 
 
+def check_class_labels(generator, c: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+    """The class labels ``c`` a generator's mapping reads, checked against its ``c_dim`` (every family):
+    [batch, c_dim] on its device and dtype (a batch of 1 broadcast), or None for an unconditional one."""
+    c_dim = generator.c_dim
+    if not c_dim:
+        if c is not None and c.numel() > 0:
+            raise ParameterError(f"c: generator '{generator.name}' is unconditional (c_dim 0); it takes no class "
+                                 "labels", parameter="c")
+        return None
+    if c is None:
+        raise ParameterError(f"c: generator '{generator.name}' is conditional ({c_dim} classes); give class "
+                             f"labels [batch, {c_dim}] (one-hot or soft)", parameter="c")
+    if not isinstance(c, torch.Tensor) or c.ndim != 2 or c.shape[1] != c_dim or c.shape[0] not in (1, batch):
+        shape = list(c.shape) if isinstance(c, torch.Tensor) else type(c).__name__
+        raise ParameterError(f"c: expected class labels of shape [{batch}, {c_dim}] (or [1, {c_dim}]) "
+                             f"for generator '{generator.name}', got {shape}", parameter="c")
+    if not torch.isfinite(c).all():
+        raise ParameterError("c: class labels contain NaN or infinite values", parameter="c")
+    return c.to(generator.device, generator.dtype).expand(batch, -1)
+
+
+@torch.no_grad()
+def mean_mapping_output(generator, n_samples: int, seed: int, batch_size: int) -> torch.Tensor:
+    """Mean of ``generator.mapping_network`` over ``n_samples`` z ~ N(0,1) drawn on CPU from ``seed`` (what
+    rosinality's ``mean_latent`` does); the w_avg of a file that carries none (every family). Conditional
+    generators: each z gets a uniformly random one-hot class from the same seed (as the originals'
+    training-time average sees the classes of the data set)."""
+    gen = torch.Generator().manual_seed(seed)
+    total = torch.zeros(generator.w_dim, dtype=torch.float64)
+    device, dtype = generator.device, generator.dtype
+    for start in range(0, n_samples, batch_size):
+        count = min(batch_size, n_samples - start)
+        z = torch.randn(count, generator.z_dim, generator=gen)
+        c = None
+        if generator.c_dim:
+            c = F.one_hot(torch.randint(generator.c_dim, (count,), generator=gen), generator.c_dim).float()
+            c = c.to(device, dtype)
+        total += generator.mapping_network(z.to(device, dtype), c).double().sum(0).cpu()
+    return (total / n_samples).float()
+
+
 class ModulatedConv(nn.Module):
     """A 3x3 demodulated style convolution (optionally upsampling 2x) + noise + bias + lrelu."""
 
@@ -676,7 +717,7 @@ class Generator(nn.Module):
         """
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ParameterError(f"z: expected shape [batch, {self.z_dim}], got {list(z.shape)}", parameter="z")
-        labels = self._check_labels(c, z.shape[0])
+        labels = check_class_labels(self, c, z.shape[0])
         w = self.mapping_network(z.to(self.device, self.dtype), labels)
         ws = w[:, None, :].expand(-1, self.num_ws, -1)
         if truncation_psi != 1:
@@ -684,24 +725,6 @@ class Generator(nn.Module):
             truncated = self.w_avg.lerp(ws[:, :cutoff], truncation_psi)
             ws = torch.cat([truncated, ws[:, cutoff:]], dim=1)
         return ws.contiguous()
-
-    def _check_labels(self, c: torch.Tensor | None, batch: int) -> torch.Tensor | None:
-        if not self.c_dim:
-            if c is not None and c.numel() > 0:
-                raise ParameterError(f"c: generator '{self.name}' is unconditional (c_dim 0); it takes no class "
-                                     "labels", parameter="c")
-            return None
-        if c is None:
-            raise ParameterError(f"c: generator '{self.name}' is conditional ({self.c_dim} classes); give class "
-                                 f"labels [batch, {self.c_dim}] (one-hot or soft)", parameter="c")
-        if not isinstance(c, torch.Tensor) or c.ndim != 2 or c.shape[1] != self.c_dim \
-                or c.shape[0] not in (1, batch):
-            shape = list(c.shape) if isinstance(c, torch.Tensor) else type(c).__name__
-            raise ParameterError(f"c: expected class labels of shape [{batch}, {self.c_dim}] (or [1, {self.c_dim}]) "
-                                 f"for generator '{self.name}', got {shape}", parameter="c")
-        if not torch.isfinite(c).all():
-            raise ParameterError("c: class labels contain NaN or infinite values", parameter="c")
-        return c.to(self.device, self.dtype).expand(batch, -1)
 
     def synthesis(self, ws: torch.Tensor, noise_mode: str = "const",
                   noise_generator: torch.Generator | None = None) -> torch.Tensor:
@@ -723,21 +746,8 @@ class Generator(nn.Module):
 
     @torch.no_grad()
     def estimate_w_avg(self, n_samples: int = 4096, seed: int = 0, batch_size: int = 1024) -> torch.Tensor:
-        """Mean of the mapping output over ``n_samples`` z ~ N(0,1) drawn on CPU from ``seed`` (what
-        rosinality's ``mean_latent`` does); used when a checkpoint carries no average latent. Conditional
-        generators: each z gets a uniformly random one-hot class from the same seed (as the originals'
-        training-time average sees the classes of the data set)."""
-        gen = torch.Generator().manual_seed(seed)
-        total = torch.zeros(self.w_dim, dtype=torch.float64)
-        for start in range(0, n_samples, batch_size):
-            count = min(batch_size, n_samples - start)
-            z = torch.randn(count, self.z_dim, generator=gen)
-            c = None
-            if self.c_dim:
-                c = F.one_hot(torch.randint(self.c_dim, (count,), generator=gen), self.c_dim).float()
-                c = c.to(self.device, self.dtype)
-            total += self.mapping_network(z.to(self.device, self.dtype), c).double().sum(0).cpu()
-        return (total / n_samples).float()
+        """Mean mapping output (see :func:`mean_mapping_output`), for checkpoints without an average latent."""
+        return mean_mapping_output(self, n_samples, seed, batch_size)
 
     def extra_repr(self) -> str:
         return (f"name={self.name!r}, resolution={self.resolution}, num_ws={self.num_ws}, c_dim={self.c_dim}, "

@@ -3,7 +3,8 @@
 Same generator interface as the StyleGAN2 :class:`.network.Generator` (``mapping``, ``synthesis``,
 ``num_ws``, ``w_dim``, ``w_avg``, truncation with cutoff), plus ``set_input_transform`` for the
 Fourier-feature input's user transform (camera motion). The mapping network is StyleGAN2's
-(:class:`.network.MappingNetwork`): NVlabs' StyleGAN3 mapping computes the same function.
+(:class:`.network.MappingNetwork`): NVlabs' StyleGAN3 mapping computes the same function, for
+conditional generators (``c_dim`` > 0) too (StyleGAN2-ADA's class embedding, ``label_mode`` "embed").
 
 Structure (N = ``num_layers``, default 14; ``num_ws`` = N + 2):
 
@@ -42,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ParameterError
-from .network import NOISE_MODES, MappingNetwork
+from .network import NOISE_MODES, MappingNetwork, check_class_labels, mean_mapping_output
 
 SQRT2 = math.sqrt(2.0)
 FAMILY = "stylegan3"
@@ -115,6 +116,21 @@ class StyleGAN3Config:
     @property
     def num_ws(self) -> int:
         return self.num_layers + 2
+
+    # Class labels as :class:`.network.MappingNetwork` reads them: NVlabs' StyleGAN3 embeds c with a
+    # FullyConnectedLayer c_dim -> w_dim (StyleGAN2-ADA's embedding), the only way it has.
+    @property
+    def label_mode(self) -> str | None:
+        return "embed" if self.c_dim else None
+
+    @property
+    def label_features(self) -> int | None:
+        return None  # the embedding is w_dim wide
+
+    @property
+    def label_width(self) -> int:
+        """Width of the embedded labels that join z at the mapping input (0 when unconditional)."""
+        return self.w_dim if self.c_dim else 0
 
     @classmethod
     def stylegan3_t(cls, resolution: int = 1024, **kwargs: Any) -> "StyleGAN3Config":
@@ -472,9 +488,10 @@ class StyleGAN3Synthesis(nn.Module):
 class StyleGAN3Generator(nn.Module):
     """StyleGAN3 generator: ``mapping`` (z -> ws) and ``synthesis`` (ws -> image in about [-1, 1]).
 
-    Attributes: ``family`` ("stylegan3"), ``resolution``, ``num_ws``, ``w_dim``, ``z_dim``, ``c_dim``,
-    ``w_avg`` (buffer [w_dim]), ``config``, ``name``, ``ws_resolutions`` (nominal resolution of
-    each W+ row, for the layer presets).
+    Attributes: ``family`` ("stylegan3"), ``resolution``, ``num_ws``, ``w_dim``, ``z_dim``, ``c_dim``
+    (0 = unconditional), ``class_names`` (None unless the file names its classes), ``w_avg`` (buffer
+    [w_dim]), ``config``, ``name``, ``ws_resolutions`` (nominal resolution of each W+ row, for the
+    layer presets).
     """
 
     family = FAMILY
@@ -489,6 +506,7 @@ class StyleGAN3Generator(nn.Module):
             self.w_dim = config.w_dim
             self.z_dim = config.z_dim
             self.c_dim = config.c_dim
+            self.class_names: list[str] | None = None  # set by loaders when the file names its classes
             self.mapping_network = MappingNetwork(config)
             self.synthesis_network = StyleGAN3Synthesis(config)
             self.register_buffer("w_avg", torch.zeros(config.w_dim))
@@ -517,13 +535,16 @@ class StyleGAN3Generator(nn.Module):
 
     def mapping(self, z: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None, *,
                 c: torch.Tensor | None = None) -> torch.Tensor:
-        """z [B, z_dim] -> ws [B, num_ws, w_dim]; truncation lerps toward ``w_avg`` (first ``cutoff`` rows)."""
+        """z [B, z_dim] (+ class labels c [B, c_dim] for a conditional generator) -> ws [B, num_ws, w_dim].
+
+        ``c``: one-hot or soft label vectors (a batch of 1 is broadcast); required when ``c_dim`` > 0,
+        refused otherwise. Truncation lerps toward the single ``w_avg`` (first ``cutoff`` rows), for
+        conditional generators too, as NVlabs' code does.
+        """
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ParameterError(f"z: expected shape [batch, {self.z_dim}], got {list(z.shape)}", parameter="z")
-        if c is not None and self.c_dim == 0:
-            raise ParameterError(f"c: generator {self.name!r} is unconditional (no class labels)", parameter="c")
-        z = z.to(self.device, self.dtype)
-        w = self.mapping_network(z) if c is None else self.mapping_network(z, c.to(self.device, self.dtype))
+        labels = check_class_labels(self, c, z.shape[0])
+        w = self.mapping_network(z.to(self.device, self.dtype), labels)
         ws = w[:, None, :].expand(-1, self.num_ws, -1)
         if truncation_psi != 1:
             cutoff = self.num_ws if truncation_cutoff is None else int(truncation_cutoff)
@@ -544,8 +565,8 @@ class StyleGAN3Generator(nn.Module):
         return self.synthesis_network(ws.to(self.device, self.dtype)).float()
 
     def forward(self, z: torch.Tensor, truncation_psi: float = 1.0, noise_mode: str = "const",
-                truncation_cutoff: int | None = None) -> torch.Tensor:
-        return self.synthesis(self.mapping(z, truncation_psi, truncation_cutoff), noise_mode)
+                truncation_cutoff: int | None = None, *, c: torch.Tensor | None = None) -> torch.Tensor:
+        return self.synthesis(self.mapping(z, truncation_psi, truncation_cutoff, c=c), noise_mode)
 
     def set_input_transform(self, matrix) -> None:
         """Set the 3x3 user transform of the Fourier-feature grid (NVlabs' ``synthesis.input.transform``;
@@ -560,15 +581,11 @@ class StyleGAN3Generator(nn.Module):
 
     @torch.no_grad()
     def estimate_w_avg(self, n_samples: int = 4096, seed: int = 0, batch_size: int = 1024) -> torch.Tensor:
-        """Mean mapping output over ``n_samples`` z ~ N(0,1) from ``seed`` (for files without one)."""
-        gen = torch.Generator().manual_seed(seed)
-        total = torch.zeros(self.w_dim, dtype=torch.float64)
-        for start in range(0, n_samples, batch_size):
-            z = torch.randn(min(batch_size, n_samples - start), self.z_dim, generator=gen)
-            total += self.mapping_network(z.to(self.device, self.dtype)).double().sum(0).cpu()
-        return (total / n_samples).float()
+        """Mean mapping output (see :func:`.network.mean_mapping_output`: conditional generators average
+        over random classes), for files without an average latent."""
+        return mean_mapping_output(self, n_samples, seed, batch_size)
 
     def extra_repr(self) -> str:
         kind = "R" if self.config.use_radial_filters else "T"
         return (f"name={self.name!r}, config={kind}, resolution={self.resolution}, num_ws={self.num_ws}, "
-                f"w_dim={self.w_dim}")
+                f"c_dim={self.c_dim}, w_dim={self.w_dim}")

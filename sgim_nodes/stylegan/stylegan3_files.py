@@ -8,7 +8,8 @@ from modified code cannot silently produce wrong images. Only the six StyleGAN3 
 classes may appear in the record tree.
 
 Our state dict keeps NVlabs' raw values for the synthesis layers (their gains are applied in the
-forward pass); the mapping layers carry their gains folded in, as :class:`.network.MappingNetwork`
+forward pass); the mapping layers and the class embedding of a conditional generator
+(``mapping.embed``, c_dim -> w_dim) carry their gains folded in, as :class:`.network.MappingNetwork`
 expects.
 """
 
@@ -56,9 +57,6 @@ def from_nvlabs_stylegan3(init_kwargs: dict, tensors: dict[str, torch.Tensor], a
                                  f"is not part of an NVlabs StyleGAN3 generator (expected one of "
                                  f"{sorted(CLASS_NAMES)})")
     config = _config(init_kwargs, tensors, attrs, path)
-    if config.c_dim > 0:
-        raise ModelFileError(f"{path}: a conditional StyleGAN3 generator (c_dim={config.c_dim}); class-conditional "
-                             "StyleGAN3 files are not supported yet")
     _check_design(config, tensors, attrs, path)
     return config, _state_dict(config, tensors, attrs, path)
 
@@ -101,11 +99,19 @@ def _config(init_kwargs: dict, tensors: dict, attrs: dict, path: Path) -> StyleG
             else:
                 fields[field] = int(_number(value, key, path))
     fc0 = tensors["mapping.fc0.weight"]
+    c_dim = int(_number(top.get("c_dim", 0), "c_dim", path))
+    has_embed = "mapping.embed.weight" in tensors
+    if c_dim > 0 and not has_embed:
+        raise ModelFileError(f"{path}: a conditional StyleGAN3 generator (c_dim={c_dim}) without its class "
+                             "embedding 'mapping.embed' (damaged or an unknown variant)")
+    if c_dim == 0 and has_embed:
+        raise ModelFileError(f"{path}: an unconditional StyleGAN3 generator (c_dim 0) with a class embedding "
+                             "'mapping.embed' (damaged or an unknown variant)")
     try:
         return StyleGAN3Config(
             resolution=int(_number(top.get("img_resolution"), "img_resolution", path)),
             z_dim=int(_number(top.get("z_dim"), "z_dim", path)), w_dim=int(_number(top.get("w_dim"), "w_dim", path)),
-            c_dim=int(_number(top.get("c_dim", 0), "c_dim", path)), n_mapping=n_mapping,
+            c_dim=c_dim, n_mapping=n_mapping,
             mapping_lr_mul=_number(mapping_kwargs.get("lr_multiplier", 0.01), "mapping lr_multiplier", path),
             mapping_hidden=int(fc0.shape[0]) if n_mapping > 1 else None,
             img_channels=int(_number(top.get("img_channels", 3), "img_channels", path)),
@@ -171,9 +177,18 @@ def _state_dict(config: StyleGAN3Config, tensors: dict, attrs: dict, path: Path)
         return _number(attrs.get(module, {}).get(name, default), f"{module}.{name}", path)
 
     ours: dict[str, torch.Tensor] = {}
+    if config.c_dim:  # the class embedding is an ordinary FullyConnectedLayer (lr multiplier 1)
+        embed = get("mapping.embed.weight", (config.label_width, config.c_dim))
+        ours["mapping_network.label_weight"] = embed * gain("mapping.embed", "weight_gain", 1 / math.sqrt(config.c_dim))
+        ours["mapping_network.label_bias"] = get("mapping.embed.bias", (config.label_width,)) \
+            * gain("mapping.embed", "bias_gain", 1.0)
     for i in range(config.n_mapping):
         module = f"mapping.fc{i}"
         weight = get(module + ".weight")
+        if i == 0 and weight.shape[1] != config.z_dim + config.label_width:
+            raise ModelFileError(f"{path}: 'mapping.fc0.weight' reads {weight.shape[1]} values; z_dim {config.z_dim}"
+                                 + (f" and the {config.label_width}-wide class embedding" if config.c_dim else "")
+                                 + f" need {config.z_dim + config.label_width}")
         ours[f"mapping_network.weights.{i}"] = weight * gain(module, "weight_gain",
                                                              config.mapping_lr_mul / math.sqrt(weight.shape[1]))
         ours[f"mapping_network.biases.{i}"] = get(module + ".bias") * gain(module, "bias_gain", config.mapping_lr_mul)
@@ -240,6 +255,9 @@ def nvlabs_stylegan3_state(generator) -> tuple[dict[str, Any], dict[str, torch.T
         **{key: getattr(config, field) for key, field in _SYNTHESIS_KWARGS.items()}}
     ours = {k: v.detach().float().cpu() for k, v in generator.state_dict().items()}
     out: dict[str, torch.Tensor] = {}
+    if config.c_dim:
+        out["mapping.embed.weight"] = ours["mapping_network.label_weight"] * math.sqrt(config.c_dim)
+        out["mapping.embed.bias"] = ours["mapping_network.label_bias"].clone()
     for i in range(config.n_mapping):
         weight = ours[f"mapping_network.weights.{i}"]
         out[f"mapping.fc{i}.weight"] = weight / (config.mapping_lr_mul / math.sqrt(weight.shape[1]))
