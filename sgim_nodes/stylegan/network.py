@@ -652,7 +652,48 @@ class SynthesisNetwork(nn.Module):
         return None
 
 
-class Generator(nn.Module):
+class MappedGenerator(nn.Module):
+    """What every generator family shares: the mapping network (with class labels for conditional
+    ones), truncation toward ``w_avg``, the mean latent, and device moves that keep the weights usable
+    by autograd. Subclasses set ``mapping_network``, ``w_avg``, ``num_ws``, ``z_dim``, ``c_dim`` and
+    provide ``synthesis``, ``device`` and ``dtype``."""
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to()/.cuda()/.half() under inference mode would otherwise create inference tensors,
+        # which autograd refuses to save; the generator must stay differentiable w.r.t. ws.
+        with torch.inference_mode(False):
+            return super()._apply(fn, *args, **kwargs)
+
+    def mapping(self, z: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None, *,
+                c: torch.Tensor | None = None) -> torch.Tensor:
+        """z [B, z_dim] (+ class labels c [B, c_dim] for a conditional generator) -> ws [B, num_ws, w_dim].
+
+        ``c``: one-hot or soft label vectors (a batch of 1 is broadcast); required when ``c_dim`` > 0,
+        refused otherwise. Truncation lerps toward the single global ``w_avg`` (first ``cutoff`` rows),
+        for conditional generators too, as the originals do.
+        """
+        if z.ndim != 2 or z.shape[1] != self.z_dim:
+            raise ParameterError(f"z: expected shape [batch, {self.z_dim}], got {list(z.shape)}", parameter="z")
+        labels = check_class_labels(self, c, z.shape[0])
+        w = self.mapping_network(z.to(self.device, self.dtype), labels)
+        ws = w[:, None, :].expand(-1, self.num_ws, -1)
+        if truncation_psi != 1:
+            cutoff = self.num_ws if truncation_cutoff is None else int(truncation_cutoff)
+            truncated = self.w_avg.lerp(ws[:, :cutoff], truncation_psi)
+            ws = torch.cat([truncated, ws[:, cutoff:]], dim=1)
+        return ws.contiguous()
+
+    def forward(self, z: torch.Tensor, truncation_psi: float = 1.0, noise_mode: str = "const",
+                truncation_cutoff: int | None = None, *, c: torch.Tensor | None = None) -> torch.Tensor:
+        return self.synthesis(self.mapping(z, truncation_psi, truncation_cutoff, c=c), noise_mode)
+
+    @torch.no_grad()
+    def estimate_w_avg(self, n_samples: int = 4096, seed: int = 0, batch_size: int = 1024) -> torch.Tensor:
+        """Mean mapping output (see :func:`mean_mapping_output`), for checkpoints without an average latent."""
+        return mean_mapping_output(self, n_samples, seed, batch_size)
+
+
+class Generator(MappedGenerator):
     """StyleGAN2 generator: ``mapping`` (z -> ws) and ``synthesis`` (ws -> image in about [-1, 1]).
 
     Attributes: ``resolution``, ``num_ws``, ``w_dim``, ``z_dim``, ``w_avg`` (buffer [w_dim], the
@@ -701,31 +742,6 @@ class Generator(nn.Module):
     def device(self) -> torch.device:
         return self.synthesis_network.const.device
 
-    def _apply(self, fn, *args, **kwargs):
-        # .to()/.cuda()/.half() under inference mode would otherwise create inference tensors,
-        # which autograd refuses to save; the generator must stay differentiable w.r.t. ws.
-        with torch.inference_mode(False):
-            return super()._apply(fn, *args, **kwargs)
-
-    def mapping(self, z: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None, *,
-                c: torch.Tensor | None = None) -> torch.Tensor:
-        """z [B, z_dim] (+ class labels c [B, c_dim] for a conditional generator) -> ws [B, num_ws, w_dim].
-
-        ``c``: one-hot or soft label vectors (a batch of 1 is broadcast); required when ``c_dim`` > 0,
-        refused otherwise. Truncation lerps toward the single global ``w_avg`` (first ``cutoff`` rows),
-        for conditional generators too, as the originals do.
-        """
-        if z.ndim != 2 or z.shape[1] != self.z_dim:
-            raise ParameterError(f"z: expected shape [batch, {self.z_dim}], got {list(z.shape)}", parameter="z")
-        labels = check_class_labels(self, c, z.shape[0])
-        w = self.mapping_network(z.to(self.device, self.dtype), labels)
-        ws = w[:, None, :].expand(-1, self.num_ws, -1)
-        if truncation_psi != 1:
-            cutoff = self.num_ws if truncation_cutoff is None else int(truncation_cutoff)
-            truncated = self.w_avg.lerp(ws[:, :cutoff], truncation_psi)
-            ws = torch.cat([truncated, ws[:, cutoff:]], dim=1)
-        return ws.contiguous()
-
     def synthesis(self, ws: torch.Tensor, noise_mode: str = "const",
                   noise_generator: torch.Generator | None = None) -> torch.Tensor:
         """ws [B, num_ws, w_dim] -> float32 images [B, 3, H, W] (about [-1, 1], not clamped).
@@ -739,15 +755,6 @@ class Generator(nn.Module):
             raise ParameterError(f"noise_mode: expected one of {NOISE_MODES}, got {noise_mode!r}")
         img = self.synthesis_network(ws.to(self.device, self.dtype), noise_mode, noise_generator)
         return img.float()
-
-    def forward(self, z: torch.Tensor, truncation_psi: float = 1.0, noise_mode: str = "const",
-                truncation_cutoff: int | None = None, *, c: torch.Tensor | None = None) -> torch.Tensor:
-        return self.synthesis(self.mapping(z, truncation_psi, truncation_cutoff, c=c), noise_mode)
-
-    @torch.no_grad()
-    def estimate_w_avg(self, n_samples: int = 4096, seed: int = 0, batch_size: int = 1024) -> torch.Tensor:
-        """Mean mapping output (see :func:`mean_mapping_output`), for checkpoints without an average latent."""
-        return mean_mapping_output(self, n_samples, seed, batch_size)
 
     def extra_repr(self) -> str:
         return (f"name={self.name!r}, resolution={self.resolution}, num_ws={self.num_ws}, c_dim={self.c_dim}, "

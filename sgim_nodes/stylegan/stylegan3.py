@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ParameterError
-from .network import NOISE_MODES, MappingNetwork, check_class_labels, mean_mapping_output
+from .network import NOISE_MODES, MappedGenerator, MappingNetwork
 
 SQRT2 = math.sqrt(2.0)
 FAMILY = "stylegan3"
@@ -485,7 +485,7 @@ class StyleGAN3Synthesis(nn.Module):
 
 # ----------------------------------------------------------------------------------------- generator
 
-class StyleGAN3Generator(nn.Module):
+class StyleGAN3Generator(MappedGenerator):
     """StyleGAN3 generator: ``mapping`` (z -> ws) and ``synthesis`` (ws -> image in about [-1, 1]).
 
     Attributes: ``family`` ("stylegan3"), ``resolution``, ``num_ws``, ``w_dim``, ``z_dim``, ``c_dim``
@@ -528,30 +528,6 @@ class StyleGAN3Generator(nn.Module):
         inp = self.synthesis_network.input.design
         return [2.0 * inp.bandwidth] + [d.nominal_resolution for d in self.synthesis_network.layer_designs]
 
-    def _apply(self, fn, *args, **kwargs):
-        # .to() under inference mode would make inference tensors, which autograd refuses to save.
-        with torch.inference_mode(False):
-            return super()._apply(fn, *args, **kwargs)
-
-    def mapping(self, z: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None, *,
-                c: torch.Tensor | None = None) -> torch.Tensor:
-        """z [B, z_dim] (+ class labels c [B, c_dim] for a conditional generator) -> ws [B, num_ws, w_dim].
-
-        ``c``: one-hot or soft label vectors (a batch of 1 is broadcast); required when ``c_dim`` > 0,
-        refused otherwise. Truncation lerps toward the single ``w_avg`` (first ``cutoff`` rows), for
-        conditional generators too, as NVlabs' code does.
-        """
-        if z.ndim != 2 or z.shape[1] != self.z_dim:
-            raise ParameterError(f"z: expected shape [batch, {self.z_dim}], got {list(z.shape)}", parameter="z")
-        labels = check_class_labels(self, c, z.shape[0])
-        w = self.mapping_network(z.to(self.device, self.dtype), labels)
-        ws = w[:, None, :].expand(-1, self.num_ws, -1)
-        if truncation_psi != 1:
-            cutoff = self.num_ws if truncation_cutoff is None else int(truncation_cutoff)
-            truncated = self.w_avg.lerp(ws[:, :cutoff], truncation_psi)
-            ws = torch.cat([truncated, ws[:, cutoff:]], dim=1)
-        return ws.contiguous()
-
     def synthesis(self, ws: torch.Tensor, noise_mode: str = "const",
                   noise_generator: torch.Generator | None = None) -> torch.Tensor:
         """ws [B, num_ws, w_dim] -> float32 images [B, C, H, W]. StyleGAN3 has no noise inputs:
@@ -564,10 +540,6 @@ class StyleGAN3Generator(nn.Module):
                                  parameter="noise_mode")
         return self.synthesis_network(ws.to(self.device, self.dtype)).float()
 
-    def forward(self, z: torch.Tensor, truncation_psi: float = 1.0, noise_mode: str = "const",
-                truncation_cutoff: int | None = None, *, c: torch.Tensor | None = None) -> torch.Tensor:
-        return self.synthesis(self.mapping(z, truncation_psi, truncation_cutoff, c=c), noise_mode)
-
     def set_input_transform(self, matrix) -> None:
         """Set the 3x3 user transform of the Fourier-feature grid (NVlabs' ``synthesis.input.transform``;
         e.g. the inverse of a rotation + translation moves the camera). Identity = no transform."""
@@ -578,12 +550,6 @@ class StyleGAN3Generator(nn.Module):
         buffer = self.synthesis_network.input.transform
         with torch.no_grad(), torch.inference_mode(False):
             buffer.copy_(matrix.to(buffer.device, buffer.dtype))
-
-    @torch.no_grad()
-    def estimate_w_avg(self, n_samples: int = 4096, seed: int = 0, batch_size: int = 1024) -> torch.Tensor:
-        """Mean mapping output (see :func:`.network.mean_mapping_output`: conditional generators average
-        over random classes), for files without an average latent."""
-        return mean_mapping_output(self, n_samples, seed, batch_size)
 
     def extra_repr(self) -> str:
         kind = "R" if self.config.use_radial_filters else "T"
