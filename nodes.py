@@ -42,6 +42,7 @@ MODEL_FOLDERS = {
     "sgim_audio_encoders": {".pt", ".pth", ".safetensors"},
     "sgim_clip": {".pt", ".pth", ".bin", ".safetensors"},
     "sgim_identity": {".pt", ".pth", ".safetensors"},
+    "sgim_vgg": {".pt", ".pth"},
 }
 LOSS_EVENT = "sgim.loss"  # custom websocket message read by web/sgim.js
 
