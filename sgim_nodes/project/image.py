@@ -45,7 +45,7 @@ def image_to_tensor(image) -> torch.Tensor:
         image = np.asarray(image)
     if isinstance(image, np.ndarray):
         if image.dtype == np.uint8:
-            array = torch.from_numpy(np.ascontiguousarray(image)).float() / 255.0
+            array = torch.from_numpy(np.array(image, copy=True)).float() / 255.0
         elif image.dtype == np.uint16:
             array = torch.from_numpy(image.astype(np.float32)) / 65535.0
         elif np.issubdtype(image.dtype, np.floating) or image.dtype == bool:
@@ -93,10 +93,14 @@ def _resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 def prepare_target(image, resolution: int, fit: str = "crop") -> torch.Tensor:
-    """``image`` (see :func:`image_to_tensor`) as generator targets ``[B, 3, resolution, resolution]`` in
+    """``image`` (see :func:`image_to_tensor`, or a list of such pictures) as generator targets ``[B, 3, resolution, resolution]`` in
     [-1, 1], the generator's output range, following the module's policy."""
     if fit not in FIT_MODES:
         raise ParameterError(f"fit: expected one of {FIT_MODES}, got {fit!r}", parameter="fit")
+    if isinstance(image, (list, tuple)):  # pictures of different sizes: each fitted on its own
+        if not image:
+            raise ParameterError("image: empty list of pictures", parameter="image")
+        return torch.cat([prepare_target(one, resolution, fit) for one in image])
     x = image_to_tensor(image)
     height, width = x.shape[2:]
     if fit == "crop":

@@ -25,7 +25,8 @@ The recipe is NVlabs' projector (stylegan2-ada-pytorch ``projector.py``), extend
    real pictures lie off the generator's manifold and sound edits of them drift.
 
 The batch sums the per-picture losses, so each picture's code follows the trajectory it would follow
-alone (Adam is element-wise), except for the shared noise maps and the one tuned generator.
+alone (Adam is element-wise), except for the W jitter's random draws, the shared noise maps and the
+one tuned generator.
 """
 
 from __future__ import annotations

@@ -22,10 +22,16 @@ EXAMPLES = REPO / "example_workflows"
 def pack_node_ids() -> list[str]:
     """Node ids declared in nodes.py's NODE_CLASS_MAPPINGS (read statically: no import needed)."""
     tree = ast.parse((REPO / "nodes.py").read_text())
+    ids = None
     for node in tree.body:
         if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "NODE_CLASS_MAPPINGS":
-            return [key.value for key in node.value.keys]
-    raise AssertionError("NODE_CLASS_MAPPINGS not found")
+            ids = [key.value for key in node.value.keys]
+        elif (ids is not None and isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
+              and ast.unparse(node.value.func) == "NODE_CLASS_MAPPINGS.update"):  # a section adding its nodes
+            ids += [key.value for key in node.value.args[0].keys]
+    if ids is None:
+        raise AssertionError("NODE_CLASS_MAPPINGS not found")
+    return ids
 
 
 def tiny_prompt(server, example: str, steps: int, seed: int, preview_every: int = 2) -> dict:
@@ -37,6 +43,8 @@ def tiny_prompt(server, example: str, steps: int, seed: int, preview_every: int 
         "SGIMLoadCLIP": {"clip_name": names["clip"], "model_name": ""},
         "SGIMLoadAudioEncoder": {"encoder_name": names["encoder"]},
         "SGIMLoadIdentityModel": {"identity_name": names["identity"]},
+        "SGIMLoadVGG": {"vgg_name": names["vgg"]},
+        "SGIMProjectImage": {"steps": steps, "seed": seed, "preview_every": preview_every, "tune_steps": steps},
         "SGIMOptimizeLatent": {"steps": steps, "seed": seed, "preview_every": preview_every},
         "SGIMSourceLatent": {"seed": seed},
     }
@@ -105,7 +113,7 @@ def node_of(prompt: dict, class_type: str) -> str:
 def test_object_info_lists_every_node_without_import_errors(server):
     info = get_json(f"{server.url}/object_info")
     expected = pack_node_ids()
-    assert len(expected) == 15
+    assert len(expected) == 17
     missing = [n for n in expected if n not in info]
     assert not missing, f"not registered: {missing}\n{server.log()[-3000:]}"
     log = server.log()
