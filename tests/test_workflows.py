@@ -27,6 +27,8 @@ CORE_NODES = {
                   "input_order": {"required": ["audio"]}, "output": ["AUDIO"], "output_name": ["AUDIO"]},
     "SaveImage": {"input": {"required": {"images": ["IMAGE", {}], "filename_prefix": ["STRING", {"default": "ComfyUI"}]}},
                   "input_order": {"required": ["images", "filename_prefix"]}, "output": [], "output_name": []},
+    "LoadImage": {"input": {"required": {"image": [[], {"image_upload": True}]}},
+                  "input_order": {"required": ["image"]}, "output": ["IMAGE", "MASK"], "output_name": ["IMAGE", "MASK"]},
     "PreviewImage": {"input": {"required": {"images": ["IMAGE", {}]}}, "input_order": {"required": ["images"]},
                      "output": [], "output_name": []},
     "ImageScaleBy": {"input": {"required": {
@@ -36,8 +38,9 @@ CORE_NODES = {
         "input_order": {"required": ["image", "upscale_method", "scale_by"]}, "output": ["IMAGE"], "output_name": ["IMAGE"]},
 }
 # Widgets the frontend itself adds to core nodes (the audio player of LoadAudio).
-FRONTEND_WIDGETS = {"LoadAudio": {"audioUI", "upload"}}
-FILE_COMBOS = {"generator_name", "clip_name", "encoder_name", "identity_name", "latent_file", "audio"}
+FRONTEND_WIDGETS = {"LoadAudio": {"audioUI", "upload"}, "LoadImage": {"upload"}}
+FILE_COMBOS = {"generator_name", "clip_name", "encoder_name", "identity_name", "latent_file", "audio", "vgg_name",
+               "image"}
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +58,10 @@ def definitions():
     return {**CORE_NODES, **ours}
 
 
-def test_the_five_examples_exist_with_thumbnails():
+def test_the_examples_exist_with_thumbnails():
     names = {p.stem for p in EXAMPLES}
     assert names == {"landscape_sound_edit", "face_edit_with_identity", "music_to_painting",
-                     "sound_and_text_style_mix", "chain_upscale_and_save"}
+                     "sound_and_text_style_mix", "chain_upscale_and_save", "edit_my_painting"}
     for path in EXAMPLES:
         thumbnail = path.with_suffix(".jpg")
         assert thumbnail.is_file() and thumbnail.read_bytes()[:2] == b"\xff\xd8", thumbnail

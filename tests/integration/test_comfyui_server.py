@@ -230,3 +230,29 @@ def test_invalid_widget_value_is_rejected_before_running(server):
     errors = body["node_errors"][node_of(prompt, "SGIMOptimizeLatent")]["errors"]
     assert errors[0]["type"] == "value_smaller_than_min" and errors[0]["extra_info"]["input_name"] == "steps"
     assert server.alive()
+
+
+def test_edit_my_painting_example_projects_tunes_and_edits_a_picture(server):
+    """The bring-your-own-picture graph: Load Image -> Project Image (LPIPS, tuning) -> sound edit -> Save."""
+    import numpy as np
+    from PIL import Image
+
+    rows, cols = np.mgrid[0:90, 0:140]  # a 140 x 90 RGBA "painting": gradients and a disc, half-transparent
+    disc = ((rows - 45) ** 2 + (cols - 70) ** 2 < 30 ** 2)
+    pixels = np.stack([cols * 255 // 139, rows * 255 // 89, disc * 200, np.full_like(rows, 128)], axis=2)
+    Image.fromarray(pixels.astype(np.uint8), mode="RGBA").save(server.base / "input" / "my_painting.png")
+    prompt = tiny_prompt(server, "edit_my_painting", steps=4, seed=505, preview_every=2)
+    project_id, optimize_id = node_of(prompt, "SGIMProjectImage"), node_of(prompt, "SGIMOptimizeLatent")
+    seen = run_prompt(server, prompt)
+    errors = of_type(seen, "execution_error")
+    assert not errors, errors[0]["exception_message"] if errors else ""
+    progress = [d["value"] for d in of_type(seen, "progress") if d["node"] == project_id]
+    assert progress == list(range(1, 9))  # 4 projection steps, then 4 tuning steps
+    assert [d["value"] for d in of_type(seen, "progress") if d["node"] == optimize_id] == [1, 2, 3, 4]
+    assert any(d["node"] == project_id and "tune loss" in d["terms"] for d in of_type(seen, "sgim.loss"))
+    history = wait_for_history(server, seen["prompt_id"])
+    assert history["status"]["status_str"] == "success"
+    saved = history["outputs"][node_of(prompt, "SaveImage")]["images"][0]
+    with Image.open(server.base / "output" / saved["subfolder"] / saved["filename"]) as image:
+        assert image.size == (32, 32)  # the tiny generator's resolution
+    assert history["outputs"][node_of(prompt, "PreviewImage")]["images"]  # the projection is shown
