@@ -233,14 +233,10 @@ def test_invalid_widget_value_is_rejected_before_running(server):
 
 
 def test_edit_my_painting_example_projects_tunes_and_edits_a_picture(server):
-    """The bring-your-own-picture graph: Load Image -> Project Image (LPIPS, tuning) -> sound edit -> Save."""
-    import numpy as np
+    """The bring-your-own-picture graph: Load Image (a 140 x 90 RGBA picture, written by conftest) ->
+    Project Image (LPIPS, tuning) -> sound edit -> Save."""
     from PIL import Image
 
-    rows, cols = np.mgrid[0:90, 0:140]  # a 140 x 90 RGBA "painting": gradients and a disc, half-transparent
-    disc = ((rows - 45) ** 2 + (cols - 70) ** 2 < 30 ** 2)
-    pixels = np.stack([cols * 255 // 139, rows * 255 // 89, disc * 200, np.full_like(rows, 128)], axis=2)
-    Image.fromarray(pixels.astype(np.uint8), mode="RGBA").save(server.base / "input" / "my_painting.png")
     prompt = tiny_prompt(server, "edit_my_painting", steps=4, seed=505, preview_every=2)
     project_id, optimize_id = node_of(prompt, "SGIMProjectImage"), node_of(prompt, "SGIMOptimizeLatent")
     seen = run_prompt(server, prompt)
