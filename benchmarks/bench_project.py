@@ -20,7 +20,11 @@ weights and PyTorch itself):
   hands it a TorchScript LPIPS-VGG16 of the same layers and the same random weights as ours instead.
   Its step times are read from its verbose per-step log line. No NVlabs code is in this repository.
 
-VGG16 and the generators have random weights (no files needed); speed does not depend on them.
+VGG16 and the generators have random weights (no files needed). Random weights can drive activations
+and gradients into the denormal range, where CPU arithmetic is many times slower: it hit the NVlabs side
+here (1.1 s/step at 256 px became 8-9 s/step after a few steps), depending on the trajectory rather than on
+the implementation. Every worker therefore flushes denormals to zero (``torch.set_flush_denormal``), so
+both sides are timed on ordinary numbers.
 """
 
 from __future__ import annotations
@@ -143,6 +147,7 @@ def run_worker(kind: str, resolution: int, steps: int, warmup: int) -> dict:
     from sgim_nodes.project import LPIPSVGG, project_image
     from sgim_nodes.project.distance import VGG16Features, lpips_linear_weights
 
+    torch.set_flush_denormal(True)  # see the module doc: random weights, denormal slowdowns
     t0 = time.perf_counter()
     ours, theirs = build_generators(resolution)
     torch.manual_seed(1)
