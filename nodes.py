@@ -47,6 +47,7 @@ MODEL_FOLDERS = {
     "sgim_audio_encoders": {".pt", ".pth", ".safetensors"},
     "sgim_clip": {".pt", ".pth", ".bin", ".safetensors"},
     "sgim_identity": {".pt", ".pth", ".safetensors"},
+    "sgim_vgg": {".pt", ".pth"},
 }
 LOSS_EVENT = "sgim.loss"  # custom websocket message read by web/sgim.js
 
@@ -1607,6 +1608,143 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SGIMMusicTrajectory": "Music Trajectory (SGIM)",
     "SGIMDecodeFrames": "Decode Frames (SGIM)",
 }
+
+# --------------------------------------------------------------------------------------------
+# Bring your own picture: projection into W+ and pivotal tuning (library: sgim_nodes.project)
+# --------------------------------------------------------------------------------------------
+
+class SGIMLoadVGG(_Loader):
+    FOLDER, INPUT_NAME = "sgim_vgg", "vgg_name"
+    DESCRIPTION = ("Loads VGG16 (torchvision's vgg16-397923af.pth, read with weights_only) for the LPIPS "
+                   "distance of Project Image; the calibrated LPIPS layers come from the lpips package.")
+    CATEGORY = f"{CATEGORY_ROOT}/loaders"
+    RETURN_TYPES = ("SGIM_LPIPS",)
+    RETURN_NAMES = ("lpips",)
+    OUTPUT_TOOLTIPS = ("LPIPS-VGG16 (frozen), for Project Image's 'lpips' distance.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"vgg_name": (model_file_list("sgim_vgg"), {
+            "tooltip": "vgg16-397923af.pth in models/sgim_vgg (python -m sgim_nodes download vgg16)."})}}
+
+    def load(self, vgg_name):
+        def load(path):
+            from .sgim_nodes.project import load_lpips
+
+            return load_lpips(path, device="cpu")
+
+        return (self._load(vgg_name, load, "Load VGG16 (LPIPS)"),)
+
+
+class SGIMProjectImage:
+    DESCRIPTION = ("Brings your own picture: finds the W+ code whose image looks like it (W first, then W+, "
+                   "NVlabs' projector recipe), then optionally fine-tunes a copy of the generator around that "
+                   "code (pivotal tuning) so it reproduces the picture closely. Edit the code with the "
+                   "returned generator: sound edits of real pictures look right only after tuning. "
+                   "Shows a preview and the loss; Cancel stops it within one step.")
+    CATEGORY = f"{CATEGORY_ROOT}/latent"
+    RETURN_TYPES = ("SGIM_WPLUS", "SGIM_STYLEGAN", "IMAGE", "STRING")
+    RETURN_NAMES = ("wplus", "generator", "projection", "report")
+    OUTPUT_TOOLTIPS = ("The picture's W+ code (one per picture of the batch).",
+                       "The generator to edit it with: the tuned copy (tune_steps > 0), a copy carrying the "
+                       "fitted noise maps, or the input generator unchanged.",
+                       "The code rendered by that generator.",
+                       "PSNR per picture (before and after tuning) and the loss history, as JSON.")
+    FUNCTION = "project"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        from .sgim_nodes.project import DISTANCES, FIT_MODES
+
+        return {
+            "required": {
+                "image": ("IMAGE", {"tooltip": "Your picture(s), e.g. from Load Image; any size, alpha ignored."}),
+                "generator": ("SGIM_STYLEGAN", {"tooltip": "From Load StyleGAN (the original is never changed)."}),
+                "distance": (list(DISTANCES), {"default": "lpips", "tooltip":
+                    "lpips: the standard, needs Load VGG16; pixel: exact colours; multiscale: pixels on a "
+                    "pyramid, no file needed; clip: content and style, needs clip."}),
+                "steps": ("INT", {"default": 1000, "min": 1, "max": 10000, "tooltip":
+                    "Projection steps: half in W, then W+ (NVlabs: 1000)."}),
+                "tune_steps": ("INT", {"default": 350, "min": 0, "max": 5000, "tooltip":
+                    "Pivotal tuning steps on a copy of the generator (PTI: 350); 0 = no tuning."}),
+                "fit": (list(FIT_MODES), {"default": "crop", "tooltip":
+                    "crop: the centred square of the picture; pad: the whole picture, border repeats its edges."}),
+                "space": (["wplus", "w"], {"default": "wplus", "tooltip":
+                    "wplus: W then W+ (closer fit); w: W only (stays closest to what the generator knows)."}),
+                "lr": ("FLOAT", {"default": 0.1, "min": 0.0001, "max": 10.0, "step": 0.005, "round": 0.0001,
+                                 "tooltip": "Peak learning rate in W (NVlabs: 0.1); W+ uses half of it."}),
+                "pixel_weight": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.1, "tooltip":
+                    "Add this much pixel error to the distance (holds colours; tuning always adds 1)."}),
+                "optimize_noise": (["auto", "on", "off"], {"default": "auto", "tooltip":
+                    "Fit StyleGAN2's noise maps too (auto: when tuning; they live in the returned generator)."}),
+                # No control_after_generate: a re-drawn seed would re-run a long projection on every queue.
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF,
+                                 "tooltip": "Seed of the noise maps and the W jitter."}),
+                "preview_every": ("INT", {"default": 10, "min": 0, "max": 1000, "tooltip":
+                    "Show a preview every N steps (0 = none)."}),
+            },
+            "optional": {
+                "lpips": ("SGIM_LPIPS", {"tooltip": "From Load VGG16 (LPIPS), for the 'lpips' distance."}),
+                "clip": ("SGIM_CLIP", {"tooltip": "From Load CLIP, for the 'clip' distance."}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    def project(self, image, generator, distance="lpips", steps=1000, tune_steps=350, fit="crop", space="wplus",
+                lr=0.1, pixel_weight=0.0, optimize_noise="auto", seed=0, preview_every=10, lpips=None, clip=None,
+                unique_id=None):
+        from .sgim_nodes.project import project_image
+
+        if distance == "lpips" and lpips is None:
+            raise node_error(self, "lpips", "the 'lpips' distance needs Load VGG16 (LPIPS) connected "
+                                            "(vgg16-397923af.pth in models/sgim_vgg), or choose 'pixel', "
+                                            "'multiscale' or 'clip'")
+        if distance == "clip" and clip is None:
+            raise node_error(self, "clip", "the 'clip' distance needs Load CLIP connected")
+        device = torch_device()
+        total = steps + tune_steps
+        bar = progress_bar(total, unique_id)
+        history: list[dict] = []
+
+        def report(info):
+            throw_if_interrupted()  # Cancel pressed: ComfyUI's exception propagates out of the library
+            history.append({"phase": info.phase, "loss": info.loss})
+            preview = preview_tuple(info.preview) if info.preview is not None else None
+            if bar is not None:
+                bar.update_absolute(info.step, total, preview)
+            send_to_browser(LOSS_EVENT, {"node": unique_id, "step": info.step, "total": total,
+                                         "terms": {f"{info.phase} loss": info.loss}})
+            show_node_text(f"{info.phase} step {info.step}/{total}  loss {info.loss:.4f}", unique_id)
+
+        models = models_on_device([generator, lpips, clip], device)
+        with torch.inference_mode(False), torch.enable_grad(), library_errors(self):
+            try:
+                result = project_image(
+                    models[0], image.clone(), distance=distance, lpips=models[1], clip=models[2],
+                    steps=steps, space=space,
+                    lr=lr, wplus_lr=lr / 2, pixel_weight=pixel_weight,
+                    optimize_noise={"auto": None, "on": True, "off": False}[optimize_noise], fit=fit,
+                    tune_steps=tune_steps, seed=seed, callback=report, preview_every=preview_every)
+            finally:
+                free_device_cache()
+            out_generator = generator
+            if result.generator is not None:
+                out_generator = result.generator.to("cpu")
+        log = json.dumps({"psnr_db": result.psnr, "psnr_db_before_tuning": result.psnr_before_tuning,
+                          "tuned": tune_steps > 0, "history": history})
+        return (wplus_value(result.ws, getattr(out_generator, "name", "")), out_generator,
+                to_comfy_image(result.images), log)
+
+
+NODE_CLASS_MAPPINGS.update({"SGIMLoadVGG": SGIMLoadVGG, "SGIMProjectImage": SGIMProjectImage})
+NODE_DISPLAY_NAME_MAPPINGS.update({"SGIMLoadVGG": "Load VGG16 for LPIPS (SGIM)",
+                                   "SGIMProjectImage": "Project Image (SGIM)"})
+INPUT_FOR_PARAMETER.update({
+    "SGIMLoadVGG": {"*": "vgg_name"},
+    "SGIMProjectImage": {"wplus_lr": "lr", "tune_lr": "tune_steps", "images": "image", "*": "image"},
+})
+
 
 for _cls in NODE_CLASS_MAPPINGS.values():
     _cls.SEARCH_ALIASES = SEARCH_ALIASES

@@ -8,6 +8,7 @@ file downloaded here is found by the nodes when the pack's ``models/`` folder is
     sgim_audio_encoders   audio encoders (the released resnet18_57.pth, or ours)
     sgim_clip             CLIP models (OpenAI ViT-B-32.pt, open_clip files)
     sgim_identity         ArcFace IR-SE50 for the identity loss (faces only)
+    sgim_vgg              VGG16 (torchvision layout) for the LPIPS distance of image projection
 
 Only addresses and checksums that the publishers themselves give are recorded here; where a file
 has no direct, stable address (Google Drive pages, for example) the entry says how to get it by hand.
@@ -39,6 +40,7 @@ FOLDERS = {
     "sgim_audio_encoders": "audio encoders (.pth official, .safetensors ours)",
     "sgim_clip": "CLIP models (OpenAI .pt archive, open_clip .bin/.safetensors)",
     "sgim_identity": "ArcFace IR-SE50 identity model (model_ir_se50.pth)",
+    "sgim_vgg": "VGG16 for the LPIPS distance of image projection (torchvision's vgg16-397923af.pth)",
 }
 
 
@@ -187,6 +189,15 @@ KNOWN_MODELS: dict[str, KnownModel] = {m.name: m for m in [
         manual="community model lists link this file on Google Drive (no direct address); download it in a "
                "browser and save it under this name",
         source="Peter Baylies (pbaylies/stylegan2), via community model lists (no checksum published)",
+    ),
+    KnownModel(
+        name="vgg16",
+        filename="vgg16-397923af.pth",
+        folder="sgim_vgg",
+        description="torchvision's ImageNet VGG16, the trunk of the LPIPS distance used to project pictures",
+        url="https://download.pytorch.org/models/vgg16-397923af.pth",
+        sha256="397923af",  # torchvision publishes the sha256's first 8 hex digits in the file name; checked as a prefix
+        source="torchvision model zoo (sha256 prefix from its file name)",
     ),
 ]}
 

@@ -179,7 +179,7 @@ def same(a, b) -> bool:
 # ------------------------------------------------------------------------------ definitions
 
 def test_every_node_definition_is_valid(nodes, comfy_base):
-    assert len(nodes.NODE_CLASS_MAPPINGS) == 22
+    assert len(nodes.NODE_CLASS_MAPPINGS) == 24
     assert set(nodes.NODE_DISPLAY_NAME_MAPPINGS) == set(nodes.NODE_CLASS_MAPPINGS)
     deprecated = {k for k, cls in nodes.NODE_CLASS_MAPPINGS.items() if getattr(cls, "DEPRECATED", False)}
     assert deprecated == {"SGIMDecode", "SGIMSaveLatent", "SGIMLoadLatent"}  # old ids: still load, hidden in search
@@ -230,7 +230,7 @@ def test_model_folders_registered_like_comfyui_expects(pack, nodes, comfy_base):
     paths, exts = fp.folder_names_and_paths["stylegan"]
     assert paths[0] == str(base / "user_stylegan")  # the user's extra_model_paths entry is kept
     assert {".pt", ".pkl", ".safetensors"} <= exts  # and now filters our extensions
-    for key in ("sgim_audio_encoders", "sgim_clip", "sgim_identity"):
+    for key in ("sgim_audio_encoders", "sgim_clip", "sgim_identity", "sgim_vgg"):
         paths, exts = fp.folder_names_and_paths[key]
         assert paths[0] == os.path.join(fp.models_dir, key)
         assert str(REPO / "models" / key) in paths  # the pack's own models/ folder is searched too
@@ -710,3 +710,55 @@ def test_source_latent_class_input(nodes, models, errors, shared):
         run("SGIMSourceLatent", nodes, **{**kwargs, "generator": models.generator}, class_index=0)
     with pytest.raises(errors.ParameterError, match=r"input 'class_index': a class is only used in 'random' mode"):
         run("SGIMSourceLatent", nodes, **{**kwargs, "mode": "mean"}, class_index=1)
+
+
+# ------------------------------------------------------------------------------ bring your own picture
+
+def test_project_image_node_projects_tunes_and_feeds_the_editor(nodes, models, comfy_base, fake_comfy):
+    _, names = comfy_base
+    g = models.generator
+    lpips, = run("SGIMLoadVGG", nodes, vgg_name=names["vgg"])
+    picture = torch.rand(1, 40, 56, 4)  # RGBA from Load Image; alpha is ignored
+    before = snapshot([picture, g])
+    wplus, tuned, projection, report = run(
+        "SGIMProjectImage", nodes, image=picture, generator=g, distance="lpips", steps=6, tune_steps=4, fit="crop",
+        space="wplus", lr=0.1, pixel_weight=1.0, optimize_noise="auto", seed=0, preview_every=5, lpips=lpips,
+        unique_id="9")
+    assert same(snapshot([picture, g]), before)  # the loaded generator is never modified
+    assert tuned is not g and tuned.device == torch.device("cpu") and tuned.name.endswith("-tuned")
+    assert wplus["ws"].shape == (1, 8, 64) and wplus["generator"] == tuned.name
+    assert projection.shape == (1, 32, 32, 3) and 0 <= float(projection.min()) and float(projection.max()) <= 1
+    log = json.loads(report)
+    assert log["tuned"] and len(log["history"]) == 10 and [h["phase"] for h in log["history"]][-1] == "tune"
+    assert [p[0] for p in fake_comfy.progress] == list(range(1, 11)) and fake_comfy.progress[0][1:] == (10, "9")
+    assert len(fake_comfy.previews) == 3  # step 5, the end of the W+ phase, tuning's last step
+    assert fake_comfy.texts[-1][0].startswith("tune step 10/10")
+    # the code and the tuned generator go on into the editor and the decoder
+    text, = run("SGIMEmbedText", nodes, clip=models.clip, text="a storm")
+    edited, _ = run("SGIMOptimizeLatent", nodes, generator=tuned, clip=models.clip, target=text, source=wplus,
+                    steps=2, lr=0.1, lambda_sim=0.002, lambda_id=0.0, adaptive_mask=False, preview_every=0)
+    image, = run("SGIMStyleGANDecode", nodes, generator=tuned, wplus=wplus, noise_mode="const")
+    assert edited["ws"].shape == (1, 8, 64)
+    assert torch.allclose(image, projection, atol=1e-5)
+
+
+def test_project_image_node_without_tuning_returns_the_input_generator(nodes, models, fake_comfy):
+    g = models.generator
+    wplus, same_g, projection, report = run(
+        "SGIMProjectImage", nodes, image=torch.rand(2, 8, 8, 3), generator=g, distance="multiscale", steps=3,
+        tune_steps=0, optimize_noise="auto", preview_every=0, unique_id="4")
+    assert same_g is g and wplus["ws"].shape == (2, 8, 64) and projection.shape == (2, 32, 32, 3)
+    assert len(json.loads(report)["psnr_db"]) == 2
+
+
+def test_project_image_node_errors_and_cancel(nodes, models, errors, fake_comfy):
+    g = models.generator
+    with pytest.raises(errors.ParameterError, match="Project Image, input 'lpips'.*Load VGG16"):
+        run("SGIMProjectImage", nodes, image=torch.rand(1, 8, 8, 3), generator=g, distance="lpips", steps=3)
+    with pytest.raises(errors.ParameterError, match="Project Image, input 'image'.*1 to 4 channels"):
+        run("SGIMProjectImage", nodes, image=torch.rand(1, 8, 8, 6), generator=g, distance="pixel", steps=3)
+    fake_comfy.interrupt_at = 3
+    with pytest.raises(FakeInterrupt):
+        run("SGIMProjectImage", nodes, image=torch.rand(1, 8, 8, 3), generator=g, distance="pixel", steps=500,
+            tune_steps=0, preview_every=0, unique_id="2")
+    assert len(fake_comfy.progress) == 2  # stopped within one step

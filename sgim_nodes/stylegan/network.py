@@ -417,6 +417,11 @@ class _ActivationModulatedConv(torch.autograd.Function):
         grad_pre = torch.ops.aten.leaky_relu_backward.grad_input(
             grad_y, y, 0.2, True, grad_input=grad_y if writable else torch.empty_like(grad_y))
         del grad_y
+        # The noise is added before the lrelu: its gradient is grad_pre summed over the dims it was broadcast on.
+        grad_noise = None
+        if ctx.needs_input_grad[6]:
+            grad_noise = grad_pre.sum(dim=(0, 1)) if noise.dim() == 2 else grad_pre.sum(dim=1, keepdim=True)
+            grad_noise = grad_noise.to(noise.dtype)
         grad_scale = None
         if grad_y_dot_y is not None:
             numerator = grad_y_dot_y - bias * grad_pre.sum(dim=(2, 3))
@@ -433,7 +438,7 @@ class _ActivationModulatedConv(torch.autograd.Function):
             grad = F.conv_transpose2d(grad, weight, padding=1)
         grad_styles = _spatial_dot(grad, x).to(styles.dtype) if ctx.needs_input_grad[1] else None
         grad_x = grad.mul_(styles[:, :, None, None]) if ctx.needs_input_grad[0] else None
-        return grad_x, grad_styles, grad_scale, None, None, None, None, None, None, None
+        return grad_x, grad_styles, grad_scale, None, None, None, grad_noise, None, None, None
 
 
 def _memory_format(t: torch.Tensor) -> torch.memory_format:
@@ -560,7 +565,8 @@ class SynthesisNetwork(nn.Module):
         self.skip_pad = (skip.shape[0] - 2) // 2
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "const",
-                noise_generator: torch.Generator | None = None) -> torch.Tensor:
+                noise_generator: torch.Generator | None = None,
+                noise_maps: list[torch.Tensor] | None = None) -> torch.Tensor:
         batch = ws.shape[0]
         x = self.const[None].expand(batch, -1, -1, -1)
         if self.channels_last and self.convs[0].modulation == "activation":  # grouped convs are slower in NHWC
@@ -568,9 +574,11 @@ class SynthesisNetwork(nn.Module):
         img = None
         last_up = len(self.convs) - 2
         for index, conv in enumerate(self.convs):
-            noise = self._noise(conv, batch, noise_mode, noise_generator)
-            if index == last_up and self._use_strips(x, ws):
-                noise_last = self._noise(self.convs[-1], batch, noise_mode, noise_generator)
+            noise = noise_maps[index] if noise_maps is not None else self._noise(conv, batch, noise_mode,
+                                                                                 noise_generator)
+            if index == last_up and self._use_strips(x, ws, noise_maps):
+                noise_last = noise_maps[-1] if noise_maps is not None else self._noise(
+                    self.convs[-1], batch, noise_mode, noise_generator)
                 rgb = _StripwiseLastBlock.apply(x, ws[:, index:index + 3], self, noise, noise_last)
                 img = rgb.add_(self._upsample_skip(img))
                 break
@@ -595,9 +603,11 @@ class SynthesisNetwork(nn.Module):
     # full-resolution activation is ever held. Same function (each strip reads the rows it depends
     # on, halos included); costs one more forward of the last block.
 
-    def _use_strips(self, x: torch.Tensor, ws: torch.Tensor) -> bool:
+    def _use_strips(self, x: torch.Tensor, ws: torch.Tensor, noise_maps: list[torch.Tensor] | None = None) -> bool:
         if self.last_block_strips <= 1 or not torch.is_grad_enabled() or not (x.requires_grad or ws.requires_grad):
             return False
+        if noise_maps is not None and any(n is not None and n.requires_grad for n in noise_maps[-2:]):
+            return False  # the strip recomputation differentiates only x and ws
         layers = (self.convs[-2], self.convs[-1], self.torgbs[-1])
         # the recomputation differentiates only x and ws: parameters that want gradients take the plain path
         return not any(p.requires_grad for layer in layers for p in layer.parameters())
@@ -743,18 +753,30 @@ class Generator(MappedGenerator):
         return self.synthesis_network.const.device
 
     def synthesis(self, ws: torch.Tensor, noise_mode: str = "const",
-                  noise_generator: torch.Generator | None = None) -> torch.Tensor:
+                  noise_generator: torch.Generator | None = None,
+                  noise_maps: list[torch.Tensor] | None = None) -> torch.Tensor:
         """ws [B, num_ws, w_dim] -> float32 images [B, 3, H, W] (about [-1, 1], not clamped).
 
         ``noise_mode``: "const" (the checkpoint's stored noise), "random" (fresh N(0,1), from
         ``noise_generator`` if given; it must live on the generator's device) or "none".
+        ``noise_maps``: explicit noise, one map per conv layer ([H, W] or [B, 1, H, W], shaped like
+        :meth:`noise_buffers`), overriding ``noise_mode``; differentiable (projection optimises it).
         """
         if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
             raise ParameterError(f"ws: expected shape [batch, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
         if noise_mode not in NOISE_MODES:
             raise ParameterError(f"noise_mode: expected one of {NOISE_MODES}, got {noise_mode!r}")
-        img = self.synthesis_network(ws.to(self.device, self.dtype), noise_mode, noise_generator)
+        if noise_maps is not None:
+            shapes = [tuple(b.shape) for b in self.noise_buffers()]
+            if len(noise_maps) != len(shapes) or any(tuple(n.shape[-2:]) != s for n, s in zip(noise_maps, shapes)):
+                raise ParameterError(f"noise_maps: expected {len(shapes)} maps of sizes {shapes}, got "
+                                     f"{[tuple(n.shape) for n in noise_maps]}")
+        img = self.synthesis_network(ws.to(self.device, self.dtype), noise_mode, noise_generator, noise_maps)
         return img.float()
+
+    def noise_buffers(self) -> list[torch.Tensor]:
+        """The stored ("const") noise map of every conv layer, [H, W] each, in layer order."""
+        return [conv.noise_const for conv in self.synthesis_network.convs]
 
     def extra_repr(self) -> str:
         return (f"name={self.name!r}, resolution={self.resolution}, num_ws={self.num_ws}, c_dim={self.c_dim}, "

@@ -1,6 +1,6 @@
 """Writes the drafts of ``example_workflows/*.json`` from compact graph descriptions.
 
-    python tests/integration/build_example_workflows.py http://127.0.0.1:PORT [OUT_DIR]
+    python tests/integration/build_example_workflows.py http://127.0.0.1:PORT [OUT_DIR [NAME...]]
 
 Node definitions (widget order, defaults) come from the running server's ``/object_info``, so the
 drafts match what that ComfyUI expects. ``tests/integration/refresh_examples.py`` runs the
@@ -28,6 +28,8 @@ WIKIART = "wikiart-1024-stylegan3-t-17.2Mimg.pkl"  # NVlabs StyleGAN3-T WikiArt 
 ENCODER = "resnet18_57.pth"
 CLIP = "ViT-B-32.pt"
 IDENTITY = "model_ir_se50.pth"
+VGG = "vgg16-397923af.pth"  # torchvision's VGG16, for the LPIPS distance (python -m sgim_nodes download vgg16)
+PAINTING = "my_painting.png"  # the user's picture (Load Image's upload button)
 
 X = [0, 380, 760, 1140, 1520]  # column positions
 
@@ -183,6 +185,34 @@ def music_video():
     return nodes, links
 
 
+def edit_my_painting():
+    """Bring your own picture: Load Image -> Project Image (+ pivotal tuning) -> sound edit -> Save."""
+    nodes, links = common_models(WIKIART)
+    n, l = sound_target("raining.wav", 240)
+    nodes += n
+    links += l
+    nodes += [
+        {"id": 6, "type": "LoadImage", "pos": [X[0], 540], "size": [320, 320], "widgets": {"image": PAINTING}},
+        {"id": 7, "type": "SGIMLoadVGG", "pos": [X[0], 900], "widgets": {"vgg_name": VGG}},
+        {"id": 8, "type": "SGIMProjectImage", "pos": [X[1], 470], "size": [340, 420],
+         "widgets": {"distance": "lpips", "steps": 1000, "tune_steps": 350, "fit": "crop", "seed": 0}},
+        {"id": 9, "type": "SGIMOptimizeLatent", "pos": [X[2], 0], "size": [340, 440],
+         "widgets": {"steps": 200, "lr": 0.1, "lambda_sim": 0.002, "lambda_id": 0.0}},
+        {"id": 10, "type": "SGIMStyleGANDecode", "pos": [X[3], 0], "title": "Decode edited"},
+        {"id": 11, "type": "SaveImage", "pos": [X[4], 0], "size": [300, 320],
+         "widgets": {"filename_prefix": "sgim/my_painting_raining"}},
+        {"id": 12, "type": "PreviewImage", "pos": [X[3], 360], "size": [300, 300], "title": "Projection (before the edit)"},
+    ]
+    links += [
+        (1, "generator", 8, "generator"), (7, "lpips", 8, "lpips"), (6, "IMAGE", 8, "image"),
+        # the edit runs on the generator Project Image returns: the copy tuned around the picture
+        (8, "generator", 9, "generator"), (2, "clip", 9, "clip"), (5, "embedding", 9, "target"),
+        (8, "wplus", 9, "source"), (8, "generator", 10, "generator"), (9, "wplus", 10, "wplus"),
+        (10, "image", 11, "images"), (8, "projection", 12, "images"),
+    ]
+    return nodes, links
+
+
 # The file name of each example is the title the template browser shows (frontends take the file name);
 # the short names stay usable in code and tests through example_path().
 EXAMPLE_FILES = {
@@ -192,6 +222,7 @@ EXAMPLE_FILES = {
     "sound_and_text_style_mix": "SGIM - Sound and text edits mixed by layer",
     "chain_upscale_and_save": "SGIM - Sound edit upscaled and saved",
     "music_video": "SGIM - Music video from a song",
+    "edit_my_painting": "SGIM - Your own painting edited by a sound",
 }
 
 
@@ -207,6 +238,7 @@ EXAMPLES = {
     "sound_and_text_style_mix": sound_text_style_mix,
     "chain_upscale_and_save": chain_upscale_save,
     "music_video": music_video,
+    "edit_my_painting": edit_my_painting,
 }
 
 

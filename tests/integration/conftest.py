@@ -28,6 +28,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.integration)
 
 
+def write_painting(path: Path) -> None:
+    """A 140 x 90 RGBA picture (gradients and a disc, half-transparent): a user's picture of an odd size."""
+    import numpy as np
+    from PIL import Image
+
+    rows, cols = np.mgrid[0:90, 0:140]
+    disc = (rows - 45) ** 2 + (cols - 70) ** 2 < 30 ** 2
+    pixels = np.stack([cols * 255 // 139, rows * 255 // 89, disc * 200, np.full_like(rows, 128)], axis=2)
+    Image.fromarray(pixels.astype(np.uint8), mode="RGBA").save(path)
+
+
 @pytest.fixture(scope="session")
 def comfyui_dir() -> Path:
     value = os.environ.get("COMFYUI_DIR")
@@ -46,6 +57,7 @@ def server(comfyui_dir, tmp_path_factory, shared, audio_dir):
     names = write_tiny_models(base / "models", shared)
     copy_inputs(base, audio_dir, SOUNDS)
     shutil.copyfile(audio_dir / "wind.wav", base / "input" / "music.wav")  # music_to_painting's input
+    write_painting(base / "input" / "my_painting.png")  # edit_my_painting's Load Image
     instance = ComfyServer(comfyui_dir, base, python=os.environ.get("COMFYUI_PYTHON", sys.executable))
     instance.start()
     instance.names = names

@@ -23,6 +23,7 @@ sys.path.insert(0, str(HERE))
 import build_example_workflows as examples  # noqa: E402
 from browser import canonicalize  # noqa: E402
 from comfy_client import REPO, ComfyServer, copy_inputs  # noqa: E402
+from conftest import write_painting  # noqa: E402
 from tiny_models import write_tiny_models  # noqa: E402
 
 
@@ -37,7 +38,7 @@ def main(argv: list[str]) -> int:
             ("stylegan", examples.LANDSCAPE): names["generator"], ("stylegan", examples.FFHQ): "nvlabs_tiny.pkl",
             ("stylegan", examples.WIKIART): names["generator_sg3"], ("sgim_clip", examples.CLIP): names["clip"],
             ("sgim_audio_encoders", examples.ENCODER): names["encoder"],
-            ("sgim_identity", examples.IDENTITY): names["identity"],
+            ("sgim_identity", examples.IDENTITY): names["identity"], ("sgim_vgg", examples.VGG): names["vgg"],
         }
         for (folder, name), source in stand_ins.items():
             if (models / folder / source).is_file():
@@ -45,6 +46,7 @@ def main(argv: list[str]) -> int:
         audio = shared / "audio"
         copy_inputs(base, audio, ["fire.wav", "thunderstorm.wav", "raining.wav", "giggling.wav"])
         shutil.copyfile(audio / "wind.wav", base / "input" / "music.wav")
+        write_painting(base / "input" / examples.PAINTING)
         server = ComfyServer(Path(os.environ["COMFYUI_DIR"]), base,
                              python=os.environ.get("COMFYUI_PYTHON", sys.executable))
         server.start()

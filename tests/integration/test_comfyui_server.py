@@ -25,10 +25,16 @@ EXAMPLES = REPO / "example_workflows"
 def pack_node_ids() -> list[str]:
     """Node ids declared in nodes.py's NODE_CLASS_MAPPINGS (read statically: no import needed)."""
     tree = ast.parse((REPO / "nodes.py").read_text())
+    ids = None
     for node in tree.body:
         if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "NODE_CLASS_MAPPINGS":
-            return [key.value for key in node.value.keys]
-    raise AssertionError("NODE_CLASS_MAPPINGS not found")
+            ids = [key.value for key in node.value.keys]
+        elif (ids is not None and isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
+              and ast.unparse(node.value.func) == "NODE_CLASS_MAPPINGS.update"):  # a section adding its nodes
+            ids += [key.value for key in node.value.args[0].keys]
+    if ids is None:
+        raise AssertionError("NODE_CLASS_MAPPINGS not found")
+    return ids
 
 
 def tiny_prompt(server, example: str, steps: int, seed: int, preview_every: int = 2) -> dict:
@@ -41,6 +47,8 @@ def tiny_prompt(server, example: str, steps: int, seed: int, preview_every: int 
         "SGIMLoadCLIP": {"clip_name": names["clip"], "model_name": ""},
         "SGIMLoadAudioEncoder": {"encoder_name": names["encoder"]},
         "SGIMLoadIdentityModel": {"identity_name": names["identity"]},
+        "SGIMLoadVGG": {"vgg_name": names["vgg"]},
+        "SGIMProjectImage": {"steps": steps, "seed": seed, "preview_every": preview_every, "tune_steps": steps},
         "SGIMOptimizeLatent": {"steps": steps, "preview_every": preview_every},
         "SGIMSourceLatent": {"seed": seed},
     }
@@ -109,7 +117,7 @@ def node_of(prompt: dict, class_type: str) -> str:
 def test_object_info_lists_every_node_without_import_errors(server):
     info = get_json(f"{server.url}/object_info")
     expected = pack_node_ids()
-    assert len(expected) == 22
+    assert len(expected) == 24
     missing = [n for n in expected if n not in info]
     assert not missing, f"not registered: {missing}\n{server.log()[-3000:]}"
     log = server.log()
@@ -508,3 +516,25 @@ def test_music_video_example_saves_a_video_in_sync_with_the_track(server):
     assert abs(video_seconds - frames / 24.0) < 1e-3
     assert abs(audio_seconds - frames / 24.0) < 0.03  # AAC frames are 1024 samples: within one
     print(f"tiny music video: {frames} frames, {elapsed:.1f} s end to end")
+
+
+def test_edit_my_painting_example_projects_tunes_and_edits_a_picture(server):
+    """The bring-your-own-picture graph: Load Image (a 140 x 90 RGBA picture, written by conftest) ->
+    Project Image (LPIPS, tuning) -> sound edit -> Save."""
+    from PIL import Image
+
+    prompt = tiny_prompt(server, "edit_my_painting", steps=4, seed=505, preview_every=2)
+    project_id, optimize_id = node_of(prompt, "SGIMProjectImage"), node_of(prompt, "SGIMOptimizeLatent")
+    seen = run_prompt(server, prompt)
+    errors = of_type(seen, "execution_error")
+    assert not errors, errors[0]["exception_message"] if errors else ""
+    progress = [d["value"] for d in of_type(seen, "progress") if d["node"] == project_id]
+    assert progress == list(range(1, 9))  # 4 projection steps, then 4 tuning steps
+    assert [d["value"] for d in of_type(seen, "progress") if d["node"] == optimize_id] == [1, 2, 3, 4]
+    assert any(d["node"] == project_id and "tune loss" in d["terms"] for d in of_type(seen, "sgim.loss"))
+    history = wait_for_history(server, seen["prompt_id"])
+    assert history["status"]["status_str"] == "success"
+    saved = history["outputs"][node_of(prompt, "SaveImage")]["images"][0]
+    with Image.open(server.base / "output" / saved["subfolder"] / saved["filename"]) as image:
+        assert image.size == (32, 32)  # the tiny generator's resolution
+    assert history["outputs"][node_of(prompt, "PreviewImage")]["images"]  # the projection is shown

@@ -19,6 +19,7 @@ Files written (folder keys are the pack's folder_paths keys):
     sgim_clip/tiny_clip.pt                 tiny CLIP as an OpenAI-layout state dict (loads without a name)
     sgim_identity/tiny_ir_se.pth           IR-SE state dict (tiny config)
     stylegan/not_a_model.pt                a PNG header renamed .pt (bad-file tests)
+    sgim_vgg/tiny_vgg16.pth                random VGG16 in torchvision's layout (features.N.*), float16 (29 MB)
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def write_tiny_models(models_dir: str | Path, shared_dir: str | Path | None = No
     from sgim_nodes.stylegan import rosinality_checkpoint, save_generator
 
     models = Path(models_dir)
-    for key in ("stylegan", "sgim_audio_encoders", "sgim_clip", "sgim_identity"):
+    for key in ("stylegan", "sgim_audio_encoders", "sgim_clip", "sgim_identity", "sgim_vgg"):
         (models / key).mkdir(parents=True, exist_ok=True)
 
     fixture = Path(shared_dir) / "fixtures" / "stylegan2" / "rosinality_tiny.pt" if shared_dir else None
@@ -111,8 +112,13 @@ def write_tiny_models(models_dir: str | Path, shared_dir: str | Path | None = No
     torch.manual_seed(TINY_SEED)
     with torch.inference_mode(False):
         torch.save(IRSEBackbone(TINY_IRSE).state_dict(), models / "sgim_identity" / "tiny_ir_se.pth")
-    return {"generator": "tiny_rosinality.pt", "generator16": "tiny16.safetensors", "bad_generator": "not_a_model.pt",
-            "generator_sg3": sg3_name,
+    from sgim_nodes.project.distance import VGG16Features
+
+    torch.manual_seed(TINY_SEED)
+    with torch.inference_mode(False):  # VGG16's shapes are fixed; half precision halves the file
+        torch.save({k: v.half() for k, v in VGG16Features().state_dict().items()}, models / "sgim_vgg" / "tiny_vgg16.pth")
+    return {"vgg": "tiny_vgg16.pth", "generator": "tiny_rosinality.pt", "generator16": "tiny16.safetensors",
+            "bad_generator": "not_a_model.pt", "generator_sg3": sg3_name,
             "encoder": "tiny_encoder.safetensors", "wide_encoder": "wide_encoder.safetensors",
             "clip": "tiny_clip.pt", "clip_model_name": clip_name, "identity": "tiny_ir_se.pth"}
 
