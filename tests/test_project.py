@@ -325,7 +325,7 @@ def test_clip_distance_projection_runs(generator):
 # --- the command line --------------------------------------------------------------------------
 
 def test_project_command_on_a_photograph_writes_a_code_the_editor_accepts(photo, tmp_path, capsys):
-    from sgim_nodes.clip import build_tiny_clip, save_open_clip_state_dict
+    from sgim_nodes.clip import build_tiny_clip, save_open_clip_state_dict, tiny_clip_config
 
     gen = tiny_generator()
     save_generator(gen, tmp_path / "tiny.safetensors")
@@ -340,10 +340,11 @@ def test_project_command_on_a_photograph_writes_a_code_the_editor_accepts(photo,
     ws, name, _ = load_wplus(code)
     assert ws.shape == (1, gen.num_ws, W_DIM) and name == load_generator(tuned_path).name
     assert np.asarray(Image.open(tmp_path / "astronaut_projection.png")).shape == (32, 32, 3)
-    save_open_clip_state_dict(build_tiny_clip(embed_dim=32, seed=0), tmp_path / "clip.safetensors")
+    save_open_clip_state_dict(build_tiny_clip(embed_dim=32, seed=0), tmp_path / "clip.safetensors",
+                              config=tiny_clip_config(32))
     edited = tmp_path / "edited.png"
     assert cli(["edit", "--text", "a rainy night", "--generator", str(tuned_path), "--source-latent", str(code),
-                "--clip", str(tmp_path / "clip.safetensors"), "--clip-model", "sgim-tiny-clip",
+                "--clip", str(tmp_path / "clip.safetensors"),
                 "--out", str(edited), "--steps", "3", "--device", "cpu"]) == 0
     source_ws = load_wplus(tmp_path / "edited_wplus.safetensors")[2]
     assert torch.equal(source_ws, ws)  # the edit started from the projected code

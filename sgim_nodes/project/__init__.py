@@ -10,11 +10,22 @@
 and what each is good for, :mod:`.projector` the recipe.
 """
 
-from .distance import DISTANCES, VGG_FILENAME, VGG_FOLDER, Distance, LPIPSVGG, load_lpips, load_vgg16_features
-from .image import FIT_MODES, image_to_tensor, prepare_target
-from .projector import (SPACES, ProjectResult, ProjectStep, has_noise_inputs, project_image, psnr, tune_generator,
-                        with_noise_maps)
+# Names are imported from their modules on first use (PEP 562), so that ``project --help`` does not
+# import torch.
+_EXPORTS = {
+    "options": ["DISTANCES", "FIT_MODES", "SPACES", "VGG_FILENAME", "VGG_FOLDER"],
+    "distance": ["Distance", "LPIPSVGG", "load_lpips", "load_vgg16_features"],
+    "image": ["image_to_tensor", "prepare_target"],
+    "projector": ["ProjectResult", "ProjectStep", "has_noise_inputs", "project_image", "psnr", "tune_generator",
+                  "with_noise_maps"],
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = list(_MODULE_OF)
 
-__all__ = ["project_image", "tune_generator", "ProjectResult", "ProjectStep", "prepare_target", "image_to_tensor",
-           "load_lpips", "load_vgg16_features", "Distance", "LPIPSVGG", "psnr", "with_noise_maps",
-           "has_noise_inputs", "DISTANCES", "FIT_MODES", "SPACES", "VGG_FILENAME", "VGG_FOLDER"]
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)

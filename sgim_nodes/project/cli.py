@@ -15,14 +15,12 @@ from ..errors import ParameterError
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .distance import DISTANCES
-    from .image import FIT_MODES
-    from .projector import SPACES, TUNE_LR
+    from ..cli_help import command_parser
+    from .options import DISTANCES, FIT_MODES, SPACES, TUNE_LR
 
-    p = argparse.ArgumentParser(prog="python -m sgim_nodes project",
-                                description="Project a picture into a StyleGAN generator's W+ (and optionally "
-                                            "tune a copy of the generator around it), to edit it with sound.",
-                                epilog=__doc__.split("\n\n", 1)[1])
+    p = command_parser("project", "Project a picture into a StyleGAN generator's W+ (and optionally tune a copy "
+                                  "of the generator around it), to edit it with sound.",
+                       epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("image", type=Path, nargs="+", help="picture(s): any format Pillow reads; several = one batch")
     p.add_argument("--out", type=Path, required=True, help="W+ code to write (.safetensors)")
     p.add_argument("--generator", help="StyleGAN file (.pt/.pkl/.safetensors) or a name in models/stylegan")
@@ -83,6 +81,8 @@ def _find(folder: str, given: str | None, known: str, arg: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)  # before the heavy imports: --help stays fast
+
     from tqdm import tqdm
 
     from ..device import resolve_device
@@ -92,7 +92,6 @@ def main(argv: list[str] | None = None) -> int:
     from .distance import load_lpips
     from .projector import project_image
 
-    args = _parser().parse_args(argv)
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise ParameterError(f"--out: expected a .safetensors file name, got {out}", parameter="out")
@@ -100,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     generator_path = _find("stylegan", args.generator, "landscape", "generator")
     lpips = clip = None
     if args.distance == "lpips":
-        from .distance import VGG_FOLDER
+        from .options import VGG_FOLDER
+
         lpips_path = _find(VGG_FOLDER, args.vgg, "vgg16", "vgg")
     if args.distance == "clip":
         clip_path = _find("sgim_clip", args.clip, "clip-vit-b-32", "clip")

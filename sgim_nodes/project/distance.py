@@ -39,9 +39,7 @@ from torch import nn
 
 from ..errors import ModelFileError, ParameterError
 
-DISTANCES = ("lpips", "pixel", "multiscale", "clip")
-VGG_FOLDER = "sgim_vgg"
-VGG_FILENAME = "vgg16-397923af.pth"
+from .options import DISTANCES, VGG_FOLDER, VGG_FILENAME  # noqa: F401  (re-exported)
 LPIPS_SIZE = 256  # NVlabs' projector measures LPIPS at 256 px at most
 # VGG16 "D" configuration: conv widths, "M" = 2x2 max pool; torchvision's features.N indices follow it.
 VGG16_LAYERS = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]

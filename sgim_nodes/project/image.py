@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ..errors import ParameterError
 
-FIT_MODES = ("crop", "pad")
+from .options import FIT_MODES  # noqa: F401  (re-exported)
 # Bounded memory for absurd inputs: one side may be long, but the picture may not exceed this many pixels.
 MAX_PIXELS = 1 << 27
 

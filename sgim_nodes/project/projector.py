@@ -45,12 +45,11 @@ from ..optimize.loop import _check_int, _check_number, lr_schedule
 from .distance import Distance, LPIPSVGG
 from .image import prepare_target
 
-SPACES = ("w", "wplus")
+from .options import SPACES, TUNE_LR  # noqa: F401  (re-exported)
 W_STD_SAMPLES = 10_000  # NVlabs' w_avg_samples
 W_JITTER = 0.05  # initial_noise_factor
 W_JITTER_RAMP = 0.75  # noise_ramp_length
 NOISE_WEIGHT = 1e5  # regularize_noise_weight
-TUNE_LR = 3e-4  # PTI's pti_learning_rate
 
 
 @dataclass
