@@ -244,6 +244,8 @@ INPUT_FOR_PARAMETER: dict[str, dict[str, str]] = {
                            "*": "features"},
     "SGIMMusicTrajectory": {"*": "keyframes"},
     "SGIMDecodeFrames": {"ws": "wplus", "codes": "wplus", "*": "wplus"},
+    "SGIMLoadVGG": {"*": "vgg_name"},
+    "SGIMProjectImage": {"wplus_lr": "lr", "tune_lr": "tune_steps", "images": "image", "*": "image"},
 }
 
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.~])/(?:[^\s'\"/:,]+/)+([^\s'\"/:,]+)")
@@ -1559,56 +1561,6 @@ def legacy_latent_path(name: str) -> str:
     return path if os.path.isfile(path) else wplus_file_path(name)
 
 
-NODE_CLASS_MAPPINGS = {
-    "SGIMLoadStyleGAN": SGIMLoadStyleGAN,
-    "SGIMLoadAudioEncoder": SGIMLoadAudioEncoder,
-    "SGIMLoadCLIP": SGIMLoadCLIP,
-    "SGIMLoadIdentityModel": SGIMLoadIdentityModel,
-    "SGIMEmbedAudio": SGIMEmbedAudio,
-    "SGIMEmbedText": SGIMEmbedText,
-    "SGIMEmbedImage": SGIMEmbedImage,
-    "SGIMMixEmbeddings": SGIMMixEmbeddings,
-    "SGIMLayerMask": SGIMLayerMask,
-    "SGIMSourceLatent": SGIMSourceLatent,
-    "SGIMOptimizeLatent": SGIMOptimizeLatent,
-    "SGIMStyleMix": SGIMStyleMix,
-    "SGIMStyleGANDecode": SGIMStyleGANDecode,
-    "SGIMSaveWPlus": SGIMSaveWPlus,
-    "SGIMLoadWPlus": SGIMLoadWPlus,
-    "SGIMDecode": SGIMDecode,
-    "SGIMSaveLatent": SGIMSaveLatent,
-    "SGIMLoadLatent": SGIMLoadLatent,
-    "SGIMAudioFeatures": SGIMAudioFeatures,
-    "SGIMMusicKeyframes": SGIMMusicKeyframes,
-    "SGIMMusicTrajectory": SGIMMusicTrajectory,
-    "SGIMDecodeFrames": SGIMDecodeFrames,
-}
-
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "SGIMLoadStyleGAN": "Load StyleGAN (SGIM)",
-    "SGIMLoadAudioEncoder": "Load Audio Encoder (SGIM)",
-    "SGIMLoadCLIP": "Load CLIP (SGIM)",
-    "SGIMLoadIdentityModel": "Load Identity Model (SGIM)",
-    "SGIMEmbedAudio": "Embed Audio (SGIM)",
-    "SGIMEmbedText": "Embed Text (SGIM)",
-    "SGIMEmbedImage": "Embed Image (SGIM)",
-    "SGIMMixEmbeddings": "Mix Embeddings (SGIM)",
-    "SGIMLayerMask": "Layer Mask (SGIM)",
-    "SGIMSourceLatent": "Source Latent (SGIM)",
-    "SGIMOptimizeLatent": "Optimize Latent (SGIM)",
-    "SGIMStyleMix": "Style Mix (SGIM)",
-    "SGIMStyleGANDecode": "StyleGAN Decode (SGIM)",
-    "SGIMSaveWPlus": "Save W+ Code (SGIM)",
-    "SGIMLoadWPlus": "Load W+ Code (SGIM)",
-    "SGIMDecode": "StyleGAN Decode (SGIM, old id)",
-    "SGIMSaveLatent": "Save W+ Code (SGIM, old id)",
-    "SGIMLoadLatent": "Load W+ Code (SGIM, old id)",
-    "SGIMAudioFeatures": "Audio Features (SGIM)",
-    "SGIMMusicKeyframes": "Music Keyframes (SGIM)",
-    "SGIMMusicTrajectory": "Music Trajectory (SGIM)",
-    "SGIMDecodeFrames": "Decode Frames (SGIM)",
-}
-
 # --------------------------------------------------------------------------------------------
 # Bring your own picture: projection into W+ and pivotal tuning (library: sgim_nodes.project)
 # --------------------------------------------------------------------------------------------
@@ -1737,14 +1689,59 @@ class SGIMProjectImage:
                 to_comfy_image(result.images), log)
 
 
-NODE_CLASS_MAPPINGS.update({"SGIMLoadVGG": SGIMLoadVGG, "SGIMProjectImage": SGIMProjectImage})
-NODE_DISPLAY_NAME_MAPPINGS.update({"SGIMLoadVGG": "Load VGG16 for LPIPS (SGIM)",
-                                   "SGIMProjectImage": "Project Image (SGIM)"})
-INPUT_FOR_PARAMETER.update({
-    "SGIMLoadVGG": {"*": "vgg_name"},
-    "SGIMProjectImage": {"wplus_lr": "lr", "tune_lr": "tune_steps", "images": "image", "*": "image"},
-})
+NODE_CLASS_MAPPINGS = {
+    "SGIMLoadStyleGAN": SGIMLoadStyleGAN,
+    "SGIMLoadAudioEncoder": SGIMLoadAudioEncoder,
+    "SGIMLoadCLIP": SGIMLoadCLIP,
+    "SGIMLoadIdentityModel": SGIMLoadIdentityModel,
+    "SGIMEmbedAudio": SGIMEmbedAudio,
+    "SGIMEmbedText": SGIMEmbedText,
+    "SGIMEmbedImage": SGIMEmbedImage,
+    "SGIMMixEmbeddings": SGIMMixEmbeddings,
+    "SGIMLayerMask": SGIMLayerMask,
+    "SGIMSourceLatent": SGIMSourceLatent,
+    "SGIMOptimizeLatent": SGIMOptimizeLatent,
+    "SGIMStyleMix": SGIMStyleMix,
+    "SGIMStyleGANDecode": SGIMStyleGANDecode,
+    "SGIMSaveWPlus": SGIMSaveWPlus,
+    "SGIMLoadWPlus": SGIMLoadWPlus,
+    "SGIMDecode": SGIMDecode,
+    "SGIMSaveLatent": SGIMSaveLatent,
+    "SGIMLoadLatent": SGIMLoadLatent,
+    "SGIMAudioFeatures": SGIMAudioFeatures,
+    "SGIMMusicKeyframes": SGIMMusicKeyframes,
+    "SGIMMusicTrajectory": SGIMMusicTrajectory,
+    "SGIMDecodeFrames": SGIMDecodeFrames,
+    "SGIMLoadVGG": SGIMLoadVGG,
+    "SGIMProjectImage": SGIMProjectImage,
+}
 
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "SGIMLoadStyleGAN": "Load StyleGAN (SGIM)",
+    "SGIMLoadAudioEncoder": "Load Audio Encoder (SGIM)",
+    "SGIMLoadCLIP": "Load CLIP (SGIM)",
+    "SGIMLoadIdentityModel": "Load Identity Model (SGIM)",
+    "SGIMEmbedAudio": "Embed Audio (SGIM)",
+    "SGIMEmbedText": "Embed Text (SGIM)",
+    "SGIMEmbedImage": "Embed Image (SGIM)",
+    "SGIMMixEmbeddings": "Mix Embeddings (SGIM)",
+    "SGIMLayerMask": "Layer Mask (SGIM)",
+    "SGIMSourceLatent": "Source Latent (SGIM)",
+    "SGIMOptimizeLatent": "Optimize Latent (SGIM)",
+    "SGIMStyleMix": "Style Mix (SGIM)",
+    "SGIMStyleGANDecode": "StyleGAN Decode (SGIM)",
+    "SGIMSaveWPlus": "Save W+ Code (SGIM)",
+    "SGIMLoadWPlus": "Load W+ Code (SGIM)",
+    "SGIMDecode": "StyleGAN Decode (SGIM, old id)",
+    "SGIMSaveLatent": "Save W+ Code (SGIM, old id)",
+    "SGIMLoadLatent": "Load W+ Code (SGIM, old id)",
+    "SGIMAudioFeatures": "Audio Features (SGIM)",
+    "SGIMMusicKeyframes": "Music Keyframes (SGIM)",
+    "SGIMMusicTrajectory": "Music Trajectory (SGIM)",
+    "SGIMDecodeFrames": "Decode Frames (SGIM)",
+    "SGIMLoadVGG": "Load VGG16 for LPIPS (SGIM)",
+    "SGIMProjectImage": "Project Image (SGIM)",
+}
 
 for _cls in NODE_CLASS_MAPPINGS.values():
     _cls.SEARCH_ALIASES = SEARCH_ALIASES
