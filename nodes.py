@@ -245,7 +245,8 @@ INPUT_FOR_PARAMETER: dict[str, dict[str, str]] = {
     "SGIMMusicTrajectory": {"*": "keyframes"},
     "SGIMDecodeFrames": {"ws": "wplus", "codes": "wplus", "*": "wplus"},
     "SGIMLoadVGG": {"*": "vgg_name"},
-    "SGIMProjectImage": {"wplus_lr": "lr", "tune_lr": "tune_steps", "images": "image", "*": "image"},
+    "SGIMProjectImage": {"wplus_lr": "lr", "tune_lr": "tune_steps", "images": "image", "seed": "init_seed",
+                         "*": "image"},
 }
 
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.~])/(?:[^\s'\"/:,]+/)+([^\s'\"/:,]+)")
@@ -1630,9 +1631,10 @@ class SGIMProjectImage:
                     "Add this much pixel error to the distance (holds colours; tuning always adds 1)."}),
                 "optimize_noise": (["auto", "on", "off"], {"default": "auto", "tooltip":
                     "Fit StyleGAN2's noise maps too (auto: when tuning; they live in the returned generator)."}),
-                # No control_after_generate: a re-drawn seed would re-run a long projection on every queue.
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF,
-                                 "tooltip": "Seed of the noise maps and the W jitter."}),
+                # Not named "seed": the frontend gives every "seed" a randomize control, which would re-run a
+                # long projection on every queue; this one changes only when the user changes it.
+                "init_seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF,
+                                      "tooltip": "Seed of the noise maps and the W jitter."}),
                 "preview_every": ("INT", {"default": 10, "min": 0, "max": 1000, "tooltip":
                     "Show a preview every N steps (0 = none)."}),
             },
@@ -1644,7 +1646,7 @@ class SGIMProjectImage:
         }
 
     def project(self, image, generator, distance="lpips", steps=1000, tune_steps=350, fit="crop", space="wplus",
-                lr=0.1, pixel_weight=0.0, optimize_noise="auto", seed=0, preview_every=10, lpips=None, clip=None,
+                lr=0.1, pixel_weight=0.0, optimize_noise="auto", init_seed=0, preview_every=10, lpips=None, clip=None,
                 unique_id=None):
         from .sgim_nodes.project import project_image
 
@@ -1677,7 +1679,7 @@ class SGIMProjectImage:
                     steps=steps, space=space,
                     lr=lr, wplus_lr=lr / 2, pixel_weight=pixel_weight,
                     optimize_noise={"auto": None, "on": True, "off": False}[optimize_noise], fit=fit,
-                    tune_steps=tune_steps, seed=seed, callback=report, preview_every=preview_every)
+                    tune_steps=tune_steps, seed=init_seed, callback=report, preview_every=preview_every)
             finally:
                 free_device_cache()
             out_generator = generator

@@ -722,7 +722,7 @@ def test_project_image_node_projects_tunes_and_feeds_the_editor(nodes, models, c
     before = snapshot([picture, g])
     wplus, tuned, projection, report = run(
         "SGIMProjectImage", nodes, image=picture, generator=g, distance="lpips", steps=6, tune_steps=4, fit="crop",
-        space="wplus", lr=0.1, pixel_weight=1.0, optimize_noise="auto", seed=0, preview_every=5, lpips=lpips,
+        space="wplus", lr=0.1, pixel_weight=1.0, optimize_noise="auto", init_seed=0, preview_every=5, lpips=lpips,
         unique_id="9")
     assert same(snapshot([picture, g]), before)  # the loaded generator is never modified
     assert tuned is not g and tuned.device == torch.device("cpu") and tuned.name.endswith("-tuned")

@@ -195,7 +195,7 @@ def edit_my_painting():
         {"id": 6, "type": "LoadImage", "pos": [X[0], 540], "size": [320, 320], "widgets": {"image": PAINTING}},
         {"id": 7, "type": "SGIMLoadVGG", "pos": [X[0], 900], "widgets": {"vgg_name": VGG}},
         {"id": 8, "type": "SGIMProjectImage", "pos": [X[1], 470], "size": [340, 420],
-         "widgets": {"distance": "lpips", "steps": 1000, "tune_steps": 350, "fit": "crop", "seed": 0}},
+         "widgets": {"distance": "lpips", "steps": 1000, "tune_steps": 350, "fit": "crop", "init_seed": 0}},
         {"id": 9, "type": "SGIMOptimizeLatent", "pos": [X[2], 0], "size": [340, 440],
          "widgets": {"steps": 200, "lr": 0.1, "lambda_sim": 0.002, "lambda_id": 0.0}},
         {"id": 10, "type": "SGIMStyleGANDecode", "pos": [X[3], 0], "title": "Decode edited"},

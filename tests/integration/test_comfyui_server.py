@@ -48,7 +48,7 @@ def tiny_prompt(server, example: str, steps: int, seed: int, preview_every: int 
         "SGIMLoadAudioEncoder": {"encoder_name": names["encoder"]},
         "SGIMLoadIdentityModel": {"identity_name": names["identity"]},
         "SGIMLoadVGG": {"vgg_name": names["vgg"]},
-        "SGIMProjectImage": {"steps": steps, "seed": seed, "preview_every": preview_every, "tune_steps": steps},
+        "SGIMProjectImage": {"steps": steps, "init_seed": seed, "preview_every": preview_every, "tune_steps": steps},
         "SGIMOptimizeLatent": {"steps": steps, "preview_every": preview_every},
         "SGIMSourceLatent": {"seed": seed},
     }
