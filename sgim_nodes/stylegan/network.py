@@ -668,6 +668,19 @@ class MappedGenerator(nn.Module):
     by autograd. Subclasses set ``mapping_network``, ``w_avg``, ``num_ws``, ``z_dim``, ``c_dim`` and
     provide ``synthesis``, ``device`` and ``dtype``."""
 
+    def _init_mapping(self, config, name: str) -> None:
+        """The attributes and modules every family has (called inside ``torch.inference_mode(False)``)."""
+        self.config = config
+        self.name = name
+        self.resolution = config.resolution
+        self.num_ws = config.num_ws
+        self.w_dim = config.w_dim
+        self.z_dim = config.z_dim
+        self.c_dim = config.c_dim
+        self.class_names: list[str] | None = None  # set by loaders when the file names its classes
+        self.mapping_network = MappingNetwork(config)
+        self.register_buffer("w_avg", torch.zeros(config.w_dim))
+
     def _apply(self, fn, *args, **kwargs):
         # .to()/.cuda()/.half() under inference mode would otherwise create inference tensors,
         # which autograd refuses to save; the generator must stay differentiable w.r.t. ws.
@@ -716,17 +729,8 @@ class Generator(MappedGenerator):
                  channels_last: bool = False):
         super().__init__()
         with torch.inference_mode(False):  # parameters must stay usable by autograd later
-            self.config = config
-            self.name = name
-            self.resolution = config.resolution
-            self.num_ws = config.num_ws
-            self.w_dim = config.w_dim
-            self.z_dim = config.z_dim
-            self.c_dim = config.c_dim
-            self.class_names: list[str] | None = None  # set by loaders when the file names its classes
-            self.mapping_network = MappingNetwork(config)
+            self._init_mapping(config, name)
             self.synthesis_network = SynthesisNetwork(config, modulation)
-            self.register_buffer("w_avg", torch.zeros(config.w_dim))
             self.modulation = modulation
             self.synthesis_network.set_channels_last(channels_last)
             self.requires_grad_(False)

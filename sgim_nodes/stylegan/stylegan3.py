@@ -499,17 +499,8 @@ class StyleGAN3Generator(MappedGenerator):
     def __init__(self, config: StyleGAN3Config, name: str = "stylegan3"):
         super().__init__()
         with torch.inference_mode(False):  # parameters must stay usable by autograd later
-            self.config = config
-            self.name = name
-            self.resolution = config.resolution
-            self.num_ws = config.num_ws
-            self.w_dim = config.w_dim
-            self.z_dim = config.z_dim
-            self.c_dim = config.c_dim
-            self.class_names: list[str] | None = None  # set by loaders when the file names its classes
-            self.mapping_network = MappingNetwork(config)
+            self._init_mapping(config, name)
             self.synthesis_network = StyleGAN3Synthesis(config)
-            self.register_buffer("w_avg", torch.zeros(config.w_dim))
             self.requires_grad_(False)
             self.eval()
 
