@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ParameterError
-from .network import NOISE_MODES, MappedGenerator, MappingNetwork
+from .network import NOISE_MODES, MappedGenerator
 
 SQRT2 = math.sqrt(2.0)
 FAMILY = "stylegan3"
