@@ -339,8 +339,9 @@ def test_conditional_generator_edits_with_a_chosen_class(server):
 
 
 # Widgets the frontend itself adds to core nodes (the audio player of LoadAudio).
-FRONTEND_WIDGETS = {"LoadAudio": {"audioUI", "upload"}}
-FILE_COMBOS = {"generator_name", "clip_name", "encoder_name", "identity_name", "w_plus_file", "audio"}
+FRONTEND_WIDGETS = {"LoadAudio": {"audioUI", "upload"}, "LoadImage": {"upload"}}
+FILE_COMBOS = {"generator_name", "clip_name", "encoder_name", "identity_name", "w_plus_file", "audio", "vgg_name",
+               "image"}
 
 
 @pytest.mark.parametrize("example", sorted(p.stem for p in EXAMPLES.glob("*.json")))
