@@ -535,8 +535,9 @@ class _Loader:
 
 class SGIMLoadStyleGAN(_Loader):
     FOLDER, INPUT_NAME = "stylegan", "generator_name"
-    DESCRIPTION = ("Loads a StyleGAN2 generator from models/stylegan (rosinality .pt, NVlabs "
-                   "stylegan2-ada .pkl read without running its code, or our .safetensors).")
+    DESCRIPTION = ("Loads a StyleGAN2 or StyleGAN3 generator from models/stylegan (rosinality .pt; NVlabs "
+                   "stylegan2-ada / stylegan3 .pkl and TensorFlow StyleGAN2 .pkl, read without running their code; "
+                   "conditional ones too; or our .safetensors).")
     CATEGORY = f"{CATEGORY_ROOT}/loaders"
     RETURN_TYPES = ("SGIM_STYLEGAN",)
     RETURN_NAMES = ("generator",)
