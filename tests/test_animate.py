@@ -243,6 +243,32 @@ def test_stylegan3_frames_get_a_slow_transform_following_the_music():
     assert generator.transforms == []
 
 
+def test_a_real_stylegan3_renders_each_frame_with_its_transform():
+    """The same on the real StyleGAN3 network: each frame equals a render with that frame's input transform,
+    the transform moves the image, and the generator is left with the identity transform."""
+    from sgim_nodes.stylegan import StyleGAN3Config, StyleGAN3Generator
+
+    timeline = make_timeline(2.0, 6.0)
+    t = torch.arange(int(2 * RATE)) / RATE
+    features = features_of_waveform((torch.sin(2 * math.pi * 220 * t) * (0.05 + 0.9 * (t > 1)))[None], RATE,
+                                    timeline)
+    torch.manual_seed(0)
+    generator = StyleGAN3Generator(StyleGAN3Config(resolution=16, z_dim=16, w_dim=16, channel_base=256,
+                                                   channel_max=16, num_layers=3))
+    keyframes = synthetic_keyframes(keyframe_times(timeline, 1.0), num_ws=generator.num_ws, w_dim=16)
+    trajectory = Trajectory(keyframes, features, rotation_degrees=20.0, translation=0.2)
+    frames = torch.cat([images for _, images in iter_frames(generator, trajectory, batch_size=4)])
+    codes, matrices = trajectory.codes(), trajectory.transforms()
+    assert torch.equal(generator.synthesis_network.input.transform, torch.eye(3))
+    with torch.no_grad():
+        for i in (0, timeline.frames - 1):
+            generator.set_input_transform(matrices[i])
+            assert torch.allclose(frames[i], generator.synthesis(codes[i:i + 1])[0], atol=1e-5)
+        generator.set_input_transform(torch.eye(3))
+        still = generator.synthesis(codes[-1:])[0]
+    assert not torch.allclose(frames[-1], still, atol=1e-3)  # the last, loud frame is turned and shifted
+
+
 def test_prompt_schedule():
     schedule = parse_prompt_schedule("0: a calm sea | 12.5: a storm at sea")
     assert schedule == [(0.0, "a calm sea"), (12.5, "a storm at sea")]
