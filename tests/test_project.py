@@ -177,6 +177,19 @@ def test_a_stylegan3_generator_projects_and_tunes():
     assert all(torch.equal(before[k], v) for k, v in sg3.state_dict().items())
 
 
+def test_a_conditional_generator_projects_without_a_class(shared):
+    """A conditional generator (the ADA fixture, 5 classes): projection optimises w directly, so a code
+    rendered with one class is recovered without being told the class."""
+    gen = load_generator(shared / "fixtures" / "stylegan_more" / "ada_cond_tiny.pkl")
+    z = torch.randn(1, gen.z_dim, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ws = gen.mapping(z, truncation_psi=0.7, c=torch.eye(gen.c_dim)[[2]])
+        image = gen.synthesis(ws)
+    result = project_image(gen, ((image[0].permute(1, 2, 0) + 1) / 2).clamp(0, 1)[None], distance="pixel",
+                           steps=80)
+    assert gen.c_dim == 5 and result.ws.shape == ws.shape and result.psnr[0] >= 30
+
+
 def test_noise_map_gradient_of_the_activation_form_matches_autograd():
     gen = tiny_generator(16).double()
     ws = gen.mapping(torch.randn(2, W_DIM, dtype=torch.float64)).detach()

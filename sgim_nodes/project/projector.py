@@ -97,14 +97,22 @@ def has_noise_inputs(generator) -> bool:
 
 
 def w_statistics(generator, samples: int = W_STD_SAMPLES, seed: int = 0) -> float:
-    """The scalar spread of w (root mean squared distance to the mean) over ``samples`` mapped z."""
+    """The scalar spread of w (root mean squared distance to the mean) over ``samples`` mapped z.
+
+    Conditional generators: each z gets a uniformly random class, as their ``w_avg`` is estimated; the
+    projection itself optimises w directly and needs no class (the picture's class is what it finds)."""
     gen = torch.Generator().manual_seed(seed)
     device = generator.w_avg.device
+    c_dim = int(getattr(generator, "c_dim", 0) or 0)
     ws = []
     with torch.no_grad():
         for start in range(0, samples, 2000):
-            z = torch.randn(min(2000, samples - start), generator.z_dim, generator=gen).to(device)
-            ws.append(generator.mapping(z)[:, 0].double())
+            count = min(2000, samples - start)
+            z = torch.randn(count, generator.z_dim, generator=gen).to(device)
+            c = None
+            if c_dim:
+                c = F.one_hot(torch.randint(c_dim, (count,), generator=gen), c_dim).float().to(device)
+            ws.append(generator.mapping(z, c=c)[:, 0].double())
     w = torch.cat(ws)
     return float((w - w.mean(dim=0)).square().sum(dim=1).mean().sqrt())
 
@@ -162,10 +170,6 @@ def project_image(generator, image, *, distance: str = "lpips", lpips: LPIPSVGG 
         raise ParameterError(f"space: expected one of {SPACES}, got {space!r}", parameter="space")
     if w_fraction > 1:
         raise ParameterError(f"w_fraction: expected a fraction in [0, 1], got {w_fraction}", parameter="w_fraction")
-    if getattr(generator, "c_dim", 0):
-        raise ParameterError(f"generator: {getattr(generator, 'name', '')!r} is conditional (c_dim "
-                             f"{generator.c_dim}); projection supports unconditional generators only",
-                             parameter="generator")
     device = generator.w_avg.device
     targets = prepare_target(image, generator.resolution, fit).to(device).clone()
     w_steps = steps if space == "w" else round(steps * w_fraction)
