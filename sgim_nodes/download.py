@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from .errors import ModelFileError, ParameterError
-from .models import FOLDERS, KNOWN_MODELS, KnownModel, launcher, model_source, models_dir, offline
+from .models import FOLDERS, KNOWN_MODELS, KnownModel, model_source, models_dir, offline
 
 CHUNK = 1 << 20
 

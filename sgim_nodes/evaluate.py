@@ -26,14 +26,16 @@ reports for its released encoder (ESC-50 57.8 %, UrbanSound8K 45.7 % zero-shot t
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .errors import AudioError, ParameterError
+
+if TYPE_CHECKING:  # torch is imported where it is used: command help must not pay for it
+    import torch
 
 log = logging.getLogger("sgim.evaluate")
 
@@ -57,7 +59,6 @@ def recorded_template(encoder_path: str | Path) -> str | None:
 
 def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, k: int) -> float:
     """Percentage of rows whose target is among the ``k`` highest logits."""
-    import torch
     k = min(k, logits.shape[1])
     hits = (logits.topk(k, dim=1).indices == targets[:, None]).any(dim=1)
     return 100.0 * hits.float().mean().item()

@@ -20,12 +20,16 @@ import argparse
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import ParameterError
 from .models import KNOWN_MODELS, find_model_file, is_bare_name, launcher, model_source, models_dir, offline
 from .presets import PRESETS
 
 # Output formats by extension (Pillow format name); the source image and a batch use the same one.
+if TYPE_CHECKING:  # torch is imported where it is used: command help must not pay for it
+    import torch
+
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 
 DEFAULT_FILES = {  # argument -> (folder, default registry model)

@@ -45,10 +45,10 @@ import torch
 from torch import nn
 
 from ..errors import AudioError, ModelFileError, ParameterError
-from .data import (DEFAULT_TEMPLATE, AudioTextDataset, EpochBatchSampler, build_targets, check_labels, collate,
+from .data import (AudioTextDataset, EpochBatchSampler, build_targets, check_labels, collate,
                    embed_images, read_classes_file, read_dataset, select)
-from .config import FEATURE_PRESETS, TrainConfig  # noqa: F401  (re-exported: loop.TrainConfig)
-from .losses import PAPER_TEMPERATURE, ContrastiveLoss
+from .config import TrainConfig  # noqa: F401  (re-exported: loop.TrainConfig)
+from .losses import ContrastiveLoss
 
 log = logging.getLogger("sgim.train")
 

@@ -12,7 +12,6 @@ test clips (at least one) and the rest train clips.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import wave
