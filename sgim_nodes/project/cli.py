@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..device import resolve_device
     from ..latents import save_wplus
+    from ..models import launcher
     from ..pipeline import save_images
     from ..stylegan import load_generator, save_generator
     from .distance import load_lpips
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in written:
         print(f"wrote {path}")
     if result.generator is not None:
-        print(f"edit it with: python -m sgim_nodes edit --generator {written[0]} --source-latent {out} --audio ...")
+        print(f"edit it with: {launcher()} edit --generator {written[0]} --source-latent {out} --audio ...")
     return 0
 
 
