@@ -234,7 +234,7 @@ def read_torchscript_state_dict(path: str | os.PathLike) -> dict[str, torch.Tens
 def _collect_module_tensors(root: Any, path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a TorchScript module tree with dotted names, walked iteratively within the budgets of
     :mod:`.limits` (a module shared by several parents counts once per use, as it yields names under each)."""
-    from .limits import MAX_MODULE_RECORDS, MAX_NESTING_DEPTH, MAX_TENSORS
+    from .limits import check_tree_walk
     from .safe_pickle import PlainObject
 
     state: dict[str, torch.Tensor] = {}
@@ -243,11 +243,7 @@ def _collect_module_tensors(root: Any, path: Path) -> dict[str, torch.Tensor]:
     while pending:
         obj, prefix, depth = pending.pop()
         uses += 1
-        if uses > MAX_MODULE_RECORDS or depth > MAX_NESTING_DEPTH or len(state) > MAX_TENSORS:
-            raise ModelFileError(
-                f"{path}: the module tree goes beyond what a model file can hold (limits: {MAX_MODULE_RECORDS:,} "
-                f"module records counting shared ones per use, {MAX_NESTING_DEPTH} levels, {MAX_TENSORS:,} tensors; "
-                "CLIP ViT-L/14 has about 400 modules); the file is damaged or crafted to exhaust memory")
+        check_tree_walk(path, uses, depth, len(state), "CLIP ViT-L/14 has about 400 modules")
         attributes = obj.state if isinstance(obj, PlainObject) else None
         if not isinstance(attributes, dict):
             continue

@@ -118,3 +118,15 @@ def check_file_name(name: str, value: str) -> str:
         raise ParameterError(f"{name}: the file name would be {size} bytes long; keep it under "
                              f"{MAX_FILENAME_BYTES} (file systems refuse names over 255)", parameter=name)
     return value
+
+
+def check_tree_walk(path, uses: int, depth: int, tensors: int, typical: str) -> None:
+    """Raise :class:`~.errors.ModelFileError` once a walk over a file's module records has gone past the
+    budgets above (``typical``: what a real model of that kind holds, for the message)."""
+    if uses > MAX_MODULE_RECORDS or depth > MAX_NESTING_DEPTH or tensors > MAX_TENSORS:
+        from .errors import ModelFileError
+
+        raise ModelFileError(
+            f"{path}: the module tree goes beyond what a model file can hold (limits: {MAX_MODULE_RECORDS:,} "
+            f"module records counting shared ones per use, {MAX_NESTING_DEPTH} levels of nesting, "
+            f"{MAX_TENSORS:,} tensors; {typical}); the file is damaged or crafted to exhaust memory")

@@ -10,6 +10,8 @@
 
 # Names are imported from their modules on first use (PEP 562), so that ``animate --help`` and the
 # defaults do not import torch.
+from ..lazy import lazy_exports
+
 _EXPORTS = {
     "timeline": ["Timeline", "make_timeline", "trim_audio"],
     "features": ["FEATURE_NAMES", "AudioFeatures", "compute_features", "features_of_file", "features_of_waveform",
@@ -19,13 +21,4 @@ _EXPORTS = {
     "trajectory": ["Trajectory", "hermite_path", "layer_drive", "transform_matrix", "uses_motion"],
     "render": ["VideoWriter", "iter_frames", "resize", "to_uint8"],
 }
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = list(_MODULE_OF)
-
-
-def __getattr__(name: str):
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -12,6 +12,8 @@ and what each is good for, :mod:`.projector` the recipe.
 
 # Names are imported from their modules on first use (PEP 562), so that ``project --help`` does not
 # import torch.
+from ..lazy import lazy_exports
+
 _EXPORTS = {
     "options": ["DISTANCES", "FIT_MODES", "SPACES", "VGG_FILENAME", "VGG_FOLDER"],
     "distance": ["Distance", "LPIPSVGG", "load_lpips", "load_vgg16_features"],
@@ -19,13 +21,4 @@ _EXPORTS = {
     "projector": ["ProjectResult", "ProjectStep", "has_noise_inputs", "project_image", "psnr", "tune_generator",
                   "with_noise_maps"],
 }
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = list(_MODULE_OF)
-
-
-def __getattr__(name: str):
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -445,7 +445,7 @@ def _flatten_persistent(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], 
     ``MAX_MODULE_RECORDS`` uses, ``MAX_NESTING_DEPTH`` levels or ``MAX_TENSORS`` tensors; a
     crafted "billion laughs" file is refused in milliseconds instead of expanding without end.
     """
-    from ..limits import MAX_MODULE_RECORDS, MAX_NESTING_DEPTH, MAX_TENSORS
+    from ..limits import check_tree_walk
 
     tensors: dict[str, torch.Tensor] = {}
     attrs: dict[str, dict] = {}
@@ -454,12 +454,7 @@ def _flatten_persistent(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], 
     while pending:
         record, prefix, depth = pending.pop()
         uses += 1
-        if uses > MAX_MODULE_RECORDS or depth > MAX_NESTING_DEPTH or len(tensors) > MAX_TENSORS:
-            raise ModelFileError(
-                f"{path}: the network records go beyond what a model file can hold (limits: "
-                f"{MAX_MODULE_RECORDS:,} module records counting shared ones per use, {MAX_NESTING_DEPTH} levels "
-                f"of nesting, {MAX_TENSORS:,} tensors; a StyleGAN2 has about 100 modules, 5 levels deep); "
-                "the file is damaged or crafted to exhaust memory")
+        check_tree_walk(path, uses, depth, len(tensors), "a StyleGAN2 has about 100 modules, 5 levels deep")
         meta = _persistent_meta(record, path, prefix.rstrip(".") or "G_ema")
         state = meta["state"]
         for group in ("_parameters", "_buffers"):
