@@ -41,23 +41,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench_optimize import reset_vm_hwm, vm_hwm_gb  # noqa: E402  (the same peak-memory probe)
+
 NVLABS_ENV = "NVLABS_STYLEGAN2_ADA"
-
-
-def vm_hwm_gb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024 ** 2
-    return float("nan")
-
-
-def reset_vm_hwm() -> None:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
 
 
 def nvlabs_path() -> Path | None:
