@@ -204,6 +204,30 @@ def test_missing_shared_fixtures_fail_under_ci(tmp_path):
     assert "CI=true, so this fails instead of skipping" in done.stdout
 
 
+def test_skipped_integration_tests_fail_under_ci_and_skip_with_the_reason_outside():
+    base = {k: v for k, v in os.environ.items() if k not in ("COMFYUI_DIR", "CI")}
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+               "tests/integration/test_comfyui_server.py", "-k", "object_info_lists_every_node"]
+    outside = subprocess.run(command, cwd=REPO, env=base, capture_output=True, text=True, timeout=300)
+    assert outside.returncode == 0 and "1 skipped" in outside.stdout, outside.stdout[-2000:]
+    assert "integration tests need a ComfyUI checkout: set COMFYUI_DIR" in outside.stdout
+    in_ci = subprocess.run(command, cwd=REPO, env={**base, "CI": "true"}, capture_output=True, text=True, timeout=300)
+    assert in_ci.returncode == 1, in_ci.stdout[-2000:]
+    assert "integration test skipped under CI=true (integration tests need a ComfyUI checkout" in in_ci.stdout
+
+
+def test_ci_skip_rule_lets_a_stated_reason_through(monkeypatch):
+    from conftest import ci_skip_verdict
+
+    monkeypatch.setenv("CI", "true")
+    assert "CI must run it" in ci_skip_verdict(True, None, "no COMFYUI_DIR")
+    assert ci_skip_verdict(True, "frontend 1.27 has no subgraphs", "no subgraphs") is None
+    assert "CI must run it" in ci_skip_verdict(True, "  ", "x")  # an empty reason states nothing
+    assert ci_skip_verdict(False, None, "no CUDA") is None  # unit tests keep their own skips
+    monkeypatch.setenv("CI", "false")
+    assert ci_skip_verdict(True, None, "no COMFYUI_DIR") is None
+
+
 def _source_files() -> list[Path]:
     files = [p for p in REPO.rglob("*") if p.suffix in (".py", ".js", ".sh") and ".venv" not in p.parts
              and ".git" not in p.parts]

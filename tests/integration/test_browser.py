@@ -284,6 +284,7 @@ def test_node_search_finds_the_pack_by_its_aliases(frontend, shots, word):
     assert not any("old id" in r for r in results)  # deprecated aliases stay out of search
 
 
+@pytest.mark.may_skip_in_ci(reason="frontends before subgraphs (graph.convertToSubgraph) cannot run it")
 def test_readout_finds_its_node_inside_a_subgraph(frontend, server, shots):
     """Inside a subgraph the server reports the node as "<subgraph node>:<node>"; the readout still updates."""
     optimize = _prepare_run(frontend, server, steps=2, lr=0.0967)
