@@ -188,9 +188,23 @@ def test_first_run_setup_keeps_torch_and_fetches_companions_of_the_same_build():
 
     assert install_command("2.14.1+cu130", []) is None
     assert install_command(None, ["torch", "torchaudio", "torchvision"]) == ["torch", "torchaudio", "torchvision"]
+    # companions pinned to torch's exact release pairing AND its local tag: the cu130 index also lists
+    # torchaudio 2.11.1+cu132, which an unpinned request picked beside torch 2.14.1+cu130
     assert install_command("2.14.1+cu130", ["torchaudio"]) == [
-        "torchaudio", "torch==2.14.1+cu130", "--index-url", "https://download.pytorch.org/whl/cu130"]
-    assert install_command("2.5.1", ["torchaudio", "torchvision"]) == ["torchaudio", "torchvision", "torch==2.5.1"]
+        "torchaudio==2.11.0+cu130", "torch==2.14.1+cu130", "--index-url", "https://download.pytorch.org/whl/cu130"]
+    assert install_command("2.14.1+cpu", ["torchaudio", "torchvision"])[:2] == [
+        "torchaudio==2.11.0+cpu", "torchvision==0.29.1+cpu"]
+    assert install_command("2.5.1", ["torchaudio", "torchvision"]) == [
+        "torchaudio==2.5.1", "torchvision==0.20.1", "torch==2.5.1"]
+    assert install_command("2.99.0+cu200", ["torchaudio"])[0] == "torchaudio"  # unknown release: pip, then checked
+    from sgim_nodes.bootstrap import mismatched_builds
+
+    assert mismatched_builds({"torch": "2.14.1+cu130", "torchaudio": "2.11.1+cu132"}) == ["torchaudio 2.11.1+cu132"]
+    assert mismatched_builds({"torch": "2.14.1+cu130", "torchaudio": "2.11.0+cu130",
+                              "torchvision": "0.29.1+cu130"}) == []
+    assert mismatched_builds({"torch": "2.14.1", "torchaudio": "2.11.0", "torchvision": "0.28.0"}) == [
+        "torchvision 0.28.0"]
+    assert mismatched_builds({"torch": "2.99.0+cu200", "torchaudio": "2.40.0+cu201"}) == ["torchaudio 2.40.0+cu201"]
     launcher = (REPO / "sgim").read_text()
     assert "sgim_nodes.bootstrap" in launcher and "pip install -q torch torchaudio" not in launcher
 
