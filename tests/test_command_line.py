@@ -181,6 +181,41 @@ def test_training_first_run_from_demo_models_refuses_to_overwrite_and_evaluate_s
     assert "zero-shot top-1" in captured.out
 
 
+LOADER_FOLDERS = {"SGIMLoadStyleGAN": "stylegan", "SGIMLoadCLIP": "sgim_clip", "SGIMLoadAudioEncoder": "sgim_audio_encoders",
+                  "SGIMLoadIdentityModel": "sgim_identity", "SGIMLoadVGG": "sgim_vgg"}
+
+
+def example_model_files() -> set[tuple[str, str]]:
+    """(folder key, file name) of every loader of every example workflow."""
+    import json
+
+    files = set()
+    for path in (REPO / "example_workflows").glob("*.json"):
+        for node in json.loads(path.read_text())["nodes"]:
+            if node["type"] in LOADER_FOLDERS:
+                files.add((LOADER_FOLDERS[node["type"]], node["widgets_values"][0]))
+    return files
+
+
+def test_demo_models_stand_in_for_every_file_every_example_names(demo):
+    from sgim_nodes.audio import load_audio_encoder
+    from sgim_nodes.clip import load_clip
+    from sgim_nodes.optimize import load_id_model
+    from sgim_nodes.project.distance import load_vgg16_features
+    from sgim_nodes.stylegan import load_generator
+
+    wanted = example_model_files()
+    assert {folder for folder, _ in wanted} == set(LOADER_FOLDERS.values())  # all five loaders are used
+    missing = [f"{folder}/{name}" for folder, name in wanted if not (demo["root"] / folder / name).is_file()]
+    assert not missing, f"make-demo-models does not write {missing}"
+    loaders = {"stylegan": load_generator, "sgim_clip": load_clip, "sgim_audio_encoders": load_audio_encoder,
+               "sgim_identity": load_id_model, "sgim_vgg": load_vgg16_features}
+    for folder, name in sorted(wanted):  # each loads with the loader its node uses
+        assert loaders[folder](demo["root"] / folder / name) is not None
+    face = load_generator(demo["face_generator"])
+    assert face.resolution == 64 and face.family == "stylegan2"
+
+
 # ------------------------------------------------------------------------------ setup, CI, hygiene
 
 def test_first_run_setup_keeps_torch_and_fetches_companions_of_the_same_build():
