@@ -266,8 +266,13 @@ def test_skipped_integration_tests_fail_under_ci_and_skip_with_the_reason_outsid
 
 
 def test_ci_skip_rule_lets_a_stated_reason_through(monkeypatch):
-    from conftest import ci_skip_verdict
+    import importlib.util
 
+    # by path: "conftest" may name tests/integration/conftest.py in this session
+    spec = importlib.util.spec_from_file_location("sgim_tests_conftest", REPO / "tests" / "conftest.py")
+    rules = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rules)
+    ci_skip_verdict = rules.ci_skip_verdict
     monkeypatch.setenv("CI", "true")
     assert "CI must run it" in ci_skip_verdict(True, None, "no COMFYUI_DIR")
     assert ci_skip_verdict(True, "frontend 1.27 has no subgraphs", "no subgraphs") is None
