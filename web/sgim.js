@@ -53,9 +53,12 @@ function shortPaths(text) {
 }
 
 // generator_name of the loader feeding `generator` (following reroutes and pass-through nodes).
+// A node outside any graph (the frontend's clipboard copy) has no links to follow: null, never a throw
+// (newer frontends throw NullGraphError from getInputNode there).
 function upstreamGeneratorName(node) {
   let current = node;
   for (let hop = 0; hop < 8 && current; hop++) {
+    if (!current.graph) return null;
     const slot = current.inputs?.findIndex((i) => i.name === "generator" || i.type === "SGIM_STYLEGAN");
     const source = current.getInputNode?.(slot >= 0 ? slot : 0);
     if (!source) return null;
@@ -233,6 +236,7 @@ class LayerMaskEditor {
 
   // Called on every event that can change what the node sends: its widgets, its links, the upstream loader.
   async refresh() {
+    if (!this.node.graph) return; // a clipboard copy or a removed node: nothing to show or send
     const name = upstreamGeneratorName(this.node);
     if (name !== this.infoName) {
       this.infoName = name;
@@ -317,7 +321,10 @@ function setUpLayerMask(node) {
   if (weights) weights.hidden = true; // edited through the bars; still saved and sent
   const editor = new LayerMaskEditor(node);
   node.sgimLayerEditor = editor;
-  layerEditors.add(editor);
+  // Registered while the node is in a graph only: copying a node makes clones that are never added
+  // (and never removed), which would otherwise stay registered and refresh forever.
+  if (node.graph) layerEditors.add(editor);
+  chainCallback(node, "onAdded", () => layerEditors.add(editor));
   const widget = node.addDOMWidget("layer_editor", "sgim_layer_editor", editor.element, {
     serialize: false,
     getMinHeight: () => EDITOR_HEIGHT,
@@ -333,7 +340,10 @@ function setUpLayerMask(node) {
 }
 
 function refreshAllEditors() {
-  for (const editor of layerEditors) editor.refresh();
+  for (const editor of layerEditors) {
+    if (editor.node.graph) editor.refresh();
+    else layerEditors.delete(editor);
+  }
 }
 
 function setUpGeneratorLoader(node) {
@@ -361,7 +371,8 @@ function setUpLossReadout(node) {
   widget.serialize = false;
   node.sgimLossReadout = element;
   node.sgimReadout = readout;
-  lossReadouts.add(readout);
+  if (node.graph) lossReadouts.add(readout); // as for the editors: clipboard copies are never added
+  chainCallback(node, "onAdded", () => lossReadouts.add(readout));
   chainCallback(node, "onRemoved", () => lossReadouts.delete(readout));
   showReadout(readout, readout.lines);
 }

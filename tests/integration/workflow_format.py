@@ -111,12 +111,16 @@ def build_ui_workflow(nodes: list[dict], links: list[tuple], definitions: dict[s
     }
 
 
+# Nodes that live in the editor only (the frontend never sends them to the server).
+FRONTEND_ONLY = {"Note", "MarkdownNote"}
+
+
 def ui_to_api(workflow: dict, definitions: dict[str, dict]) -> dict:
     """The API-format prompt of a UI-format workflow (what the frontend's graphToPrompt sends)."""
     links = {row[0]: row for row in workflow.get("links", [])}
     prompt = {}
     for node in workflow["nodes"]:
-        if node.get("mode", 0) != 0:  # muted / bypassed
+        if node.get("mode", 0) != 0 or node["type"] in FRONTEND_ONLY:  # muted / bypassed / a note
             continue
         definition = definitions[node["type"]]
         linked = {s["name"]: s["link"] for s in node.get("inputs", []) if s.get("link") is not None}
