@@ -9,8 +9,10 @@
 // (another generator), custom weights are resampled to the new count, stored, and a note says so.
 // The editor reacts to widget callbacks and graph events; nothing polls while drawing.
 //
-// Optimize Latent: the server sends "sgim.loss" every step ({node, step, total, terms}); the readout
-// is the node's only loss display (the server sends no progress text for it).
+// Optimize Latent: the server sends "sgim.loss" every step ({node, step, total, terms, prompt_id}); the
+// readout is the node's only loss display (the server sends no progress text for it). Node ids repeat
+// across workflow tabs, so a message is shown only in the tab that queued its prompt (prompt ids are
+// recorded as this page queues them); a message without prompt_id (older servers) goes by node id.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
@@ -133,6 +135,8 @@ class LayerMaskEditor {
     this.message = "connect Load StyleGAN (SGIM) to 'generator'";
     this.note = ""; // e.g. "weights resampled from 8 to 6 layers"
     this.drawn = null; // the values of the last bars drawn (null: a message was drawn instead)
+    this.warning = ""; // e.g. a preset that frees no layer: said at once, not only when the graph runs
+    this.barsTop = 0; // y where the bars' full height starts (below the note and warning lines)
     this.dragging = false;
 
     this.element = document.createElement("div");
@@ -228,7 +232,9 @@ class LayerMaskEditor {
     const rect = this.canvas.getBoundingClientRect();
     const n = values.length;
     const index = Math.min(n - 1, Math.max(0, Math.floor(((event.clientX - rect.left) / rect.width) * n)));
-    const value = Math.min(1, Math.max(0, 1 - (event.clientY - rect.top) / (rect.height - LABEL_STRIP)));
+    const scale = rect.height / (this.canvas.height || rect.height); // CSS px per canvas px
+    const top = this.barsTop * scale, bottom = rect.height - LABEL_STRIP * scale;
+    const value = Math.min(1, Math.max(0, (bottom - (event.clientY - rect.top)) / Math.max(1, bottom - top)));
     values[index] = Math.round(value * 20) / 20; // steps of 0.05
     this.storeWeights(values);
     this.draw();
@@ -253,6 +259,7 @@ class LayerMaskEditor {
         this.message = data.error ?? "";
       }
     }
+    if (this.presetWidget?.value !== "custom") this.note = ""; // the resampling note concerns custom weights only
     this.reconcile();
     this.draw();
   }
@@ -279,11 +286,23 @@ class LayerMaskEditor {
       return;
     }
     this.drawn = [...values];
+    const preset = this.presetWidget?.value ?? "all";
+    this.warning = values.some((v) => v > 0) ? ""
+      : `${preset === "custom" ? "these weights free" : `preset '${preset}' frees`} no layer of ${this.infoName}: ` +
+        "the edit would change nothing (Run stops with an error). Pick another preset or drag a bar up.";
+    // Note and warning lines get their own strip above the bars, so they never cover a bar's top.
+    const lines = [...wrapWords(ctx, this.note, width - 12).map((text) => ["#ffd27a", text]),
+      ...wrapWords(ctx, this.warning, width - 12).map((text) => ["#f88", text])];
+    this.barsTop = lines.length ? 6 + lines.length * 14 : 4;
+    lines.forEach(([colour, text], i) => {
+      ctx.fillStyle = colour;
+      ctx.fillText(text, 6, 14 + i * 14);
+    });
     const plot = height - LABEL_STRIP;
     const n = values.length;
     const barWidth = width / n;
     for (let i = 0; i < n; i++) {
-      const h = values[i] * (plot - 4);
+      const h = values[i] * Math.max(1, plot - this.barsTop);
       ctx.fillStyle = values[i] > 0 ? GROUP_COLOURS[this.groupOf(i)] : "#555";
       ctx.fillRect(i * barWidth + 1, plot - h, Math.max(1, barWidth - 2), h);
       ctx.fillStyle = "#888";
@@ -296,13 +315,6 @@ class LayerMaskEditor {
         ctx.fillText(this.groupOf(start), start * barWidth + 2, height - 4);
         start = i;
       }
-    }
-    if (this.note) { // e.g. the resampling after a generator change, on a dark band above the bars
-      const lines = wrapWords(ctx, this.note, width - 12);
-      ctx.fillStyle = "rgba(30, 30, 30, 0.85)";
-      ctx.fillRect(0, 0, width, 6 + lines.length * 14);
-      ctx.fillStyle = "#ffd27a";
-      lines.forEach((line, i) => ctx.fillText(line, 6, 14 + i * 14));
     }
   }
 }
@@ -390,8 +402,36 @@ function showReadout(readout, lines) {
   readout.node.setDirtyCanvas?.(true, true);
 }
 
+const queuedFrom = new Map(); // prompt id -> the workflow tab that queued it (this page's prompts only)
+
+function activeWorkflowKey() {
+  const workflow = app.extensionManager?.workflow?.activeWorkflow;
+  return workflow?.path ?? workflow?.key ?? null;
+}
+
+function recordQueuedPrompts() {
+  const queue = api.queuePrompt;
+  if (typeof queue !== "function" || queue.sgimWrapped) return;
+  const wrapped = async function (...args) {
+    const tab = activeWorkflowKey();
+    const result = await queue.apply(this, args);
+    if (result?.prompt_id) queuedFrom.set(result.prompt_id, tab);
+    if (queuedFrom.size > 200) queuedFrom.delete(queuedFrom.keys().next().value); // old runs
+    return result;
+  };
+  wrapped.sgimWrapped = true;
+  api.queuePrompt = wrapped;
+}
+
+// Whether a message of prompt `promptId` belongs on this page's current tab.
+export function isOurPrompt(promptId) {
+  if (promptId == null) return true;
+  return queuedFrom.has(promptId) && queuedFrom.get(promptId) === activeWorkflowKey();
+}
+
 function onLoss(event) {
   const data = event.detail;
+  if (!isOurPrompt(data?.prompt_id)) return; // another tab's (or another client's) run
   const readout = nodeForExecutionId(data?.node)?.sgimReadout;
   if (!readout) return;
   const terms = Object.entries(data.terms ?? {});
@@ -424,6 +464,7 @@ const SETUP = {
 app.registerExtension({
   name: "sgim.nodes",
   setup() {
+    recordQueuedPrompts();
     api.addEventListener(LOSS_EVENT, onLoss);
     api.addEventListener("execution_interrupted", onInterrupted);
     api.addEventListener("execution_start", onExecutionStart);

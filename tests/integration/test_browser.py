@@ -100,7 +100,8 @@ def editor_state(frontend, mask: int) -> dict:
             const node = {APP}.graph.getNodeById(id); const editor = node.sgimLayerEditor;
             const prompt = (await {APP}.graphToPrompt()).output[String(id)].inputs;
             return {{drawn: editor.drawn, info: editor.info && editor.info.num_ws, message: editor.message,
-                     note: editor.note, preset: prompt.preset, weights: prompt.weights}};
+                     note: editor.note, warning: editor.warning, barsTop: editor.barsTop,
+                     preset: prompt.preset, weights: prompt.weights}};
         }}""", mask)
 
 
@@ -182,10 +183,13 @@ def test_layer_mask_editor_after_a_generator_change_draws_what_is_sent(frontend,
     weights = json.loads(state["weights"])
     assert state["preset"] == "custom" and len(weights) == 6 and state["drawn"] == weights
     assert "resampled from 8 to 6" in state["note"]
+    assert state["barsTop"] >= 6 + 14  # the note has its own strip: the bars start below it, none is hidden
     assert server_freedom(server, names["generator16"], state["preset"], state["weights"]) == "ok"  # the run works
     frontend.page.screenshot(path=str(shots / "layer_mask_after_generator_change.png"))
-    # a preset again on the new generator: drawn = the server's preset layers
+    # a preset again on the new generator: drawn = the server's preset layers, and the note is gone
     set_widget(frontend, mask, "preset", "coarse")
+    state = editor_state(frontend, mask)
+    assert state["note"] == "" and state["barsTop"] == 4 and state["warning"] == ""
     info = frontend.page.evaluate("async (n) => (await (await fetch(`/sgim/generator_info?name=${n}`)).json())",
                                   names["generator16"])
     assert editor_state(frontend, mask)["drawn"] == info["groups"]["coarse"]
@@ -402,3 +406,73 @@ def test_sound_and_text_example_after_a_run_has_no_node_over_another(frontend, s
             if a["id"] != b["id"]:
                 apart = a["x1"] <= b["x0"] or b["x1"] <= a["x0"] or a["y1"] <= b["y0"] or b["y1"] <= a["y0"]
                 assert apart, f"after a run node {a['id']} ({a['type']}) overlaps node {b['id']} ({b['type']}): {a} {b}"
+
+
+def test_layer_mask_editor_warns_at_once_about_a_preset_that_frees_no_layer(frontend, server, shots):
+    """The tiny StyleGAN3 (32 px) has no fine layer: 'fine' would freeze everything. The editor says so
+    as soon as the preset is picked (the server refuses it only at Run), and the warning goes with it."""
+    frontend.open_workflow(json.loads(example_path("landscape_sound_edit").read_text()))
+    loader, mask = find_node(frontend, "SGIMLoadStyleGAN"), find_node(frontend, "SGIMLayerMask")
+    name = server.names["generator_sg3"]
+    set_widget(frontend, loader, "generator_name", name)
+    frontend.page.wait_for_function(f"(id) => {APP}.graph.getNodeById(id).sgimLayerEditor?.info?.num_ws === 8",
+                                    arg=mask, timeout=20_000)
+    set_widget(frontend, mask, "preset", "fine")
+    state = editor_state(frontend, mask)
+    assert state["drawn"] == [0] * 8 and f"preset 'fine' frees no layer of {name}" in state["warning"]
+    refused = server_freedom(server, name, "fine", state["weights"])
+    assert refused != "ok", refused  # what the editor foretells: the server refuses it at Run
+    frontend.page.wait_for_timeout(300)
+    frontend.page.screenshot(path=str(shots / "layer_mask_preset_frees_no_layer.png"))
+    frontend.page.evaluate(f"() => {APP}.graph.getNodeById({mask}).sgimLayerEditor.applyPreset('none')")
+    assert "these weights free no layer" in editor_state(frontend, mask)["warning"]
+    set_widget(frontend, mask, "preset", "middle")
+    state = editor_state(frontend, mask)
+    assert state["warning"] == "" and state["drawn"] == [0, 0, 0, 1, 1, 1, 1, 1]
+
+
+def test_missing_models_are_listed_with_our_folder_and_the_publishers_address(frontend, shots):
+    """The examples declare properties.models on their loaders; the test server has none of the files
+    under the examples' names, so the frontend lists them, in our folder, with the address to fetch."""
+    page = frontend.page
+    setting = "Comfy.Workflow.ShowMissingModelsWarning"
+    page.evaluate(f"async (key) => {{ await {APP}.extensionManager.setting.set(key, true); }}", setting)
+    try:
+        frontend.open_workflow(json.loads(example_path("face_edit_with_identity").read_text()))
+        page.wait_for_timeout(1500)
+        text = page.evaluate("() => document.body.innerText")
+        page.screenshot(path=str(shots / "missing_models.png"))
+    finally:
+        page.keyboard.press("Escape")
+        page.evaluate(f"async (key) => {{ await {APP}.extensionManager.setting.set(key, false); }}", setting)
+        page.wait_for_timeout(300)
+    for folder, name in (("stylegan", "ffhq.pkl"), ("sgim_identity", "model_ir_se50.pth"), ("sgim_clip", "ViT-B-32.pt")):
+        assert name in text and folder in text, (folder, name, text[:3000])
+    assert "Unknown" not in text
+
+
+def test_loss_readout_shows_only_the_prompts_this_tab_queued(frontend, server, shots):
+    """Node ids repeat across workflow tabs: a loss message carrying another prompt's id (another tab's or
+    another client's run) leaves the readout alone; one of a prompt queued here updates it."""
+    optimize = _prepare_run(frontend, server, steps=2, lr=0.0957)
+    page = frontend.page
+
+    def send(prompt_id, step, total):
+        page.evaluate(f"""([node, prompt_id, step, total]) => {{
+            const api = window.comfyAPI?.api?.api ?? {APP}.api;
+            api.dispatchEvent(new CustomEvent('sgim.loss', {{detail: {{node: String(node), prompt_id, step, total,
+                terms: {{total: 0.5, clip: 0.4, similarity: 0.1}}}}}}));
+        }}""", [optimize, prompt_id, step, total])
+        page.wait_for_timeout(200)
+        return readout(frontend, optimize)["text"].splitlines()[0]
+
+    assert send("a-prompt-queued-elsewhere", 1, 7) == "loss terms appear here while it runs"
+    page.evaluate(f"async () => {{ await {APP}.queuePrompt(0, 1); }}")
+    page.wait_for_function(
+        f"(id) => ({APP}.graph.getNodeById(id).sgimLossReadout?.textContent || '').startsWith('step 2/2')",
+        arg=optimize, timeout=120_000)
+    history = page.evaluate("async () => Object.keys(await (await fetch('/history?max_items=1')).json())")
+    assert history, "no prompt in the history"
+    assert send(history[-1], 3, 9) == "step 3/9"  # a prompt this tab queued
+    assert send("a-prompt-queued-elsewhere", 4, 7) == "step 3/9"
+    page.screenshot(path=str(shots / "loss_readout_prompt_keyed.png"))
