@@ -49,6 +49,8 @@ class AudioFeatures:
     values: dict[str, list[float]]
     smoothing_seconds: float = DEFAULT_SMOOTHING
     onset_times: list[float] = field(default_factory=list)  # detected onsets, seconds from the start
+    tempo: float | None = None  # BPM, once the beats are tracked (animate.beats.with_beats)
+    beat_times: list[float] = field(default_factory=list)  # seconds from the start, each on a frame
 
     def tensor(self, name: str) -> torch.Tensor:
         if name not in self.values:
@@ -56,8 +58,9 @@ class AudioFeatures:
         return torch.tensor(self.values[name], dtype=torch.float32)
 
     def to_json(self) -> str:
+        beats = {} if self.tempo is None else {"tempo": round(self.tempo, 3), "beat_times": self.beat_times}
         return json.dumps({"fps": self.timeline.fps, "start": self.timeline.start, "frames": self.timeline.frames,
-                           "smoothing_seconds": self.smoothing_seconds, "onset_times": self.onset_times,
+                           "smoothing_seconds": self.smoothing_seconds, "onset_times": self.onset_times, **beats,
                            **{name: [round(v, 5) for v in self.values[name]] for name in FEATURE_NAMES}})
 
 
@@ -270,4 +273,10 @@ def plot_features(features: AudioFeatures, width: int = 1024, lane_height: int =
     for t in features.onset_times:
         x = int(t / features.timeline.duration * width)
         draw.line([(x, lane_height), (x, 2 * lane_height - 1)], fill=(255, 120, 40))
+    if features.tempo is not None:  # beats: ticks along the top of the loudness lane, the tempo in its corner
+        for t in features.beat_times:
+            x = int(t / features.timeline.duration * width)
+            draw.line([(x, 0), (x, 10)], fill=(255, 255, 120))
+        label = f"tempo {features.tempo:.1f} BPM"
+        draw.text((width - 8 * len(label) - 4, 12), label, fill=(255, 255, 120))
     return np.asarray(image)
