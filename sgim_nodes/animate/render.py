@@ -104,17 +104,22 @@ class VideoWriter:
 
     def __init__(self, path: str | Path, timeline: Timeline, width: int, height: int,
                  audio: Iterator[torch.Tensor] | None = None, sample_rate: int = 0, channels: int = 0,
-                 crf: int = 18):
+                 crf: int = 18, threads: int | None = None, video_template=None):
         import av
 
         self.timeline = timeline
         self.container = av.open(str(path), mode="w", format="mp4")
         rate = frame_rate_fraction(timeline.fps)
-        self.video = self.container.add_stream("libx264", rate=rate)
-        self.video.width, self.video.height = width - width % 2, height - height % 2  # yuv420p needs even sizes
-        self.video.pix_fmt = "yuv420p"
-        self.video.options = {"crf": str(crf)}
-        self.video.codec_context.time_base = 1 / rate
+        self.encoding = video_template is None
+        if self.encoding:
+            self.video = self.container.add_stream("libx264", rate=rate)
+            self.video.width, self.video.height = width - width % 2, height - height % 2  # yuv420p: even sizes
+            self.video.pix_fmt = "yuv420p"
+            # x264's output depends on its thread count: a fixed count makes it the same on any machine
+            self.video.options = {"crf": str(crf), **({} if threads is None else {"threads": str(threads)})}
+            self.video.codec_context.time_base = 1 / rate
+        else:  # packets encoded elsewhere (segments of the same settings) are muxed by write_packets
+            self.video = self.container.add_stream_from_template(video_template)
         self.frames_written = 0
         self.audio = None
         if audio is not None:
@@ -140,6 +145,16 @@ class VideoWriter:
         if self.audio is not None:
             self._write_audio(self.timeline.audio_samples(self.sample_rate, self.frames_written))
 
+    def write_packets(self, packets, frames: int) -> None:
+        """Mux already encoded video packets (their pts/dts in this stream's time base, the
+        ``video_template`` one) standing for ``frames`` more frames, and the audio up to them."""
+        for packet in packets:
+            packet.stream = self.video
+            self.container.mux(packet)
+        self.frames_written += frames
+        if self.audio is not None:
+            self._write_audio(self.timeline.audio_samples(self.sample_rate, self.frames_written))
+
     def _write_audio(self, until: int) -> None:
         import av
 
@@ -161,7 +176,7 @@ class VideoWriter:
 
     def close(self) -> None:
         try:
-            for packet in self.video.encode(None):
+            for packet in self.video.encode(None) if self.encoding else ():
                 self.container.mux(packet)
             if self.audio is not None:
                 self._write_audio(self.audio_total)
