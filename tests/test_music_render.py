@@ -211,3 +211,27 @@ def test_two_torchrun_processes_write_the_same_video_as_one(tiny, tmp_path, priv
     assert np.array_equal(decoded_audio(videos[1]), decoded_audio(videos[2]))
     assert videos[1].read_bytes() == videos[2].read_bytes()  # and in fact the same file
     assert sorted(p.name for p in tmp_path.iterdir()) == ["n1.mp4", "n2.mp4", "render.py"]  # segments removed
+
+
+def test_flicker_follows_the_code_change_and_finds_a_flash(tiny, tmp_path):
+    from sgim_nodes.animate.flicker import flicker_of_video, measure_flicker, plot_flicker
+
+    generator = tiny["generator"]
+    trajectory = trajectory_of(tiny["track"], generator)  # keyframes every 2 s at 12 fps
+    frames = np.concatenate([to_uint8(images) for _, images in iter_frames(generator, trajectory, batch_size=8)])
+    stats = measure_flicker([frames[:40], frames[40:]], trajectory)
+    assert stats.pixel.shape == stats.code.shape == (87,)
+    ranks = lambda v: np.argsort(np.argsort(v))  # noqa: E731
+    assert np.corrcoef(ranks(stats.pixel), ranks(stats.code))[0, 1] > 0.5  # frames change as the codes do
+    assert stats.at_keyframe[[0, 23, 24, 47, 48, 86]].all() and stats.at_keyframe.sum() == 8  # 0, 24, 48, 72, 87
+    flashed = frames.copy()
+    flashed[30] = 255 - flashed[30]
+    spiky = measure_flicker([flashed], trajectory)
+    assert set(spiky.spikes()) >= {29, 30} and spiky.summary()["spikes"] >= 2
+    assert spiky.summary()["pixel_max"] > 5 * stats.summary()["pixel_p95"]
+    figure = plot_flicker(spiky)
+    assert figure.shape == (300, 900, 3) and figure.std() > 5
+    out = render_to_file(generator, trajectory, tmp_path / "v.mp4", batch_size=8)
+    encoded = flicker_of_video(out, trajectory)
+    # the encoder adds a little change of its own but keeps the same shape over time
+    assert np.corrcoef(encoded.pixel, stats.pixel)[0, 1] > 0.8
