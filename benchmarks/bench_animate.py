@@ -221,11 +221,8 @@ def render_worker(config: str, seconds: float, folder: Path, device: str) -> dic
 
 
 def spawn_render(config: str, seconds: float, folder: Path, processes: int, device: str) -> dict:
-    import os
-
-    port = 29400 + (os.getpid() + processes) % 500
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes),
-               "--master-port", str(port), __file__, "--render-worker", config, str(seconds), str(folder), device]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
+               __file__, "--render-worker", config, str(seconds), str(folder), device]
     out = subprocess.run(command, capture_output=True, text=True, timeout=7200, cwd=REPO)
     if out.returncode != 0:
         raise RuntimeError(f"render with {processes} processes failed:\n{out.stderr[-3000:]}")
@@ -323,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
                 r = spawn_render(config, render_seconds, Path(tmp), processes, str(device))
                 one = r if processes == 1 else one
                 speedup = one["wall_s"] / r["wall_s"] if one else float("nan")
-                print(f"| {config} ({r['resolution']} px) | {processes} | {r['wall_s']:.2f} | {r['s_per_music_s']:.3f} | "
+                print(f"| {config} ({r['resolution']} px) | {processes} | {r['wall_s']:.2f} | "
+                      f"{r['s_per_music_s']:.3f} | "
                       f"{speedup:.2f} |", flush=True)
                 if "flicker" in r:
                     flicker_rows.append((config, r["flicker"], r["figure"]))

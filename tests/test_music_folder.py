@@ -140,7 +140,7 @@ def test_a_killed_folder_render_resumes_where_it_stopped(models, tmp_path):
 
 
 TORCHRUN = r"""
-import sys
+import os, sys
 from pathlib import Path
 sys.path[:0] = [sys.argv[3]]
 import torch
@@ -155,6 +155,8 @@ request = MusicRenderRequest(Path(sys.argv[1]), Path(sys.argv[2]), Path(gen), Pa
 result = run_music_render(request, ranks=ranks)
 print("rank", ranks.rank, result.path)
 ranks.close()
+sys.stdout.flush()
+os._exit(0)  # gloo's threads may abort a normal interpreter teardown on a loaded machine
 """
 
 
@@ -165,10 +167,9 @@ def test_two_torchrun_processes_share_keyframe_chains_and_frames_and_match_one(m
     videos = {}
     for n in (1, 2):
         videos[n] = tmp_path / f"n{n}.mp4"
-        result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(n),
-                                 "--master-port", str(28500 + os.getpid() % 1000 + n), str(script), str(track),
-                                 str(videos[n]), str(REPO), str(models["generator"]), str(models["clip"]),
-                                 str(models["encoder"])], env={**os.environ, "OMP_NUM_THREADS": "1"},
+        result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                                 str(n), str(script), str(track), str(videos[n]), str(REPO), str(models["generator"]),
+                                 str(models["clip"]), str(models["encoder"])], env={**os.environ, "OMP_NUM_THREADS": "1"},
                                 capture_output=True, text=True, timeout=600, cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
     frames = decoded_frames(videos[1])

@@ -189,6 +189,8 @@ render_to_file(generator, trajectory, sys.argv[3], audio_path=sys.argv[1], batch
                ranks=ranks, private_segments=os.environ.get("PRIVATE") == "1")
 print("rank", ranks.rank, "of", ranks.world_size)
 ranks.close()
+sys.stdout.flush()
+os._exit(0)  # gloo's threads may abort a normal interpreter teardown on a loaded machine
 """
 
 
@@ -200,9 +202,10 @@ def test_two_torchrun_processes_write_the_same_video_as_one(tiny, tmp_path, priv
     videos = {}
     for n in (1, 2):
         videos[n] = tmp_path / f"n{n}.mp4"
-        result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(n),
-                                 "--master-port", str(29500 + os.getpid() % 1000 + n), str(script),
-                                 str(tiny["track"]), str(tiny["generator_path"]), str(videos[n]), str(REPO)],
+        # --standalone: a rendezvous on a free local port (other test sessions may hold fixed ones)
+        result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                                 str(n), str(script), str(tiny["track"]), str(tiny["generator_path"]), str(videos[n]),
+                                 str(REPO)],
                                 env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
         assert result.stdout.count("rank") == n
