@@ -115,7 +115,7 @@ def optimize_latent(generator, clip, targets: torch.Tensor, source_ws: torch.Ten
                     truncation: float = 0.7, noise_mode: str = "const", cosine_scale: float = 1.0,
                     return_images: bool = True, autocast: str | None = None, channels_last: bool | None = None,
                     compile: bool = False, modulation: str | None = "activation",
-                    reuse_cpu_memory: bool = True, init_ws: torch.Tensor | None = None) -> OptimizeResult:
+                    reuse_cpu_memory: bool = False, init_ws: torch.Tensor | None = None) -> OptimizeResult:
     """Optimise W+ codes so the generated images move toward CLIP-space ``targets``.
 
     generator   from ``sgim_nodes.stylegan`` (``synthesis``, ``mapping``, ``num_ws``, ``w_dim``, ``w_avg``).
@@ -142,7 +142,9 @@ def optimize_latent(generator, clip, targets: torch.Tensor, source_ws: torch.Ten
     compile     wrap rendering + CLIP in ``torch.compile`` (per call; on this 2-core CPU it took
                 minutes to compile and ran slower than eager, so it is off by default).
     reuse_cpu_memory  on CPU, keep freed activation memory mapped between steps instead of page-faulting
-                it in again every step (``sgim_nodes.memory``; about half the step time at 1024 px).
+                it in again every step (``sgim_nodes.memory``; about half the step time at 1024 px). Off
+                by default: it changes process-wide allocator settings, so jobs leave it to their run
+                (``Run.cpu_memory``), which only the command line's run turns on.
     init_ws     edit mode only: where the optimisation starts (``[B, num_ws, w_dim]``), while the
                 similarity term still pulls toward ``source_ws`` (warm starts, e.g. the keyframes of
                 ``sgim_nodes.animate``). Default: start at the source.

@@ -146,7 +146,7 @@ def project_image(generator, image, *, distance: str = "lpips", lpips: LPIPSVGG 
                   noise_weight: float = NOISE_WEIGHT, fit: str = "crop", tune_steps: int = 0,
                   tune_lr: float = TUNE_LR, tune_pixel_weight: float = 1.0, seed: int = 0,
                   callback: Callable[[ProjectStep], None] | None = None, preview_every: int = 0,
-                  reuse_cpu_memory: bool = True) -> ProjectResult:
+                  reuse_cpu_memory: bool = False) -> ProjectResult:
     """Project ``image`` (any picture or batch, see :mod:`.image`) into ``generator``'s W (+W+) and
     optionally tune a copy of the generator around the result (see the module doc).
 
