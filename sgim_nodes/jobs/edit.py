@@ -176,9 +176,8 @@ def build_targets(request: EditRequest, clip, run: Run) -> Embedding:
             vector = embed_audio(encoder, waveform, rate, hop_seconds=request.hop_seconds,
                                  start_seconds=request.start_seconds, end_seconds=request.end_seconds)[:1]
             parts.append(single_embedding(vector, f"audio:{Path(path).name}"))
-    if request.text:
-        for prompt, vector in zip(request.text, clip.encode_text(request.text)):
-            parts.append(single_embedding(vector[None], f"text:{prompt}"))
+    for prompt in request.text:  # one at a time, as Embed Text does: a batch may round differently
+        parts.append(single_embedding(clip.encode_text([prompt]), f"text:{prompt}"))
     weights = request.weights if request.weights is not None else [1.0] * len(parts)
     if len(weights) != len(parts):
         raise ParameterError(f"weights: got {len(weights)} weights for {len(parts)} targets (audio first, then "

@@ -36,8 +36,13 @@ class TrackAudio:
         """A track in memory, ``[channels, T]`` (the first clip of a ``[B, C, T]`` batch)."""
         waveform = waveform[0] if waveform.dim() == 3 else waveform
         rate = int(sample_rate)
-        return cls(lambda start, seconds: waveform[:, int(round(start * rate)):int(round((start + seconds) * rate))],
-                   rate, waveform.shape[-1] / rate, waveform.shape[0])
+
+        def read(start: float, seconds: float) -> torch.Tensor:  # zero-padded past the end, as a file's read is
+            first, need = max(0, int(round(start * rate))), int(round(seconds * rate))
+            piece = waveform[:, first:first + need]
+            return torch.nn.functional.pad(piece, (0, need - piece.shape[-1])) if piece.shape[-1] < need else piece
+
+        return cls(read, rate, waveform.shape[-1] / rate, waveform.shape[0])
 
     @classmethod
     def of_file(cls, path) -> "TrackAudio":
