@@ -97,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _missing_message(missing: list[tuple[str, str]], why: str) -> str:
+def missing_models_message(missing: list[tuple[str, str]], why: str = "not given") -> str:
     """One short block: which files are missing and the exact commands that fetch them."""
     lines = [f"{why}; these model files are needed and missing (models folder {models_dir()}):"]
     for arg, default_name in missing:
@@ -122,10 +122,10 @@ def fetch_missing_models(missing: list[tuple[str, str]], offline_requested: bool
     from .download import download
 
     if offline_requested or offline():
-        raise ParameterError(_missing_message(missing, "offline, so nothing was downloaded"))
+        raise ParameterError(missing_models_message(missing, "offline, so nothing was downloaded"))
     manual = [(arg, name) for arg, name in missing if model_source(KNOWN_MODELS[name]).url is None]
     if manual:
-        raise ParameterError(_missing_message(manual, "no direct download address"))
+        raise ParameterError(missing_models_message(manual, "no direct download address"))
     print(f"[sgim] first use: downloading {len(missing)} model file(s) into {models_dir()}", file=sys.stderr)
     paths = {}
     for arg, name in missing:
@@ -133,7 +133,7 @@ def fetch_missing_models(missing: list[tuple[str, str]], offline_requested: bool
             paths[arg] = download(KNOWN_MODELS[name])
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise ParameterError(_missing_message(missing, f"download failed ({reason})")) from None
+            raise ParameterError(missing_models_message(missing, f"download failed ({reason})")) from None
     return paths
 
 

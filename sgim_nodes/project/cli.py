@@ -54,13 +54,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def _find(folder: str, given: str | None, known: str, arg: str) -> Path:
     from ..models import KNOWN_MODELS, find_model_file
-    from ..pipeline import _missing_message
+    from ..pipeline import missing_models_message
 
     found = find_model_file(folder, given, KNOWN_MODELS[known].filename)
     if found is None:
         if given:
             raise ParameterError(f"--{arg}: file not found: {given}", parameter=arg)
-        raise ParameterError(_missing_message([(arg, known)]), parameter=arg)
+        raise ParameterError(missing_models_message([(arg, known)]), parameter=arg)
     return found
 
 
