@@ -17,6 +17,7 @@ from ..project.options import TUNE_LR
 from .run import Run
 
 NOISE_CHOICES = {"auto": None, "on": True, "off": False}
+PHASE_NAMES = {"w": "projecting (W)", "wplus": "projecting (W+)", "tune": "tuning"}
 
 
 def wplus_learning_rate(lr: float, wplus_lr: float | None = None) -> float:
@@ -84,9 +85,10 @@ def run_projection(request: ProjectRequest, run: Run) -> ProjectOutcome:
 
     def on_step(info):
         run.check_cancel()
+        new_phase = not history or history[-1]["phase"] != info.phase
         history.append({"phase": info.phase, "loss": info.loss})
         run.progress(info.step, total, preview=info.preview, terms={f"{info.phase} loss": info.loss},
-                     text=f"{info.phase} step {info.step}/{total}  loss {info.loss:.4f}")
+                     text=PHASE_NAMES[info.phase] if new_phase else None)
 
     image = request.image.clone() if isinstance(request.image, torch.Tensor) else request.image
     with torch.inference_mode(False), torch.enable_grad(), run.cpu_memory():
