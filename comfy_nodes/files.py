@@ -3,11 +3,10 @@ StyleGAN W+ code, named so nobody mixes them up), and the old node ids of those 
 
 from __future__ import annotations
 
-import json
 import os
 
-from .host import CATEGORY_ROOT, file_signature, folder_paths, input_directory, library_errors, node_error, \
-    output_directory, wplus_value
+from .host import (CATEGORY_ROOT, file_signature, input_directory, library_errors, node_error, output_directory,
+                   save_path, workflow_metadata, wplus_value)
 from .latent_edits import SGIMStyleGANDecode
 
 W_PLUS_FOLDER = "sgim_wplus"  # subfolder of ComfyUI's input folder that Load W+ Code lists
@@ -53,38 +52,6 @@ class SGIMSaveWPlus:
                        "wplus": [{"filename": file_name, "subfolder": subfolder, "type": "output"}]}}
 
 
-def save_path(filename_prefix: str, out_dir: str):
-    """``(folder, file name, next counter, subfolder, prefix)`` as core's savers compute it."""
-    fp = folder_paths()
-    if fp is not None:
-        return fp.get_save_image_path(filename_prefix, out_dir)
-    prefix = os.path.normpath(filename_prefix)  # without ComfyUI: the same rules, no %date% variables
-    folder = os.path.join(out_dir, os.path.dirname(prefix))
-    if os.path.commonpath((os.path.abspath(out_dir), os.path.abspath(folder))) != os.path.abspath(out_dir):
-        raise ValueError("saving outside the output folder is not allowed")
-    name = os.path.basename(prefix)
-    taken = [int(f[len(name) + 1:].split("_")[0]) for f in (os.listdir(folder) if os.path.isdir(folder) else [])
-             if f.startswith(name + "_") and f[len(name) + 1:].split("_")[0].isdigit()]
-    return folder, name, max(taken, default=0) + 1, os.path.dirname(prefix), filename_prefix
-
-
-def workflow_metadata(prompt, extra_pnginfo) -> dict[str, str]:
-    """The prompt and workflow as core's savers embed them (none with --disable-metadata)."""
-    try:
-        from comfy.cli_args import args  # type: ignore[import-not-found]
-
-        if args.disable_metadata:
-            return {}
-    except ImportError:
-        pass
-    metadata = {}
-    if prompt is not None:
-        metadata["prompt"] = json.dumps(prompt)
-    for key, value in (extra_pnginfo or {}).items():
-        metadata[key] = json.dumps(value)
-    return metadata
-
-
 def wplus_file_list() -> list[str]:
     """The .safetensors in input/sgim_wplus (one folder: no walk through the output tree)."""
     folder = os.path.join(input_directory(), W_PLUS_FOLDER)
@@ -92,10 +59,6 @@ def wplus_file_list() -> list[str]:
         return []
     return sorted(f for f in os.listdir(folder) if f.endswith(".safetensors")
                   and os.path.isfile(os.path.join(folder, f)))
-
-
-def wplus_file_path(name: str) -> str:
-    return os.path.join(input_directory(), W_PLUS_FOLDER, os.path.basename(name))
 
 
 class SGIMLoadWPlus:
@@ -107,36 +70,37 @@ class SGIMLoadWPlus:
     OUTPUT_TOOLTIPS = ("The saved W+ code(s).",)
     FUNCTION = "load"
 
+    INPUT = "w_plus_file"
+
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"w_plus_file": (wplus_file_list(), {
+        return {"required": {cls.INPUT: (wplus_file_list(), {
             "tooltip": f"A .safetensors written by Save W+ Code, in input/{W_PLUS_FOLDER}/."})}}
 
     @classmethod
-    def IS_CHANGED(cls, w_plus_file):
-        path = wplus_file_path(w_plus_file)
-        if not os.path.isfile(path):
-            return float("nan")
-        mtime, size = file_signature(path)
-        return f"{mtime}:{size}"
+    def path(cls, name: str) -> str:
+        return os.path.join(input_directory(), W_PLUS_FOLDER, os.path.basename(name))
 
     @classmethod
-    def VALIDATE_INPUTS(cls, w_plus_file):
-        if not os.path.isfile(wplus_file_path(w_plus_file)):
-            return f"{w_plus_file!r} is not in input/{W_PLUS_FOLDER}/"
+    def IS_CHANGED(cls, **inputs):
+        path = cls.path(inputs[cls.INPUT])
+        return "{}:{}".format(*file_signature(path)) if os.path.isfile(path) else float("nan")
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, **inputs):  # named here, so ComfyUI leaves the check of the value to us
+        if not os.path.isfile(cls.path(inputs[cls.INPUT])):
+            return f"{inputs[cls.INPUT]!r} is not in input/{W_PLUS_FOLDER}/"
         return True
 
     def load(self, w_plus_file):
         from ..sgim_nodes.latents import load_wplus
 
         with library_errors(self):
-            ws, generator_name, _ = load_wplus(wplus_file_path(w_plus_file))
+            ws, generator_name, _ = load_wplus(self.path(w_plus_file))
         return (wplus_value(ws, generator_name),)
 
 
-# --------------------------------------------------------------------------------------------
 # Old node ids, so that saved workflows keep loading and running; hidden from search (DEPRECATED).
-# --------------------------------------------------------------------------------------------
 
 class SGIMDecode(SGIMStyleGANDecode):
     DEPRECATED = True
@@ -151,32 +115,13 @@ class SGIMSaveLatent(SGIMSaveWPlus):
 class SGIMLoadLatent(SGIMLoadWPlus):
     DEPRECATED = True
     DESCRIPTION = "Old id of Load W+ Code (SGIM); kept so that saved workflows still run."
+    INPUT = "latent_file"  # the old input name, so old workflows' widget values still apply
 
     @classmethod
-    def INPUT_TYPES(cls):  # the old input name, so old workflows' widget values still apply
-        return {"required": {"latent_file": (wplus_file_list(), {
-            "tooltip": f"A .safetensors written by Save W+ Code, in input/{W_PLUS_FOLDER}/."})}}
+    def path(cls, name: str) -> str:  # also the old "name [output]" values, not in today's list
+        from ..sgim_nodes.latents import legacy_wplus_path
 
-    @classmethod
-    def IS_CHANGED(cls, latent_file):
-        path = legacy_latent_path(latent_file)
-        return f"{file_signature(path)}" if os.path.isfile(path) else float("nan")
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, latent_file):  # also the old "name [output]" values, not in today's list
-        if not os.path.isfile(legacy_latent_path(latent_file)):
-            return f"{latent_file!r} not found (Load W+ Code reads input/{W_PLUS_FOLDER}/)"
-        return True
+        return legacy_wplus_path(name, input_directory(), output_directory(), W_PLUS_FOLDER)
 
     def load(self, latent_file):
-        from ..sgim_nodes.latents import load_wplus
-
-        with library_errors(self):
-            ws, generator_name, _ = load_wplus(legacy_latent_path(latent_file))
-        return (wplus_value(ws, generator_name),)
-
-
-def legacy_latent_path(name: str) -> str:
-    from ..sgim_nodes.latents import legacy_wplus_path
-
-    return legacy_wplus_path(name, input_directory(), output_directory(), W_PLUS_FOLDER)
+        return super().load(latent_file)

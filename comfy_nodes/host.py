@@ -27,6 +27,7 @@ Values passed between nodes (all on the CPU, never modified by a consumer):
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import threading
@@ -118,6 +119,38 @@ def output_directory() -> str:
 def input_directory() -> str:
     fp = folder_paths()
     return fp.get_input_directory() if fp is not None else os.path.join(os.getcwd(), "input")
+
+
+def save_path(filename_prefix: str, out_dir: str):
+    """``(folder, file name, next counter, subfolder, prefix)`` as core's savers compute it."""
+    fp = folder_paths()
+    if fp is not None:
+        return fp.get_save_image_path(filename_prefix, out_dir)
+    prefix = os.path.normpath(filename_prefix)  # without ComfyUI: the same rules, no %date% variables
+    folder = os.path.join(out_dir, os.path.dirname(prefix))
+    if os.path.commonpath((os.path.abspath(out_dir), os.path.abspath(folder))) != os.path.abspath(out_dir):
+        raise ValueError("saving outside the output folder is not allowed")
+    name = os.path.basename(prefix)
+    taken = [int(f[len(name) + 1:].split("_")[0]) for f in (os.listdir(folder) if os.path.isdir(folder) else [])
+             if f.startswith(name + "_") and f[len(name) + 1:].split("_")[0].isdigit()]
+    return folder, name, max(taken, default=0) + 1, os.path.dirname(prefix), filename_prefix
+
+
+def workflow_metadata(prompt, extra_pnginfo) -> dict[str, str]:
+    """The prompt and workflow as core's savers embed them (none with --disable-metadata)."""
+    try:
+        from comfy.cli_args import args  # type: ignore[import-not-found]
+
+        if args.disable_metadata:
+            return {}
+    except ImportError:
+        pass
+    metadata = {}
+    if prompt is not None:
+        metadata["prompt"] = json.dumps(prompt)
+    for key, value in (extra_pnginfo or {}).items():
+        metadata[key] = json.dumps(value)
+    return metadata
 
 
 def torch_device() -> torch.device:
@@ -401,6 +434,29 @@ def models_on_device(models, device: torch.device) -> list:
 def on_device(model, device: torch.device):
     """``model`` on ``device`` (see :func:`models_on_device`); call it right before running the model."""
     return models_on_device([model], device)[0]
+
+
+class FileLoader:
+    """Common behaviour of the loaders: a combo of files, loading outside inference mode, IS_CHANGED by
+    file (ComfyUI caches the output while the file is unchanged)."""
+
+    FOLDER = ""
+    INPUT_NAME = ""
+
+    @classmethod
+    def IS_CHANGED(cls, **inputs):
+        fp_name = inputs.get(cls.INPUT_NAME)
+        try:
+            path = model_file_path(cls.FOLDER, fp_name, cls.__name__, cls.INPUT_NAME)
+        except SGIMError:
+            return float("nan")  # validation reports the missing file
+        mtime, size = file_signature(path)
+        return f"{mtime}:{size}"
+
+    def _load(self, name: str, load, node_title: str):
+        path = model_file_path(self.FOLDER, name, node_title, self.INPUT_NAME)
+        with library_errors(self):
+            return load_model(load, path)
 
 
 # The Layer Mask editor asks for a generator's layout; only these small facts are remembered

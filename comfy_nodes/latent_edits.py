@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-import torch
 
-from ..sgim_nodes.optimize.rules import LayerFreedom, preset_freedom
+from ..sgim_nodes.optimize.rules import LayerFreedom
 from .host import (CATEGORY_ROOT, check_wplus, job_run, library_errors, models_on_device, node_title, on_device,
                    to_comfy_image, torch_device, wplus_value)
 
@@ -169,19 +168,12 @@ class SGIMStyleMix:
 
     def mix(self, wplus_a, wplus_b, layers_from_b="fine", custom_layers="", layer_mask=None):
         from ..sgim_nodes.latents import style_mix
-        from ..sgim_nodes.optimize.layer_mask import parse_layer_list
+        from ..sgim_nodes.optimize.rules import blend_weights
 
-        ws_a, ws_b = wplus_a["ws"], wplus_b["ws"]
-        num_ws = ws_a.shape[1]
         with library_errors(self):
-            if layers_from_b != "custom":
-                blend = torch.tensor(preset_freedom(layers_from_b, num_ws, wplus_a.get("ws_resolutions")))
-            elif layer_mask is not None:
-                blend = layer_mask.blend()
-            else:
-                blend = torch.zeros(num_ws)
-                blend[parse_layer_list(custom_layers, num_ws)] = 1.0
-            mixed = style_mix(ws_a, ws_b, blend)
+            blend = blend_weights(layers_from_b, wplus_a["ws"].shape[1], wplus_a.get("ws_resolutions"), layer_mask,
+                                  custom_layers)
+            mixed = style_mix(wplus_a["ws"], wplus_b["ws"], blend)
         return (wplus_value(mixed, wplus_a.get("generator", ""), wplus_a.get("ws_resolutions")),)
 
 

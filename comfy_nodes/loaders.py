@@ -2,35 +2,10 @@
 
 from __future__ import annotations
 
-from ..sgim_nodes.errors import SGIMError
-from .host import (CATEGORY_ROOT, file_signature, library_errors, load_generator_file, load_model, model_file_list,
-                   model_file_path)
+from .host import CATEGORY_ROOT, FileLoader, load_generator_file, model_file_list
 
 
-class _Loader:
-    """Common behaviour of the four loaders: a combo of files, loading outside inference mode, IS_CHANGED by
-    file (ComfyUI caches the output while the file is unchanged)."""
-
-    FOLDER = ""
-    INPUT_NAME = ""
-
-    @classmethod
-    def IS_CHANGED(cls, **inputs):
-        fp_name = inputs.get(cls.INPUT_NAME)
-        try:
-            path = model_file_path(cls.FOLDER, fp_name, cls.__name__, cls.INPUT_NAME)
-        except SGIMError:
-            return float("nan")  # validation reports the missing file
-        mtime, size = file_signature(path)
-        return f"{mtime}:{size}"
-
-    def _load(self, name: str, load, node_title: str):
-        path = model_file_path(self.FOLDER, name, node_title, self.INPUT_NAME)
-        with library_errors(self):
-            return load_model(load, path)
-
-
-class SGIMLoadStyleGAN(_Loader):
+class SGIMLoadStyleGAN(FileLoader):
     FOLDER, INPUT_NAME = "stylegan", "generator_name"
     DESCRIPTION = ("Loads a StyleGAN2 or StyleGAN3 generator from models/stylegan (rosinality .pt; NVlabs "
                    "stylegan2-ada / stylegan3 .pkl and TensorFlow StyleGAN2 .pkl, read without running their code; "
@@ -50,7 +25,7 @@ class SGIMLoadStyleGAN(_Loader):
         return (self._load(generator_name, load_generator_file, "Load StyleGAN"),)
 
 
-class SGIMLoadAudioEncoder(_Loader):
+class SGIMLoadAudioEncoder(FileLoader):
     FOLDER, INPUT_NAME = "sgim_audio_encoders", "encoder_name"
     DESCRIPTION = ("Loads an audio encoder that maps sound into a CLIP space (the paper's "
                    "resnet18_57.pth, or a .safetensors trained with `python -m sgim_nodes train`).")
@@ -75,7 +50,7 @@ class SGIMLoadAudioEncoder(_Loader):
         return (self._load(encoder_name, load, "Load Audio Encoder"),)
 
 
-class SGIMLoadCLIP(_Loader):
+class SGIMLoadCLIP(FileLoader):
     FOLDER, INPUT_NAME = "sgim_clip", "clip_name"
     DESCRIPTION = ("Loads a CLIP model (OpenAI ViT-B-32.pt, read without running its TorchScript "
                    "code, or an open_clip state dict) from models/sgim_clip. Nothing is downloaded.")
@@ -108,7 +83,7 @@ class SGIMLoadCLIP(_Loader):
         return (self._load(clip_name, load, "Load CLIP"),)
 
 
-class SGIMLoadIdentityModel(_Loader):
+class SGIMLoadIdentityModel(FileLoader):
     FOLDER, INPUT_NAME = "sgim_identity", "identity_name"
     DESCRIPTION = ("Loads the ArcFace IR-SE50 face-identity network (model_ir_se50.pth) used by the "
                    "identity loss of face edits; connect it to Optimize Latent and set lambda_id > 0.")
@@ -132,7 +107,7 @@ class SGIMLoadIdentityModel(_Loader):
         return (self._load(identity_name, load, "Load Identity Model"),)
 
 
-class SGIMLoadVGG(_Loader):
+class SGIMLoadVGG(FileLoader):
     FOLDER, INPUT_NAME = "sgim_vgg", "vgg_name"
     DESCRIPTION = ("Loads VGG16 (torchvision's vgg16-397923af.pth, read with weights_only) for the LPIPS "
                    "distance of Project Image; the calibrated LPIPS layers come from the lpips package.")

@@ -170,3 +170,18 @@ class LayerFreedom:
 
     def blend(self) -> torch.Tensor:
         return torch.tensor(self.freedom, dtype=torch.float32)
+
+
+def blend_weights(layers: str, num_ws: int, ws_resolutions: Sequence[float] | None = None,
+                  freedom: LayerFreedom | None = None, custom: str = "") -> torch.Tensor:
+    """Style Mix's per-layer weights toward its second code: a preset's layers, or with ``layers="custom"``
+    a layer freedom, else the layer list ``custom`` ("0-3, 8")."""
+    from .layer_mask import parse_layer_list
+
+    if layers != "custom":
+        return torch.tensor(preset_freedom(layers, num_ws, ws_resolutions))
+    if freedom is not None:
+        return freedom.blend()
+    blend = torch.zeros(num_ws)
+    blend[parse_layer_list(custom, num_ws)] = 1.0
+    return blend
