@@ -17,8 +17,10 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if ("%(default)" in text or not action.option_strings or default is None or default is False
-                or default is argparse.SUPPRESS or default == []):
+        # A help that already states its default, or a flag (store_true/false: its "default" is only
+        # the absence of the flag, "(default: True)" for --no-x misleads), gets nothing appended.
+        if ("%(default)" in text or "default" in text or not action.option_strings or default is None
+                or isinstance(default, bool) or default is argparse.SUPPRESS or default == []):
             return text
         return f"{text} (default: %(default)s)".strip()
 

@@ -44,13 +44,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="optimiser steps of the first keyframe")
     p.add_argument("--keyframe-steps", type=int, default=defaults.DEFAULT_KEYFRAME_STEPS,
                    help="steps of each later keyframe (warm-started from the previous one)")
-    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate of the keyframe optimiser")
     p.add_argument("--lambda-sim", type=float, default=0.002, help="how strongly codes stay near the source")
     p.add_argument("--truncation", type=float, default=0.7, help="truncation of the random source code")
     p.add_argument("--mask", help="layer freedom: a preset (all, coarse, middle, fine) or one number per W+ layer "
                                   "'f0,f1,...' in [0, 1] (0 = frozen, 1 = free), as edit's --mask")
     p.add_argument("--source-latent", type=Path, help="W+ file of the source image (default: random from --seed)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random source code (without --source-latent)")
     p.add_argument("--reactivity", type=float, default=defaults.DEFAULT_REACTIVITY,
                    help="how much the image pulses with loudness and onsets (0 = none)")
     p.add_argument("--no-band-layers", dest="band_layers", action="store_false",

@@ -1,6 +1,6 @@
 """``python -m sgim_nodes project IMAGE --generator G --out CODE.safetensors [--tune]``.
 
-Writes the W+ code (our W+ file: ``edit --source-latent CODE.safetensors`` and the Load Latent node read
+Writes the W+ code (our W+ file: ``edit --source-latent CODE.safetensors`` and the Load W+ Code node read
 it) and ``CODE_projection.png`` (the code rendered). With ``--tune`` (or ``--noise on``) the generator
 that renders the fit is a modified copy, written as ``CODE_generator.safetensors`` (``--tuned-generator``
 to choose); edit with it: ``edit --generator CODE_generator.safetensors --source-latent CODE.safetensors``.
@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tune-lr", type=float, default=TUNE_LR, help=f"tuning learning rate (default {TUNE_LR})")
     p.add_argument("--tuned-generator", type=Path, help="where to write the tuned generator "
                                                         "(default: <out>_generator.safetensors)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random draws (the starting noise maps)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     p.add_argument("--lean-memory", action="store_true", help="CPU: give freed memory back every step (lower peak, slower)")
     return p
