@@ -64,9 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if name == "test":
         return _run_tests(rest)
+    from .cli_help import command_flags
     from .errors import run_command
 
-    return run_command(importlib.import_module(COMMANDS[name][0]).main, rest)
+    module = importlib.import_module(COMMANDS[name][0])
+    return run_command(module.main, rest, command_flags(module))
 
 
 def train_entry() -> int:

@@ -19,6 +19,10 @@ from . import defaults
 from .defaults import DEFAULT_BATCH
 
 
+# Library parameters named otherwise than the flag that sets them (the rest follow the flags' dests).
+FLAG_FOR_PARAMETER = {"prompt_schedule": "--prompts"}
+
+
 def _parser() -> argparse.ArgumentParser:
     from ..cli_help import command_parser
     from ..models import launcher
