@@ -47,9 +47,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def check_output_file(path: str | os.PathLike, parameter: str = "out") -> Path:
+def check_output_file(path: str | os.PathLike, parameter: str = "out", *, create_folders: bool = True) -> Path:
     """Before any work: ``path`` can be written as a file (not a folder, parent creatable, a name the
-    file system takes), so a long run never ends by failing to save its result."""
+    file system takes), so a long run never ends by failing to save its result. With
+    ``create_folders=False`` (the commands' ``--out``) a missing folder is refused, naming it, rather
+    than created silently (a typo in a folder name would otherwise scatter results)."""
     from .errors import ParameterError
     from .limits import check_file_name
 
@@ -58,6 +60,12 @@ def check_output_file(path: str | os.PathLike, parameter: str = "out") -> Path:
         raise ParameterError(f"{parameter}: {path} is an existing folder; give a file name for the result",
                              parameter=parameter)
     check_file_name(parameter, path.name)
+    if not create_folders and not path.parent.exists():
+        missing = path.parent
+        while not missing.parent.exists():
+            missing = missing.parent
+        raise ParameterError(f"{parameter}: the folder {missing} does not exist; create it first "
+                             f"(mkdir -p {path.parent}) or give a path in an existing folder", parameter=parameter)
     for parent in [path.parent, *path.parent.parents]:
         if parent.exists():
             if not parent.is_dir():

@@ -161,11 +161,13 @@ def _check_arguments(args: argparse.Namespace) -> None:
         from .latents import load_wplus
 
         load_wplus(args.source_latent)
-    out = check_output_file(args.out, "--out")
+    if any(not text.strip() for text in args.text):
+        raise ParameterError("--text: a prompt is empty; give words (or leave --text out)", parameter="text")
+    out = check_output_file(args.out, "--out", create_folders=False)
     stem = out.with_suffix("")
     for extra in (stem.with_name(stem.name + "_source" + out.suffix), stem.with_name(stem.name + "_wplus.safetensors"),
                   out.with_name(f"{out.stem}_0{out.suffix}")):
-        check_output_file(extra, "--out")
+        check_output_file(extra, "--out", create_folders=False)
 
 
 def request_from_args(args: argparse.Namespace):

@@ -77,8 +77,14 @@ def request_from_args(args: argparse.Namespace):
     from ..models import KNOWN_MODELS, find_model_file
     from ..pipeline import DEFAULT_FILES, fetch_missing_models
 
+    from ..fileio import check_output_file
+
     if args.text and args.prompts:
         raise ParameterError("give --text or --prompts, not both")
+    for flag, given in (("--text", args.text), ("--prompts", args.prompts)):
+        if given is not None and not given.strip():
+            raise ParameterError(f"{flag}: the prompt is empty; give words (or leave {flag} out)")
+    check_output_file(args.out, "--out", create_folders=False)  # before the models are looked for
     paths, missing = {}, []
     for arg in ("generator", "clip", "encoder"):
         folder, default_name = DEFAULT_FILES[arg]

@@ -74,6 +74,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if Path(args.out).suffix != ".safetensors":
         raise ParameterError(f"--out: expected a .safetensors file name, got {args.out}", parameter="out")
+    from ..fileio import check_output_file
+
+    out = check_output_file(args.out, "--out", create_folders=False)  # every output, before any work
+    check_output_file(out.with_name(out.stem + "_projection.png"), "--out", create_folders=False)
+    if args.tuned_generator is not None:
+        check_output_file(args.tuned_generator, "--tuned-generator", create_folders=False)
     pictures = read_pictures(args.image)  # a typo in a picture's name stops before the models are looked for
     generator = _find("stylegan", args.generator, "landscape", "generator")
     vgg = _find(VGG_FOLDER, args.vgg, "vgg16", "vgg") if args.distance == "lpips" else None
