@@ -52,16 +52,23 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _find(folder: str, given: str | None, known: str, arg: str) -> Path:
+def _find_all(wanted: list[tuple[str, str | None, str, str]]) -> dict[str, Path]:
+    """``{arg: path}`` of ``[(folder, given, known default, arg)]``; missing known defaults are fetched
+    on first use, as ``edit`` does (``$SGIM_OFFLINE`` turns that into the missing-models message)."""
     from ..models import KNOWN_MODELS, find_model_file
-    from ..pipeline import missing_models_message
+    from ..pipeline import fetch_missing_models
 
-    found = find_model_file(folder, given, KNOWN_MODELS[known].filename)
-    if found is None:
-        if given:
+    paths, missing = {}, []
+    for folder, given, known, arg in wanted:
+        found = find_model_file(folder, given, KNOWN_MODELS[known].filename)
+        if found is None and given:
             raise ParameterError(f"--{arg}: file not found: {given}", parameter=arg)
-        raise ParameterError(missing_models_message([(arg, known)]), parameter=arg)
-    return found
+        if found is None:
+            missing.append((arg, known))
+        paths[arg] = found
+    if missing:
+        paths.update(fetch_missing_models(missing))
+    return paths
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,9 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.tuned_generator is not None:
         check_output_file(args.tuned_generator, "--tuned-generator", create_folders=False)
     pictures = read_pictures(args.image)  # a typo in a picture's name stops before the models are looked for
-    generator = _find("stylegan", args.generator, "landscape", "generator")
-    vgg = _find(VGG_FOLDER, args.vgg, "vgg16", "vgg") if args.distance == "lpips" else None
-    clip = _find("sgim_clip", args.clip, "clip-vit-b-32", "clip") if args.distance == "clip" else None
+    wanted = [("stylegan", args.generator, "landscape", "generator")]
+    if args.distance == "lpips":
+        wanted.append((VGG_FOLDER, args.vgg, "vgg16", "vgg"))
+    if args.distance == "clip":
+        wanted.append(("sgim_clip", args.clip, "clip-vit-b-32", "clip"))
+    paths = _find_all(wanted)
+    generator, vgg, clip = paths["generator"], paths.get("vgg"), paths.get("clip")
     math = ProjectRequest(None, None, distance=args.distance, steps=args.steps, space=args.space,
                           w_fraction=args.w_fraction, lr=args.lr, wplus_lr=args.wplus_lr,
                           pixel_weight=args.pixel_weight, optimize_noise=args.noise, fit=args.fit,
