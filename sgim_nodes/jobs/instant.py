@@ -1,0 +1,113 @@
+"""Job entry points of instant edits: analyse a generator (cached) and edit codes toward CLIP targets.
+
+    outcome = run_instant_edit(InstantEditRequest(generator, clip, targets, source_ws, alpha=3), run)
+    outcome.result.ws        # edited W+ codes; outcome.distance_before / distance_after per code
+
+The command line (``analyze``; phase 2: ``edit --instant``) and the node call these with their run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .run import Run
+
+
+@dataclass
+class AnalyzeRequest:
+    """The generator and CLIP (loaded), the generator's file (its content hash keys the cache), the
+    analysis settings (:class:`sgim_nodes.instant.AnalysisSettings`), the cache file (None: default)."""
+
+    generator: Any
+    clip: Any
+    generator_file: str | None = None
+    settings: Any = None
+    cache: str | None = None
+    recompute: bool = False
+
+
+@dataclass
+class AnalyzeOutcome:
+    directions: Any
+    cache_hit: bool
+    cache_path: str
+
+
+def run_analyze(request: AnalyzeRequest, run: Run) -> AnalyzeOutcome:
+    from ..instant.cache import cached_directions, default_cache_path
+
+    path = request.cache or str(default_cache_path(request.generator, request.clip, request.generator_file))
+    directions, hit = cached_directions(request.generator, request.clip, generator_file=request.generator_file,
+                                        cache=path, settings=request.settings, run=run, recompute=request.recompute)
+    return AnalyzeOutcome(directions, hit, path)
+
+
+@dataclass
+class InstantEditRequest:
+    """What :func:`sgim_nodes.instant.instant_edit` takes, plus where its analysis comes from: given
+    ``directions``, or the cache (``generator_file``, ``cache``, ``analysis`` settings)."""
+
+    generator: Any
+    clip: Any
+    targets: torch.Tensor
+    source_ws: torch.Tensor
+    target_weights: Any = None
+    alpha: float = 3.0
+    beta: float = 0.1
+    reference: str = "source"
+    neutral: torch.Tensor | None = None
+    layer_freedom: Any = None
+    noise_mode: str = "const"
+    directions: Any = None
+    generator_file: str | None = None
+    cache: str | None = None
+    analysis: Any = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class InstantEditOutcome:
+    """The edit (:class:`sgim_nodes.instant.InstantResult`), the CLIP distance (the optimiser's CLIP term)
+    of every source and edited code to its target, and whether the analysis came from the cache."""
+
+    result: Any
+    distance_before: torch.Tensor
+    distance_after: torch.Tensor
+    cache_hit: bool
+    images: torch.Tensor | None = None
+
+
+def run_instant_edit(request: InstantEditRequest, run: Run) -> InstantEditOutcome:
+    from ..instant.cache import cached_directions
+    from ..instant.edit import check_alpha_beta, instant_edit
+    from ..optimize.loop import _as_wplus
+    from ..optimize.objective import combine_targets, cosine_distance
+
+    check_alpha_beta(request.alpha, request.beta)  # before any heavy work
+    G, clip = request.generator, request.clip
+    hit = True
+    directions = request.directions
+    if directions is None:
+        directions, hit = cached_directions(G, clip, generator_file=request.generator_file, cache=request.cache,
+                                            settings=request.analysis, run=run)
+    run.check_cancel()
+    result = instant_edit(G, clip, directions, request.targets, request.source_ws,
+                          target_weights=request.target_weights, alpha=request.alpha, beta=request.beta,
+                          reference=request.reference, neutral=request.neutral, layer_freedom=request.layer_freedom,
+                          noise_mode=request.noise_mode)
+    vector, offset = combine_targets(request.targets.detach().float().cpu(), None if request.target_weights is None
+                                     else torch.as_tensor(request.target_weights).detach().clone(),
+                                     embed_dim=int(clip.embed_dim))
+    with torch.no_grad():
+        source = _as_wplus(request.source_ws.detach().float().to(result.ws.device), int(G.num_ws), "source_ws")
+        before = clip.image_features(G.synthesis(source.expand_as(result.ws), noise_mode=request.noise_mode))
+        images = G.synthesis(result.ws, noise_mode=request.noise_mode)
+        after = clip.image_features(images)
+    batch = result.ws.shape[0]
+    vector, offset = vector.to(after.device).expand(batch, -1), offset.to(after.device).expand(batch)
+    run.progress(1, 1, preview=images)
+    return InstantEditOutcome(result, cosine_distance(before, vector, offset).cpu(),
+                              cosine_distance(after, vector, offset).cpu(), hit, images)
