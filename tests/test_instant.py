@@ -190,25 +190,55 @@ def random_targets(batch: int, seed: int, dim: int = 32) -> torch.Tensor:
     return F.normalize(torch.randn(batch, dim, generator=torch.Generator().manual_seed(seed)), dim=-1)
 
 
-def test_instant_edit_lowers_the_clip_distance_for_most_seeds(generator, clip, directions):
+@pytest.mark.parametrize("space,alphas", [("wplus", (0.25, 1.0)), ("style", (1.0, 3.0))])
+def test_instant_edit_lowers_the_clip_distance_for_most_seeds(generator, clip, directions, space, alphas):
     """16 sources x random unit targets: most codes get closer; a larger alpha moves them further toward the
-    target, and a larger beta uses fewer channels."""
+    target, and a larger beta uses fewer channels. Both spaces (the W+ pull-back and StyleCLIP's StyleSpace
+    edit, judged on its W+ projection, exact here)."""
     source = sample_source_ws(generator, 16, seed=1)
     targets = random_targets(16, 5)
+    small, large = alphas
     with torch.no_grad():
         before = clip_distance(clip, generator.synthesis(source), targets)
         reduction, channels = {}, {}
-        for alpha in (0.5, 2.0):
+        for alpha in alphas:
             for beta in (0.0, 0.15):
-                r = instant_edit(generator, clip, directions, targets, source, alpha=alpha, beta=beta)
+                r = instant_edit(generator, clip, directions, targets, source, alpha=alpha, beta=beta, space=space)
                 after = clip_distance(clip, generator.synthesis(r.ws), targets)
                 reduction[alpha, beta] = before - after
                 channels[alpha, beta] = r.channels.float().mean()
+                if space == "style":  # the exact StyleSpace edit renders the same (the projection is exact here)
+                    exact = clip_distance(clip, generator.synthesis_styles(r.styles), targets)
+                    torch.testing.assert_close(exact, after, atol=1e-4, rtol=1e-4)
     for key, red in reduction.items():
         assert (red > 0).sum() >= 13, key
-    assert reduction[2.0, 0.0].mean() > 1.5 * reduction[0.5, 0.0].mean()
-    assert reduction[2.0, 0.15].mean() > 1.5 * reduction[0.5, 0.15].mean()
-    assert channels[2.0, 0.15] < 0.5 * channels[2.0, 0.0]
+    for beta in (0.0, 0.15):
+        assert reduction[large, beta].mean() > 1.5 * reduction[small, beta].mean()
+    assert channels[large, 0.15] < 0.5 * channels[large, 0.0]
+
+
+def test_wplus_edit_moves_by_alpha_spreads(generator, clip, directions):
+    """alpha is the W+ displacement in units of the generator's row spread: linear, and the default direction
+    beats the projected StyleSpace edit at equal displacement (why "wplus" is the default)."""
+    source = sample_source_ws(generator, 8, seed=2)
+    targets = random_targets(8, 3)
+    editor = InstantEditor(generator, directions)
+    one = instant_edit(generator, clip, directions, targets, source, alpha=1.0, editor=editor)
+    two = instant_edit(generator, clip, directions, targets, source, alpha=2.0, editor=editor)
+    shift = (one.ws - source).flatten(1).norm(dim=1)
+    torch.testing.assert_close(shift, torch.full_like(shift, editor.w_spread), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close((two.ws - source).flatten(1).norm(dim=1), 2 * shift, rtol=1e-4, atol=1e-5)
+    # both a quarter of a row spread away from the source (displacement is linear in alpha in both spaces)
+    style = instant_edit(generator, clip, directions, targets, source, alpha=1.0, space="style")
+    style_shift = float((style.ws - source).flatten(1).norm(dim=1).mean())
+    style = instant_edit(generator, clip, directions, targets, source, space="style",
+                         alpha=0.25 * editor.w_spread / style_shift)
+    matched = instant_edit(generator, clip, directions, targets, source, alpha=0.25, editor=editor)
+    with torch.no_grad():
+        before = clip_distance(clip, generator.synthesis(source), targets)
+        gain_wplus = before - clip_distance(clip, generator.synthesis(matched.ws), targets)
+        gain_style = before - clip_distance(clip, generator.synthesis(style.ws), targets)
+    assert gain_wplus.mean() > 3 * gain_style.mean()  # measured: 0.024 against 0.003
 
 
 def test_instant_edit_is_deterministic_batched_and_takes_weighted_sets(generator, clip, directions):
@@ -267,7 +297,7 @@ def test_stylegan3_instant_edit(clip):
     d = analyze_styles(gen, clip, AnalysisSettings(samples=4, std_samples=128))
     source = sample_source_ws(gen, 6, seed=1)
     targets = random_targets(6, 2)
-    r = instant_edit(gen, clip, d, targets, source, alpha=1.0)
+    r = instant_edit(gen, clip, d, targets, source, alpha=0.5)
     assert torch.equal(r.ws[:, 0], source[:, 0])  # the input transform is not a semantic channel: untouched
     with torch.no_grad():
         exact = clip_distance(clip, gen.synthesis_styles(r.styles), targets)
@@ -395,3 +425,28 @@ def test_analyze_command(tmp_path, generator, capsys):
     meta = read_safetensors_metadata(cache)
     assert meta["sgim_kind"] == "instant_directions" and meta["generator"].startswith("file:")
     assert json.loads(meta["settings"])["samples"] == 2 and json.loads(meta["config"])["seconds"] > 0
+
+
+def test_warm_start_is_never_worse_than_the_source(generator, clip, directions):
+    """The optimiser's objective at the warm start is at most that of the source (which is a candidate), and
+    with a light similarity weight the instant direction is taken for most codes; the optimiser accepts it."""
+    from sgim_nodes.instant import warm_start_codes
+    from sgim_nodes.optimize import optimize_latent
+    from sgim_nodes.optimize.objective import similarity_terms
+
+    source = sample_source_ws(generator, 8, seed=6)
+    targets = random_targets(8, 9)
+    editor = InstantEditor(generator, directions)
+
+    def objective(ws, lambda_sim):
+        with torch.no_grad():
+            return clip_distance(clip, generator.synthesis(ws), targets) + lambda_sim * similarity_terms(
+                ws, source, torch.ones(generator.num_ws)).sum(-1)
+
+    for lambda_sim in (0.008, 0.0005):
+        init, alpha = warm_start_codes(generator, clip, editor, targets, source, lambda_sim=lambda_sim)
+        assert (objective(init, lambda_sim) <= objective(source, lambda_sim) + 1e-6).all()
+    assert (alpha > 0).sum() >= 6
+    result = optimize_latent(generator, clip, targets, source, steps=2, init_ws=init, lambda_sim=0.0005,
+                             return_images=False)
+    assert result.ws.shape == source.shape

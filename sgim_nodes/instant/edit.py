@@ -1,12 +1,26 @@
-"""Instant edits: a CLIP-space target becomes a StyleSpace edit at the cost of one matrix product.
+"""Instant edits: a CLIP-space target becomes a style or W+ edit at the cost of a few matrix products.
 
-With the analysed unit directions ``d_c`` (:mod:`.analysis`) and a target direction ``dt`` in CLIP space,
-StyleCLIP's global-direction edit moves every style channel by
+The analysis (:mod:`.analysis`) gives each style channel ``c`` its mean CLIP change per standard
+deviation ``D_c`` (unit direction ``d_c``). For a target direction ``dt`` in CLIP space the relevance of
+a channel is the cosine ``r_c = <d_c, dt>``; ``beta`` (disentanglement) keeps only channels with
+``|r_c| >= beta``, so a larger beta uses fewer channels. Two ways to move (``space=``):
 
-    ds_c = alpha * sigma_c * r_c / max_c |r_c|   where r_c = <d_c, dt>, and |r_c| >= beta (else 0)
+- ``"wplus"`` (default): the W+ direction those channels ask for, pulled back through each row's
+  affine maps: ``dw_row = sum_c g_c A_c`` over the kept channels of the layers the row drives, with
+  ``g_c = <D_c, dt> / sigma_c`` the sample-averaged gradient of ``<f, dt>`` with respect to ``s_c``
+  (so this is a global, source-independent version of the optimiser's first step). Scaled so that the
+  whole code moves ``alpha`` times the generator's typical W+ row spread (``sqrt E||w - w_avg||^2`` at
+  the analysis truncation).
+- ``"style"``: StyleCLIP's global-direction edit in StyleSpace, ``ds_c = alpha * sigma_c * r_c / max |r|``
+  (the most relevant channel moves ``alpha`` standard deviations), exactly disentangled in ``styles``;
+  its W+ code is the least-squares projection (``residual`` > 0 where a row's affine maps cannot
+  express the change, e.g. StyleGAN2 rows that drive a 512-channel up-conv and a 512-channel ToRGB).
 
-so the most relevant channel moves ``alpha`` standard deviations, and ``beta`` (disentanglement) keeps
-only channels that clearly move the image toward (or away from) the target; larger beta, fewer channels.
+Why "wplus" is the default: downstream (Decode, Style Mix, music videos) takes W+ codes, and at equal
+small W+ displacement the pulled-back direction lowered the CLIP distance 6-9x (test model) and ~35x
+(benchmark's quick model) more than the projected StyleSpace edit: the projection spends W+ distance on
+ill-conditioned directions of the affine maps. It reached about half of what the per-image W+ gradient
+reaches at the same displacement (quick model).
 
 Target direction. ``dt = normalize(t - ref)`` with ``t`` the weighted target set folded as the optimiser
 folds it (:func:`sgim_nodes.optimize.objective.combine_targets`: same weights, same rulebook). The
@@ -20,16 +34,18 @@ reference ``ref`` (``reference=``):
 - ``"neutral"``: a neutral embedding the caller gives (StyleCLIP: the text of a neutral prompt, e.g.
   "a face"). Sound targets have no neutral sentence, and a text reference mixes the modality gap
   between CLIP's text and image (or audio) embeddings into ``dt``.
-On the tiny random models of the tests "source" lowered the CLIP distance for the most seeds and by the
-most (benchmarks/bench_instant.py prints the comparison), as the first-order argument predicts.
+Measured on two tiny random models (16 sources, 32-d CLIP): toward random unit targets (far away, like
+sounds and prompts) "source" and "mean" both lowered the distance for 14-16 of 16 codes by about the
+same amount, "neutral" (a random unit vector) by 20-35 % less; toward targets that are other images'
+embeddings (close by) only "source" helped most codes (13 of 16 at small alpha; "mean" 9, "neutral" 5).
+So "source" is the default: it is never worse, and it is the only one right for nearby targets.
 
 Layer freedom (the rulebook's per-W+-row numbers in [0, 1]) scales the channels of the layers each row
 drives; 0 freezes them, and a frozen row of the W+ code stays bit-identical. The StyleGAN3 input's four
 transform values (rotation, translation) are left out unless ``kinds`` includes "input".
 
-Output: the edited style vectors (the exact edit) and the nearest W+ code (least squares per row,
-:func:`sgim_nodes.stylegan.stylespace.ws_from_styles`; ``residual`` says how much of the style change a
-row's affine maps could not express: 0 when a row drives at most ``w_dim`` channels in all).
+Output: the edited W+ code and its style vectors (for ``space="style"`` the exact StyleSpace edit, and
+the nearest W+ code with its ``residual``).
 """
 
 from __future__ import annotations
@@ -46,7 +62,8 @@ from ..stylegan.stylespace import STYLE_KINDS, affine_maps, flatten_styles, unfl
 from .analysis import StyleDirections
 
 REFERENCES = ("source", "mean", "neutral")
-DEFAULT_ALPHA = 3.0
+SPACES = ("wplus", "style")
+DEFAULT_ALPHA = 1.0  # "wplus": one typical W+ row spread in all; "style" edits want about 3-6
 DEFAULT_BETA = 0.1
 MAX_ALPHA = 100.0
 
@@ -93,13 +110,16 @@ class InstantEditor:
     W+ row's pseudo-inverse. Then :meth:`edit` costs two small matrix products (live use)."""
 
     def __init__(self, generator, directions: StyleDirections, *, layer_freedom=None,
-                 kinds: Sequence[str] = ("conv", "torgb")):
+                 kinds: Sequence[str] = ("conv", "torgb"), space: str = "wplus"):
         directions.check_matches(generator)
         unknown = set(kinds) - set(STYLE_KINDS)
         if unknown or not kinds:
             raise ParameterError(f"kinds: expected some of {STYLE_KINDS}, got {list(kinds)}", parameter="kinds")
+        if space not in SPACES:
+            raise ParameterError(f"space: expected one of {SPACES}, got {space!r}", parameter="space")
         self.generator = generator
         self.directions = directions
+        self.space = space
         self.freedom = resolve_freedom(layer_freedom, generator)
         device = generator.device
         self.table = directions.layers
@@ -110,6 +130,9 @@ class InstantEditor:
             if layer.kind in kinds:
                 gain[layer.offset:layer.stop] = self.freedom[layer.row]
         self.gain = gain.to(device)
+        # mean d<f, dt>/ds_c = <D_c, dt> / sigma_c: the per-unit-style gradient the W+ pull-back uses
+        self.per_style = (directions.directions / directions.style_std.clamp_min(1e-12)[:, None]).to(device)
+        self.w_spread = _w_spread(generator, directions)
         maps = affine_maps(generator)
         self.rows = []  # (row, [(flat slice)], A [sumC, w_dim] float64, pinv [w_dim, sumC] float64)
         for row in range(int(generator.num_ws)):
@@ -133,6 +156,20 @@ class InstantEditor:
         scale = torch.where(peak > 0, alpha / peak.clamp_min(1e-30), torch.zeros_like(peak))
         return r * scale * self.std * self.gain
 
+    def wplus_delta(self, delta_t: torch.Tensor, alpha: float, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """([B, num_ws, w_dim] W+ change, [B] channels used) for ``space="wplus"`` (module docstring)."""
+        alpha, beta = check_alpha_beta(alpha, beta)
+        r = self.relevance(delta_t)
+        keep = (r.abs() >= beta) & (r != 0)
+        grad = (F.normalize(delta_t.float(), dim=-1) @ self.per_style.t()) * self.gain * keep
+        dw = torch.zeros(delta_t.shape[0], int(self.generator.num_ws), int(self.generator.w_dim),
+                         dtype=torch.float64, device=delta_t.device)
+        for row, index, a, _ in self.rows:
+            dw[:, row] = grad[:, index].double() @ a
+        norm = dw.flatten(1).norm(dim=1)
+        scale = torch.where(norm > 0, alpha * self.w_spread / norm.clamp_min(1e-300), torch.zeros_like(norm))
+        return (dw * scale[:, None, None]).float(), keep.sum(dim=1)
+
     def edit(self, source_ws: torch.Tensor, delta_t: torch.Tensor, alpha: float = DEFAULT_ALPHA,
              beta: float = DEFAULT_BETA) -> InstantResult:
         """Edit ``source_ws`` [B, num_ws, w_dim] toward target directions ``delta_t`` [B, D] (a batch of 1
@@ -149,6 +186,14 @@ class InstantEditor:
         source_ws = source_ws.expand(batch, -1, -1)
         delta_t = delta_t.to(generator.device).expand(batch, -1)
         with torch.no_grad():
+            if self.space == "wplus":
+                dw, channels = self.wplus_delta(delta_t, alpha, beta)
+                ws = source_ws.clone()
+                free = [row for row, *_ in self.rows]
+                ws[:, free] = source_ws[:, free] + dw[:, free]  # frozen rows are never written: bit-identical
+                styles = generator.styles(ws)
+                delta = flatten_styles(styles) - flatten_styles(generator.styles(source_ws))
+                return InstantResult(ws, styles, delta, channels, torch.zeros(batch), delta_t)
             delta = self.style_delta(delta_t, alpha, beta)
             source_flat = flatten_styles(generator.styles(source_ws)).float()
             ws = source_ws.clone()
@@ -164,6 +209,16 @@ class InstantEditor:
             styles = unflatten_styles(source_flat + delta, self.table)
         return InstantResult(ws, [s.clone() for s in styles], delta, (delta != 0).sum(dim=1), residual.float(),
                              delta_t)
+
+
+def _w_spread(generator, directions: StyleDirections, samples: int = 512) -> float:
+    """sqrt(E ||w - w_avg||^2) of the mapping at the analysis truncation (seeded: deterministic)."""
+    from .analysis import sample_codes
+
+    psi = float(directions.info.get("settings", {}).get("truncation", 0.7))
+    with torch.no_grad():
+        w = sample_codes(generator, samples, 12345, psi)[:, 0].double()
+        return float((w - generator.w_avg.double().to(w.device)).square().sum(1).mean().sqrt())
 
 
 def target_direction(target_vector: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -202,11 +257,11 @@ def reference_embedding(reference: str, *, generator=None, clip=None, source_ws=
 def instant_edit(generator, clip, directions: StyleDirections, targets: torch.Tensor, source_ws: torch.Tensor, *,
                  target_weights=None, alpha: float = DEFAULT_ALPHA, beta: float = DEFAULT_BETA,
                  reference: str = "source", neutral: torch.Tensor | None = None, layer_freedom=None,
-                 kinds: Sequence[str] = ("conv", "torgb"), noise_mode: str = "const",
+                 kinds: Sequence[str] = ("conv", "torgb"), space: str = "wplus", noise_mode: str = "const",
                  editor: InstantEditor | None = None) -> InstantResult:
     """Edit ``source_ws`` toward ``targets`` as Optimize Latent takes them: unit CLIP embeddings [B, D] or a
     weighted set [B, K, D] with ``target_weights`` [K] / [B, K] (relative, the rulebook's). ``editor``: a
-    prepared :class:`InstantEditor` to reuse (its layer freedom and kinds then apply)."""
+    prepared :class:`InstantEditor` to reuse (its layer freedom, kinds and space then apply)."""
     from ..latents import check_wplus_values
     from ..optimize.objective import combine_targets
     from ..optimize.loop import _as_wplus
@@ -218,7 +273,7 @@ def instant_edit(generator, clip, directions: StyleDirections, targets: torch.Te
     source_ws = _as_wplus(source_ws.detach().float().to(generator.device), int(generator.num_ws), "source_ws",
                           int(generator.w_dim))
     source_ws = check_wplus_values(source_ws, "source_ws", "source_ws")
-    editor = editor or InstantEditor(generator, directions, layer_freedom=layer_freedom, kinds=kinds)
+    editor = editor or InstantEditor(generator, directions, layer_freedom=layer_freedom, kinds=kinds, space=space)
     ref = reference_embedding(reference, generator=generator, clip=clip, source_ws=source_ws,
                               directions=directions, neutral=neutral, noise_mode=noise_mode)
     if ref.shape[0] not in (1, vector.shape[0]) and vector.shape[0] != 1:

@@ -55,9 +55,10 @@ class InstantEditRequest:
     targets: torch.Tensor
     source_ws: torch.Tensor
     target_weights: Any = None
-    alpha: float = 3.0
+    alpha: float = 1.0  # sgim_nodes.instant.edit.DEFAULT_ALPHA
     beta: float = 0.1
     reference: str = "source"
+    space: str = "wplus"
     neutral: torch.Tensor | None = None
     layer_freedom: Any = None
     noise_mode: str = "const"
@@ -97,7 +98,7 @@ def run_instant_edit(request: InstantEditRequest, run: Run) -> InstantEditOutcom
     result = instant_edit(G, clip, directions, request.targets, request.source_ws,
                           target_weights=request.target_weights, alpha=request.alpha, beta=request.beta,
                           reference=request.reference, neutral=request.neutral, layer_freedom=request.layer_freedom,
-                          noise_mode=request.noise_mode)
+                          space=request.space, noise_mode=request.noise_mode)
     vector, offset = combine_targets(request.targets.detach().float().cpu(), None if request.target_weights is None
                                      else torch.as_tensor(request.target_weights).detach().clone(),
                                      embed_dim=int(clip.embed_dim))
