@@ -84,6 +84,18 @@ def test_style_render_equals_wplus_render_on_the_shared_fixtures(fixtures_dir, f
     assert index.shape == (table[-1].stop, 3) and int(index[-1, 0]) == len(table) - 1
 
 
+def test_style_render_of_a_conditional_stylegan3():
+    torch.manual_seed(0)
+    gen = StyleGAN3Generator(StyleGAN3Config(resolution=16, z_dim=16, w_dim=16, c_dim=3, channel_base=256,
+                                             channel_max=16, num_layers=4, num_critical=1, margin_size=2,
+                                             filter_size=4))
+    c = F.one_hot(torch.tensor([0, 2]), 3).float()
+    ws = gen.mapping(torch.randn(2, 16), truncation_psi=0.8, c=c)
+    with torch.no_grad():
+        assert (gen.synthesis_styles(gen.styles(ws)) - gen.synthesis(ws)).abs().max() <= 1e-6
+    assert [l.kind for l in gen.style_layers()] == ["input"] + ["conv"] * 4 + ["torgb"]
+
+
 def test_strips_and_weight_modulation_work_from_styles():
     """The fast paths from styles: activation form == weight form, and the last block in strips (forced on a
     64 px model) gives the same image and style gradient as the plain path."""
@@ -450,3 +462,23 @@ def test_warm_start_is_never_worse_than_the_source(generator, clip, directions):
     result = optimize_latent(generator, clip, targets, source, steps=2, init_ws=init, lambda_sim=0.0005,
                              return_images=False)
     assert result.ws.shape == source.shape
+
+
+def test_instant_keyframes_drive_the_trajectory(generator, clip, directions):
+    """Dense instant keyframes go straight into the music video's trajectory (what --follow instant does)."""
+    from sgim_nodes.animate.features import FEATURE_NAMES, AudioFeatures
+    from sgim_nodes.animate.timeline import make_timeline
+    from sgim_nodes.animate.trajectory import Trajectory
+    from sgim_nodes.instant import instant_keyframes
+
+    source = sample_source_ws(generator, 1, seed=1)
+    editor = InstantEditor(generator, directions)
+    ref = reference_embedding("source", generator=generator, clip=clip, source_ws=source)
+    times = [0.25 * k for k in range(9)]
+    keyframes = instant_keyframes(editor, source, ref, times, random_targets(9, 2)[:, None])
+    assert keyframes.codes.shape == (9, generator.num_ws, generator.w_dim) and len(keyframes.labels) == 9
+    timeline = make_timeline(2.0, 12, None, None)
+    features = AudioFeatures(timeline, {name: [0.0] * timeline.frames for name in FEATURE_NAMES})
+    codes = Trajectory(keyframes, features, reactivity=0).codes()
+    assert codes.shape == (timeline.frames, generator.num_ws, generator.w_dim)
+    torch.testing.assert_close(codes[3], keyframes.codes[1], atol=1e-5, rtol=1e-5)  # frame 3 = 0.25 s

@@ -23,7 +23,7 @@ _EXPORTS = {
               "generator_identity"],
     "edit": ["DEFAULT_ALPHA", "DEFAULT_BETA", "REFERENCES", "SPACES", "InstantEditor", "InstantResult", "instant_edit",
              "reference_embedding", "target_direction"],
-    "follow": ["follow_codes", "smooth_frames"],
+    "follow": ["follow_codes", "instant_keyframes", "smooth_frames"],
     "warm": ["WARM_ALPHAS", "warm_start_codes"],
 }
 __getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

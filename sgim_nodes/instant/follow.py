@@ -67,3 +67,26 @@ def follow_codes(editor: InstantEditor, source_ws: torch.Tensor, reference: torc
     if not math.isfinite(float(ws.abs().max())):
         raise ParameterError("frame_targets: the followed codes came out non-finite", parameter="frame_targets")
     return ws
+
+
+def instant_keyframes(editor: InstantEditor, source_ws: torch.Tensor, reference: torch.Tensor, times, targets,
+                      *, target_weights=None, labels=None, alpha: float = DEFAULT_ALPHA, beta: float = DEFAULT_BETA,
+                      smoothing_seconds: float = 0.5):
+    """Dense keyframes for :class:`sgim_nodes.animate.trajectory.Trajectory` from instant edits, no optimisation.
+
+    ``times`` (evenly spaced seconds, e.g. every 0.25 s) and ``targets`` [K, M, D] + ``target_weights`` as
+    :func:`sgim_nodes.animate.keyframes.keyframe_targets` makes them; each keyframe follows its own moment
+    (smoothed over ``smoothing_seconds``), and the trajectory's Hermite path, audio reaction and StyleGAN3
+    motion then work as with optimised keyframes (``animate --follow instant``).
+    """
+    from ..animate.keyframes import Keyframes
+
+    times = [float(t) for t in times]
+    if len(times) != targets.shape[0] or not times:
+        raise ParameterError(f"times: {len(times)} times for {targets.shape[0]} targets", parameter="times")
+    step = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else 1.0
+    codes = follow_codes(editor, source_ws, reference, targets, target_weights=target_weights,
+                         fps=1.0 / step if step > 0 else 1.0, smoothing_seconds=smoothing_seconds,
+                         alpha=alpha, beta=beta)
+    return Keyframes(times, codes, source_ws.detach().float().cpu(), getattr(editor.generator, "name", ""),
+                     list(labels) if labels is not None else [f"{t:.2f}s" for t in times])
