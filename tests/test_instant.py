@@ -266,6 +266,9 @@ def test_instant_edit_is_deterministic_batched_and_takes_weighted_sets(generator
     torch.testing.assert_close(only_first.ws, a.ws, atol=1e-5, rtol=1e-5)
     mixed = instant_edit(generator, clip, directions, pair, source, target_weights=[1.0, 1.0])
     assert not torch.allclose(mixed.ws, a.ws)
+    editor = InstantEditor(generator, directions)  # the live path: reference once, then one call per update
+    ref = reference_embedding("source", generator=generator, clip=clip, source_ws=source)
+    torch.testing.assert_close(editor.toward(source, targets, ref).ws, a.ws, atol=1e-6, rtol=1e-6)
     with pytest.raises(ParameterError, match="alpha"):
         instant_edit(generator, clip, directions, targets, source, alpha=float("nan"))
     with pytest.raises(ParameterError, match="embed_dim|width"):

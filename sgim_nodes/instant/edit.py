@@ -170,6 +170,19 @@ class InstantEditor:
         scale = torch.where(norm > 0, alpha * self.w_spread / norm.clamp_min(1e-300), torch.zeros_like(norm))
         return (dw * scale[:, None, None]).float(), keep.sum(dim=1)
 
+    def toward(self, source_ws: torch.Tensor, targets: torch.Tensor, reference: torch.Tensor, *,
+               target_weights=None, alpha: float = DEFAULT_ALPHA, beta: float = DEFAULT_BETA) -> InstantResult:
+        """The live-use call: targets as Optimize Latent takes them ([B, D], or [B, K, D] with weights) and the
+        source's reference embedding [B or 1, D] (:func:`reference_embedding`, computed once per source)."""
+        from ..optimize.objective import combine_targets
+
+        vector, _ = combine_targets(targets.detach().float(), None if target_weights is None
+                                    else torch.as_tensor(target_weights).detach().clone(),
+                                    embed_dim=int(self.unit.shape[1]))
+        batch = max(vector.shape[0], reference.shape[0])
+        return self.edit(source_ws, target_direction(vector.to(reference.device).expand(batch, -1),
+                                                     reference.expand(batch, -1)), alpha, beta)
+
     def edit(self, source_ws: torch.Tensor, delta_t: torch.Tensor, alpha: float = DEFAULT_ALPHA,
              beta: float = DEFAULT_BETA) -> InstantResult:
         """Edit ``source_ws`` [B, num_ws, w_dim] toward target directions ``delta_t`` [B, D] (a batch of 1
