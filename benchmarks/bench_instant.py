@@ -247,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--time-steps", type=int, default=3, help="optimiser steps timed (extrapolated to 300)")
     p.add_argument("--opt-steps", type=int, default=FULL_STEPS, help="steps of the cold / warm optimiser runs")
     p.add_argument("--dims", type=int, default=8, help="backward passes timed for the Jacobian (of D)")
-    p.add_argument("--edit-samples", type=int, default=8, help="samples of the analysis the edits use")
+    p.add_argument("--edit-samples", type=int, default=2,
+                   help="samples of the analysis the edits use (each costs D backward passes: minutes at 1024 px on a GPU, about an hour on a 2-core CPU)")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
     import torch
