@@ -485,3 +485,13 @@ def test_instant_keyframes_drive_the_trajectory(generator, clip, directions):
     codes = Trajectory(keyframes, features, reactivity=0).codes()
     assert codes.shape == (timeline.frames, generator.num_ws, generator.w_dim)
     torch.testing.assert_close(codes[3], keyframes.codes[1], atol=1e-5, rtol=1e-5)  # frame 3 = 0.25 s
+
+
+def test_cache_of_any_settings_serves_edits_that_ask_for_none(tmp_path, generator, clip):
+    """An ``analyze --samples N`` run is what later edits use; explicit other settings analyse again."""
+    cache = tmp_path / "s.safetensors"
+    first, _ = cached_directions(generator, clip, cache=cache, settings=AnalysisSettings(samples=3, std_samples=64))
+    again, hit = cached_directions(generator, clip, cache=cache)
+    assert hit and torch.equal(again.directions, first.directions)
+    _, hit = cached_directions(generator, clip, cache=cache, settings=AnalysisSettings(samples=2, std_samples=64))
+    assert not hit

@@ -32,6 +32,7 @@ from .analysis import AnalysisSettings, PartialAnalysis, StyleDirections, analyz
 KIND = "instant_directions"
 PARTIAL_KIND = "instant_directions_partial"
 TENSORS = ("directions", "style_mean", "style_std", "mean_embedding")
+_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
 def cache_dir() -> Path:
@@ -56,10 +57,26 @@ def module_sha256(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def generator_identity(generator, generator_file: str | os.PathLike | None = None) -> str:
-    """``file:<sha256>`` of the file the generator was loaded from, else ``weights:<sha256>``."""
+def generator_file_of(generator, generator_file: str | os.PathLike | None = None) -> Path | None:
+    """The file the generator came from: the one given, else the loader's record if it still exists."""
     if generator_file is not None:
-        return "file:" + file_sha256(generator_file)
+        return Path(generator_file)
+    recorded = getattr(generator, "source_file", None)
+    return Path(recorded) if recorded and Path(recorded).is_file() else None
+
+
+def generator_identity(generator, generator_file: str | os.PathLike | None = None) -> str:
+    """``file:<sha256>`` of the file the generator was loaded from (given, or recorded by the loader),
+    else ``weights:<sha256>``. A file's digest is remembered per (size, mtime), so a node graph that runs
+    again does not hash a large file again."""
+    path = generator_file_of(generator, generator_file)
+    if path is not None:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        digest = _FILE_DIGESTS.get(key)
+        if digest is None:
+            digest = _FILE_DIGESTS[key] = file_sha256(path)
+        return "file:" + digest
     cached = getattr(generator, "_sgim_weights_sha256", None)
     if cached is None:
         cached = module_sha256(generator)
@@ -78,7 +95,8 @@ def clip_identity(clip) -> str:
 
 
 def default_cache_path(generator, clip, generator_file: str | os.PathLike | None = None) -> Path:
-    stem = Path(generator_file).stem if generator_file is not None else f"{generator.name}-{generator_identity(generator)[8:20]}"
+    path = generator_file_of(generator, generator_file)
+    stem = path.stem if path is not None else f"{generator.name}-{generator_identity(generator)[8:20]}"
     clip_name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(getattr(clip, "name", "clip")))
     return cache_dir() / f"{stem}.{clip_name}.safetensors"
 
@@ -156,10 +174,14 @@ def cached_directions(generator, clip, *, generator_file: str | os.PathLike | No
     """The generator's directions from the cache, analysing (and caching) them when needed.
 
     Returns (directions, hit). ``cache``: the cache file (default :func:`default_cache_path`).
-    ``recompute``: analyse even when a valid cache exists (a damaged one is then replaced too).
+    ``settings``: None accepts a cache of any settings for this generator and CLIP (so an ``analyze`` run
+    with more samples is what later edits use) and analyses with the defaults when there is none; given
+    settings must match the cache's. ``recompute``: analyse even when a valid cache exists (a damaged one
+    is then replaced too).
     """
     from ..fileio import save_model_file
 
+    any_settings = settings is None
     settings = settings or AnalysisSettings()
     path = Path(cache) if cache is not None else default_cache_path(generator, clip, generator_file)
     if run is not None:
@@ -167,7 +189,7 @@ def cached_directions(generator, clip, *, generator_file: str | os.PathLike | No
     layers = generator.style_layers()
     key = _key(generator_identity(generator, generator_file), clip_identity(clip), settings, layers)
     if not recompute:
-        found = read_directions(path, key)
+        found = read_directions(path, {k: v for k, v in key.items() if not (any_settings and k == "settings")})
         if found is not None:
             found.check_matches(generator, int(clip.embed_dim))
             return found, True

@@ -104,6 +104,14 @@ def resolve_freedom(layer_freedom, generator) -> list[float]:
     return check_freedom(layer_freedom, num_ws, "layer_freedom")
 
 
+def freedom_of_mask(mask) -> list[float] | None:
+    """The per-row freedom a LayerMask stands for (frozen 0, else 1 / weight, at most 1); None stays None."""
+    if mask is None:
+        return None
+    weights, frozen = mask.weights.tolist(), mask.frozen.tolist()
+    return [0.0 if f else (min(1.0, 1.0 / w) if w > 0 else 1.0) for w, f in zip(weights, frozen)]
+
+
 class InstantEditor:
     """Everything of an instant edit that does not depend on the target, prepared once per generator,
     analysis, layer freedom and channel kinds: the unit directions, the per-channel gains and each free

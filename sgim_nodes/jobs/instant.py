@@ -112,3 +112,43 @@ def run_instant_edit(request: InstantEditRequest, run: Run) -> InstantEditOutcom
     run.progress(1, 1, preview=images)
     return InstantEditOutcome(result, cosine_distance(before, vector, offset).cpu(),
                               cosine_distance(after, vector, offset).cpu(), hit, images)
+
+
+@dataclass
+class WarmStartRequest:
+    """Where the optimiser starts with ``--init instant`` / Optimize Latent's ``init``: the models, targets
+    ``[B, K, D]`` + weights, the source codes, the optimiser's lambda_sim and layer freedom (per W+ row)."""
+
+    generator: Any
+    clip: Any
+    targets: torch.Tensor
+    source_ws: torch.Tensor
+    target_weights: Any = None
+    lambda_sim: float = 0.002
+    layer_freedom: Any = None
+    beta: float | None = None
+    space: str = "wplus"
+    directions: Any = None
+    generator_file: str | None = None
+    cache: str | None = None
+    analysis: Any = None
+
+
+def run_warm_start(request: WarmStartRequest, run: Run) -> tuple[torch.Tensor, torch.Tensor]:
+    """(init_ws, chosen strength per code; 0 = the source) by :func:`sgim_nodes.instant.warm_start_codes`."""
+    from ..instant import InstantEditor, cached_directions, warm_start_codes
+    from ..optimize.rules import freedom_mask
+
+    G, clip = request.generator, request.clip
+    directions = request.directions
+    if directions is None:
+        directions, _ = cached_directions(G, clip, generator_file=request.generator_file, cache=request.cache,
+                                          settings=request.analysis, run=run)
+    editor = InstantEditor(G, directions, layer_freedom=request.layer_freedom, space=request.space)
+    freedom = editor.freedom
+    weights = freedom_mask(freedom).weights if request.layer_freedom is not None else None
+    init, chosen = warm_start_codes(G, clip, editor, request.targets, request.source_ws,
+                                    target_weights=request.target_weights, lambda_sim=request.lambda_sim,
+                                    layer_weights=weights, beta=request.beta)
+    run.status(f"warm start from the instant edit: strength {', '.join(f'{a:g}' for a in chosen.tolist())}")
+    return init, chosen

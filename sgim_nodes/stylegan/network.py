@@ -725,6 +725,7 @@ class MappedGenerator(nn.Module):
         self.z_dim = config.z_dim
         self.c_dim = config.c_dim
         self.class_names: list[str] | None = None  # set by loaders when the file names its classes
+        self.source_file: str | None = None  # set by loaders: the file the weights came from
         self.mapping_network = MappingNetwork(config)
         self.register_buffer("w_avg", torch.zeros(config.w_dim))
 
