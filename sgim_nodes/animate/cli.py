@@ -68,6 +68,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="frames decoded at once")
     p.add_argument("--cache-dir", type=Path, help="where keyframe codes are kept (default: <out>.keyframes)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    g = p.add_argument_group("instant following (docs/instant.md)")
+    g.add_argument("--follow", choices=["keyframes", "instant"], default="keyframes",
+                   help="keyframes: optimised keyframe codes; instant: no optimisation, every moment follows its "
+                        "own sound through the generator's analysed directions (analysed once, cached)")
+    g.add_argument("--follow-seconds", type=float, default=0.25,
+                   help="instant: time between the followed moments (0 = every frame)")
+    g.add_argument("--alpha", type=float, help="instant strength (default 1, see edit --alpha)")
+    g.add_argument("--beta", type=float, help="instant relevance threshold (default 0.1, see edit --beta)")
+    g.add_argument("--analysis-cache", type=Path, help="instant analysis cache file (default: models/sgim_instant/)")
     return p
 
 
@@ -85,6 +94,13 @@ def request_from_args(args: argparse.Namespace):
         if given is not None and not given.strip():
             raise ParameterError(f"{flag}: the prompt is empty; give words (or leave {flag} out)")
     check_output_file(args.out, "--out", create_folders=False)  # before the models are looked for
+    if args.follow != "instant":
+        for flag, value in (("--alpha", args.alpha), ("--beta", args.beta), ("--analysis-cache", args.analysis_cache)):
+            if value is not None:
+                raise ParameterError(f"{flag}: only used with --follow instant", parameter=flag[2:])
+    elif args.snap_to_onsets:
+        raise ParameterError("--snap-to-onsets: --follow instant follows every --follow-seconds; nothing to snap",
+                             parameter="snap_to_onsets")
     paths, missing = {}, []
     for arg in ("generator", "clip", "encoder"):
         folder, default_name = DEFAULT_FILES[arg]
@@ -104,7 +120,9 @@ def request_from_args(args: argparse.Namespace):
         keyframe_steps=args.keyframe_steps, lr=args.lr, lambda_sim=args.lambda_sim, truncation=args.truncation,
         mask=args.mask, source_latent=args.source_latent, seed=args.seed, reactivity=args.reactivity,
         band_layers=args.band_layers, smoothing=args.smoothing, rotation_degrees=args.rotation_degrees,
-        translation=args.translation, batch=args.batch, cache_dir=args.cache_dir, device=args.device, **paths)
+        translation=args.translation, batch=args.batch, cache_dir=args.cache_dir, device=args.device,
+        follow="instant" if args.follow == "instant" else "optimise", follow_seconds=args.follow_seconds,
+        alpha=args.alpha, beta=args.beta, analysis_cache=args.analysis_cache, **paths)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -84,6 +84,7 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu",
             generator.w_avg.copy_(generator.estimate_w_avg())
         _check_finite(generator, path)
         generator.class_names = _stored_class_names(path, config.c_dim)
+        generator.source_file = str(path.resolve())  # what caches about this generator are keyed by
         return generator.to(device=device, dtype=dtype)
 
 
