@@ -172,6 +172,9 @@ def load_checkpoint(path: Path) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated or foreign file: say which
         raise ModelFileError(f"{path}: not a readable training checkpoint ({torch_message(exc)})") from None
+    from ..limits import check_file_claims
+
+    check_file_claims(path, state)
     if not isinstance(state, dict):
         raise ModelFileError(f"{path}: not a training checkpoint of this trainer (it holds a {type(state).__name__})")
     missing = [k for k in CHECKPOINT_FIELDS if k not in state]
