@@ -72,6 +72,7 @@ MAX_SEED = 2 ** 64 - 1  # torch generators take 64-bit seeds
 MAX_DOWNLOAD_BYTES = 8 << 30  # one model file (the largest known ones: about 1 GB)
 MIN_DOWNLOAD_RATE = 20_000  # bytes per second on average: slower than this is a stalled or drip-fed transfer
 MIN_DOWNLOAD_SECONDS = 600  # ... but any transfer may take this long
+MAX_PICTURE_PIXELS = 1 << 26  # pixels of a picture file, read from its header before decoding (8192 x 8192)
 MAX_FILENAME_BYTES = 200  # one file name we create (file systems allow 255; temp files add a suffix)
 MAX_NAME_CHARS = 200  # one class name, or an index given as text
 MAX_REPR_CHARS = 120  # a value from a file quoted in an error message

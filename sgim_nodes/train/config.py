@@ -112,3 +112,11 @@ class TrainConfig:
         for ok, name, expected in checks:
             if not ok:
                 raise ParameterError(f"{name}: expected {expected}, got {getattr(self, name, '?')!r}")
+        from ..limits import MAX_LR, check_float
+
+        # finite and bounded: "lr > 0" alone lets inf through, and a huge lr turns the weights to NaN
+        check_float("lr", self.lr, 0.0, MAX_LR, exclusive_minimum=True, what="a learning rate")
+        check_float("cycle_epochs", self.cycle_epochs, 0.0, 1e6, exclusive_minimum=True)
+        for name, high in (("momentum", 1.0), ("min_lr_ratio", 1.0), ("weight_decay", 1.0)):
+            if hasattr(self, name):
+                check_float(name, getattr(self, name), 0.0, high)
