@@ -92,7 +92,7 @@ def check_float(name: str, value: Any, minimum: float, maximum: float, *, exclus
     """``value`` as a finite float in ``[minimum, maximum]`` (or ``(minimum, maximum]``)."""
     try:
         number = float(value) if not isinstance(value, (bool, str)) else math.nan
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a 400-digit integer
         number = math.nan
     low_ok = number > minimum if exclusive_minimum else number >= minimum
     if not math.isfinite(number) or not low_ok or number > maximum:
