@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import os
 import sys
 import urllib.error
@@ -88,8 +89,9 @@ def download(model: KnownModel, dest: Path | None = None, *, url: str | None = N
     """Download ``model`` to ``dest`` (default: its folder under :func:`models_dir`) and return the path.
 
     ``url`` overrides the address (default: the registry's, or the environment's, see ``models.py``).
-    ``timeout``: seconds one read may wait; ``deadline``: seconds for the whole transfer (default: time
-    for the expected size at ``MIN_DOWNLOAD_RATE``, at least ``MIN_DOWNLOAD_SECONDS``). The bytes go to
+    ``timeout``: seconds one read may wait; ``deadline``: seconds for the whole transfer (default: none,
+    but after ``MIN_DOWNLOAD_SECONDS`` the average rate must stay above ``MIN_DOWNLOAD_RATE``, so a
+    server that drips a byte now and then cannot hold the command forever). The bytes go to
     ``<file>.part`` and are moved under the final name only once complete (the size the server or the
     registry states) and verified. Raises ``DownloadError`` (a ``ModelFileError``) for a reply that
     cannot give that (too large, too slow, short, malformed), ``ModelFileError`` on a checksum mismatch
@@ -152,8 +154,7 @@ def download(model: KnownModel, dest: Path | None = None, *, url: str | None = N
                     total = model.size
                 _check_size(total, model, url)
                 limit = MAX_DOWNLOAD_BYTES if total is None else total
-                allowed = deadline if deadline is not None else max(
-                    MIN_DOWNLOAD_SECONDS, (limit if total is not None else 0) / MIN_DOWNLOAD_RATE)
+                first_byte = have
                 if progress:
                     size = "size unknown" if total is None else f"{total / 1e6:.1f} MB"
                     resuming = f", resuming at {have / 1e6:.1f} MB" if have else ""
@@ -174,10 +175,16 @@ def download(model: KnownModel, dest: Path | None = None, *, url: str | None = N
                                 + "; the download was stopped and the partial file removed", remove=True)
                         out.write(block)
                         bar.update(len(block))
-                        if time.monotonic() - started > allowed:
-                            raise DownloadError(f"{url}: the transfer took more than {allowed:.0f} s "
+                        elapsed = time.monotonic() - started
+                        if deadline is not None and elapsed > deadline:
+                            raise DownloadError(f"{url}: the transfer took more than {deadline:g} s "
                                                 f"({received:,} bytes so far); stopped, run the command again to "
                                                 "resume")
+                        rate = (received - first_byte) / elapsed if elapsed > 0 else math.inf
+                        if deadline is None and elapsed > MIN_DOWNLOAD_SECONDS and rate < MIN_DOWNLOAD_RATE:
+                            raise DownloadError(f"{url}: {rate:,.0f} bytes/s after {elapsed:.0f} s, too slow to be a "
+                                                f"working transfer (at least {MIN_DOWNLOAD_RATE:,} on average); "
+                                                "stopped, run the command again to resume")
                 if total is not None and received != total:
                     raise DownloadError(f"{url}: the connection ended after {received:,} of {total:,} bytes; the "
                                         "partial file is kept for resuming, run the command again")

@@ -1691,3 +1691,15 @@ def test_legitimate_files_still_load_through_the_new_budgets(fixtures_dir, tmp_p
         assert float(waveform[0, 4]) == int(0.3 * math.sin(2 * math.pi * 220 * 4 / 16000) * 32767) / 32768
     Image.fromarray(np.full((300, 400, 3), 7, np.uint8)).save(tmp_path / "ok.png")
     assert read_picture(tmp_path / "ok.png").size == (400, 300)
+
+
+def test_download_drip_without_a_deadline_stops_on_its_rate(hostile_server, tmp_path, monkeypatch):
+    from sgim_nodes import download as dl
+    from sgim_nodes import limits
+    from sgim_nodes.download import DownloadError
+
+    monkeypatch.setattr(limits, "MIN_DOWNLOAD_SECONDS", 1.0)
+    with pytest.raises(DownloadError, match=r"bytes/s after \d+ s, too slow to be a working transfer"):
+        dl.download(_download_model(), tmp_path / "model.bin", url=f"{hostile_server.base}/drip", progress=False,
+                    timeout=5)
+    assert not (tmp_path / "model.bin").exists()
