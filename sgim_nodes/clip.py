@@ -11,7 +11,8 @@ Supported files (never any network access: open_clip is always called with ``pre
   ``model_name`` only labels the model (default: the matching open_clip name, e.g. ``ViT-B-32``);
 * open_clip state dicts (``.bin``/``.pt``/``.pth``/``.safetensors``) with an open_clip model name, or with
   their config beside them (``<weights stem>.json``, or Hugging Face's ``open_clip_config.json``) or passed
-  as ``config``. Without either, the name is inferred from the tensor shapes and the file name when exactly
+  as ``config`` (validated first by :func:`check_clip_config`: bounded sizes, and nothing that would make
+  open_clip fetch a Hugging Face or pretrained timm tower from a hub). Without either, the name is inferred from the tensor shapes and the file name when exactly
   one built-in config fits; else a clear error asks for it (e.g. ``ViT-B-32`` and ``ViT-B-32-quickgelu``
   have identical weights layouts). open_clip's config registry is read, never written.
 
@@ -116,7 +117,8 @@ def read_model_config(path: str | os.PathLike) -> dict[str, Any]:
         raise ParameterError(f"clip_config: {path} not found (expected an open_clip model config .json)",
                              parameter="config") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ModelFileError(f"{path}: not an open_clip model config ({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise ModelFileError(f"{path}: not an open_clip model config ({type(exc).__name__}: "
+                             f"{str(exc)[:200]})") from None
     config = data.get("model_cfg", data) if isinstance(data, dict) else None
     if not isinstance(config, dict) or "embed_dim" not in config or "vision_cfg" not in config:
         raise ModelFileError(f"{path}: not an open_clip model config (needs embed_dim, vision_cfg, text_cfg)")

@@ -199,7 +199,8 @@ def download(model: KnownModel, dest: Path | None = None, *, url: str | None = N
         if isinstance(exc, urllib.error.URLError) and not part.exists():
             raise
         raise DownloadError(f"{url}: no data for {timeout:g} s or the connection broke ({type(exc).__name__}: "
-                            f"{getattr(exc, 'reason', exc)}); the partial file is kept, run the command again") from None
+                            f"{getattr(exc, 'reason', exc)}); the partial file is kept, run the command "
+                            "again") from None
 
     if model.sha256:
         digest = sha256_of(part)

@@ -82,8 +82,8 @@ def check_int(name: str, value: Any, minimum: int, maximum: int, what: str = "")
     """``value`` as an int in ``[minimum, maximum]`` (bools and non-integral floats refused)."""
     ok = not isinstance(value, bool) and (isinstance(value, int) or (isinstance(value, float) and value.is_integer()))
     if not ok or not minimum <= int(value) <= maximum:
-        raise ParameterError(f"{name}: expected {what or 'an integer'} from {minimum} to {maximum}, got {short_repr(value)}",
-                             parameter=name)
+        raise ParameterError(f"{name}: expected {what or 'an integer'} from {minimum} to {maximum}, "
+                             f"got {short_repr(value)}", parameter=name)
     return int(value)
 
 

@@ -238,6 +238,7 @@ def clip_with_a_thousand_blocks(path: Path) -> Path:
 
 RUNNER = textwrap.dedent("""
     import json, sys, time
+    from pathlib import Path
     import torch
     torch.set_num_threads(1)
     from sgim_nodes.audio import load_audio_encoder
@@ -256,6 +257,7 @@ RUNNER = textwrap.dedent("""
     from sgim_nodes.latents import load_wplus
     from sgim_nodes.pictures import read_picture
     from sgim_nodes.project.distance import load_vgg16_features
+    from sgim_nodes.train.loop import load_checkpoint
 
     for name, call in json.loads(sys.argv[1]):
         open("/proc/self/clear_refs", "w").write("5")  # reset the peak-RSS mark to the current RSS
@@ -994,6 +996,42 @@ def clip_with_a_view(path: Path) -> Path:
     return path
 
 
+def torchscript_with_a_view(path: Path) -> Path:
+    """A TorchScript archive whose one tensor is a stride-0 view of a single stored float claiming 4 GB."""
+    class Marker:
+        pass
+
+    marker = Marker()
+
+    class _Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ("storage", torch.FloatStorage, "0", "cpu", 1) if obj is marker else None
+
+    buf = io.BytesIO()
+    view = _Reduce(torch._utils._rebuild_tensor_v2, (marker, 0, (1 << 30,), (0,), False,
+                                                     _Reduce(collections.OrderedDict, ())))
+    _Pickler(buf, protocol=2).dump({"w": view})
+    data = buf.getvalue()
+    data = data[:2] + _global("__torch__", "Model") + b")\x81" + data[2:-1] + b"b."
+    path.write_bytes(_zip([_stored("archive/data.pkl", data), _stored("archive/data/0", bytes(4)),
+                           _stored("archive/constants.pkl", pickle.dumps((), protocol=2)),
+                           _stored("archive/code/__torch__/model.py", b"class Model(Module):\n  pass\n")]))
+    return path
+
+
+def checkpoint_with_a_view(path: Path) -> Path:
+    torch.save({"model": {"w": _expanded(50_000, 50_000)}, "step": 1}, path)
+    return path
+
+
+def nvlabs_with_an_unbuilt_array(path: Path) -> Path:
+    from test_stylegan_files import write_nvlabs_pickle
+
+    record = _nvlabs_record("Generator", {})
+    record.args[0]["state"]["img_resolution"] = _Unbuilt()  # an attribute claiming 2e9 floats it never provides
+    return write_nvlabs_pickle({"G_ema": record}, path)
+
+
 def encoder_with_a_view(path: Path) -> Path:
     torch.save({"feature_extractor.conv1.weight": _expanded(64, 1, 7, 7), "x": _expanded(50_000, 50_000)}, path)
     return path
@@ -1147,6 +1185,8 @@ ROUND2 = {
     "view-stylegan3": (nvlabs_stylegan3_with_a_view, "load_generator({p})", "ModelFileError", "claim more than"),
     "view-clip": (clip_with_a_view, "load_clip({p})", "ModelFileError", "claim more than"),
     "view-encoder": (encoder_with_a_view, "load_audio_encoder({p})", "ModelFileError", "claim more than"),
+    "view-torchscript": (torchscript_with_a_view, "load_clip({p})", "ModelFileError", "claim more than"),
+    "view-checkpoint": (checkpoint_with_a_view, "load_checkpoint(Path({p}))", "ModelFileError", "claim more than"),
     "c-dim": (lambda p: generator_safetensors(p, {**_tiny_config().to_dict(), "c_dim": 300_000_000}),
               "load_generator({p})", "ModelFileError", "c_dim: expected 0 (unconditional) or a number of classes "
                                                        "from 0 to 100000, got 300000000"),
@@ -1154,6 +1194,8 @@ ROUND2 = {
     "tf-unbuilt-array": (tf_with_an_unbuilt_array, "load_generator({p})", "ModelFileError",
                          "'mapping/Dense0/weight' has shape [0], expected 2 dimensions"),
     "tf-shared-array": (tf_sharing_one_array, "load_generator({p})", "ModelFileError", "arrays claim more than"),
+    "nvlabs-unbuilt-array": (nvlabs_with_an_unbuilt_array, "load_generator({p})", "ModelFileError",
+                             "expected an NVlabs StyleGAN2"),
     "nvlabs-shared-tensor": (nvlabs_sharing_one_tensor, "load_generator({p})", "ModelFileError", "claim more than"),
     # 3. audio with many channels (planar frames past PyAV's 8 planes): decoded, not a crash
     "audio-12-channels": (lambda p: _wav(p, 12), "sum(c.shape[1] for c in iter_samples({p}))", None, "16000"),
@@ -1219,7 +1261,7 @@ ROUND2 = {
 _SUFFIX = {"audio": ".wav", "flac": ".flac", "wav": ".wav", "text-as-audio": ".mp3", "sg3": ".safetensors",
            "c-dim": ".safetensors", "config": ".safetensors", "wplus": ".safetensors", "png": ".png",
            "text-as-picture": ".png", "clip-config": ".safetensors", "tf": ".pkl", "nvlabs": ".pkl",
-           "legacy": ".pkl", "view-nvlabs": ".pkl", "view-stylegan3": ".pkl"}
+           "legacy": ".pkl", "view-nvlabs": ".pkl", "view-stylegan3": ".pkl", "view-checkpoint": ".pt"}
 
 
 def _suffix(name: str) -> str:
@@ -1331,6 +1373,12 @@ class _HostileServer:
                         self.send_header("Content-Length", str(len(payload) - start - 7))
                         self.end_headers()
                         self.wfile.write(payload[start + 7:])
+                    elif kind == "bad-range":
+                        self.send_response(206)
+                        self.send_header("Content-Range", "bytes zero-lots/all")
+                        self.send_header("Content-Length", "10")
+                        self.end_headers()
+                        self.wfile.write(payload[:10])
                     elif kind == "bad-length":
                         self.send_response(200)
                         self.send_header("Content-Length", "lots")
@@ -1376,6 +1424,7 @@ def _download_model(size=None, sha=None):
     ("stall", "no data for 1 s or the connection broke", True),
     ("short", "the connection ended after", True),
     ("bad-length", "invalid Content-Length ('lots')", False),
+    ("bad-range", "invalid Content-Range ('bytes zero-lots/all')", False),
     ("bad-status", "the server's reply is malformed (BadStatusLine", False),
     ("huge-length", "the server announces 1,125,899,906,842,624 bytes, more than any model file", False),
 ])
@@ -1588,6 +1637,9 @@ def test_training_lr_bounded(train_assets, tmp_path, lr):
     (lambda s: s["scheduler"].update(evil=1), "fields ['evil'] differ"),
     (lambda s: s["scheduler"].update(T_0=10 ** 9), "'T_0' is 1000000000, this run's settings give"),
     (lambda s: s["optimizer"]["param_groups"][0].update(lr=1e30), "the optimiser's learning rates"),
+    (lambda s: s.update(epoch=-10 ** 9), "'epoch' is -1000000000, outside this run (0 to 1)"),
+    (lambda s: s.update(step=10 ** 400), "'step' is 1000000"),
+    (lambda s: s.update(batch_in_epoch=10 ** 6), "'batch_in_epoch' is 1000000, outside this run"),
 ])
 def test_hostile_schedule_in_a_resumed_checkpoint_refused_at_resume(train_assets, tmp_path, change, expected):
     from sgim_nodes.errors import ModelFileError
@@ -1703,3 +1755,21 @@ def test_download_drip_without_a_deadline_stops_on_its_rate(hostile_server, tmp_
         dl.download(_download_model(), tmp_path / "model.bin", url=f"{hostile_server.base}/drip", progress=False,
                     timeout=5)
     assert not (tmp_path / "model.bin").exists()
+
+
+def test_embed_audio_command_on_many_channels_and_on_text(tmp_path, capsys):
+    """The command line reads the same decoder: a 12-channel file embeds, a text file is one error line."""
+    from sgim_nodes.audio import build_audio_encoder, save_audio_encoder
+
+    torch.manual_seed(0)
+    save_audio_encoder(build_audio_encoder(embed_dim=16), tmp_path / "enc.safetensors")
+    out = tmp_path / "embedding.safetensors"
+    code, err = _cli(["embed-audio", str(_wav(tmp_path / "c12.wav", 12, seconds=2.0)), "--encoder",
+                      str(tmp_path / "enc.safetensors"), "--out", str(out), "--device", "cpu"], capsys)
+    assert code == 0 and out.is_file(), err
+    notes = tmp_path / "notes.wav"
+    notes.write_text("these are my notes\n")
+    code, err = _cli(["embed-audio", str(notes), "--encoder", str(tmp_path / "enc.safetensors")], capsys)
+    line = _one_line(err)
+    assert code == 1 and f"{notes}: not a readable audio file (this is a text file, not audio)" in line
+    assert "Errno" not in line

@@ -108,7 +108,8 @@ class GeneratorConfig:
                                  "zero)", parameter="blur_kernel")
         self.channels = {check_int("channels", k, 4, MAX_RESOLUTION, "resolutions"):
                          check_int("channels", v, 1, MAX_CHANNELS, "channel counts") for k, v in
-                         ((int(k) if isinstance(k, str) and k.isascii() and k.isdigit() and len(k) < 8 else k, v) for k, v in self.channels.items())}
+                         ((int(k) if isinstance(k, str) and k.isascii() and k.isdigit() and len(k) < 8 else k, v)
+                          for k, v in self.channels.items())}
         if not isinstance(self.source_format, str):
             raise ParameterError(f"source_format: expected a string, got {self.source_format!r}",
                                  parameter="source_format")

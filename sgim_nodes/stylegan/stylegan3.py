@@ -252,7 +252,8 @@ def check_render_cost(config: StyleGAN3Config) -> None:
         last_cutoff = res / 2
         exponents = np.minimum(np.arange(n + 1) / (n - config.num_critical), 1)
         cutoffs = config.first_cutoff * (last_cutoff / config.first_cutoff) ** exponents
-        stopbands = config.first_stopband * (last_cutoff * config.last_stopband_rel / config.first_stopband) ** exponents
+        last_stopband = last_cutoff * config.last_stopband_rel
+        stopbands = config.first_stopband * (last_stopband / config.first_stopband) ** exponents
         rates = np.exp2(np.ceil(np.log2(np.minimum(stopbands * 2, res))))
         channels = np.rint(np.minimum((config.channel_base / 2) / cutoffs, config.channel_max))
     if not (np.isfinite(rates).all() and np.isfinite(cutoffs).all() and np.isfinite(channels).all()):

@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from ..errors import AudioError, ModelFileError, NonFiniteError, ParameterError
+from ..limits import short_repr
 from .data import (AudioTextDataset, EpochBatchSampler, build_targets, check_labels, collate,
                    embed_images, read_classes_file, read_dataset, select)
 from .config import TrainConfig  # noqa: F401  (re-exported: loop.TrainConfig)
@@ -324,6 +325,7 @@ def train(cfg: TrainConfig) -> Path:
                 f"seed {state['seed']}, {state['dataset_size']} clips; this run has {global_batch}, {cfg.seed}, "
                 f"{len(samples)}")
         _check_resumed_schedule(state, scheduler, cfg, checkpoint_path)
+        _check_resumed_position(state, cfg, steps_per_epoch, checkpoint_path)
         try:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -484,6 +486,16 @@ def _check_finite_training(model: nn.Module, step: int, cfg: TrainConfig, checkp
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise NonFiniteError(f"lr: training went non-finite at step {step} (weight '{name}'); lower --lr (now "
                                  f"{cfg.lr:g}). {_kept_checkpoint(checkpoint_path)}", parameter="lr")
+
+
+def _check_resumed_position(state: dict, cfg: TrainConfig, steps_per_epoch: int, path: Path) -> None:
+    """Where a checkpoint says the run stands must be a place in this run: a negative epoch would train
+    for ever, a huge batch index would skip the data."""
+    batches = steps_per_epoch * cfg.accum_steps
+    for key, high in (("epoch", cfg.epochs), ("batch_in_epoch", batches), ("step", cfg.epochs * steps_per_epoch)):
+        if not 0 <= state[key] <= high:
+            raise ModelFileError(f"{path}: cannot resume: '{key}' is {short_repr(state[key])}, outside this run "
+                                 f"(0 to {high})")
 
 
 def _check_resumed_schedule(state: dict, scheduler, cfg: TrainConfig, path: Path) -> None:
