@@ -198,9 +198,9 @@ def download(model: KnownModel, dest: Path | None = None, *, url: str | None = N
     except (TimeoutError, OSError) as exc:
         if isinstance(exc, urllib.error.URLError) and not part.exists():
             raise
-        raise DownloadError(f"{url}: no data for {timeout:g} s or the connection broke ({type(exc).__name__}: "
-                            f"{getattr(exc, 'reason', exc)}); the partial file is kept, run the command "
-                            "again") from None
+        what = f"no data for {timeout:g} s" if isinstance(exc, TimeoutError) else "the transfer failed"
+        raise DownloadError(f"{url}: {what} ({type(exc).__name__}: {getattr(exc, 'reason', exc)}); the partial "
+                            "file is kept, run the command again") from None
 
     if model.sha256:
         digest = sha256_of(part)

@@ -1421,7 +1421,7 @@ def _download_model(size=None, sha=None):
 @pytest.mark.parametrize("kind, expected, part_kept", [
     ("endless", "more than the 2,097,152 bytes any model file has", False),
     ("drip", "the transfer took more than 2 s", True),
-    ("stall", "no data for 1 s or the connection broke", True),
+    ("stall", "no data for 1 s", True),
     ("short", "the connection ended after", True),
     ("bad-length", "invalid Content-Length ('lots')", False),
     ("bad-range", "invalid Content-Range ('bytes zero-lots/all')", False),
