@@ -8,8 +8,8 @@ Integer PCM is scaled by 2^(bits-1) exactly like libsndfile, so that the samples
 ``soundfile``/``librosa`` returned when the reference fixtures were made (FFmpeg hands 24-bit PCM
 over as 32-bit integers shifted left by 8 bits; dividing by 2^31 gives the same float32 values).
 
-What a file claims is never trusted for sizes: frames are converted to packed (interleaved, one
-plane) samples before they are read, so any channel count is safe (PyAV reads at most 8 planes of a
+What a file claims is never trusted for sizes: frames of more than 8 planar channels are interleaved
+into one plane before they are read, so any channel count is safe (PyAV reads at most 8 planes of a
 planar frame; a 12-channel planar frame crashed the interpreter), lengths are counted from what is
 decoded (a header may claim 99 days for one second of sound), and the decoded total is bounded by
 ``limits.MAX_AUDIO_INFLATION`` times the file's size.
@@ -38,23 +38,39 @@ _MAGIC_NAMES = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GI
                 b"\x80\x02": "a Python pickle (or a model file)", b"\x1f\x8b": "a gzip archive"}
 
 
-def _packed(frame, path: Path):
-    """``frame`` with its samples interleaved in one plane (same format, rate and layout, so no value
-    changes). PyAV's ``to_ndarray`` reads at most 8 planes: a planar frame with more channels is
-    converted first, never read plane by plane."""
-    import av
+MAX_PLANES = 8  # PyAV's to_ndarray reads at most this many planes of a planar frame (FFmpeg's data[8])
 
-    if not frame.format.is_planar:
-        return [frame]
-    resampler = av.AudioResampler(format=frame.format.packed.name, layout=frame.layout, rate=frame.sample_rate)
-    return list(resampler.resample(frame)) + list(resampler.resample(None))
+
+class _Packer:
+    """Planar frames of more than :data:`MAX_PLANES` channels, interleaved into one plane (same format,
+    rate and layout: no value changes) before they are read; other frames pass as they are. One
+    converter per stream, made on the first frame that needs it."""
+
+    def __init__(self):
+        self.converter = None
+
+    def __call__(self, frame):
+        if not frame.format.is_planar or frame.layout.nb_channels <= MAX_PLANES:
+            return [frame]
+        if self.converter is None:
+            import av
+
+            self.converter = av.AudioResampler(format=frame.format.packed.name, layout=frame.layout,
+                                               rate=frame.sample_rate)
+        return self.converter.resample(frame)
+
+    def flush(self):
+        return self.converter.resample(None) if self.converter is not None else []
 
 
 def _packed_to_array(frame) -> np.ndarray:
-    """One packed frame as a [channels, samples] float32 array (integer PCM scaled exactly)."""
+    """One frame (packed, or planar with at most 8 channels) as a [channels, samples] float32 array
+    (integer PCM scaled exactly)."""
     channels = frame.layout.nb_channels
-    data = frame.to_ndarray().reshape(-1, channels).T  # packed formats come as [1, samples * channels]
-    base = frame.format.name
+    data = frame.to_ndarray()
+    if not frame.format.is_planar:  # packed formats come as [1, samples * channels], interleaved
+        data = data.reshape(-1, channels).T
+    base = frame.format.name.rstrip("p")
     if base in _INT_FORMATS:
         scale, offset = _INT_FORMATS[base]
         out = data.astype(np.float64 if base in ("s32", "s64") else np.float32)
@@ -154,6 +170,7 @@ def iter_audio(path: str | os.PathLike, *, sample_rate: int | None = None, mono:
         rate = int(sample_rate or native)
         convert = sample_rate is not None or mono
         resampler = av.AudioResampler(format="flt", layout="mono" if mono else None, rate=rate) if convert else None
+        packer = _Packer()
         skip = int(round(start * rate)) if rate else 0  # samples still to drop before ``start``
         if seek and start > 1.0:
             container.seek(int((start - 1.0) * 1_000_000))  # microseconds; lands on an earlier packet
@@ -187,9 +204,8 @@ def iter_audio(path: str | os.PathLike, *, sample_rate: int | None = None, mono:
                     if skip < 0:  # the seek landed after ``start``: the missing samples are silence
                         yield torch.zeros(frame.layout.nb_channels if not mono else 1, -skip)
                         skip = 0
-                yield from emit(resampler.resample(frame) if convert else _packed(frame, path))
-            if convert:
-                yield from emit(resampler.resample(None))
+                yield from emit(resampler.resample(frame) if convert else packer(frame))
+            yield from emit(resampler.resample(None) if convert else packer.flush())
         except AudioError:
             raise
         except Exception as exc:
