@@ -1097,6 +1097,26 @@ def nvlabs_with_code_in_a_legacy_storage(path: Path) -> Path:
     return write_nvlabs_pickle({"G_ema": _nvlabs_record("Generator", {"w": _LegacyStorage(inner.getvalue())})}, path)
 
 
+def tf_with_code_in_a_legacy_storage(path: Path) -> Path:
+    from tf_pickle_writer import write_tf_pickle
+
+    inner = io.BytesIO()
+    torch.save({"x": _Reduce(print, ("hello",))}, inner, _use_new_zipfile_serialization=False)
+    gs = _tf_generator_records()
+    gs.state["variables"] = gs.state["variables"] + [("extra", _LegacyStorage(inner.getvalue()))]
+    return write_tf_pickle(path, gs)
+
+
+def legacy_file_with_code(path: Path) -> Path:
+    torch.save({"features.0.weight": _Reduce(print, ("hello",))}, path, _use_new_zipfile_serialization=False)
+    return path
+
+
+def vgg16_with_a_view(path: Path) -> Path:
+    torch.save({"features.0.weight": _expanded(64, 3, 3, 3), "classifier.0.weight": _expanded(50_000, 50_000)}, path)
+    return path
+
+
 def stylegan3_safetensors(path: Path, **changes) -> Path:
     from safetensors.torch import save_file
 
@@ -1232,6 +1252,13 @@ ROUND2 = {
     # 11. the VGG16 loader checks zip members too
     "vgg16-zip-bomb": (lambda p: zip_bomb(p, torchscript=False), "load_vgg16_features({p})", "ModelFileError",
                        "would inflate from"),
+    "vgg16-storage-beyond-member": (lambda p: p.write_bytes(_zip([
+        _stored("archive/data.pkl", torch_data_pickle(400_000_000, False)), _stored("archive/version", b"3\n"),
+        _stored("archive/data/0", bytes(16))])), "load_vgg16_features({p})", "ModelFileError",
+        "storage 0 declares 1,600,000,000 bytes but its archive member holds 16"),
+    "vgg16-view": (vgg16_with_a_view, "load_vgg16_features({p})", "ModelFileError", "claim more than"),
+    "vgg16-code": (legacy_file_with_code, "load_vgg16_features({p})", "UnsafeFileError",
+                   "GLOBAL print was not an allowed global"),
     # 12. wrong-kind values
     "tf-400-digit-integer": (tf_with_a_huge_integer, "load_generator({p})", "ModelFileError",
                              "is not a finite number of usable size"),
@@ -1244,6 +1271,12 @@ ROUND2 = {
     # 13. torch's advice never reaches the user on the nested legacy path
     "legacy-storage-code": (nvlabs_with_code_in_a_legacy_storage, "load_generator({p})", "UnsafeFileError",
                             "an embedded tensor asks for code beyond plain tensors"),
+    "legacy-storage-code-tf": (tf_with_code_in_a_legacy_storage, "load_generator({p})", "UnsafeFileError",
+                               "an embedded tensor asks for code beyond plain tensors"),
+    "legacy-file-code-generator": (legacy_file_with_code, "load_generator({p})", "UnsafeFileError",
+                                   "GLOBAL print was not an allowed global"),
+    "legacy-file-code-checkpoint": (legacy_file_with_code, "load_checkpoint(Path({p}))", "ModelFileError",
+                                    "GLOBAL print was not an allowed global"),
     # 18. pictures: the header's size first, Pillow's refusals named
     "png-50000-square": (lambda p: p.write_bytes(_png(50_000, 50_000)), "read_picture({p})", "ParameterError",
                          "decompression bomb"),
@@ -1261,7 +1294,7 @@ ROUND2 = {
 _SUFFIX = {"audio": ".wav", "flac": ".flac", "wav": ".wav", "text-as-audio": ".mp3", "sg3": ".safetensors",
            "c-dim": ".safetensors", "config": ".safetensors", "wplus": ".safetensors", "png": ".png",
            "text-as-picture": ".png", "clip-config": ".safetensors", "tf": ".pkl", "nvlabs": ".pkl",
-           "legacy": ".pkl", "view-nvlabs": ".pkl", "view-stylegan3": ".pkl", "view-checkpoint": ".pt"}
+           "legacy": ".pkl", "legacy-file": ".pt", "view-nvlabs": ".pkl", "view-stylegan3": ".pkl", "view-checkpoint": ".pt"}
 
 
 def _suffix(name: str) -> str:
@@ -1619,6 +1652,32 @@ def test_training_stops_on_nan_and_keeps_the_last_good_checkpoint(train_assets, 
     kept = torch.load(checkpoint, weights_only=True)
     assert kept["step"] == 1 and all(torch.equal(kept["model"][k], v) for k, v in good["model"].items())
     assert not out.exists()  # no encoder exported from NaN weights
+
+
+def test_training_stops_when_the_weights_go_infinite(train_assets, tmp_path, monkeypatch):
+    """A step that leaves an infinite weight behind a finite loss stops the run too, naming the weight."""
+    from sgim_nodes.errors import NonFiniteError
+    from sgim_nodes.train import loop
+
+    make = loop.make_optimizer
+
+    def poisoned(cfg, model):
+        optimizer = make(cfg, model)
+
+        def poison(*_):
+            with torch.no_grad():
+                next(model.encoder.parameters()).view(-1)[0] = float("inf")
+
+        optimizer.register_step_post_hook(poison)
+        return optimizer
+
+    monkeypatch.setattr(loop, "make_optimizer", poisoned)
+    out = tmp_path / "enc.safetensors"
+    with pytest.raises(NonFiniteError) as info:
+        loop.train(train_config(train_assets, out, epochs=1, batch_size=12, max_steps=2, checkpoint_every=1))
+    assert "training went non-finite at step 1 (weight '" in str(info.value) and "No checkpoint was written" in str(
+        info.value)
+    assert not (tmp_path / "enc_run" / "checkpoint.pt").exists() and not out.exists()
 
 
 @pytest.mark.parametrize("lr", [1e30, float("inf"), 101.0, float("nan")])

@@ -156,11 +156,11 @@ def load_vgg16_features(path: str | os.PathLike) -> VGG16Features:
     except Exception as exc:  # a truncated or foreign file: a weights-only unpickler error, never code execution
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:
-            message = torch_message(exc)
-            error = UnsafeFileError if "Weights only load failed" in str(exc) else ModelFileError
-            raise error(f"{path}: not a torchvision VGG16 weights file readable with weights_only "
-                        f"({message[:200]})") from None
+        except Exception as second:  # the reason without mmap (a legacy file cannot be memory-mapped)
+            message = torch_message(second)
+            error = UnsafeFileError if "Weights only load failed" in str(second) else ModelFileError
+            raise error(f"{path}: not a torchvision VGG16 weights file of plain tensors ({message[:200]}); "
+                        "nothing from it was executed") from None
     check_file_claims(path, state)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
