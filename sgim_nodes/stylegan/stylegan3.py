@@ -425,11 +425,19 @@ class SynthesisInput(nn.Module):
         self.register_buffer("freqs", freqs / (radii * radii.square().exp().pow(0.25)) * design.bandwidth)
         self.register_buffer("phases", torch.rand(channels) - 0.5)
 
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
+    def affine(self, w: torch.Tensor) -> torch.Tensor:
+        """The input's style vector [B, 4]: rotation (t0, t1) and translation (t2, t3) before normalisation."""
+        dtype = w.dtype
+        return torch.addmm(self.affine_bias.to(dtype), w, (self.affine_weight / math.sqrt(w.shape[1])).t().to(dtype))
+
+    def forward(self, w: torch.Tensor | None, styles: torch.Tensor | None = None) -> torch.Tensor:
+        return self.modulated(self.affine(w) if styles is None else styles)
+
+    def modulated(self, t: torch.Tensor) -> torch.Tensor:
+        """The Fourier features from the style vector ``t`` [B, 4] (see :meth:`affine`)."""
         design = self.design
-        batch, dtype = w.shape[0], w.dtype
+        batch, dtype, w = t.shape[0], t.dtype, t  # ``w`` below only supplies device and dtype
         # Per-sample rotation (t0, t1) and translation (t2, t3), normalised by the rotation's length.
-        t = torch.addmm(self.affine_bias.to(dtype), w, (self.affine_weight / math.sqrt(w.shape[1])).t().to(dtype))
         precise = torch.promote_types(dtype, torch.float32)  # angles and phases need at least float32
         t = t.to(precise)
         t = t / t[:, :2].norm(dim=1, keepdim=True)
@@ -476,11 +484,20 @@ class SynthesisLayer(nn.Module):
         else:
             self.up_filter = self.down_filter = None
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """x [B, C_in, in_size, in_size], w [B, w_dim] -> [B, C_out, out_size, out_size]."""
+    def affine(self, w: torch.Tensor) -> torch.Tensor:
+        """This layer's style vector [B, in_channels] (NVlabs' ``affine(w)``; StyleSpace coordinates)."""
+        dtype = w.dtype
+        return torch.addmm(self.affine_bias.to(dtype), w, (self.affine_weight / math.sqrt(w.shape[1])).t().to(dtype))
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor | None, styles: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, C_in, in_size, in_size], w [B, w_dim] (or the given ``styles``) -> [B, C_out, out_size, out_size]."""
+        return self.modulated(x, self.affine(w.to(x.dtype)) if styles is None else styles)
+
+    def modulated(self, x: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
+        """The layer from its style vector ``styles`` [B, in_channels] (see :meth:`affine`)."""
         design, dtype = self.design, x.dtype
         k = design.conv_kernel
-        styles = torch.addmm(self.affine_bias.to(dtype), w, (self.affine_weight / math.sqrt(w.shape[1])).t().to(dtype))
+        styles = styles.to(dtype)
         input_gain = self.magnitude_ema.rsqrt()  # normalises the input's running mean square to 1
         if design.is_torgb:
             styles = styles * (1 / math.sqrt(design.in_channels * k * k))
@@ -518,10 +535,25 @@ class StyleGAN3Synthesis(nn.Module):
     def layer_designs(self) -> list[LayerDesign]:
         return [layer.design for layer in self.layers]
 
-    def forward(self, ws: torch.Tensor) -> torch.Tensor:
-        x = self.input(ws[:, 0])
+    def style_modules(self) -> list[tuple[str, nn.Module, int, str]]:
+        """(name, layer, W+ row, kind) of every modulated layer in StyleSpace order: the Fourier input
+        (row 0, its 4 transform values), then layers L0 .. L{N} (row i + 1; the last is ToRGB)."""
+        out = [("input", self.input, 0, "input")]
         for index, layer in enumerate(self.layers):
-            x = layer(x, ws[:, index + 1])
+            out.append((layer.design.name.split("_")[0], layer, index + 1, "torgb" if layer.design.is_torgb else "conv"))
+        return out
+
+    def styles_from_ws(self, ws: torch.Tensor) -> list[torch.Tensor]:
+        return [layer.affine(ws[:, row]) for _, layer, row, _ in self.style_modules()]
+
+    def forward(self, ws: torch.Tensor) -> torch.Tensor:
+        return self.forward_styles(self.styles_from_ws(ws))
+
+    def forward_styles(self, styles: list[torch.Tensor], noise_mode: str = "const", **_: object) -> torch.Tensor:
+        """The image from the style vectors (no noise inputs: ``noise_mode`` is ignored)."""
+        x = self.input(None, styles=styles[0])
+        for layer, s in zip(self.layers, styles[1:]):
+            x = layer(x, None, styles=s)
         return x * self.output_scale
 
 
