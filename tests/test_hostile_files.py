@@ -1834,25 +1834,3 @@ def test_embed_audio_command_on_many_channels_and_on_text(tmp_path, capsys):
     assert code == 1 and f"{notes}: not a readable audio file (this is a text file, not audio)" in line
     assert "Errno" not in line
 
-
-def test_planar_frames_past_eight_channels_are_interleaved_before_reading():
-    """PyAV reads at most 8 planes of a planar frame (reading a 12-plane one crashed the interpreter): such
-    frames go through one packed converter per stream; smaller planar frames are read as they are, with
-    integer PCM scaled exactly."""
-    import av
-    import numpy as np
-
-    from sgim_nodes.audio.decode import _Packer, _packed_to_array
-
-    frame = av.AudioFrame(format="s16p", layout="12c", samples=100)
-    frame.sample_rate = 16000
-    for k, plane in enumerate(frame.planes):
-        plane.update(np.full(100, 1000 * k, np.int16).tobytes())
-    packer = _Packer()
-    out = list(packer(frame)) + list(packer.flush())
-    assert [o.format.name for o in out] == ["s16"]
-    samples = np.concatenate([_packed_to_array(o) for o in out], axis=1)
-    assert samples.shape == (12, 100) and np.array_equal(samples[:, 0], np.arange(12) * 1000 / 32768)
-    stereo = av.AudioFrame.from_ndarray(np.full((2, 10), -16384, np.int16), format="s16p", layout="stereo")
-    stereo.sample_rate = 16000
-    assert _Packer()(stereo) == [stereo] and np.all(_packed_to_array(stereo) == -0.5)
