@@ -122,8 +122,11 @@ def load_model_file(path: str | os.PathLike, kind: str, device: str | torch.devi
         raise ModelFileError(f"{path}: expected a comfyui-sgim '{kind}' file, but this is {what}")
     try:
         config = json.loads(metadata.get("config", "{}"))
-    except json.JSONDecodeError as exc:
-        raise ModelFileError(f"{path}: the 'config' metadata is not valid JSON ({exc})") from None
+    except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: arrays nested 100,000 deep
+        raise ModelFileError(f"{path}: the 'config' metadata is not valid JSON of usable depth "
+                             f"({type(exc).__name__})") from None
+    if not isinstance(config, dict):
+        raise ModelFileError(f"{path}: the 'config' metadata should be a JSON object, found {type(config).__name__}")
     try:
         tensors = load_file(str(path), device=str(device))
     except Exception as exc:

@@ -44,6 +44,8 @@ class FileServer:
                     return
                 start = int(self.headers["Range"].split("=")[1].rstrip("-")) if self.headers.get("Range") else 0
                 self.send_response(206 if start else 200)
+                if start:  # RFC 9110: a 206 says which bytes it holds
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
                 self.send_header("Content-Length", str(len(body) - start))
                 self.end_headers()
                 self.wfile.write(body[start:])

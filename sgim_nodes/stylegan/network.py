@@ -108,7 +108,8 @@ class GeneratorConfig:
                                  "zero)", parameter="blur_kernel")
         self.channels = {check_int("channels", k, 4, MAX_RESOLUTION, "resolutions"):
                          check_int("channels", v, 1, MAX_CHANNELS, "channel counts") for k, v in
-                         ((int(k) if isinstance(k, str) and k.isdigit() else k, v) for k, v in self.channels.items())}
+                         ((int(k) if isinstance(k, str) and k.isascii() and k.isdigit() and len(k) < 8 else k, v)
+                          for k, v in self.channels.items())}
         if not isinstance(self.source_format, str):
             raise ParameterError(f"source_format: expected a string, got {self.source_format!r}",
                                  parameter="source_format")
@@ -124,9 +125,9 @@ class GeneratorConfig:
     def _normalise_labels(self) -> None:
         """One spelling per label setup, so configs compare equal: unconditional has no mode or width, a
         conditional one defaults to "embed", and a width equal to its mode's default is None."""
-        self.c_dim = int(self.c_dim)
-        if self.c_dim < 0:
-            raise ParameterError(f"c_dim: expected 0 (unconditional) or a number of classes, got {self.c_dim}")
+        from ..limits import MAX_CLASSES, check_int
+
+        self.c_dim = check_int("c_dim", self.c_dim, 0, MAX_CLASSES, "0 (unconditional) or a number of classes")
         if self.c_dim == 0:
             self.label_mode = self.label_features = None
             return

@@ -81,11 +81,11 @@ class StyleGAN3Config:
     source_format: str = "random"
 
     def __post_init__(self) -> None:
-        from ..limits import MAX_CHANNELS, MAX_MAPPING_LAYERS, MAX_RESOLUTION, check_float, check_int
+        from ..limits import MAX_CHANNELS, MAX_CLASSES, MAX_MAPPING_LAYERS, MAX_RESOLUTION, check_float, check_int
 
         # Types and ranges before anything is derived from them: a config may come from a file's metadata.
         self.resolution = check_int("resolution", self.resolution, 4, MAX_RESOLUTION, "a power of two")
-        for name, low, high in (("z_dim", 1, MAX_CHANNELS), ("w_dim", 1, MAX_CHANNELS), ("c_dim", 0, 100_000),
+        for name, low, high in (("z_dim", 1, MAX_CHANNELS), ("w_dim", 1, MAX_CHANNELS), ("c_dim", 0, MAX_CLASSES),
                                 ("n_mapping", 1, MAX_MAPPING_LAYERS), ("img_channels", 1, 4),
                                 ("channel_base", 1, 1 << 22), ("channel_max", 1, MAX_CHANNELS), ("num_layers", 1, 64),
                                 ("num_critical", 0, 64), ("margin_size", 0, 1024), ("conv_kernel", 1, 15),
@@ -112,6 +112,7 @@ class StyleGAN3Config:
             raise ParameterError("conv_kernel, filter_size, lrelu_upsampling and n_mapping must be >= 1")
         if self.mapping_hidden == self.w_dim or self.n_mapping == 1:
             self.mapping_hidden = None
+        check_render_cost(self)
 
     @property
     def num_ws(self) -> int:
@@ -237,6 +238,47 @@ def design_layers(config: StyleGAN3Config) -> tuple[InputDesign, list[LayerDesig
             up_taps=up_taps, down_taps=down_taps, down_radial=config.use_radial_filters and not critical,
             padding=(pad_lo, pad_hi, pad_lo, pad_hi)))
     return inp, layers
+
+
+def check_render_cost(config: StyleGAN3Config) -> None:
+    """The design a config derives, checked before anything is built: every sampling rate and channel
+    count at least 1 (tiny stopbands or cutoffs derive rate 0, huge cutoffs channel count 0), and no
+    layer's activation for one image (channels x its upsampled grid) beyond ``MAX_LAYER_ACTIVATION``,
+    so a design within every single field's range cannot ask for tens of gigabytes at render time."""
+    from ..limits import MAX_LAYER_ACTIVATION
+
+    n, res = config.num_layers, config.resolution
+    with np.errstate(all="ignore"):
+        last_cutoff = res / 2
+        exponents = np.minimum(np.arange(n + 1) / (n - config.num_critical), 1)
+        cutoffs = config.first_cutoff * (last_cutoff / config.first_cutoff) ** exponents
+        last_stopband = last_cutoff * config.last_stopband_rel
+        stopbands = config.first_stopband * (last_stopband / config.first_stopband) ** exponents
+        rates = np.exp2(np.ceil(np.log2(np.minimum(stopbands * 2, res))))
+        channels = np.rint(np.minimum((config.channel_base / 2) / cutoffs, config.channel_max))
+    if not (np.isfinite(rates).all() and np.isfinite(cutoffs).all() and np.isfinite(channels).all()):
+        raise ParameterError("first_cutoff/first_stopband/last_stopband_rel: the design they derive is not finite",
+                             parameter="first_stopband")
+    if rates.min() < 1:
+        raise ParameterError(f"first_stopband: the design derives a sampling rate of {rates.min():g} (below 1) "
+                             f"from stopband {config.first_stopband:g}; the layers would divide by zero",
+                             parameter="first_stopband")
+    if channels[:-1].min() < 1:
+        layer = int(np.argmin(channels[:-1]))
+        raise ParameterError(f"channel_base: layer {layer} derives 0 channels (channel_base {config.channel_base} / "
+                             f"2 / cutoff {cutoffs[layer]:g}); raise channel_base or lower the cutoffs",
+                             parameter="channel_base")
+    _, layers = design_layers(config)
+    for design in layers:
+        grid = max(design.in_size * design.up_factor + design.up_taps, design.out_size * design.down_factor
+                   + design.down_taps) + design.conv_kernel
+        elements = max(design.in_channels, design.out_channels) * grid * grid
+        if elements > MAX_LAYER_ACTIVATION:
+            raise ParameterError(
+                f"StyleGAN3 design: layer {design.name} would compute {elements:,} activation values per image "
+                f"({max(design.in_channels, design.out_channels)} channels on a {grid} x {grid} grid), beyond the "
+                f"{MAX_LAYER_ACTIVATION:,} any real StyleGAN3 needs (margin_size {config.margin_size}, filter_size "
+                f"{config.filter_size}, lrelu_upsampling {config.lrelu_upsampling})", parameter="margin_size")
 
 
 def lowpass_filter(taps: int, cutoff: float, width: float, fs: float, radial: bool = False) -> torch.Tensor | None:
