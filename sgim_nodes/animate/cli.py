@@ -5,14 +5,13 @@
 
 Keyframe codes are cached next to the video (``<out>.keyframes/``, or ``--cache-dir``), one file
 per keyframe as soon as it is done, so an interrupted run resumes at the first missing keyframe
-and gives the same video. The video is written to a temporary file and renamed at the end.
+and gives the same video. The video is written to a temporary file and renamed at the end. This module is the flags; the
+job is :func:`sgim_nodes.jobs.music_video.run_music_video`.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ParameterError
@@ -20,41 +19,8 @@ from . import defaults
 from .defaults import DEFAULT_BATCH
 
 
-@dataclass
-class AnimateRequest:
-    """Everything one music video needs; the command line fills it, Python callers may build it."""
-
-    audio: Path
-    out: Path
-    generator: Path
-    clip: Path
-    encoder: Path
-    fps: float = 24.0
-    start: float | None = None
-    end: float | None = None
-    size: int | None = None
-    clip_model: str | None = None
-    prompts: str = ""
-    text_weight: float = 0.3
-    keyframe_seconds: float = defaults.DEFAULT_KEYFRAME_SECONDS
-    snap_to_onsets: bool = False
-    steps: int = defaults.DEFAULT_STEPS
-    keyframe_steps: int = defaults.DEFAULT_KEYFRAME_STEPS
-    lr: float = 0.1
-    lambda_sim: float = 0.002
-    truncation: float = 0.7
-    mask: str | None = None
-    source_latent: Path | None = None
-    seed: int = 0
-    reactivity: float = defaults.DEFAULT_REACTIVITY
-    band_layers: bool = True
-    smoothing: float = defaults.DEFAULT_SMOOTHING
-    rotation_degrees: float = defaults.DEFAULT_ROTATION_DEGREES
-    translation: float = defaults.DEFAULT_TRANSLATION
-    batch: int = DEFAULT_BATCH
-    cache_dir: Path | None = None
-    device: str = "auto"
-    timings: dict = field(default_factory=dict)  # filled by render_music_video: seconds per stage
+# Library parameters named otherwise than the flag that sets them (the rest follow the flags' dests).
+FLAG_FOR_PARAMETER = {"prompt_schedule": "--prompts"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -82,13 +48,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="optimiser steps of the first keyframe")
     p.add_argument("--keyframe-steps", type=int, default=defaults.DEFAULT_KEYFRAME_STEPS,
                    help="steps of each later keyframe (warm-started from the previous one)")
-    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate of the keyframe optimiser")
     p.add_argument("--lambda-sim", type=float, default=0.002, help="how strongly codes stay near the source")
     p.add_argument("--truncation", type=float, default=0.7, help="truncation of the random source code")
     p.add_argument("--mask", help="layer freedom: a preset (all, coarse, middle, fine) or one number per W+ layer "
                                   "'f0,f1,...' in [0, 1] (0 = frozen, 1 = free), as edit's --mask")
     p.add_argument("--source-latent", type=Path, help="W+ file of the source image (default: random from --seed)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random source code (without --source-latent)")
     p.add_argument("--reactivity", type=float, default=defaults.DEFAULT_REACTIVITY,
                    help="how much the image pulses with loudness and onsets (0 = none)")
     p.add_argument("--no-band-layers", dest="band_layers", action="store_false",
@@ -102,15 +68,39 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="frames decoded at once")
     p.add_argument("--cache-dir", type=Path, help="where keyframe codes are kept (default: <out>.keyframes)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    g = p.add_argument_group("instant following (docs/instant.md)")
+    g.add_argument("--follow", choices=["keyframes", "instant"], default="keyframes",
+                   help="keyframes: optimised keyframe codes; instant: no optimisation, every moment follows its "
+                        "own sound through the generator's analysed directions (analysed once, cached)")
+    g.add_argument("--follow-seconds", type=float, default=0.25,
+                   help="instant: time between the followed moments (0 = every frame)")
+    g.add_argument("--alpha", type=float, help="instant strength (default 1, see edit --alpha)")
+    g.add_argument("--beta", type=float, help="instant relevance threshold (default 0.1, see edit --beta)")
+    g.add_argument("--analysis-cache", type=Path, help="instant analysis cache file (default: models/sgim_instant/)")
     return p
 
 
-def request_from_args(args: argparse.Namespace) -> AnimateRequest:
+def request_from_args(args: argparse.Namespace):
+    """The :class:`~sgim_nodes.jobs.music_video.AnimateRequest` of the parsed flags (models found or fetched)."""
+    from ..jobs.music_video import AnimateRequest
     from ..models import KNOWN_MODELS, find_model_file
     from ..pipeline import DEFAULT_FILES, fetch_missing_models
 
+    from ..fileio import check_output_file
+
     if args.text and args.prompts:
         raise ParameterError("give --text or --prompts, not both")
+    for flag, given in (("--text", args.text), ("--prompts", args.prompts)):
+        if given is not None and not given.strip():
+            raise ParameterError(f"{flag}: the prompt is empty; give words (or leave {flag} out)")
+    check_output_file(args.out, "--out", create_folders=False)  # before the models are looked for
+    if args.follow != "instant":
+        for flag, value in (("--alpha", args.alpha), ("--beta", args.beta), ("--analysis-cache", args.analysis_cache)):
+            if value is not None:
+                raise ParameterError(f"{flag}: only used with --follow instant", parameter=flag[2:])
+    elif args.snap_to_onsets:
+        raise ParameterError("--snap-to-onsets: --follow instant follows every --follow-seconds; nothing to snap",
+                             parameter="snap_to_onsets")
     paths, missing = {}, []
     for arg in ("generator", "clip", "encoder"):
         folder, default_name = DEFAULT_FILES[arg]
@@ -130,114 +120,18 @@ def request_from_args(args: argparse.Namespace) -> AnimateRequest:
         keyframe_steps=args.keyframe_steps, lr=args.lr, lambda_sim=args.lambda_sim, truncation=args.truncation,
         mask=args.mask, source_latent=args.source_latent, seed=args.seed, reactivity=args.reactivity,
         band_layers=args.band_layers, smoothing=args.smoothing, rotation_degrees=args.rotation_degrees,
-        translation=args.translation, batch=args.batch, cache_dir=args.cache_dir, device=args.device, **paths)
-
-
-def render_music_video(request: AnimateRequest, progress: bool = True):
-    """Write ``request.out``; returns ``(timeline, keyframes)``. Stage times land in ``request.timings``."""
-    import torch
-    from tqdm import tqdm
-
-    from ..audio import check_compatible, embed_audio, load_audio_encoder
-    from ..clip import load_clip
-    from ..device import resolve_device
-    from ..fileio import atomic_path
-    from ..latents import check_wplus_fits, load_wplus
-    from ..optimize import sample_source_ws
-    from ..optimize.rules import freedom_mask, parse_freedom
-    from ..stylegan import load_generator
-    from .features import features_of_file
-    from .keyframes import KeyframeSettings, keyframe_targets, keyframe_times, optimize_keyframes, parse_prompt_schedule
-    from .render import VideoWriter, check_size, iter_frames, resize, to_uint8
-    from .stream import iter_samples, probe, read_segment
-    from .timeline import make_timeline
-    from .trajectory import Trajectory
-
-    timings = request.timings
-    clock = time.perf_counter()
-    if Path(request.out).suffix.lower() != ".mp4":
-        raise ParameterError(f"--out: expected a .mp4 file name, got {request.out}", parameter="out")
-    schedule = parse_prompt_schedule(request.prompts)
-    device = resolve_device(request.device)
-    track = probe(request.audio)
-    timeline = make_timeline(track.seconds, request.fps, request.start, request.end)
-    features = features_of_file(request.audio, timeline, request.smoothing)
-    timings["features"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    generator = load_generator(request.generator, device=device)
-    size = check_size(request.size, generator.resolution)
-    clip = load_clip(request.clip, model_name=request.clip_model, device=device)
-    encoder = load_audio_encoder(request.encoder, device=device)
-    check_compatible(encoder, clip)
-    if request.source_latent is not None:
-        ws, _, _ = load_wplus(request.source_latent)
-        source = check_wplus_fits(ws, generator, "--source-latent")[:1].to(device)
-    else:
-        source = sample_source_ws(generator, 1, request.seed, request.truncation)
-    times = keyframe_times(timeline, request.keyframe_seconds, features.onset_times, request.snap_to_onsets)
-    window = encoder.settings.window_seconds
-
-    def read_window(start: float, seconds: float) -> torch.Tensor:
-        return read_segment(request.audio, start, seconds)[0]
-
-    def embed_window(audio: torch.Tensor) -> torch.Tensor:
-        return embed_audio(encoder, audio, track.sample_rate, pool="first")[0]
-
-    targets, weights, labels = keyframe_targets(
-        times, timeline, read_window, embed_window, window, track.seconds,
-        text_embed=lambda prompts: clip.encode_text(prompts), schedule=schedule, text_weight=request.text_weight)
-    timings["targets"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    settings = KeyframeSettings(steps=request.steps, keyframe_steps=request.keyframe_steps, lr=request.lr,
-                                lambda_sim=request.lambda_sim,
-                                layer_weights=None if request.mask is None else
-                                freedom_mask(parse_freedom(request.mask, int(generator.num_ws), "--mask",
-                                                               getattr(generator, "ws_resolutions", None))),
-                                seed=request.seed)
-    total_steps = settings.steps + settings.keyframe_steps * (len(times) - 1)
-    bar = tqdm(total=total_steps, desc=f"keyframes (0/{len(times)})", unit="step", disable=not progress)
-
-    def on_step(k, info):
-        bar.update(1)
-
-    def on_keyframe(k, cached):
-        if cached:
-            bar.update(settings.steps if k == 0 else settings.keyframe_steps)
-        bar.set_description(f"keyframes ({k + 1}/{len(times)})")
-
-    cache_dir = request.cache_dir or Path(str(request.out) + ".keyframes")
-    try:
-        keyframes = optimize_keyframes(generator, clip, targets, source, times, settings, target_weights=weights,
-                                       cache_dir=cache_dir, callback=on_step, on_keyframe=on_keyframe, labels=labels)
-    finally:
-        bar.close()
-    timings["keyframes"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    trajectory = Trajectory(keyframes, features, reactivity=request.reactivity, band_layers=request.band_layers,
-                            rotation_degrees=request.rotation_degrees, translation=request.translation)
-    side = size or generator.resolution
-    audio_chunks = iter_samples(request.audio, start=timeline.start, seek=True)
-    with atomic_path(request.out) as tmp:
-        writer = VideoWriter(tmp, timeline, side, side, audio=audio_chunks, sample_rate=track.sample_rate,
-                             channels=track.channels)
-        try:
-            with tqdm(total=timeline.frames, desc="frames", unit="frame", disable=not progress) as frames_bar:
-                for first, images in iter_frames(generator, trajectory, batch_size=request.batch):
-                    writer.write(to_uint8(resize(images, size)))
-                    frames_bar.update(images.shape[0])
-        finally:
-            writer.close()
-    timings["frames"] = time.perf_counter() - clock
-    return timeline, keyframes
+        translation=args.translation, batch=args.batch, cache_dir=args.cache_dir, device=args.device,
+        follow="instant" if args.follow == "instant" else "optimise", follow_seconds=args.follow_seconds,
+        alpha=args.alpha, beta=args.beta, analysis_cache=args.analysis_cache, **paths)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     request = request_from_args(args)
-    timeline, keyframes = render_music_video(request)
+    from ..jobs.music_video import run_music_video
+    from ..jobs.run import TqdmRun
+
+    timeline, keyframes = run_music_video(request, TqdmRun(request.device))
     print(f"{timeline.frames} frames at {timeline.fps:g} fps ({timeline.duration:.3f} s from {timeline.start:g} s), "
           f"{len(keyframes.times)} keyframes")
     print(f"wrote {request.out}")
