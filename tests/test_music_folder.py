@@ -50,7 +50,6 @@ def test_beat_keyframes_through_the_whole_pipeline(models, tmp_path):
     track = write_wav(tmp_path / "beat.wav", click_track(12.0, clicks=clicks))
     result = run_music_render(request(models, track, tmp_path / "beat.mp4", keyframes="beats:4", beat_weight=0.5))
     assert abs(result.tempo - 128) / 128 < 0.02
-    assert "tempo 128" in result.describe() or "tempo 127" in result.describe()
     click_frames = np.round(np.array(clicks) * 12)
     inner = np.array(result.keyframe_times[1:-1]) * 12
     assert len(inner) >= 4 and all(np.abs(click_frames - f).min() <= 1 for f in inner)  # on the beats

@@ -209,6 +209,16 @@ def with_beats(features: AudioFeatures, beats: Beats) -> AudioFeatures:
     return dataclasses.replace(features, tempo=float(beats.tempo), beat_times=list(beats.times))
 
 
+def beats_of(features: AudioFeatures) -> Beats:
+    """The beats ``features`` carry (see :func:`with_beats`)."""
+    if features.tempo is None:
+        raise ParameterError("features: no beats tracked yet", parameter="features")
+    fps = features.timeline.fps
+    return Beats(tempo=float(features.tempo), times=list(features.beat_times),
+                 frames=[int(round(t * fps)) for t in features.beat_times], period_frames=60.0 * fps / features.tempo,
+                 estimated_bpm=None)
+
+
 def downbeat_phase(features: AudioFeatures, beats: Beats, beats_per_bar: int = 4) -> int:
     """Which beat (0 .. beats_per_bar - 1) starts the bars: the phase whose beats have the most bass and onset."""
     if len(beats.frames) < beats_per_bar:
@@ -281,7 +291,10 @@ def keyframe_times_for(spec, timeline: Timeline, features: AudioFeatures, *, bpm
     unit, amount = parse_keyframe_spec(spec)
     if unit == "seconds":
         return keyframe_times(timeline, amount, features.onset_times, snap_to_onsets), None
-    beats = track_beats(features, bpm=bpm, tempo_correction=tempo_correction)
+    if features.tempo is not None and check_bpm(bpm) is None and check_tempo_correction(tempo_correction) == 1.0:
+        beats = beats_of(features)  # tracked before (the Beats node, with its own BPM and correction)
+    else:
+        beats = track_beats(features, bpm=bpm, tempo_correction=tempo_correction)
     if len(beats.frames) < 2:
         raise ParameterError(f"keyframes: no beats found in the range for {spec!r}; give --bpm or use seconds:N",
                              parameter="keyframes")

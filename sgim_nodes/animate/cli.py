@@ -1,12 +1,16 @@
-"""``python -m sgim_nodes animate``: a music video from a track, streamed into an .mp4 with the track.
+"""``python -m sgim_nodes animate``: a music video from a track (or a folder of tracks), rendered into an .mp4.
 
-    track --> per-frame features --> keyframe targets (sound [+ prompts]) --> keyframe W+ codes
-          --> smooth audio-reactive trajectory --> frames in batches --> H.264 + AAC .mp4
+    track --> per-frame features --> (tempo, beats) --> keyframe targets (sound [+ prompts])
+          --> keyframe W+ codes --> smooth audio-reactive trajectory --> frames in batches
+          --> closed-GOP H.264 segments --> joined with the track (AAC) into the .mp4
 
-Keyframe codes are cached next to the video (``<out>.keyframes/``, or ``--cache-dir``), one file
-per keyframe as soon as it is done, so an interrupted run resumes at the first missing keyframe
-and gives the same video. The video is written to a temporary file and renamed at the end. This module is the flags; the
-job is :func:`sgim_nodes.jobs.music_video.run_music_video`.
+Keyframes every N seconds, beats or bars (``--keyframes beats:4``). Keyframe codes are cached next to
+the video (``<out>.keyframes/``, or ``--cache-dir``) and finished segments kept until the join, so an
+interrupted run resumes and gives the same video; the video is written under a temporary name and
+renamed at the end. ``--audio DIR --out OUTDIR`` renders every track of a folder (resumable, a
+summary at the end). Under ``torchrun --nproc-per-node N -m sgim_nodes animate ...`` the processes
+share the frames (and the keyframe chains with ``--chain-length``) and write the same video as one
+process. This module is the flags; the jobs are in :mod:`sgim_nodes.jobs.music_render`.
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ def _parser() -> argparse.ArgumentParser:
     from ..models import launcher
 
     p = command_parser("animate", __doc__, epilog=f"Model files: {launcher()} download --list")
-    p.add_argument("--audio", type=Path, required=True, help="the track (wav, mp3, flac, ogg, ...)")
-    p.add_argument("--out", type=Path, required=True, help="the video to write (.mp4)")
+    p.add_argument("--audio", type=Path, required=True,
+                   help="the track (wav, mp3, flac, ogg, ...), or a folder: one video per track")
+    p.add_argument("--out", type=Path, required=True,
+                   help="the video to write (.mp4); with a folder of tracks, the folder for the videos")
     p.add_argument("--fps", type=float, default=24.0, help="frames per second (any positive rate, e.g. 29.97)")
     p.add_argument("--start", type=float, help="start at this second of the track")
     p.add_argument("--end", type=float, help="end at this second of the track")
@@ -43,6 +49,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--text-weight", type=float, default=0.3, help="weight of the prompt against the sound (0..1)")
     p.add_argument("--keyframe-seconds", type=float, default=defaults.DEFAULT_KEYFRAME_SECONDS,
                    help="time between keyframes")
+    p.add_argument("--keyframes", help="keyframes every N beats or bars, or seconds: beats:4, bars:1, seconds:2.5")
+    p.add_argument("--bpm", type=float, help="the tempo, when detection gets it wrong (beats/bars keyframes)")
+    p.add_argument("--tempo-correction", choices=("none", "double", "half"), default="none",
+                   help="use twice or half the detected tempo")
+    p.add_argument("--beats-per-bar", type=int, default=4, help="beats in a bar (bars:N keyframes)")
+    p.add_argument("--beat-weight", type=float, default=0.0,
+                   help="share of the pulsing that follows the beats instead of loudness and onsets (0..1)")
+    p.add_argument("--chain-length", type=int, default=0,
+                   help="restart the keyframe chain every N keyframes (0: one chain); independent chains are "
+                        "shared by torchrun's processes")
     p.add_argument("--snap-to-onsets", action="store_true", help="move keyframes to the nearest detected onset")
     p.add_argument("--steps", type=int, default=defaults.DEFAULT_STEPS,
                    help="optimiser steps of the first keyframe")
@@ -66,6 +82,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--translation", type=float, default=defaults.DEFAULT_TRANSLATION,
                    help="StyleGAN3: max translation (input coordinates)")
     p.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="frames decoded at once")
+    p.add_argument("--crf", type=int, default=18, help="H.264 quality (0 lossless .. 51; 18 looks lossless)")
+    p.add_argument("--segment-seconds", type=float, default=10.0,
+                   help="length of the independently encoded pieces (resume and torchrun granularity)")
+    p.add_argument("--private-segments", action="store_true",
+                   help="torchrun over several nodes without a shared file system: send segments to rank 0")
     p.add_argument("--cache-dir", type=Path, help="where keyframe codes are kept (default: <out>.keyframes)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     g = p.add_argument_group("instant following (docs/instant.md)")
@@ -81,8 +102,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def request_from_args(args: argparse.Namespace):
-    """The :class:`~sgim_nodes.jobs.music_video.AnimateRequest` of the parsed flags (models found or fetched)."""
-    from ..jobs.music_video import AnimateRequest
+    """The :class:`~sgim_nodes.jobs.music_render.MusicRenderRequest` of the parsed flags (models found or fetched)."""
+    from ..jobs.music_render import MusicRenderRequest
     from ..models import KNOWN_MODELS, find_model_file
     from ..pipeline import DEFAULT_FILES, fetch_missing_models
 
@@ -113,7 +134,9 @@ def request_from_args(args: argparse.Namespace):
         paths[arg] = found
     if missing:  # the known defaults are fetched on first use, as `edit` does (SGIM_OFFLINE forbids it)
         paths.update(fetch_missing_models(missing))
-    return AnimateRequest(
+    if args.keyframes and args.snap_to_onsets:
+        raise ParameterError("--snap-to-onsets: only with seconds keyframes (beats and bars are on onsets already)")
+    return MusicRenderRequest(
         audio=args.audio, out=args.out, fps=args.fps, start=args.start, end=args.end, size=args.size,
         clip_model=args.clip_model, prompts=args.prompts or (args.text or ""), text_weight=args.text_weight,
         keyframe_seconds=args.keyframe_seconds, snap_to_onsets=args.snap_to_onsets, steps=args.steps,
@@ -122,17 +145,33 @@ def request_from_args(args: argparse.Namespace):
         band_layers=args.band_layers, smoothing=args.smoothing, rotation_degrees=args.rotation_degrees,
         translation=args.translation, batch=args.batch, cache_dir=args.cache_dir, device=args.device,
         follow="instant" if args.follow == "instant" else "optimise", follow_seconds=args.follow_seconds,
-        alpha=args.alpha, beta=args.beta, analysis_cache=args.analysis_cache, **paths)
+        alpha=args.alpha, beta=args.beta, analysis_cache=args.analysis_cache,
+        keyframes=args.keyframes or "", bpm=args.bpm, tempo_correction=args.tempo_correction,
+        beats_per_bar=args.beats_per_bar, beat_weight=args.beat_weight, chain_length=args.chain_length, crf=args.crf,
+        segment_seconds=args.segment_seconds, private_segments=args.private_segments, **paths)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     request = request_from_args(args)
-    from ..jobs.music_video import run_music_video
+    from ..animate.distributed import ranks_from_environment
+    from ..jobs.music_render import MusicFolderRequest, run_music_folder, run_music_render
     from ..jobs.run import TqdmRun
 
-    timeline, keyframes = run_music_video(request, TqdmRun(request.device))
-    print(f"{timeline.frames} frames at {timeline.fps:g} fps ({timeline.duration:.3f} s from {timeline.start:g} s), "
-          f"{len(keyframes.times)} keyframes")
-    print(f"wrote {request.out}")
-    return 0
+    ranks = ranks_from_environment(request.device)  # one process unless torchrun started this one
+    try:
+        run = TqdmRun(ranks.device, show_progress=ranks.is_main)
+        if Path(args.audio).is_dir():
+            summary = run_music_folder(MusicFolderRequest(args.audio, args.out, request), run, ranks)
+            if ranks.is_main:
+                print(summary.describe())
+            return 1 if summary.failed else 0
+        result = run_music_render(request, run, ranks)
+        if ranks.is_main:
+            if result.tempo is not None:
+                print(f"tempo {result.tempo:.1f} BPM")
+            print(result.describe())
+            print(f"wrote {result.path}")
+        return 0
+    finally:
+        ranks.close()

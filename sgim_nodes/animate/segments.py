@@ -29,7 +29,8 @@ import torch
 
 from ..errors import ParameterError
 from .distributed import Ranks
-from .render import DEFAULT_BATCH, VideoWriter, check_size, frame_rate_fraction, iter_frames, resize, to_uint8
+from . import render
+from .render import DEFAULT_BATCH, VideoWriter, check_size, frame_rate_fraction, iter_frames, resize
 from .trajectory import Trajectory
 
 DEFAULT_SEGMENT_SECONDS = 10.0
@@ -79,28 +80,40 @@ def encode_segment(path: Path, generator, trajectory: Trajectory, first: int, co
                 if writer is None:
                     writer = VideoWriter(tmp, segment_timeline, images.shape[-1], images.shape[-2], crf=crf,
                                          threads=ENCODER_THREADS)
-                writer.write(to_uint8(images))
+                writer.write(render.to_uint8(images))
                 on_batch(images.shape[0], images)
         finally:
             if writer is not None:
                 writer.close()
 
 
-def join_segments(paths: list[Path], out: Path, timeline, audio_path: Path | None = None) -> None:
-    """Segments' packets into one .mp4 at ``out`` (no re-encoding), with the track's audio from
-    ``timeline.start`` cut to ``timeline.frames / fps`` (AAC, interleaved as the frames go in)."""
-    import av
+def _audio_source(timeline, audio_path: Path | None, waveform: tuple[torch.Tensor, int] | None) -> dict:
+    """VideoWriter's audio arguments: the track from ``timeline.start``, from a file or a ``([C, T], rate)``."""
+    from .stream import iter_samples, iter_tensor, probe
 
-    from .stream import iter_samples, probe
+    if audio_path is not None:
+        track = probe(audio_path)
+        return dict(audio=iter_samples(audio_path, start=timeline.start, seek=True), sample_rate=track.sample_rate,
+                    channels=track.channels)
+    if waveform is not None:
+        samples, rate = waveform
+        samples = samples[0] if samples.dim() == 3 else samples
+        first = int(round(timeline.start * int(rate)))
+        return dict(audio=iter_tensor(samples[:, first:].float()), sample_rate=int(rate), channels=samples.shape[0])
+    return {}
+
+
+def join_segments(paths: list[Path], out: Path, timeline, audio_path: Path | None = None,
+                  waveform: tuple[torch.Tensor, int] | None = None) -> None:
+    """Segments' packets into one .mp4 at ``out`` (no re-encoding), with the track's audio (a file, or a
+    ``([C, T], rate)`` waveform) from ``timeline.start`` cut to ``timeline.frames / fps`` (AAC,
+    interleaved as the frames go in)."""
+    import av
 
     with av.open(str(paths[0])) as first:
         template = first.streams.video[0]
-        audio = {}
-        if audio_path is not None:
-            track = probe(audio_path)
-            audio = dict(audio=iter_samples(audio_path, start=timeline.start, seek=True),
-                         sample_rate=track.sample_rate, channels=track.channels)
-        writer = VideoWriter(out, timeline, 0, 0, video_template=template, **audio)
+        writer = VideoWriter(out, timeline, 0, 0, video_template=template,
+                             **_audio_source(timeline, audio_path, waveform))
     try:
         offset = 0  # frames before this segment
         for path in paths:
@@ -127,6 +140,7 @@ def join_segments(paths: list[Path], out: Path, timeline, audio_path: Path | Non
 
 
 def render_to_file(generator, trajectory: Trajectory, out: str | Path, *, audio_path: str | Path | None = None,
+                   audio_waveform: tuple[torch.Tensor, int] | None = None,
                    size: int | None = None, batch_size: int = DEFAULT_BATCH, crf: int = 18,
                    segment_seconds: float = DEFAULT_SEGMENT_SECONDS, noise_mode: str = "const", run=None,
                    ranks: Ranks | None = None, segments_dir: str | Path | None = None,
@@ -134,6 +148,8 @@ def render_to_file(generator, trajectory: Trajectory, out: str | Path, *, audio_
     """Render every frame of ``trajectory`` into the .mp4 ``out`` with the track muxed in; returns ``out``
     (on rank 0; other ranks return None after their share). See the module docstring.
 
+    The audio: the file ``audio_path`` or an in-memory ``audio_waveform=([C, T], sample_rate)`` (both
+    the whole track; the timeline's start and length pick the span), or none.
     ``run``: progress (frames done of this rank's share, previews when the host wants them) and cancel.
     ``ranks``: the processes sharing the work (default: this one). ``private_segments``: each rank
     keeps its segments in a folder of its own and sends rank 0 what it needs (several nodes
@@ -198,7 +214,7 @@ def render_to_file(generator, trajectory: Trajectory, out: str | Path, *, audio_
     try:
         run.status(f"joining {len(segments)} segments into {out.name}")
         with atomic_path(out) as tmp:
-            join_segments(paths, tmp, timeline, None if audio_path is None else Path(audio_path))
+            join_segments(paths, tmp, timeline, None if audio_path is None else Path(audio_path), audio_waveform)
         shutil.rmtree(shared_folder, ignore_errors=True)
         if base.is_dir() and not any(base.iterdir()):
             base.rmdir()

@@ -23,8 +23,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from ..animate import defaults
 from ..errors import Cancelled, ParameterError, SGIMError
 from .run import QuietRun, Run
@@ -49,7 +47,8 @@ class MusicRenderRequest:
     clip_model: str | None = None
     prompts: str = ""
     text_weight: float = 0.3
-    keyframes: str = f"seconds:{defaults.DEFAULT_KEYFRAME_SECONDS:g}"  # or beats:N, bars:N
+    keyframe_seconds: float = defaults.DEFAULT_KEYFRAME_SECONDS
+    keyframes: str = ""  # 'beats:N', 'bars:N' or 'seconds:N'; empty: every keyframe_seconds
     bpm: float | None = None  # manual tempo (beats/bars keyframes)
     tempo_correction: str = "none"  # none, double, half
     beats_per_bar: int = 4
@@ -74,6 +73,12 @@ class MusicRenderRequest:
     segment_seconds: float = 10.0
     cache_dir: Path | None = None  # keyframe codes (default: <out>.keyframes)
     private_segments: bool = False  # ranks without a shared file system send rank 0 their segments
+    device: str = "auto"
+    follow: str = "optimise"  # "instant": keyframes every follow_seconds from instant edits, no optimisation
+    follow_seconds: float = 0.25
+    alpha: float | None = None
+    beta: float | None = None
+    analysis_cache: Path | None = None
 
 
 @dataclass
@@ -85,12 +90,12 @@ class MusicRenderResult:
     keyframe_times: list[float]
     tempo: float | None = None
     beat_times: list[float] = field(default_factory=list)
+    start: float = 0.0
     seconds: float = 0.0
 
     def describe(self) -> str:
-        tempo = f", tempo {self.tempo:.1f} BPM ({len(self.beat_times)} beats)" if self.tempo is not None else ""
-        return (f"{self.frames} frames at {self.fps:g} fps ({self.duration:.3f} s), "
-                f"{len(self.keyframe_times)} keyframes{tempo}")
+        return (f"{self.frames} frames at {self.fps:g} fps ({self.duration:.3f} s from {self.start:g} s), "
+                f"{len(self.keyframe_times)} keyframes")
 
 
 def check_request(request: MusicRenderRequest, *, per_track: bool = True) -> None:
@@ -100,7 +105,7 @@ def check_request(request: MusicRenderRequest, *, per_track: bool = True) -> Non
     from ..animate.timeline import check_fps
 
     check_fps(request.fps)
-    unit, _ = parse_keyframe_spec(request.keyframes)
+    unit, _ = parse_keyframe_spec(request.keyframes) if request.keyframes else ("seconds", None)
     check_bpm(request.bpm)
     check_tempo_correction(request.tempo_correction)
     if unit != "seconds" and request.snap_to_onsets:
@@ -145,100 +150,63 @@ def load_models(request: MusicRenderRequest, run: Run) -> Models:
 
 def render_track(request: MusicRenderRequest, models: Models, run: Run, ranks=None) -> MusicRenderResult:
     """One track into ``request.out`` with already loaded models (see the module docstring)."""
-    from ..animate.beats import keyframe_times_for, track_beats, with_beats
     from ..animate.distributed import Ranks
     from ..animate.features import features_of_file
-    from ..animate.keyframes import KeyframeSettings, keyframe_targets, optimize_keyframes, parse_prompt_schedule
-    from ..animate.keyframes import Keyframes
+    from ..animate.keyframes import parse_prompt_schedule
     from ..animate.render import check_size
     from ..animate.segments import render_to_file
-    from ..animate.stream import probe, read_segment
     from ..animate.timeline import make_timeline
-    from ..animate.trajectory import Trajectory
-    from ..audio import embed_audio
     from ..latents import check_wplus_fits, load_wplus
-    from ..optimize import sample_source_ws
     from ..optimize.rules import freedom_mask, parse_freedom
+    from .edit import source_codes
+    from .music_video import KeyframesRequest, TrackAudio, TrajectoryRequest, plan_trajectory, run_keyframes
 
     check_request(request)
     ranks = ranks or Ranks(device=run.device)
     started = time.perf_counter()
-    generator, clip, encoder = models.generator, models.clip, models.encoder
-    schedule = parse_prompt_schedule(request.prompts)
+    generator = models.generator
+    parse_prompt_schedule(request.prompts)  # a bad schedule stops before any analysis
     size = check_size(request.size, generator.resolution)
     run.status(f"analysing {Path(request.audio).name}")
-    track = probe(request.audio)
+    track = TrackAudio.of_file(request.audio)
     timeline = make_timeline(track.seconds, request.fps, request.start, request.end)
     features = features_of_file(request.audio, timeline, request.smoothing)
-    times, beats = keyframe_times_for(request.keyframes, timeline, features, bpm=request.bpm,
-                                      tempo_correction=request.tempo_correction, beats_per_bar=request.beats_per_bar,
-                                      snap_to_onsets=request.snap_to_onsets)
-    if beats is None and request.beat_weight > 0:
-        beats = track_beats(features, bpm=request.bpm, tempo_correction=request.tempo_correction)
-    if beats is not None:
-        features = with_beats(features, beats)
-        run.status(f"tempo {beats.tempo:.1f} BPM, {len(beats.times)} beats")
-
     if request.source_latent is not None:
         ws, _, _ = load_wplus(request.source_latent)
         source = check_wplus_fits(ws, generator, "source_latent")[:1].to(run.device)
     else:
-        source = sample_source_ws(generator, 1, request.seed, request.truncation)
-
-    def read_window(start: float, seconds: float) -> torch.Tensor:
-        return read_segment(request.audio, start, seconds)[0]
-
-    def embed_window(audio: torch.Tensor) -> torch.Tensor:
-        return embed_audio(encoder, audio, track.sample_rate, pool="first")[0]
-
-    targets, weights, labels = keyframe_targets(
-        times, timeline, read_window, embed_window, encoder.settings.window_seconds, track.seconds,
-        text_embed=lambda prompts: clip.encode_text(prompts), schedule=schedule, text_weight=request.text_weight)
+        source = source_codes(generator, "random", 1, request.seed, request.truncation)
     mask = None if request.mask is None else freedom_mask(parse_freedom(
         request.mask, int(generator.num_ws), "mask", getattr(generator, "ws_resolutions", None)))
-    settings = KeyframeSettings(steps=request.steps, keyframe_steps=request.keyframe_steps, lr=request.lr,
-                                lambda_sim=request.lambda_sim, layer_weights=mask, seed=request.seed,
-                                chain_length=int(request.chain_length))
-    chains = settings.chains(len(times))
-    mine = [k for c in ranks.share(len(chains)) for k in chains[c]]
-    total_steps = sum(settings.steps if settings.chain_start(k) else settings.keyframe_steps for k in mine)
-    done = 0
+    keyframes = run_keyframes(KeyframesRequest(
+        generator, models.clip, models.encoder, features, track, source, keyframe_seconds=request.keyframe_seconds,
+        snap_to_onsets=request.snap_to_onsets, steps=request.steps, keyframe_steps=request.keyframe_steps,
+        lr=request.lr, lambda_sim=request.lambda_sim, layer_weights=mask, prompts=request.prompts,
+        text_weight=request.text_weight, seed=request.seed,
+        cache_dir=request.cache_dir or Path(str(request.out) + ".keyframes"), keyframes=request.keyframes,
+        bpm=request.bpm, tempo_correction=request.tempo_correction, beats_per_bar=request.beats_per_bar,
+        chain_length=request.chain_length, ranks=ranks, follow=request.follow,
+        follow_seconds=request.follow_seconds, alpha=request.alpha, beta=request.beta,
+        generator_file=str(request.generator), analysis_cache=request.analysis_cache), run)
+    features, beats = keyframes.features, keyframes.beats
+    if beats is None and request.beat_weight > 0:  # beat pulses on clock keyframes: track the beats for them
+        from ..animate.beats import track_beats, with_beats
 
-    def on_step(k, info):
-        nonlocal done
-        done += 1
-        run.progress(done, total_steps, text=f"keyframe {k + 1}/{len(times)}")
-
-    def on_keyframe(k, cached):
-        nonlocal done
-        if cached:
-            done += settings.steps if settings.chain_start(k) else settings.keyframe_steps
-            run.progress(done, total_steps, text=f"keyframe {k + 1}/{len(times)} (cached)")
-
-    run.status(f"{len(times)} keyframes in {len(chains)} chain(s)" + (f", {len(mine)} on rank {ranks.rank}"
-                                                                     if ranks.enabled else ""))
-    cache_dir = request.cache_dir or Path(str(request.out) + ".keyframes")
-    with run.cpu_memory():
-        part = optimize_keyframes(generator, clip, targets, source, times, settings, target_weights=weights,
-                                  cache_dir=cache_dir, callback=on_step, on_keyframe=on_keyframe,
-                                  should_cancel=run.cancel_requested, labels=labels, only=mine) if mine else None
-    codes = {}
-    for shared in ranks.all_gather({} if part is None else {k: part.codes[i] for i, k in enumerate(mine)}):
-        codes.update(shared)
-    keyframes = Keyframes(times=list(times), codes=torch.stack([codes[k] for k in range(len(times))]),
-                          source=source.detach().float().cpu()[:1], generator=str(getattr(generator, "name", "")),
-                          labels=labels)
-    trajectory = Trajectory(keyframes, features, reactivity=request.reactivity, band_layers=request.band_layers,
-                            rotation_degrees=request.rotation_degrees, translation=request.translation,
-                            beat_weight=float(request.beat_weight))
+        beats = track_beats(features, bpm=request.bpm, tempo_correction=request.tempo_correction)
+        features = with_beats(features, beats)
+        run.status(f"tempo {beats.tempo:.1f} BPM, {len(beats.times)} beats")
+    chunk = plan_trajectory(TrajectoryRequest(keyframes.keyframes, features, reactivity=request.reactivity,
+                                              band_layers=request.band_layers,
+                                              rotation_degrees=request.rotation_degrees,
+                                              translation=request.translation, beat_weight=request.beat_weight))
     run.status(f"rendering {timeline.frames} frames")
-    path = render_to_file(generator, trajectory, request.out, audio_path=request.audio, size=size,
+    path = render_to_file(generator, chunk.trajectory, request.out, audio_path=request.audio, size=size,
                           batch_size=int(request.batch), crf=int(request.crf), segment_seconds=request.segment_seconds,
                           run=run, ranks=ranks, private_segments=request.private_segments)
     return MusicRenderResult(path=path, frames=timeline.frames, fps=timeline.fps, duration=timeline.duration,
-                             keyframe_times=list(times), tempo=None if beats is None else beats.tempo,
+                             keyframe_times=list(keyframes.times), tempo=None if beats is None else beats.tempo,
                              beat_times=[] if beats is None else list(beats.times),
-                             seconds=time.perf_counter() - started)
+                             start=timeline.start, seconds=time.perf_counter() - started)
 
 
 def run_music_render(request: MusicRenderRequest, run: Run | None = None, ranks=None) -> MusicRenderResult:
@@ -317,8 +285,10 @@ def video_names(tracks: list[Path]) -> list[str]:
             for t in tracks]
 
 
-def run_music_folder(request: MusicFolderRequest, run: Run | None = None, ranks=None) -> MusicFolderSummary:
-    """One video per track of ``request.audio_dir`` into ``request.out_dir`` (see the module docstring).
+def run_music_folder(request: MusicFolderRequest, run: Run | None = None, ranks=None,
+                     models: Models | None = None) -> MusicFolderSummary:
+    """One video per track of ``request.audio_dir`` into ``request.out_dir`` (see the module docstring);
+    ``models``: already loaded ones (a graph's), else the options' files are loaded once for all tracks.
 
     The summary is written to ``out_dir/summary.json`` after every track (so a killed run leaves one)."""
     from ..animate.distributed import Ranks
@@ -329,10 +299,10 @@ def run_music_folder(request: MusicFolderRequest, run: Run | None = None, ranks=
     check_request(request.options, per_track=False)
     tracks = list_tracks(request.audio_dir)
     out_dir = Path(request.out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
+    if out_dir.suffix.lower() == ".mp4" or (out_dir.exists() and not out_dir.is_dir()):
         raise ParameterError(f"out: {out_dir} is a file; expected a folder for the videos", parameter="out")
     out_dir.mkdir(parents=True, exist_ok=True)
-    models = load_models(request.options, run)
+    models = models or load_models(request.options, run)
     summary = MusicFolderSummary(str(request.audio_dir), str(out_dir), [])
 
     def save_summary():

@@ -3,15 +3,15 @@
     track --> per-frame features --> keyframe targets (sound [+ prompts]) --> keyframe W+ codes
           --> smooth audio-reactive trajectory --> frames in batches
 
-The nodes run the three stages as three nodes over a track in memory; the command line
-(:func:`run_music_video`) runs them over a file and streams the frames into an .mp4 with the track.
-Both go through :func:`run_keyframes`, :func:`plan_trajectory` and :func:`iter_video_frames`.
+The nodes run the three stages as three nodes over a track in memory; the command line and the
+file-rendering node (:mod:`sgim_nodes.jobs.music_render`) run them over a file (or a folder, or
+several torchrun processes) and render straight into an .mp4 with the track. All go through
+:func:`run_keyframes` and :func:`plan_trajectory`.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -98,6 +98,12 @@ class KeyframesRequest:
     beta: float | None = None
     generator_file: str | None = None
     analysis_cache: Path | None = None
+    keyframes: str = ""  # 'beats:N', 'bars:N' or 'seconds:N' (animate.beats); empty: every keyframe_seconds
+    bpm: float | None = None  # manual tempo for beats/bars keyframes (None: detected)
+    tempo_correction: str = "none"  # none, double, half
+    beats_per_bar: int = 4
+    chain_length: int = 0  # restart the warm-start chain every this many keyframes (0: one chain)
+    ranks: object = None  # animate.distributed.Ranks: the chains shared by torchrun's processes
 
 
 @dataclass
@@ -105,10 +111,15 @@ class KeyframesResult:
     keyframes: object  # animate.Keyframes
     times: list[float]
     labels: list[str]
+    beats: object = None  # animate.beats.Beats when the keyframes follow beats or bars
+    features: object = None  # the request's features, carrying the beats when there are some
 
 
 def run_keyframes(request: KeyframesRequest, run: Run) -> KeyframesResult:
-    from ..animate import KeyframeSettings, keyframe_targets, keyframe_times, optimize_keyframes, parse_prompt_schedule
+    from ..animate import (Keyframes, KeyframeSettings, keyframe_targets, keyframe_times, optimize_keyframes,
+                           parse_prompt_schedule)
+    from ..animate.beats import keyframe_times_for, with_beats
+    from ..animate.distributed import Ranks
     from ..audio import check_compatible, embed_audio
 
     generator, clip, encoder, features = request.generator, request.clip, request.encoder, request.features
@@ -119,8 +130,16 @@ def run_keyframes(request: KeyframesRequest, run: Run) -> KeyframesResult:
     check_compatible(encoder, clip)
     schedule = parse_prompt_schedule(request.prompts)
     timeline = features.timeline
+    beats = None
     if request.follow == "instant":
         times = _follow_times(request, timeline)
+    elif request.keyframes:
+        times, beats = keyframe_times_for(request.keyframes, timeline, features, bpm=request.bpm,
+                                          tempo_correction=request.tempo_correction,
+                                          beats_per_bar=request.beats_per_bar, snap_to_onsets=request.snap_to_onsets)
+        if beats is not None:
+            features = with_beats(features, beats)
+            run.status(f"tempo {beats.tempo:.1f} BPM, {len(beats.times)} beats")
     else:
         times = keyframe_times(timeline, request.keyframe_seconds, features.onset_times, request.snap_to_onsets)
     audio = request.audio
@@ -132,8 +151,16 @@ def run_keyframes(request: KeyframesRequest, run: Run) -> KeyframesResult:
     if request.follow == "instant":
         return _instant_keyframes(request, times, targets, weights, labels, run)
     settings = KeyframeSettings(steps=request.steps, keyframe_steps=request.keyframe_steps, lr=request.lr,
-                                lambda_sim=request.lambda_sim, layer_weights=request.layer_weights, seed=request.seed)
-    total = settings.steps + settings.keyframe_steps * (len(times) - 1)
+                                lambda_sim=request.lambda_sim, layer_weights=request.layer_weights, seed=request.seed,
+                                chain_length=int(request.chain_length))
+    ranks = request.ranks or Ranks()
+    chains = settings.chains(len(times))
+    mine = [k for c in ranks.share(len(chains)) for k in chains[c]]  # every keyframe in one process
+
+    def steps_of(k: int) -> int:
+        return settings.steps if settings.chain_start(k) else settings.keyframe_steps
+
+    total = max(1, sum(steps_of(k) for k in mine))
     done = {"steps": 0}
 
     def on_step(k, info):
@@ -145,16 +172,26 @@ def run_keyframes(request: KeyframesRequest, run: Run) -> KeyframesResult:
 
     def on_keyframe(k, cached):
         if cached:
-            done["steps"] += settings.steps if k == 0 else settings.keyframe_steps
+            done["steps"] += steps_of(k)
             run.progress(done["steps"], total, text=f"keyframe {k + 1}/{len(times)} (cached)")
 
     device = next(iter(generator.parameters())).device
-    with torch.inference_mode(False), torch.enable_grad(), run.cpu_memory():
-        keyframes = optimize_keyframes(generator, clip, targets.clone(), request.source_ws[:1].clone().to(device),
-                                       times, settings, target_weights=weights, cache_dir=request.cache_dir,
-                                       callback=on_step, on_keyframe=on_keyframe,
-                                       preview_every=request.preview_every, labels=labels)
-    return KeyframesResult(keyframes, list(times), list(labels))
+    keyframes = None
+    if mine:
+        with torch.inference_mode(False), torch.enable_grad(), run.cpu_memory():
+            keyframes = optimize_keyframes(generator, clip, targets.clone(), request.source_ws[:1].clone().to(device),
+                                           times, settings, target_weights=weights, cache_dir=request.cache_dir,
+                                           callback=on_step, on_keyframe=on_keyframe,
+                                           preview_every=request.preview_every, labels=labels,
+                                           only=mine if ranks.enabled else None)
+    if ranks.enabled:  # every process gets every chain's codes
+        codes = {}
+        for part in ranks.all_gather({} if keyframes is None else dict(zip(mine, keyframes.codes))):
+            codes.update(part)
+        keyframes = Keyframes(times=list(times), codes=torch.stack([codes[k] for k in range(len(times))]),
+                              source=request.source_ws[:1].detach().float().cpu(),
+                              generator=str(getattr(generator, "name", "")), labels=list(labels))
+    return KeyframesResult(keyframes, list(times), list(labels), beats, features)
 
 
 FOLLOW_MODES = ("optimise", "instant")
@@ -190,7 +227,7 @@ def _instant_keyframes(request: KeyframesRequest, times, targets, weights, label
                                   beta=DEFAULT_BETA if request.beta is None else request.beta,
                                   smoothing_seconds=request.follow_smoothing)
     run.progress(1, 1)
-    return KeyframesResult(keyframes, list(times), list(labels))
+    return KeyframesResult(keyframes, list(times), list(labels), None, request.features)
 
 
 @dataclass
@@ -203,6 +240,7 @@ class TrajectoryRequest:
     translation: float = defaults.DEFAULT_TRANSLATION
     frame_offset: int = 0
     frame_count: int | None = None  # None or 0: up to the end
+    beat_weight: float = 0.0  # share of the reaction following beat pulses (the features must carry beats)
 
 
 @dataclass
@@ -218,7 +256,7 @@ def plan_trajectory(request: TrajectoryRequest) -> TrajectoryChunk:
 
     path = Trajectory(request.keyframes, request.features, reactivity=request.reactivity,
                       band_layers=request.band_layers, rotation_degrees=request.rotation_degrees,
-                      translation=request.translation)
+                      translation=request.translation, beat_weight=float(request.beat_weight))
     offset, count = path.timeline.check_range(request.frame_offset, request.frame_count or None)
     return TrajectoryChunk(path, offset, count)
 
@@ -252,118 +290,3 @@ def iter_video_frames(request: FramesRequest, run: Run) -> Iterator[tuple[int, t
                                          should_cancel=cancelled):
             run.progress(first - chunk.offset + images.shape[0], chunk.count, preview=images[-1:])
             yield first, resize(images, size)
-
-
-# --- the command line's music video: a file in, an .mp4 out -----------------------------------
-
-@dataclass
-class AnimateRequest:
-    """Everything one music video from files needs; the command line fills it, Python callers may build it."""
-
-    audio: Path
-    out: Path
-    generator: Path
-    clip: Path
-    encoder: Path
-    fps: float = 24.0
-    start: float | None = None
-    end: float | None = None
-    size: int | None = None
-    clip_model: str | None = None
-    prompts: str = ""
-    text_weight: float = 0.3
-    keyframe_seconds: float = defaults.DEFAULT_KEYFRAME_SECONDS
-    snap_to_onsets: bool = False
-    steps: int = defaults.DEFAULT_STEPS
-    keyframe_steps: int = defaults.DEFAULT_KEYFRAME_STEPS
-    lr: float = 0.1
-    lambda_sim: float = 0.002
-    truncation: float = 0.7
-    mask: str | None = None
-    source_latent: Path | None = None
-    seed: int = 0
-    reactivity: float = defaults.DEFAULT_REACTIVITY
-    band_layers: bool = True
-    smoothing: float = defaults.DEFAULT_SMOOTHING
-    rotation_degrees: float = defaults.DEFAULT_ROTATION_DEGREES
-    translation: float = defaults.DEFAULT_TRANSLATION
-    batch: int = defaults.DEFAULT_BATCH
-    cache_dir: Path | None = None
-    device: str = "auto"
-    follow: str = "optimise"  # "instant": keyframes every follow_seconds from instant edits, no optimisation
-    follow_seconds: float = 0.25
-    alpha: float | None = None
-    beta: float | None = None
-    analysis_cache: Path | None = None
-    timings: dict = field(default_factory=dict)  # filled by run_music_video: seconds per stage
-
-
-def run_music_video(request: AnimateRequest, run: Run):
-    """Write ``request.out``; returns ``(timeline, keyframes)``. Stage times land in ``request.timings``."""
-    from ..animate.features import features_of_file
-    from ..animate.keyframes import parse_prompt_schedule
-    from ..animate.render import VideoWriter, check_size, to_uint8
-    from ..animate.stream import iter_samples
-    from ..animate.timeline import make_timeline
-    from ..audio import load_audio_encoder
-    from ..clip import load_clip
-    from ..fileio import atomic_path
-    from ..latents import check_wplus_fits, load_wplus
-    from ..optimize.rules import freedom_mask, parse_freedom
-    from ..stylegan import load_generator
-
-    timings = request.timings
-    clock = time.perf_counter()
-    if Path(request.out).suffix.lower() != ".mp4":
-        raise ParameterError(f"--out: expected a .mp4 file name, got {request.out}", parameter="out")
-    parse_prompt_schedule(request.prompts)  # a bad schedule stops before any analysis
-    device = run.device
-    track = TrackAudio.of_file(request.audio)
-    timeline = make_timeline(track.seconds, request.fps, request.start, request.end)
-    features = features_of_file(request.audio, timeline, request.smoothing)
-    timings["features"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    generator = load_generator(request.generator, device=device)
-    size = check_size(request.size, generator.resolution)
-    clip = load_clip(request.clip, model_name=request.clip_model, device=device)
-    encoder = load_audio_encoder(request.encoder, device=device)
-    if request.source_latent is not None:
-        ws, _, _ = load_wplus(request.source_latent)
-        source = check_wplus_fits(ws, generator, "--source-latent")[:1].to(device)
-    else:
-        from .edit import source_codes
-
-        source = source_codes(generator, "random", 1, request.seed, request.truncation)
-    mask = None if request.mask is None else freedom_mask(
-        parse_freedom(request.mask, int(generator.num_ws), "--mask", getattr(generator, "ws_resolutions", None)))
-    timings["targets"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    keyframes = run_keyframes(KeyframesRequest(
-        generator, clip, encoder, features, track, source, keyframe_seconds=request.keyframe_seconds,
-        snap_to_onsets=request.snap_to_onsets, steps=request.steps, keyframe_steps=request.keyframe_steps,
-        lr=request.lr, lambda_sim=request.lambda_sim, layer_weights=mask, prompts=request.prompts,
-        text_weight=request.text_weight, seed=request.seed,
-        cache_dir=request.cache_dir or Path(str(request.out) + ".keyframes"), follow=request.follow,
-        follow_seconds=request.follow_seconds, alpha=request.alpha, beta=request.beta,
-        generator_file=str(request.generator), analysis_cache=request.analysis_cache), run).keyframes
-    timings["keyframes"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    chunk = plan_trajectory(TrajectoryRequest(keyframes, features, reactivity=request.reactivity,
-                                              band_layers=request.band_layers,
-                                              rotation_degrees=request.rotation_degrees,
-                                              translation=request.translation))
-    side = size or generator.resolution
-    audio_chunks = iter_samples(request.audio, start=timeline.start, seek=True)
-    with atomic_path(request.out) as tmp:
-        writer = VideoWriter(tmp, timeline, side, side, audio=audio_chunks, sample_rate=track.sample_rate,
-                             channels=track.channels)
-        try:
-            for _, images in iter_video_frames(FramesRequest(generator, chunk, request.batch, size), run):
-                writer.write(to_uint8(images))
-        finally:
-            writer.close()
-    timings["frames"] = time.perf_counter() - clock
-    return timeline, keyframes
