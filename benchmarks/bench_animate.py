@@ -73,25 +73,35 @@ def compute_worker(config: str, timed_steps: int, decode_batches: int) -> dict:
     from sgim_nodes.clip import ClipModel
     from sgim_nodes.optimize import sample_source_ws
 
+    from bench_device import autocast_context, synchronize, worker_autocast, worker_device
+
+    device, autocast = worker_device(), worker_autocast()
     gen_config, clip_model, encoder, _ = build_models(config)
-    generator = make_generator(gen_config, "activation")
+    generator = make_generator(gen_config, "activation").to(device)
+    clip_model, encoder = clip_model.to(device), encoder.to(device)
     clip = ClipModel(clip_model, "ViT-B-32" if config != "quick" else "tiny", tokenizer=None)
-    source = sample_source_ws(generator, 1, seed=2)
+    source = sample_source_ws(generator, 1, seed=2).to(device)
     features, features_s_per_s = synthetic_features(30.0)
 
-    windows = torch.randn(3, 1, 128, 512, generator=torch.Generator().manual_seed(3))
+    windows = torch.randn(3, 1, 128, 512, generator=torch.Generator().manual_seed(3)).to(device)
     started = time.perf_counter()
     with torch.no_grad():
         targets = torch.nn.functional.normalize(encoder(windows).float(), dim=-1)
+    synchronize(device)
     target_s = (time.perf_counter() - started) / 3
 
     stamps: list[tuple[int, float]] = []
+
+    def stamp(k, info):
+        synchronize(device)
+        stamps.append((k, time.perf_counter()))
+
     settings = KeyframeSettings(steps=timed_steps + 1, keyframe_steps=timed_steps + 1, seed=0)
     from sgim_nodes.memory import reuse_freed_memory
 
-    with reuse_freed_memory():  # the command line's allocator policy (its TqdmRun asks for it)
-        keyframes = optimize_keyframes(generator, clip, targets, source, [0.0, 4.0, 8.0], settings,
-                                       callback=lambda k, info: stamps.append((k, time.perf_counter())))
+    # the command line's allocator policy (its TqdmRun asks for it); optimize_keyframes has no autocast option
+    with reuse_freed_memory(), autocast_context(device, autocast):
+        keyframes = optimize_keyframes(generator, clip, targets, source, [0.0, 4.0, 8.0], settings, callback=stamp)
     intervals = [b[1] - a[1] for a, b in zip(stamps, stamps[1:]) if a[0] == b[0] and a[0] > 0]  # warm-started ones
     s_per_step = sum(intervals) / len(intervals)
 
@@ -100,13 +110,16 @@ def compute_worker(config: str, timed_steps: int, decode_batches: int) -> dict:
     for batch in (1, DECODE_BATCH):
         frames, seen = 0, 0
         clock = None
-        for first, images in iter_frames(generator, trajectory, batch_size=batch, count=batch * (decode_batches + 2),
-                                        reuse_cpu_memory=True):
-            seen += 1
-            if seen <= 2:  # the first two batches of a shape warm up the convolution kernels
-                clock = time.perf_counter()
-                continue
-            frames += images.shape[0]
+        with autocast_context(device, autocast):
+            for first, images in iter_frames(generator, trajectory, batch_size=batch,
+                                             count=batch * (decode_batches + 2), reuse_cpu_memory=True):
+                seen += 1
+                if seen <= 2:  # the first two batches of a shape warm up the convolution kernels
+                    synchronize(device)
+                    clock = time.perf_counter()
+                    continue
+                frames += images.shape[0]
+        synchronize(device)
         rates[batch] = frames / (time.perf_counter() - clock)
 
     keyframe_s = (KEYFRAME_STEPS / KEYFRAME_SECONDS + (STEPS - KEYFRAME_STEPS) / TRACK_SECONDS) * s_per_step
@@ -115,7 +128,8 @@ def compute_worker(config: str, timed_steps: int, decode_batches: int) -> dict:
                 frames_per_s_batch1=rates[1], frames_per_s_batch=rates[DECODE_BATCH],
                 keyframes_s_per_music_s=keyframe_s, decode_s_per_music_s=decode_s,
                 features_s_per_music_s=features_s_per_s,
-                targets_s_per_music_s=target_s / KEYFRAME_SECONDS, threads=torch.get_num_threads())
+                targets_s_per_music_s=target_s / KEYFRAME_SECONDS, threads=torch.get_num_threads(),
+                device=str(device), autocast=autocast)
 
 
 WRITE_TRACK = """
@@ -263,7 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--beats-worker", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--memory-worker", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--baseline-worker", action="store_true", help=argparse.SUPPRESS)
+    from bench_device import add_device_arguments, describe, export, worker_autocast, worker_device
+
+    add_device_arguments(parser)
     args = parser.parse_args(argv)
+    export(args)
     if args.compute_worker:
         config, steps, batches = args.compute_worker
         print(json.dumps(compute_worker(config, int(steps), int(batches))))
@@ -287,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     configs = ["quick"] if args.quick else [c for c in args.configs.split(",") if c]  # "" = memory only
-    print(f"threads {torch.get_num_threads()}, defaults: {FPS:g} fps, keyframe every {KEYFRAME_SECONDS:g} s, "
+    print(f"{describe(worker_device(), worker_autocast())}, defaults: {FPS:g} fps, keyframe every {KEYFRAME_SECONDS:g} s, "
           f"{STEPS} steps then {KEYFRAME_STEPS} per keyframe, decode batch {DECODE_BATCH}")
     print("| config | s/step | keyframes s per music s | decode s per music s | frames/s batch 1 | "
           f"frames/s batch {DECODE_BATCH} | features s per music s | targets s per music s |")

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_optimize.py            # 256/14-ws and 1024/18-ws, batch 1 and 4 (many minutes)
     python benchmarks/bench_optimize.py --quick    # tiny models, two steps: checks that everything runs
+    python benchmarks/bench_optimize.py --device cuda [--autocast bf16]   # on a GPU (peak = CUDA memory)
 
 Peak memory is the worker's VmHWM over the timed steps (reset after the FLOP-counted warm-up step,
 which runs under a dispatch mode that changes allocations); it includes the models' weights and
@@ -43,8 +44,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _path in (REPO, REPO / "benchmarks"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from bench_device import add_device_arguments, export  # noqa: E402
 
 # Settings per configuration: the released landscape example at 256, the face defaults at 1024.
 CONFIGS = {
@@ -184,17 +188,23 @@ def run_worker(impl: str, config: str, batch: int, steps: int) -> dict:
     from sgim_nodes.clip import ClipModel
     from sgim_nodes.optimize import optimize_latent, sample_source_ws
 
+    from bench_device import cuda_peak_gb, reset_peak, synchronize, worker_autocast, worker_device
+
+    device = worker_device()
+    autocast = worker_autocast() if impl != "original" else None  # the released loop ran in float32
     settings = CONFIGS[config]
     t0 = time.perf_counter()
     gen_config, clip_model, audio, arcface = build_models(config)
     gen = make_generator(gen_config, "weight" if impl == "original" else "activation")
+    gen, clip_model, audio, arcface = (net.to(device) for net in (gen, clip_model, audio, arcface))
     reuse_memory = impl == "ours"
-    source = sample_source_ws(gen, batch, seed=2, truncation=0.7)
-    audio_input = torch.randn(1, 1, 128, 512, generator=torch.Generator().manual_seed(3))
+    source = sample_source_ws(gen, batch, seed=2, truncation=0.7).to(device)
+    audio_input = torch.randn(1, 1, 128, 512, generator=torch.Generator().manual_seed(3)).to(device)
     build_s = time.perf_counter() - t0
     stamps: list[float] = []
 
     def stamp(*_):
+        synchronize(device)
         stamps.append(time.perf_counter())
 
     if impl == "original":
@@ -211,7 +221,7 @@ def run_worker(impl: str, config: str, batch: int, steps: int) -> dict:
             optimize_latent(gen, clip, targets, source, steps=n, lr=LR, lambda_sim=settings["lambda_sim"],
                             lambda_id=settings["lambda_id"], id_model=arcface if use_id else None,
                             adaptive_mask=True, return_images=False, callback=on_step,
-                            reuse_cpu_memory=reuse_memory)
+                            reuse_cpu_memory=reuse_memory, autocast=autocast)
 
     counter = FlopCounterMode(display=False)
     # Its per-module tracker asserts on no_grad forwards of nets whose parameters require grad (the
@@ -221,28 +231,34 @@ def run_worker(impl: str, config: str, batch: int, steps: int) -> dict:
         run(1, lambda *_: None)
     flops = counter.get_total_flops()
     reset_vm_hwm()  # the peak reported is that of the timed run, without the FLOP counter's dispatch layer
-    stamps.append(time.perf_counter())
+    reset_peak(device)
+    stamp()
     run(steps, stamp)
     per_step = [b - a for a, b in zip(stamps, stamps[1:])]
     timed = per_step[1:] or per_step  # the first timed step also carries one-time setup (source render...)
     seconds = sum(timed) / len(timed)
     return dict(impl=impl, config=config, batch=batch, s_per_step=seconds, steps=per_step,
-                gflop_per_step=flops / 1e9, vm_hwm_gb=vm_hwm_gb(), build_s=build_s,
-                threads=torch.get_num_threads())
+                gflop_per_step=flops / 1e9, vm_hwm_gb=cuda_peak_gb(device) or vm_hwm_gb(), build_s=build_s,
+                threads=torch.get_num_threads(), device=str(device), autocast=autocast)
 
 
 # ----------------------------------------------------------------------------- driver
 
-def matmul_peak_gflops(n: int = 2048, repeats: int = 8) -> float:
+def matmul_peak_gflops(n: int = 2048, repeats: int = 8, device=None) -> float:
     import torch
 
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    from bench_device import synchronize
+
+    device = device or torch.device("cpu")
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     a @ b
     best = math.inf
     for _ in range(3):
+        synchronize(device)
         t = time.perf_counter()
         for _ in range(repeats):
             a @ b
+        synchronize(device)
         best = min(best, time.perf_counter() - t)
     return 2 * n ** 3 * repeats / best / 1e9
 
@@ -265,7 +281,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="steps per run after one FLOP-counted warm-up; the mean excludes the first")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per subprocess")
     parser.add_argument("--worker", nargs=4, metavar=("IMPL", "CONFIG", "BATCH", "STEPS"), help=argparse.SUPPRESS)
+    add_device_arguments(parser)
     args = parser.parse_args(argv)
+    export(args)
     if args.worker:
         impl, config, batch, steps = args.worker
         if config == "quick":  # a smoke test: tiny models only lose to thread contention on a shared machine
@@ -278,10 +296,14 @@ def main(argv: list[str] | None = None) -> int:
     configs = ["quick"] if args.quick else args.configs.split(",")
     steps = 2 if args.quick else args.steps
     batches = [int(b) for b in args.batches.split(",")]
-    peak = matmul_peak_gflops(1024 if args.quick else 2048)
     import torch
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32 matmul peak {peak:.0f} GFLOP/s")
+    from bench_device import describe, worker_autocast, worker_device
+
+    device = worker_device()
+    peak = matmul_peak_gflops(1024 if args.quick else 2048, device=device)
+    print(f"torch {torch.__version__}, {describe(device, worker_autocast())}, fp32 matmul peak {peak:.0f} GFLOP/s"
+          + ("; peak GB = CUDA memory allocated" if device.type == "cuda" else ""))
     header = (f"{'config':>6} {'impl':>8} {'batch':>5} {'s/step':>8} {'s/edit':>8} {'peak GB':>8} "
               f"{'GFLOP/step':>10} {'GFLOP/s':>8} {'% peak':>7}")
     print(header)

@@ -38,9 +38,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _path in (REPO, REPO / "benchmarks"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
+from bench_device import add_device_arguments, export  # noqa: E402
 from bench_optimize import reset_vm_hwm, vm_hwm_gb  # noqa: E402  (the same peak-memory probe)
 
 NVLABS_ENV = "NVLABS_STYLEGAN2_ADA"
@@ -133,6 +135,9 @@ def run_worker(kind: str, resolution: int, steps: int, warmup: int) -> dict:
     from sgim_nodes.project import LPIPSVGG, project_image
     from sgim_nodes.project.distance import VGG16Features, lpips_linear_weights
 
+    from bench_device import autocast_context, cuda_peak_gb, reset_peak, synchronize, worker_autocast, worker_device
+
+    device, autocast = worker_device(), worker_autocast()
     torch.set_flush_denormal(True)  # see the module doc: random weights, denormal slowdowns
     t0 = time.perf_counter()
     ours, theirs = build_generators(resolution)
@@ -146,21 +151,30 @@ def run_worker(kind: str, resolution: int, steps: int, warmup: int) -> dict:
     extra: dict = {}
 
     if kind in ("project", "tune"):
+        ours, lpips, target = ours.to(device), lpips.to(device), target.to(device)
+
         def on_step(info):
             if kind == "project" or info.phase == "tune":
+                synchronize(device)
                 stamps.append(time.perf_counter())
             if len(stamps) == warmup:
                 reset_vm_hwm()
+                reset_peak(device)
 
         picture = target.permute(0, 2, 3, 1)
         stamps.append(time.perf_counter())
-        if kind == "project":
-            project_image(ours, picture, distance="lpips", lpips=lpips, steps=steps + warmup, space="w",
-                          optimize_noise=True, callback=on_step, reuse_cpu_memory=True)  # the CLI's policy
-        else:
-            project_image(ours, picture, distance="lpips", lpips=lpips, steps=1, space="w", tune_steps=steps + warmup,
-                          callback=on_step, reuse_cpu_memory=True)
+        with autocast_context(device, autocast):
+            if kind == "project":
+                project_image(ours, picture, distance="lpips", lpips=lpips, steps=steps + warmup, space="w",
+                              optimize_noise=True, callback=on_step, reuse_cpu_memory=True)  # the CLI's policy
+            else:
+                project_image(ours, picture, distance="lpips", lpips=lpips, steps=1, space="w",
+                              tune_steps=steps + warmup, callback=on_step, reuse_cpu_memory=True)
+        if kind == "tune":
             stamps.pop(0)  # timing starts at the first tuning step's end
+        extra.update(device=str(device), autocast=autocast)
+        if device.type == "cuda":
+            extra["cuda_peak_gb"] = cuda_peak_gb(device)
     else:
         nvlabs = nvlabs_path()
         sys.path.insert(0, str(nvlabs))
@@ -191,7 +205,7 @@ def run_worker(kind: str, resolution: int, steps: int, warmup: int) -> dict:
     timed = per_step[warmup - 1:] if len(per_step) >= warmup else per_step
     seconds = sum(timed) / max(1, len(timed))
     return dict(kind=kind, resolution=resolution, s_per_step=seconds, steps_per_s=1 / seconds if seconds else 0.0,
-                step_times=per_step, vm_hwm_gb=vm_hwm_gb(), build_s=build_s, threads=torch.get_num_threads(), **extra)
+                step_times=per_step, vm_hwm_gb=extra.pop("cuda_peak_gb", None) or vm_hwm_gb(), build_s=build_s, threads=torch.get_num_threads(), **extra)
 
 
 def spawn(kind: str, resolution: int, steps: int, warmup: int, timeout: float) -> dict:
@@ -210,7 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per subprocess")
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
+    add_device_arguments(parser)
     args = parser.parse_args(argv)
+    export(args)
     if args.worker:
         kind, resolution, steps, warmup = args.worker
         print(json.dumps(run_worker(kind, int(resolution), int(steps), int(warmup))))
@@ -218,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     resolutions = [32] if args.quick else args.resolutions
     steps = 2 if args.quick else args.steps
     kinds = ["project", "tune"]
-    if nvlabs_path() is not None:
+    if args.device != "cpu":
+        print("NVlabs column skipped: it is timed on the CPU only")
+    elif nvlabs_path() is not None:
         kinds.append("nvlabs")
         print(f"NVlabs projector: {nvlabs_path()}")
     else:
@@ -226,8 +244,10 @@ def main(argv: list[str] | None = None) -> int:
               "projector on the same weights")
     import torch
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; {args.warmup} warm-up + {steps} timed "
-          "steps each")
+    from bench_device import describe, worker_autocast, worker_device
+
+    print(f"torch {torch.__version__}, {describe(worker_device(), worker_autocast())}; {args.warmup} warm-up + "
+          f"{steps} timed steps each" + ("; peak GB = CUDA memory allocated" if args.device != "cpu" else ""))
     rows = []
     for resolution in resolutions:
         results = {kind: spawn(kind, resolution, steps, args.warmup, args.timeout) for kind in kinds}

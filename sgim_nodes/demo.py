@@ -1,22 +1,25 @@
 """``make-demo-models DIR``: tiny random-weight models in the real file formats, to try everything now.
 
 Writes, laid out like a models folder (so ``SGIM_MODELS_DIR=DIR`` or ComfyUI's extra_model_paths.yaml
-finds them under the names the commands and example graphs use):
+finds them under the names the commands and every example graph use):
 
     DIR/stylegan/landscape.pt                 64 px StyleGAN2, 10 W+ layers, rosinality checkpoint layout
+    DIR/stylegan/ffhq.pkl                     64 px StyleGAN2 under the face example's name, saved in our
+                                              safetensors format (the loaders read a file's format from its
+                                              bytes, not its extension; the real file is an NVlabs pickle)
     DIR/stylegan/wikiart-1024-stylegan3-t-17.2Mimg.pkl
                                               32 px StyleGAN3-T, 8 W+ layers, under the name the painting
-                                              and music-video examples use; saved in our safetensors
-                                              format (the loaders read a file's format from its bytes,
-                                              not its extension; the real file is an NVlabs pickle)
+                                              and music-video examples use; our safetensors format too
     DIR/sgim_audio_encoders/resnet18_57.pth   ResNet-18 audio encoder, official state-dict layout, 32-d
     DIR/sgim_clip/ViT-B-32.pt                 tiny CLIP (32-d) as an OpenAI-layout state dict
+    DIR/sgim_identity/model_ir_se50.pth       ArcFace IR-SE50 (its one fixed architecture), float16, 88 MB
+    DIR/sgim_vgg/vgg16-397923af.pth           VGG16 convolutions in torchvision's layout, float16, 29 MB
     DIR/demo_sound.wav                        a 3 s synthetic sound
 
 The weights are random: images are noise-like and sounds do not mean anything to the encoder. They
-exercise every command and graph end to end (loading, embedding, optimising, saving, training) in
-seconds on a CPU; they are not for results. The identity model (ArcFace IR-SE50) has one fixed
-architecture, so no tiny version of it exists; the face example needs the real file.
+exercise every command and graph end to end (loading, embedding, optimising, projecting, saving,
+training) in seconds on a CPU; they are not for results. The tests' model writers
+(tests/integration/tiny_models.py) use the helpers below too.
 """
 
 from __future__ import annotations
@@ -27,11 +30,93 @@ EMBED_DIM = 32
 SEED = 1234
 FILES = {  # role: path inside DIR
     "generator": Path("stylegan/landscape.pt"),
+    "face_generator": Path("stylegan/ffhq.pkl"),
     "painting_generator": Path("stylegan/wikiart-1024-stylegan3-t-17.2Mimg.pkl"),
     "encoder": Path("sgim_audio_encoders/resnet18_57.pth"),
     "clip": Path("sgim_clip/ViT-B-32.pt"),
+    "identity": Path("sgim_identity/model_ir_se50.pth"),
+    "vgg": Path("sgim_vgg/vgg16-397923af.pth"),
     "sound": Path("demo_sound.wav"),
 }
+
+
+def tiny_generator(resolution: int, dim: int, name: str, channels: int = 16, n_mapping: int = 2, seed: int = SEED):
+    """A random StyleGAN2 with ``channels`` channels at every size from 4 px up, its w_avg estimated."""
+    import torch
+
+    from .stylegan import Generator, GeneratorConfig
+
+    with torch.inference_mode(False):
+        torch.manual_seed(seed)
+        config = GeneratorConfig(resolution=resolution, z_dim=dim, w_dim=dim, n_mapping=n_mapping,
+                                 channels={2 ** i: channels for i in range(2, resolution.bit_length())})
+        generator = Generator(config, name=name)
+        with torch.no_grad():
+            generator.w_avg.copy_(generator.estimate_w_avg(256))
+    return generator
+
+
+def tiny_stylegan3(name: str, dim: int = EMBED_DIM, seed: int = SEED):
+    """A random 32 px StyleGAN3-T (6 layers, 8 W+ rows), its w_avg estimated."""
+    import torch
+
+    from .stylegan import StyleGAN3Config, StyleGAN3Generator
+
+    with torch.inference_mode(False):
+        torch.manual_seed(seed)
+        generator = StyleGAN3Generator(StyleGAN3Config(resolution=32, z_dim=dim, w_dim=dim, channel_base=512,
+                                                       channel_max=32, num_layers=6), name=name)
+        with torch.no_grad():
+            generator.w_avg.copy_(generator.estimate_w_avg(256))
+    return generator
+
+
+def save_tiny_clip(path: str | Path, embed_dim: int = EMBED_DIM, seed: int = SEED) -> tuple[str, int]:
+    """A tiny random CLIP saved in the OpenAI state-dict layout; returns (its model name, embed_dim)."""
+    import torch
+
+    from .clip import build_tiny_clip
+    from .fileio import atomic_path
+
+    model = build_tiny_clip(embed_dim=embed_dim, seed=seed)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    # OpenAI's layout carries these three; with them the loader rebuilds the model from the weights alone.
+    state.update(input_resolution=torch.tensor(32), context_length=torch.tensor(77), vocab_size=torch.tensor(49408))
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return f"openai:{Path(path).stem}", embed_dim
+
+
+def save_random_identity(path: str | Path, config=None, seed: int = SEED) -> None:
+    """A random IR-SE state dict (default: IR-SE50's one architecture, as the loader expects; float16
+    halves the file and the loader reads it back into float32)."""
+    import torch
+
+    from .fileio import atomic_path
+    from .optimize import IRSE50, IRSEBackbone
+
+    with torch.inference_mode(False):
+        torch.manual_seed(seed)
+        half = config is None
+        state = IRSEBackbone(config or IRSE50).state_dict()
+        state = {k: v.half() if half and v.is_floating_point() else v for k, v in state.items()}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def save_random_vgg16(path: str | Path, seed: int = SEED) -> None:
+    """Random VGG16 convolutions in torchvision's layout (``features.N.*``); its shapes are fixed, and
+    float16 halves the file."""
+    import torch
+
+    from .fileio import atomic_path
+    from .project.distance import VGG16Features
+
+    with torch.inference_mode(False):
+        torch.manual_seed(seed)
+        state = {k: v.half() for k, v in VGG16Features().state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def write_demo_models(out_dir: str | Path, overwrite: bool = False) -> dict[str, Path]:
@@ -43,11 +128,9 @@ def write_demo_models(out_dir: str | Path, overwrite: bool = False) -> dict[str,
     import torch
 
     from .audio import build_audio_encoder
-    from .clip import build_tiny_clip
     from .errors import ParameterError
     from .fileio import atomic_path
-    from .stylegan import (Generator, GeneratorConfig, StyleGAN3Config, StyleGAN3Generator, rosinality_checkpoint,
-                           save_generator)
+    from .stylegan import rosinality_checkpoint, save_generator
     from .train.synthetic import synthesize, write_wav
 
     out = Path(out_dir)
@@ -60,33 +143,19 @@ def write_demo_models(out_dir: str | Path, overwrite: bool = False) -> dict[str,
         path.parent.mkdir(parents=True, exist_ok=True)
 
     with torch.inference_mode(False):
-        torch.manual_seed(SEED)
         # 64 px: the smallest size with rows in every layer preset (coarse, middle and fine)
-        channels = {4: 16, 8: 16, 16: 16, 32: 16, 64: 16}
-        generator = Generator(GeneratorConfig(resolution=64, z_dim=EMBED_DIM, w_dim=EMBED_DIM, n_mapping=2,
-                                              channels=channels), name="landscape")
-        with torch.no_grad():
-            generator.w_avg.copy_(generator.estimate_w_avg(256))
+        generator = tiny_generator(64, EMBED_DIM, "landscape")
         with atomic_path(paths["generator"]) as tmp:
             torch.save(rosinality_checkpoint(generator), tmp)
-        painter = StyleGAN3Generator(StyleGAN3Config(resolution=32, z_dim=EMBED_DIM, w_dim=EMBED_DIM,
-                                                     channel_base=512, channel_max=32, num_layers=6), name="wikiart")
-        with torch.no_grad():
-            painter.w_avg.copy_(painter.estimate_w_avg(256))
-        save_generator(painter, paths["painting_generator"])
-
-        clip = build_tiny_clip(embed_dim=EMBED_DIM, seed=SEED)
-        state = {k: v.detach().clone() for k, v in clip.state_dict().items()}
-        # OpenAI's layout carries these three; with them the loader rebuilds the model from the weights alone.
-        state.update(input_resolution=torch.tensor(32), context_length=torch.tensor(77),
-                     vocab_size=torch.tensor(49408))
-        with atomic_path(paths["clip"]) as tmp:
-            torch.save(state, tmp)
-
+        save_generator(tiny_generator(64, EMBED_DIM, "ffhq", seed=SEED + 1), paths["face_generator"])
+        save_generator(tiny_stylegan3("wikiart", seed=SEED + 2), paths["painting_generator"])
+        save_tiny_clip(paths["clip"])
         torch.manual_seed(SEED)
         encoder = build_audio_encoder("resnet18", embed_dim=EMBED_DIM)
         with atomic_path(paths["encoder"]) as tmp:
             torch.save({k: v.detach().clone() for k, v in encoder.state_dict().items()}, tmp)
+    save_random_identity(paths["identity"])
+    save_random_vgg16(paths["vgg"])
 
     rate = 44100
     with atomic_path(paths["sound"]) as tmp:
@@ -117,8 +186,7 @@ Random weights: for trying commands and graphs end to end, not for results. Try:
       --out synth_encoder.safetensors
   {run} evaluate --encoder synth_encoder.safetensors --clip {clip} --data data/synth
 ComfyUI: list the folder in extra_model_paths.yaml (see docs/nodes.md) or copy its sub-folders into
-ComfyUI/models/; the example graphs then run on these files with any sound in Load Audio (the face
-graph also needs the real IR-SE50).""")
+ComfyUI/models/; every example graph then runs on these files with any sound in Load Audio.""")
     return 0
 
 

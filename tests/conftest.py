@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: where the reference fixtures and sample audio live."""
+"""Shared pytest fixtures (where the reference fixtures and sample audio live), and CI's rule on skips."""
 
 from __future__ import annotations
 
@@ -19,6 +19,33 @@ def shared_dir() -> Path:
 def running_in_ci() -> bool:
     """CI services set ``CI=true``; there a missing fixture folder is a broken checkout, not a reason to skip."""
     return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def ci_skip_verdict(is_integration: bool, allowed_reason: str | None, skip_reason: str) -> str | None:
+    """Under CI=true a skipped integration test is a failure (the server and browser tests gate every
+    landing), unless the test states why it may skip with ``@pytest.mark.may_skip_in_ci(reason=...)``.
+    Returns the failure message, or None when the skip stands."""
+    if not running_in_ci() or not is_integration or (allowed_reason or "").strip():
+        return None
+    return (f"integration test skipped under CI=true ({skip_reason}); CI must run it: provide what it needs, "
+            "or mark it @pytest.mark.may_skip_in_ci(reason=...) saying why it may skip")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if not report.skipped or hasattr(report, "wasxfail"):  # xfail keeps its own meaning
+        return
+    allowed = item.get_closest_marker("may_skip_in_ci")
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    reason = reason.removeprefix("Skipped: ")
+    verdict = ci_skip_verdict(item.get_closest_marker("integration") is not None,
+                              allowed.kwargs.get("reason", allowed.args[0] if allowed.args else None) if allowed else None,
+                              reason)
+    if verdict is not None:
+        report.outcome = "failed"
+        report.longrepr = verdict
 
 
 @pytest.fixture(scope="session")

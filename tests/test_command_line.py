@@ -181,6 +181,41 @@ def test_training_first_run_from_demo_models_refuses_to_overwrite_and_evaluate_s
     assert "zero-shot top-1" in captured.out
 
 
+LOADER_FOLDERS = {"SGIMLoadStyleGAN": "stylegan", "SGIMLoadCLIP": "sgim_clip", "SGIMLoadAudioEncoder": "sgim_audio_encoders",
+                  "SGIMLoadIdentityModel": "sgim_identity", "SGIMLoadVGG": "sgim_vgg"}
+
+
+def example_model_files() -> set[tuple[str, str]]:
+    """(folder key, file name) of every loader of every example workflow."""
+    import json
+
+    files = set()
+    for path in (REPO / "example_workflows").glob("*.json"):
+        for node in json.loads(path.read_text())["nodes"]:
+            if node["type"] in LOADER_FOLDERS:
+                files.add((LOADER_FOLDERS[node["type"]], node["widgets_values"][0]))
+    return files
+
+
+def test_demo_models_stand_in_for_every_file_every_example_names(demo):
+    from sgim_nodes.audio import load_audio_encoder
+    from sgim_nodes.clip import load_clip
+    from sgim_nodes.optimize import load_id_model
+    from sgim_nodes.project.distance import load_vgg16_features
+    from sgim_nodes.stylegan import load_generator
+
+    wanted = example_model_files()
+    assert {folder for folder, _ in wanted} == set(LOADER_FOLDERS.values())  # all five loaders are used
+    missing = [f"{folder}/{name}" for folder, name in wanted if not (demo["root"] / folder / name).is_file()]
+    assert not missing, f"make-demo-models does not write {missing}"
+    loaders = {"stylegan": load_generator, "sgim_clip": load_clip, "sgim_audio_encoders": load_audio_encoder,
+               "sgim_identity": load_id_model, "sgim_vgg": load_vgg16_features}
+    for folder, name in sorted(wanted):  # each loads with the loader its node uses
+        assert loaders[folder](demo["root"] / folder / name) is not None
+    face = load_generator(demo["face_generator"])
+    assert face.resolution == 64 and face.family == "stylegan2"
+
+
 # ------------------------------------------------------------------------------ setup, CI, hygiene
 
 def test_first_run_setup_keeps_torch_and_fetches_companions_of_the_same_build():
@@ -188,9 +223,23 @@ def test_first_run_setup_keeps_torch_and_fetches_companions_of_the_same_build():
 
     assert install_command("2.14.1+cu130", []) is None
     assert install_command(None, ["torch", "torchaudio", "torchvision"]) == ["torch", "torchaudio", "torchvision"]
+    # companions pinned to torch's exact release pairing AND its local tag: the cu130 index also lists
+    # torchaudio 2.11.1+cu132, which an unpinned request picked beside torch 2.14.1+cu130
     assert install_command("2.14.1+cu130", ["torchaudio"]) == [
-        "torchaudio", "torch==2.14.1+cu130", "--index-url", "https://download.pytorch.org/whl/cu130"]
-    assert install_command("2.5.1", ["torchaudio", "torchvision"]) == ["torchaudio", "torchvision", "torch==2.5.1"]
+        "torchaudio==2.11.0+cu130", "torch==2.14.1+cu130", "--index-url", "https://download.pytorch.org/whl/cu130"]
+    assert install_command("2.14.1+cpu", ["torchaudio", "torchvision"])[:2] == [
+        "torchaudio==2.11.0+cpu", "torchvision==0.29.1+cpu"]
+    assert install_command("2.5.1", ["torchaudio", "torchvision"]) == [
+        "torchaudio==2.5.1", "torchvision==0.20.1", "torch==2.5.1"]
+    assert install_command("2.99.0+cu200", ["torchaudio"])[0] == "torchaudio"  # unknown release: pip, then checked
+    from sgim_nodes.bootstrap import mismatched_builds
+
+    assert mismatched_builds({"torch": "2.14.1+cu130", "torchaudio": "2.11.1+cu132"}) == ["torchaudio 2.11.1+cu132"]
+    assert mismatched_builds({"torch": "2.14.1+cu130", "torchaudio": "2.11.0+cu130",
+                              "torchvision": "0.29.1+cu130"}) == []
+    assert mismatched_builds({"torch": "2.14.1", "torchaudio": "2.11.0", "torchvision": "0.28.0"}) == [
+        "torchvision 0.28.0"]
+    assert mismatched_builds({"torch": "2.99.0+cu200", "torchaudio": "2.40.0+cu201"}) == ["torchaudio 2.40.0+cu201"]
     launcher = (REPO / "sgim").read_text()
     assert "sgim_nodes.bootstrap" in launcher and "pip install -q torch torchaudio" not in launcher
 
@@ -202,6 +251,35 @@ def test_missing_shared_fixtures_fail_under_ci(tmp_path):
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stdout[-2000:]
     assert "CI=true, so this fails instead of skipping" in done.stdout
+
+
+def test_skipped_integration_tests_fail_under_ci_and_skip_with_the_reason_outside():
+    base = {k: v for k, v in os.environ.items() if k not in ("COMFYUI_DIR", "CI")}
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+               "tests/integration/test_comfyui_server.py", "-k", "object_info_lists_every_node"]
+    outside = subprocess.run(command, cwd=REPO, env=base, capture_output=True, text=True, timeout=300)
+    assert outside.returncode == 0 and "1 skipped" in outside.stdout, outside.stdout[-2000:]
+    assert "integration tests need a ComfyUI checkout: set COMFYUI_DIR" in outside.stdout
+    in_ci = subprocess.run(command, cwd=REPO, env={**base, "CI": "true"}, capture_output=True, text=True, timeout=300)
+    assert in_ci.returncode == 1, in_ci.stdout[-2000:]
+    assert "integration test skipped under CI=true (integration tests need a ComfyUI checkout" in in_ci.stdout
+
+
+def test_ci_skip_rule_lets_a_stated_reason_through(monkeypatch):
+    import importlib.util
+
+    # by path: "conftest" may name tests/integration/conftest.py in this session
+    spec = importlib.util.spec_from_file_location("sgim_tests_conftest", REPO / "tests" / "conftest.py")
+    rules = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rules)
+    ci_skip_verdict = rules.ci_skip_verdict
+    monkeypatch.setenv("CI", "true")
+    assert "CI must run it" in ci_skip_verdict(True, None, "no COMFYUI_DIR")
+    assert ci_skip_verdict(True, "frontend 1.27 has no subgraphs", "no subgraphs") is None
+    assert "CI must run it" in ci_skip_verdict(True, "  ", "x")  # an empty reason states nothing
+    assert ci_skip_verdict(False, None, "no CUDA") is None  # unit tests keep their own skips
+    monkeypatch.setenv("CI", "false")
+    assert ci_skip_verdict(True, None, "no COMFYUI_DIR") is None
 
 
 def _source_files() -> list[Path]:

@@ -9,18 +9,20 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
-import shutil
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from sgim_nodes.__main__ import main as cli
 from sgim_nodes.demo import write_demo_models
 from sgim_nodes.errors import ModelFileError, ParameterError
 from sgim_nodes.models import KNOWN_MODELS
+
+REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -86,13 +88,42 @@ def mirror(server, demo_models, tmp_path, monkeypatch) -> FileServer:
     return server
 
 
-def test_readme_first_command_downloads_the_models_and_writes_an_edited_image(mirror, demo_models, tmp_path,
-                                                                              capsys):
-    sound = tmp_path / "my_sound.wav"
-    shutil.copyfile(demo_models["sound"], sound)
-    # The README's first command; only --steps is added, to keep the test short (the preset runs 300).
-    argv = ["edit", "--audio", str(sound), "--text", "a rainy night", "--out", str(tmp_path / "edited.png"),
-            "--steps", "2"]
+def readme_first_command() -> list[str]:
+    """The first line of the README's first code block, split as the shell would."""
+    import shlex
+
+    readme = (REPO / "README.md").read_text()
+    line = readme.split("```bash\n", 1)[1].splitlines()[0]
+    return shlex.split(line, comments=True)
+
+
+def test_readme_first_command_names_files_a_fresh_clone_has():
+    words = readme_first_command()
+    assert words[:2] == ["./sgim", "edit"]
+    sound = REPO / words[words.index("--audio") + 1]  # as typed in the checkout's root
+    assert sound.is_file(), f"the README's first command needs {sound.name}, which the repository does not ship"
+    from sgim_nodes.audio.decode import load_audio
+
+    samples, rate = load_audio(sound)
+    assert rate == 22050 and samples.shape[-1] == 4 * 22050 and torch.isfinite(samples).all()
+    assert 0.05 < float(samples.abs().max()) <= 1.0 and float(samples.std()) > 0.02  # a sound, not silence
+
+
+def test_shipped_rain_is_what_its_script_makes(tmp_path):
+    import runpy
+
+    runpy.run_path(str(REPO / "assets" / "make_rain.py"))["write"](tmp_path / "rain.wav")
+    assert (tmp_path / "rain.wav").read_bytes() == (REPO / "assets" / "rain.wav").read_bytes()
+
+
+def test_readme_first_command_downloads_the_models_and_writes_an_edited_image(mirror, tmp_path, capsys,
+                                                                              monkeypatch):
+    # The README's first command as typed, in the checkout's root; only --steps is added, to keep the
+    # test short (the preset runs 300), and --out goes to a temporary folder.
+    words = readme_first_command()
+    argv = words[1:] + ["--steps", "2"]
+    argv[argv.index("--out") + 1] = str(tmp_path / "edited.png")
+    monkeypatch.chdir(REPO)
     assert cli(argv) == 0
     captured = capsys.readouterr()
     assert "first use: downloading 3 model file(s)" in captured.err

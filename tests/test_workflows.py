@@ -82,3 +82,59 @@ def test_examples_use_current_node_ids_and_consistent_links(path):
     music = example_path("music_to_painting")
     loader = next(n for n in json.loads(music.read_text())["nodes"] if n["type"] == "SGIMLoadStyleGAN")
     assert loader["widgets_values"][0] == "wikiart-1024-stylegan3-t-17.2Mimg.pkl"  # the generator one can get
+
+
+LOADER_FOLDERS = {"SGIMLoadStyleGAN": "stylegan", "SGIMLoadCLIP": "sgim_clip", "SGIMLoadAudioEncoder": "sgim_audio_encoders",
+                  "SGIMLoadIdentityModel": "sgim_identity", "SGIMLoadVGG": "sgim_vgg"}
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_every_loader_declares_its_model_for_the_frontend(path):
+    """properties.models = [{name, url, directory}] (what newer frontends read to list missing models):
+    name = the widget's file, directory = our folder key, url = the publisher's address from the
+    download index (IR-SE50 has no direct address: its distributors' page)."""
+    from sgim_nodes.models import KNOWN_MODELS
+
+    index = {(m.folder, m.filename): m for m in KNOWN_MODELS.values()}
+    loaders = [n for n in json.loads(path.read_text())["nodes"] if n["type"] in LOADER_FOLDERS]
+    assert loaders
+    for node in loaders:
+        folder, name = LOADER_FOLDERS[node["type"]], node["widgets_values"][0]
+        declared = node["properties"].get("models")
+        assert declared and len(declared) == 1, f"{path.name}: {node['type']} declares no model"
+        entry = declared[0]
+        assert entry["name"] == name and entry["directory"] == folder, (path.name, entry)
+        known = index[(folder, name)]
+        if known.url:
+            assert entry["url"] == known.url, (path.name, entry)
+        else:
+            assert entry["url"].startswith("https://") and known.manual, (path.name, entry)
+
+
+PREVIEW_NODES = {"SGIMOptimizeLatent", "SGIMProjectImage", "SGIMMusicKeyframes"}  # show a preview while they run
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_nodes_below_a_preview_leave_room_for_it(path):
+    """After a run a node with a preview grows by about a square as wide as itself (1.58.1 draws it
+    below the widgets): the next node of its column starts below that, title bar included."""
+    nodes = json.loads(path.read_text())["nodes"]
+    for node in (n for n in nodes if n["type"] in PREVIEW_NODES):
+        x, y = node["pos"]
+        width, height = node["size"]
+        for other in nodes:
+            ox, oy = other["pos"]
+            if other is node or oy <= y or ox >= x + width or ox + other["size"][0] <= x:
+                continue
+            assert oy - TITLE_HEIGHT >= y + height + width, (
+                f"{path.name}: node {other['id']} ({other['type']}) starts at y={oy}, inside the room of node "
+                f"{node['id']}'s preview (up to y={y + height + width + TITLE_HEIGHT})")
+
+
+def test_the_long_example_says_what_to_lower_for_a_first_try():
+    nodes = json.loads(example_path("edit_my_painting").read_text())["nodes"]
+    notes = [n["widgets_values"][0] for n in nodes if n["type"] == "Note"]
+    project = next(n for n in nodes if n["type"] == "SGIMProjectImage")
+    assert len(notes) == 1 and "1000 projection + 350 tuning + 200 edit steps" in notes[0]
+    assert "steps to 200" in notes[0] and "tune_steps to 100" in notes[0] and "steps to 60" in notes[0]
+    assert 1000 in project["widgets_values"] and 350 in project["widgets_values"]  # the numbers the note names

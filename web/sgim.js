@@ -10,8 +10,10 @@
 // The editor reacts to widget callbacks and graph events; nothing polls while drawing.
 //
 // Optimize Latent, Music Keyframes, Project Image: the server sends "sgim.loss" every step ({node, step,
-// total, terms}); the readout is the node's only loss display (progress text, where a node sends any,
-// says only which keyframe or phase is running).
+// total, terms, prompt_id}); the readout is the node's only loss display (progress text, where a node sends
+// any, says only which keyframe or phase is running). Node ids repeat across workflow tabs, so a message is
+// shown only in the tab that queued its prompt (prompt ids are recorded as this page queues them); a message
+// without prompt_id (older servers) goes by node id.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
@@ -54,9 +56,12 @@ function shortPaths(text) {
 }
 
 // generator_name of the loader feeding `generator` (following reroutes and pass-through nodes).
+// A node outside any graph (the frontend's clipboard copy) has no links to follow: null, never a throw
+// (newer frontends throw NullGraphError from getInputNode there).
 function upstreamGeneratorName(node) {
   let current = node;
   for (let hop = 0; hop < 8 && current; hop++) {
+    if (!current.graph) return null;
     const slot = current.inputs?.findIndex((i) => i.name === "generator" || i.type === "SGIM_STYLEGAN");
     const source = current.getInputNode?.(slot >= 0 ? slot : 0);
     if (!source) return null;
@@ -131,6 +136,8 @@ class LayerMaskEditor {
     this.message = "connect Load StyleGAN (SGIM) to 'generator'";
     this.note = ""; // e.g. "weights resampled from 8 to 6 layers"
     this.drawn = null; // the values of the last bars drawn (null: a message was drawn instead)
+    this.warning = ""; // e.g. a preset that frees no layer: said at once, not only when the graph runs
+    this.barsTop = 0; // y where the bars' full height starts (below the note and warning lines)
     this.dragging = false;
 
     this.element = document.createElement("div");
@@ -226,7 +233,9 @@ class LayerMaskEditor {
     const rect = this.canvas.getBoundingClientRect();
     const n = values.length;
     const index = Math.min(n - 1, Math.max(0, Math.floor(((event.clientX - rect.left) / rect.width) * n)));
-    const value = Math.min(1, Math.max(0, 1 - (event.clientY - rect.top) / (rect.height - LABEL_STRIP)));
+    const scale = rect.height / (this.canvas.height || rect.height); // CSS px per canvas px
+    const top = this.barsTop * scale, bottom = rect.height - LABEL_STRIP * scale;
+    const value = Math.min(1, Math.max(0, (bottom - (event.clientY - rect.top)) / Math.max(1, bottom - top)));
     values[index] = Math.round(value * 20) / 20; // steps of 0.05
     this.storeWeights(values);
     this.draw();
@@ -234,6 +243,7 @@ class LayerMaskEditor {
 
   // Called on every event that can change what the node sends: its widgets, its links, the upstream loader.
   async refresh() {
+    if (!this.node.graph) return; // a clipboard copy or a removed node: nothing to show or send
     const name = upstreamGeneratorName(this.node);
     if (name !== this.infoName) {
       this.infoName = name;
@@ -250,6 +260,7 @@ class LayerMaskEditor {
         this.message = data.error ?? "";
       }
     }
+    if (this.presetWidget?.value !== "custom") this.note = ""; // the resampling note concerns custom weights only
     this.reconcile();
     this.draw();
   }
@@ -276,11 +287,23 @@ class LayerMaskEditor {
       return;
     }
     this.drawn = [...values];
+    const preset = this.presetWidget?.value ?? "all";
+    this.warning = values.some((v) => v > 0) ? ""
+      : `${preset === "custom" ? "these weights free" : `preset '${preset}' frees`} no layer of ${this.infoName}: ` +
+        "the edit would change nothing (Run stops with an error). Pick another preset or drag a bar up.";
+    // Note and warning lines get their own strip above the bars, so they never cover a bar's top.
+    const lines = [...wrapWords(ctx, this.note, width - 12).map((text) => ["#ffd27a", text]),
+      ...wrapWords(ctx, this.warning, width - 12).map((text) => ["#f88", text])];
+    this.barsTop = lines.length ? 6 + lines.length * 14 : 4;
+    lines.forEach(([colour, text], i) => {
+      ctx.fillStyle = colour;
+      ctx.fillText(text, 6, 14 + i * 14);
+    });
     const plot = height - LABEL_STRIP;
     const n = values.length;
     const barWidth = width / n;
     for (let i = 0; i < n; i++) {
-      const h = values[i] * (plot - 4);
+      const h = values[i] * Math.max(1, plot - this.barsTop);
       ctx.fillStyle = values[i] > 0 ? GROUP_COLOURS[this.groupOf(i)] : "#555";
       ctx.fillRect(i * barWidth + 1, plot - h, Math.max(1, barWidth - 2), h);
       ctx.fillStyle = "#888";
@@ -293,13 +316,6 @@ class LayerMaskEditor {
         ctx.fillText(this.groupOf(start), start * barWidth + 2, height - 4);
         start = i;
       }
-    }
-    if (this.note) { // e.g. the resampling after a generator change, on a dark band above the bars
-      const lines = wrapWords(ctx, this.note, width - 12);
-      ctx.fillStyle = "rgba(30, 30, 30, 0.85)";
-      ctx.fillRect(0, 0, width, 6 + lines.length * 14);
-      ctx.fillStyle = "#ffd27a";
-      lines.forEach((line, i) => ctx.fillText(line, 6, 14 + i * 14));
     }
   }
 }
@@ -318,7 +334,10 @@ function setUpLayerMask(node) {
   if (weights) weights.hidden = true; // edited through the bars; still saved and sent
   const editor = new LayerMaskEditor(node);
   node.sgimLayerEditor = editor;
-  layerEditors.add(editor);
+  // Registered while the node is in a graph only: copying a node makes clones that are never added
+  // (and never removed), which would otherwise stay registered and refresh forever.
+  if (node.graph) layerEditors.add(editor);
+  chainCallback(node, "onAdded", () => layerEditors.add(editor));
   const widget = node.addDOMWidget("layer_editor", "sgim_layer_editor", editor.element, {
     serialize: false,
     getMinHeight: () => EDITOR_HEIGHT,
@@ -334,7 +353,10 @@ function setUpLayerMask(node) {
 }
 
 function refreshAllEditors() {
-  for (const editor of layerEditors) editor.refresh();
+  for (const editor of layerEditors) {
+    if (editor.node.graph) editor.refresh();
+    else layerEditors.delete(editor);
+  }
 }
 
 function setUpGeneratorLoader(node) {
@@ -362,7 +384,8 @@ function setUpLossReadout(node) {
   widget.serialize = false;
   node.sgimLossReadout = element;
   node.sgimReadout = readout;
-  lossReadouts.add(readout);
+  if (node.graph) lossReadouts.add(readout); // as for the editors: clipboard copies are never added
+  chainCallback(node, "onAdded", () => lossReadouts.add(readout));
   chainCallback(node, "onRemoved", () => lossReadouts.delete(readout));
   showReadout(readout, readout.lines);
 }
@@ -380,8 +403,36 @@ function showReadout(readout, lines) {
   readout.node.setDirtyCanvas?.(true, true);
 }
 
+const queuedFrom = new Map(); // prompt id -> the workflow tab that queued it (this page's prompts only)
+
+function activeWorkflowKey() {
+  const workflow = app.extensionManager?.workflow?.activeWorkflow;
+  return workflow?.path ?? workflow?.key ?? null;
+}
+
+function recordQueuedPrompts() {
+  const queue = api.queuePrompt;
+  if (typeof queue !== "function" || queue.sgimWrapped) return;
+  const wrapped = async function (...args) {
+    const tab = activeWorkflowKey();
+    const result = await queue.apply(this, args);
+    if (result?.prompt_id) queuedFrom.set(result.prompt_id, tab);
+    if (queuedFrom.size > 200) queuedFrom.delete(queuedFrom.keys().next().value); // old runs
+    return result;
+  };
+  wrapped.sgimWrapped = true;
+  api.queuePrompt = wrapped;
+}
+
+// Whether a message of prompt `promptId` belongs on this page's current tab.
+export function isOurPrompt(promptId) {
+  if (promptId == null) return true;
+  return queuedFrom.has(promptId) && queuedFrom.get(promptId) === activeWorkflowKey();
+}
+
 function onLoss(event) {
   const data = event.detail;
+  if (!isOurPrompt(data?.prompt_id)) return; // another tab's (or another client's) run
   const readout = nodeForExecutionId(data?.node)?.sgimReadout;
   if (!readout) return;
   const terms = Object.entries(data.terms ?? {});
@@ -416,6 +467,7 @@ const SETUP = {
 app.registerExtension({
   name: "sgim.nodes",
   setup() {
+    recordQueuedPrompts();
     api.addEventListener(LOSS_EVENT, onLoss);
     api.addEventListener("execution_interrupted", onInterrupted);
     api.addEventListener("execution_start", onExecutionStart);

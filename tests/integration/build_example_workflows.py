@@ -33,6 +33,28 @@ PAINTING = "my_painting.png"  # the user's picture (Load Image's upload button)
 
 X = [0, 380, 760, 1140, 1520]  # column positions
 
+FIRST_TRY = ("First try? This graph runs 1000 projection + 350 tuning + 200 edit steps: 20-35 min on a CPU. "
+             "For a quick look, lower Project Image's steps to 200 and tune_steps to 100, and Optimize Latent's "
+             "steps to 60 (a few minutes); raise them again for the final picture.")
+LOADER_FOLDERS = {"SGIMLoadStyleGAN": "stylegan", "SGIMLoadCLIP": "sgim_clip", "SGIMLoadAudioEncoder": "sgim_audio_encoders",
+                  "SGIMLoadIdentityModel": "sgim_identity", "SGIMLoadVGG": "sgim_vgg"}
+# IR-SE50 has no direct address; its distributors' page instead
+MODEL_PAGES = {"model_ir_se50.pth": "https://github.com/eladrich/pixel2style2pixel#pretrained-models"}
+
+
+def declare_models(workflow: dict) -> None:
+    """properties.models on every loader ([{name, url, directory}], what newer frontends read to list
+    a missing file): the widget's file, the publisher's address from the download index, our folder key."""
+    sys.path.insert(0, str(REPO))
+    from sgim_nodes.models import KNOWN_MODELS
+
+    index = {(m.folder, m.filename): m for m in KNOWN_MODELS.values()}
+    for node in workflow["nodes"]:
+        if node["type"] in LOADER_FOLDERS:
+            folder, name = LOADER_FOLDERS[node["type"]], node["widgets_values"][0]
+            url = index[(folder, name)].url or MODEL_PAGES[name]
+            node["properties"]["models"] = [{"name": name, "url": url, "directory": folder}]
+
 
 def common_models(generator: str, y0: int = 0) -> tuple[list[dict], list[tuple]]:
     nodes = [
@@ -114,8 +136,9 @@ def sound_text_style_mix():
          "widgets": {"text": "a landscape at night with a full moon"}},
         {"id": 8, "type": "SGIMOptimizeLatent", "pos": [X[2], 0], "size": [340, 440], "title": "Optimize (sound)",
          "widgets": opt},
-        {"id": 9, "type": "SGIMOptimizeLatent", "pos": [X[2], 480], "size": [340, 440], "title": "Optimize (text)",
-         "widgets": opt},
+        # below the room the upper optimiser's preview takes after a run (a square as wide as the node)
+        {"id": 9, "type": "SGIMOptimizeLatent", "pos": [X[2], 440 + 340 + 54], "size": [340, 440],
+         "title": "Optimize (text)", "widgets": opt},
         {"id": 10, "type": "SGIMStyleMix", "pos": [X[3], 0], "size": [320, 170],
          "widgets": {"layers_from_b": "fine"}},
         {"id": 11, "type": "SGIMStyleGANDecode", "pos": [X[3], 280]},
@@ -202,6 +225,7 @@ def edit_my_painting():
         {"id": 11, "type": "SaveImage", "pos": [X[4], 0], "size": [300, 320],
          "widgets": {"filename_prefix": "sgim/my_painting_raining"}},
         {"id": 12, "type": "PreviewImage", "pos": [X[3], 360], "size": [300, 300], "title": "Projection (before the edit)"},
+        {"id": 13, "type": "Note", "pos": [X[1], 0], "size": [340, 170], "text": FIRST_TRY},
     ]
     links += [
         (1, "generator", 8, "generator"), (7, "lpips", 8, "lpips"), (6, "IMAGE", 8, "image"),
@@ -253,6 +277,7 @@ def main(argv: list[str]) -> int:
     for name in chosen:
         nodes, links = EXAMPLES[name]()
         workflow = build_ui_workflow(nodes, links, definitions)
+        declare_models(workflow)
         path = example_path(name, out_dir)
         path.write_text(json.dumps(workflow, indent=2) + "\n")
         print(f"wrote {path}")

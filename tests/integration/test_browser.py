@@ -18,6 +18,7 @@ import pytest
 from browser import APP, FrontendPage, chromium_path, fit_view, hide_overlays
 from build_example_workflows import example_path
 from comfy_client import REPO
+from workflow_format import FRONTEND_ONLY
 
 EXAMPLES = sorted((REPO / "example_workflows").glob("*.json"))
 
@@ -38,6 +39,23 @@ def frontend(sync_api, server):
         page = FrontendPage(playwright, server.url)
         yield page
         page.close()
+
+
+@pytest.fixture(autouse=True)
+def no_errors_from_the_pack(request):
+    """Every browser test fails on any page error (uncaught exception) or console problem from the pack
+    that happened while it ran, whatever it checks itself."""
+    if "frontend" not in request.fixturenames:
+        yield
+        return
+    frontend = request.getfixturevalue("frontend")
+    start = len(frontend.console)
+    yield
+    new = frontend.console[start:]
+    ours = [e for e in new if e in frontend.our_problems()]
+    page_errors = [e for e in ours if e["kind"] == "pageerror"]
+    assert not page_errors, f"page errors from the pack: {page_errors}"
+    assert not ours, f"console problems from the pack: {ours}"
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +83,9 @@ def test_extension_loads_and_every_example_opens(frontend, shots):
         frontend.open_workflow(workflow)
         count = frontend.page.evaluate(f"() => {APP}.graph.nodes.length")
         assert count == len(workflow["nodes"]), path.name
-        prompt = frontend.api_prompt()  # the frontend's own conversion accepts the graph
-        assert {n["class_type"] for n in prompt.values()} == {n["type"] for n in workflow["nodes"]}
+        prompt = frontend.api_prompt()  # the frontend's own conversion accepts the graph (notes stay behind)
+        assert {n["class_type"] for n in prompt.values()} == {n["type"] for n in workflow["nodes"]
+                                                             if n["type"] not in FRONTEND_ONLY}
         fit_view(frontend)
         frontend.page.wait_for_timeout(500)
         frontend.page.screenshot(path=str(shots / f"{path.stem}.png"))
@@ -81,7 +100,8 @@ def editor_state(frontend, mask: int) -> dict:
             const node = {APP}.graph.getNodeById(id); const editor = node.sgimLayerEditor;
             const prompt = (await {APP}.graphToPrompt()).output[String(id)].inputs;
             return {{drawn: editor.drawn, info: editor.info && editor.info.num_ws, message: editor.message,
-                     note: editor.note, preset: prompt.preset, weights: prompt.weights}};
+                     note: editor.note, warning: editor.warning, barsTop: editor.barsTop,
+                     preset: prompt.preset, weights: prompt.weights}};
         }}""", mask)
 
 
@@ -163,10 +183,13 @@ def test_layer_mask_editor_after_a_generator_change_draws_what_is_sent(frontend,
     weights = json.loads(state["weights"])
     assert state["preset"] == "custom" and len(weights) == 6 and state["drawn"] == weights
     assert "resampled from 8 to 6" in state["note"]
+    assert state["barsTop"] >= 6 + 14  # the note has its own strip: the bars start below it, none is hidden
     assert server_freedom(server, names["generator16"], state["preset"], state["weights"]) == "ok"  # the run works
     frontend.page.screenshot(path=str(shots / "layer_mask_after_generator_change.png"))
-    # a preset again on the new generator: drawn = the server's preset layers
+    # a preset again on the new generator: drawn = the server's preset layers, and the note is gone
     set_widget(frontend, mask, "preset", "coarse")
+    state = editor_state(frontend, mask)
+    assert state["note"] == "" and state["barsTop"] == 4 and state["warning"] == ""
     info = frontend.page.evaluate("async (n) => (await (await fetch(`/sgim/generator_info?name=${n}`)).json())",
                                   names["generator16"])
     assert editor_state(frontend, mask)["drawn"] == info["groups"]["coarse"]
@@ -258,8 +281,14 @@ def search_results(frontend, text: str, screenshot: Path | None = None) -> list[
     page.evaluate(f"() => {APP}.graph.clear()")
     page.keyboard.press("Escape")
     page.wait_for_timeout(300)
-    page.mouse.dblclick(700, 500)
-    page.wait_for_timeout(800)
+    for _ in range(3):  # on a loaded machine the first double-click can come before the canvas listens
+        page.mouse.dblclick(700, 500)
+        try:
+            page.wait_for_function("() => document.activeElement?.tagName === 'INPUT'", timeout=3000)
+            break
+        except Exception:
+            page.keyboard.press("Escape")
+    page.wait_for_timeout(300)
     page.keyboard.type(text)
     page.wait_for_timeout(1200)
     results = page.evaluate("() => [...document.querySelectorAll('[role=option]')].map(e => e.innerText)")
@@ -284,6 +313,7 @@ def test_node_search_finds_the_pack_by_its_aliases(frontend, shots, word):
     assert not any("old id" in r for r in results)  # deprecated aliases stay out of search
 
 
+@pytest.mark.may_skip_in_ci(reason="frontends before subgraphs (graph.convertToSubgraph) cannot run it")
 def test_readout_finds_its_node_inside_a_subgraph(frontend, server, shots):
     """Inside a subgraph the server reports the node as "<subgraph node>:<node>"; the readout still updates."""
     optimize = _prepare_run(frontend, server, steps=2, lr=0.0967)
@@ -306,3 +336,153 @@ def test_readout_finds_its_node_inside_a_subgraph(frontend, server, shots):
         timeout=120_000)
     frontend.page.screenshot(path=str(shots / "subgraph_run.png"))
     assert not frontend.our_problems(), frontend.our_problems()
+
+
+def test_copying_pasting_and_deleting_a_layer_mask_node_raises_nothing(frontend, server, shots):
+    """The clipboard copy of a node lives in no graph: its editor must neither throw (newer frontends
+    raise NullGraphError from getInputNode there) nor stay registered after the copy."""
+    frontend.open_workflow(json.loads(example_path("landscape_sound_edit").read_text()))
+    page = frontend.page
+    loader, mask = find_node(frontend, "SGIMLoadStyleGAN"), find_node(frontend, "SGIMLayerMask")
+    set_widget(frontend, loader, "generator_name", server.names["generator"])
+    page.wait_for_function(f"(id) => {APP}.graph.getNodeById(id).sgimLayerEditor?.info?.num_ws === 8",
+                           arg=mask, timeout=20_000)
+    before = len(frontend.console)
+    count = page.evaluate(f"() => {APP}.graph.nodes.length")
+    page.evaluate(f"""(id) => {{ const canvas = {APP}.canvas; const node = {APP}.graph.getNodeById(id);
+        canvas.deselectAll?.(); canvas.selectNode(node); canvas.canvas.focus(); }}""", mask)
+    page.keyboard.press("Control+c")
+    page.wait_for_timeout(300)
+    page.mouse.move(900, 600)
+    page.keyboard.press("Control+v")
+    page.wait_for_timeout(800)
+    masks = f"{APP}.graph.nodes.filter(n => n.type === 'SGIMLayerMask')"
+    if page.evaluate(f"() => {masks}.length") < 2:  # the keyboard route depends on focus; the same through the canvas
+        page.evaluate(f"() => {{ {APP}.canvas.copyToClipboard(); {APP}.canvas.pasteFromClipboard(); }}")
+        page.wait_for_timeout(800)
+    assert page.evaluate(f"() => {masks}.length") == 2 and page.evaluate(f"() => {APP}.graph.nodes.length") == count + 1
+    # the pasted node (ids may be numbers or strings, depending on the frontend) is a working editor:
+    # bars, or a message when unconnected; then it is deleted and the original is edited on
+    page.wait_for_timeout(500)
+    pasted = f"{masks}.find(n => String(n.id) !== String({json.dumps(mask)}))"
+    state = page.evaluate(f"() => {{ const e = {pasted}.sgimLayerEditor; return {{drawn: e.drawn, message: e.message}}; }}")
+    assert state["drawn"] is not None or state["message"], state
+    page.evaluate(f"() => {APP}.graph.remove({pasted})")
+    assert page.evaluate(f"() => {masks}.length") == 1
+    set_widget(frontend, mask, "preset", "coarse")
+    set_widget(frontend, loader, "generator_name", server.names["generator16"])
+    page.wait_for_function(f"(id) => {APP}.graph.getNodeById(id).sgimLayerEditor?.info?.num_ws === 6",
+                           arg=mask, timeout=20_000)
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(shots / "layer_mask_after_copy_paste_delete.png"))
+    errors = [e for e in frontend.console[before:] if e["kind"] == "pageerror"]
+    assert not errors, errors
+
+
+def test_sound_and_text_example_after_a_run_has_no_node_over_another(frontend, server, shots):
+    """After a run the optimisers show their previews and grow; in the shipped layout no node then
+    covers another's title bar or inputs (the upper Optimize Latent used to cover the lower one)."""
+    frontend.open_workflow(json.loads(example_path("sound_and_text_style_mix").read_text()))
+    page, names = frontend.page, server.names
+    for node_type, widget, value in (("SGIMLoadStyleGAN", "generator_name", names["generator"]),
+                                     ("SGIMLoadCLIP", "clip_name", names["clip"]),
+                                     ("SGIMLoadAudioEncoder", "encoder_name", names["encoder"])):
+        set_widget(frontend, find_node(frontend, node_type), widget, value)
+    optimizers = page.evaluate(f"() => {APP}.graph.nodes.filter(n => n.type === 'SGIMOptimizeLatent').map(n => n.id)")
+    assert len(optimizers) == 2
+    for i, node in enumerate(optimizers):
+        set_widget(frontend, node, "steps", 2)
+        set_widget(frontend, node, "lr", 0.0911 + i / 1000)  # values no other run used: no cache hit
+        set_widget(frontend, node, "preview_every", 1)
+    page.evaluate(f"async () => {{ await {APP}.queuePrompt(0, 1); }}")
+    for node in optimizers:
+        page.wait_for_function(
+            f"(id) => ({APP}.graph.getNodeById(id).sgimLossReadout?.textContent || '').startsWith('step 2/2')",
+            arg=node, timeout=120_000)
+    page.wait_for_timeout(2500)  # the final previews arrive and the nodes grow
+    boxes = page.evaluate(f"""() => {{ const title = window.LiteGraph?.NODE_TITLE_HEIGHT ?? 30;
+        return {APP}.graph.nodes.map(n => ({{id: n.id, type: n.type, x0: n.pos[0], y0: n.pos[1] - title,
+            x1: n.pos[0] + n.size[0], y1: n.pos[1] + n.size[1]}})); }}""")
+    fit_view(frontend)
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(shots / "sound_and_text_after_a_run.png"))
+    grown = [b for b in boxes if b["id"] in optimizers]
+    for a in grown:
+        for b in boxes:
+            if a["id"] != b["id"]:
+                apart = a["x1"] <= b["x0"] or b["x1"] <= a["x0"] or a["y1"] <= b["y0"] or b["y1"] <= a["y0"]
+                assert apart, f"after a run node {a['id']} ({a['type']}) overlaps node {b['id']} ({b['type']}): {a} {b}"
+
+
+def test_layer_mask_editor_warns_at_once_about_a_preset_that_frees_no_layer(frontend, server, shots):
+    """The tiny StyleGAN3 (32 px) has no fine layer: 'fine' would freeze everything. The editor says so
+    as soon as the preset is picked (the server refuses it only at Run), and the warning goes with it."""
+    frontend.open_workflow(json.loads(example_path("landscape_sound_edit").read_text()))
+    loader, mask = find_node(frontend, "SGIMLoadStyleGAN"), find_node(frontend, "SGIMLayerMask")
+    name = server.names["generator_sg3"]
+    set_widget(frontend, loader, "generator_name", name)
+    frontend.page.wait_for_function(f"(id) => {APP}.graph.getNodeById(id).sgimLayerEditor?.info?.num_ws === 8",
+                                    arg=mask, timeout=20_000)
+    set_widget(frontend, mask, "preset", "fine")
+    state = editor_state(frontend, mask)
+    assert state["drawn"] == [0] * 8 and f"preset 'fine' frees no layer of {name}" in state["warning"]
+    refused = server_freedom(server, name, "fine", state["weights"])
+    assert refused != "ok", refused  # what the editor foretells: the server refuses it at Run
+    frontend.page.wait_for_timeout(300)
+    frontend.page.screenshot(path=str(shots / "layer_mask_preset_frees_no_layer.png"))
+    frontend.page.evaluate(f"() => {APP}.graph.getNodeById({mask}).sgimLayerEditor.applyPreset('none')")
+    assert "these weights free no layer" in editor_state(frontend, mask)["warning"]
+    set_widget(frontend, mask, "preset", "middle")
+    state = editor_state(frontend, mask)
+    assert state["warning"] == "" and state["drawn"] == [0, 0, 0, 1, 1, 1, 1, 1]
+
+
+def test_missing_models_are_listed_with_our_folder_and_the_publishers_address(frontend, shots):
+    """The examples declare properties.models on their loaders; the test server has none of the files
+    under the examples' names, so the frontend lists them, in our folder, with the address to fetch."""
+    page = frontend.page
+    setting = "Comfy.Workflow.ShowMissingModelsWarning"
+    page.evaluate(f"async (key) => {{ await {APP}.extensionManager.setting.set(key, true); }}", setting)
+    try:
+        frontend.open_workflow(json.loads(example_path("face_edit_with_identity").read_text()))
+        page.wait_for_timeout(1500)
+        details = page.get_by_text("View details")  # newer frontends: a notice first, the list behind it
+        if details.count():
+            details.first.click()
+            page.wait_for_timeout(1000)
+        text = page.evaluate("() => document.body.innerText")
+        page.screenshot(path=str(shots / f"missing_models_{frontend_version(frontend)[1]}.png"))
+    finally:
+        page.keyboard.press("Escape")
+        page.evaluate(f"async (key) => {{ await {APP}.extensionManager.setting.set(key, false); }}", setting)
+        page.wait_for_timeout(300)
+    for folder, name in (("stylegan", "ffhq.pkl"), ("sgim_identity", "model_ir_se50.pth"), ("sgim_clip", "ViT-B-32.pt")):
+        assert name in text and folder in text, (folder, name, text[:3000])
+    assert "Unknown" not in text
+
+
+def test_loss_readout_shows_only_the_prompts_this_tab_queued(frontend, server, shots):
+    """Node ids repeat across workflow tabs: a loss message carrying another prompt's id (another tab's or
+    another client's run) leaves the readout alone; one of a prompt queued here updates it."""
+    optimize = _prepare_run(frontend, server, steps=2, lr=0.0957)
+    page = frontend.page
+
+    def send(prompt_id, step, total):
+        page.evaluate(f"""([node, prompt_id, step, total]) => {{
+            const api = window.comfyAPI?.api?.api ?? {APP}.api;
+            api.dispatchEvent(new CustomEvent('sgim.loss', {{detail: {{node: String(node), prompt_id, step, total,
+                terms: {{total: 0.5, clip: 0.4, similarity: 0.1}}}}}}));
+        }}""", [optimize, prompt_id, step, total])
+        page.wait_for_timeout(200)
+        return readout(frontend, optimize)["text"].splitlines()[0]
+
+    assert send("a-prompt-queued-elsewhere", 1, 7) == "loss terms appear here while it runs"
+    page.evaluate(f"async () => {{ await {APP}.queuePrompt(0, 1); }}")
+    page.wait_for_function(
+        f"(id) => ({APP}.graph.getNodeById(id).sgimLossReadout?.textContent || '').startsWith('step 2/2')",
+        arg=optimize, timeout=120_000)
+    history = page.evaluate("async () => Object.keys(await (await fetch('/history?max_items=1')).json())")
+    assert history, "no prompt in the history"
+    assert send(history[-1], 3, 9) == "step 3/9"  # a prompt this tab queued
+    assert send("a-prompt-queued-elsewhere", 4, 7) == "step 3/9"
+    page.screenshot(path=str(shots / "loss_readout_prompt_keyed.png"))

@@ -38,42 +38,30 @@ TINY_SEED = 1234
 
 
 def _tiny_generator(resolution: int, dim: int, name: str):
-    from sgim_nodes.stylegan import Generator, GeneratorConfig
+    from sgim_nodes.demo import tiny_generator
 
-    channels = {2 ** i: 16 for i in range(2, resolution.bit_length())}  # 16 channels at 4 .. resolution px
-    config = GeneratorConfig(resolution=resolution, z_dim=dim, w_dim=dim, n_mapping=2, channels=channels)
-    torch.manual_seed(TINY_SEED)
-    generator = Generator(config, name=name)
-    generator.w_avg.copy_(generator.estimate_w_avg(256))
-    return generator
+    return tiny_generator(resolution, dim, name, seed=TINY_SEED)
 
 
 def _tiny_stylegan3():
-    from sgim_nodes.stylegan import StyleGAN3Config, StyleGAN3Generator
+    from sgim_nodes.demo import tiny_stylegan3
 
-    config = StyleGAN3Config(resolution=32, z_dim=64, w_dim=64, channel_base=512, channel_max=32, num_layers=6)
-    torch.manual_seed(TINY_SEED)
-    generator = StyleGAN3Generator(config, name="tiny_sg3")
-    generator.w_avg.copy_(generator.estimate_w_avg(256))
-    return generator
+    return tiny_stylegan3("tiny_sg3", dim=64, seed=TINY_SEED)
 
 
 def save_tiny_clip(path: Path, embed_dim: int = 32) -> tuple[str, int]:
     """A tiny random CLIP saved in the OpenAI state-dict layout (with input_resolution/context_length/
     vocab_size), which load_clip rebuilds without a registered model name, in any process."""
-    from sgim_nodes.clip import build_tiny_clip
+    from sgim_nodes.demo import save_tiny_clip as save
 
-    model = build_tiny_clip(embed_dim=embed_dim, seed=TINY_SEED)
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    state.update(input_resolution=torch.tensor(32), context_length=torch.tensor(77), vocab_size=torch.tensor(49408))
-    torch.save(state, path)
-    return f"openai:{Path(path).stem}", embed_dim
+    return save(path, embed_dim=embed_dim, seed=TINY_SEED)
 
 
 def write_tiny_models(models_dir: str | Path, shared_dir: str | Path | None = None) -> dict[str, str]:
     """Write the files listed in the module docstring; returns {role: file name inside its folder}."""
     from sgim_nodes.audio import build_audio_encoder, save_audio_encoder
-    from sgim_nodes.optimize import TINY_IRSE, IRSEBackbone
+    from sgim_nodes.demo import save_random_identity, save_random_vgg16
+    from sgim_nodes.optimize import TINY_IRSE
     from sgim_nodes.stylegan import rosinality_checkpoint, save_generator
 
     models = Path(models_dir)
@@ -109,14 +97,8 @@ def write_tiny_models(models_dir: str | Path, shared_dir: str | Path | None = No
     save_audio_encoder(build_audio_encoder("resnet18", embed_dim=embed_dim + 8, clip_model="other"),
                        models / "sgim_audio_encoders" / "wide_encoder.safetensors")
 
-    torch.manual_seed(TINY_SEED)
-    with torch.inference_mode(False):
-        torch.save(IRSEBackbone(TINY_IRSE).state_dict(), models / "sgim_identity" / "tiny_ir_se.pth")
-    from sgim_nodes.project.distance import VGG16Features
-
-    torch.manual_seed(TINY_SEED)
-    with torch.inference_mode(False):  # VGG16's shapes are fixed; half precision halves the file
-        torch.save({k: v.half() for k, v in VGG16Features().state_dict().items()}, models / "sgim_vgg" / "tiny_vgg16.pth")
+    save_random_identity(models / "sgim_identity" / "tiny_ir_se.pth", TINY_IRSE, seed=TINY_SEED)
+    save_random_vgg16(models / "sgim_vgg" / "tiny_vgg16.pth", seed=TINY_SEED)
     return {"vgg": "tiny_vgg16.pth", "generator": "tiny_rosinality.pt", "generator16": "tiny16.safetensors",
             "bad_generator": "not_a_model.pt", "generator_sg3": sg3_name,
             "encoder": "tiny_encoder.safetensors", "wide_encoder": "wide_encoder.safetensors",

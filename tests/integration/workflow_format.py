@@ -21,6 +21,10 @@ from typing import Any
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
 
+# Nodes that live in the editor only (the frontend never sends them to the server).
+FRONTEND_ONLY = {"Note", "MarkdownNote"}
+
+
 def definitions_from_classes(classes: dict[str, type]) -> dict[str, dict]:
     """``/object_info``-shaped definitions of V1 node classes."""
     out = {}
@@ -73,6 +77,11 @@ def build_ui_workflow(nodes: list[dict], links: list[tuple], definitions: dict[s
     linked_widgets = {(dst, in_name) for _, _, dst, in_name in links}
     ui_nodes = {}
     for order, node in enumerate(nodes):
+        if node["type"] in FRONTEND_ONLY:  # a note: its text is its one widget value
+            ui_nodes[node["id"]] = {"id": node["id"], "type": node["type"], "pos": list(node["pos"]),
+                                    "size": list(node["size"]), "flags": {}, "order": order, "mode": 0,
+                                    "inputs": [], "outputs": [], "properties": {}, "widgets_values": [node["text"]]}
+            continue
         definition = definitions[node["type"]]
         sockets, values = [], []
         for name, kind, options in input_entries(definition):
@@ -116,7 +125,7 @@ def ui_to_api(workflow: dict, definitions: dict[str, dict]) -> dict:
     links = {row[0]: row for row in workflow.get("links", [])}
     prompt = {}
     for node in workflow["nodes"]:
-        if node.get("mode", 0) != 0:  # muted / bypassed
+        if node.get("mode", 0) != 0 or node["type"] in FRONTEND_ONLY:  # muted / bypassed / a note
             continue
         definition = definitions[node["type"]]
         linked = {s["name"]: s["link"] for s in node.get("inputs", []) if s.get("link") is not None}
