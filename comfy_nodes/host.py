@@ -197,6 +197,16 @@ def _prompt_server():
     return getattr(PromptServer, "instance", None)
 
 
+def executing_prompt_id() -> str | None:
+    """The prompt the running node belongs to (ComfyUI's execution context), or None outside one."""
+    try:
+        from comfy_execution.utils import get_executing_context  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    context = get_executing_context()
+    return None if context is None else context.prompt_id
+
+
 def send_to_browser(event: str, data: dict) -> None:
     """A custom websocket message to the client that queued the prompt."""
     server = _prompt_server()
@@ -550,6 +560,7 @@ class ComfyRun(Run):
     def __init__(self, node_id: str | None = None):
         super().__init__(torch_device())
         self.node_id = node_id
+        self.prompt_id = executing_prompt_id()  # node ids repeat across workflow tabs; the readout needs both
         self._bar = None
 
     def progress(self, done, total, preview=None, text=None, terms=None):
@@ -558,7 +569,8 @@ class ComfyRun(Run):
         if self._bar is not None:
             self._bar.update_absolute(done, total, preview_tuple(preview) if preview is not None else None)
         if terms is not None:
-            send_to_browser(LOSS_EVENT, {"node": self.node_id, "step": done, "total": total, "terms": terms})
+            send_to_browser(LOSS_EVENT, {"node": self.node_id, "step": done, "total": total, "terms": terms,
+                                         "prompt_id": self.prompt_id})
         if text:
             show_node_text(text, self.node_id)
 

@@ -70,7 +70,8 @@ class FrontendPage:
         """Console errors/warnings and failed requests that concern the pack."""
         def ours(entry):
             blob = f"{entry['text']} {entry['where']}".lower()
-            return "sgim" in blob
+            # newer frontends ask the Comfy registry about every node shown (no network here): not the pack's
+            return "sgim" in blob and not entry["where"].startswith("https://api.comfy.org/")
         return [e for e in self.console if ours(e)]
 
     def other_errors(self) -> list[dict]:

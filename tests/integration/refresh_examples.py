@@ -29,7 +29,7 @@ from tiny_models import write_tiny_models  # noqa: E402
 
 def main(argv: list[str]) -> int:
     out_dir = Path(argv[0]) if argv else REPO / "example_workflows"
-    shared = REPO.parent / "shared"
+    shared = Path(os.environ.get("SGIM_SHARED_DIR", REPO.parent / "shared"))
     with tempfile.TemporaryDirectory(prefix="sgim_examples_") as tmp:
         base = Path(tmp)
         models = base / "models"
