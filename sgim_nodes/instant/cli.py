@@ -15,7 +15,7 @@ DEFAULTS = dict(samples=64, k=1.0, truncation=0.7, seed=0, method="jacobian", st
 
 def _parser():
     p = command_parser("analyze", __doc__)
-    p.add_argument("--generator", required=True, help="StyleGAN2/StyleGAN3 file (.pt/.pkl/.safetensors)")
+    p.add_argument("--generator", required=True, help="StyleGAN2/StyleGAN3 file (.pt/.pkl/.safetensors), or its name in models/stylegan/")
     p.add_argument("--clip", required=True, help="CLIP model (OpenAI .pt, open_clip .bin/.safetensors)")
     p.add_argument("--clip-model", help="open_clip model name when it cannot be inferred from the file")
     p.add_argument("--samples", type=int, default=DEFAULTS["samples"], help="sample images averaged over")
@@ -34,14 +34,18 @@ def _parser():
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pathlib import Path
 
     from ..errors import ParameterError
 
+    from ..models import find_model_file
+
     args = _parser().parse_args(argv)
-    for flag in ("generator", "clip"):
-        if not Path(getattr(args, flag)).is_file():
-            raise ParameterError(f"--{flag}: file not found: {getattr(args, flag)}", parameter=flag)
+    for flag, folder in (("generator", "stylegan"), ("clip", "sgim_clip")):  # paths, or names in models/<folder>/
+        found = find_model_file(folder, getattr(args, flag))
+        if found is None:
+            raise ParameterError(f"--{flag}: file not found: {getattr(args, flag)} (a path, or a file name in "
+                                 f"models/{folder}/)", parameter=flag)
+        setattr(args, flag, str(found))
     from ..clip import load_clip
     from ..jobs.instant import AnalyzeRequest, run_analyze
     from ..jobs.run import TqdmRun
