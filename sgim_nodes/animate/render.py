@@ -100,14 +100,18 @@ class VideoWriter:
     ``audio`` is an iterator of float32 ``[channels, n]`` chunks at ``sample_rate`` starting at the
     first frame's time; exactly ``timeline.audio_samples(sample_rate)`` samples are written (silence
     if the track ends early), interleaved with the video as frames arrive.
+
+    ``open_ended``: the number of frames is not known in advance (a live session); the audio then
+    ends with the last frame written, by the same rule, and ``timeline.frames`` is not used.
     """
 
     def __init__(self, path: str | Path, timeline: Timeline, width: int, height: int,
                  audio: Iterator[torch.Tensor] | None = None, sample_rate: int = 0, channels: int = 0,
-                 crf: int = 18):
+                 crf: int = 18, open_ended: bool = False):
         import av
 
         self.timeline = timeline
+        self.open_ended = open_ended
         self.container = av.open(str(path), mode="w", format="mp4")
         rate = frame_rate_fraction(timeline.fps)
         self.video = self.container.add_stream("libx264", rate=rate)
@@ -164,7 +168,8 @@ class VideoWriter:
             for packet in self.video.encode(None):
                 self.container.mux(packet)
             if self.audio is not None:
-                self._write_audio(self.audio_total)
+                self._write_audio(self.timeline.audio_samples(self.sample_rate, self.frames_written)
+                                  if self.open_ended else self.audio_total)
                 for packet in self.audio.encode(None):
                     self.container.mux(packet)
         finally:
