@@ -515,3 +515,47 @@ def test_live_request_makes_a_token_for_other_hosts(tmp_path):
         LiveRequest(generator=tmp_path / "g.pt", port=70000).checked()
     with pytest.raises(ParameterError, match="encoder/clip"):
         LiveRequest(generator=tmp_path / "g.pt", encoder=tmp_path / "e.pt").checked()
+
+
+def test_live_command_serves_the_page_and_stops_on_ctrl_c(models_dir):
+    import os
+    import signal
+    import subprocess
+    import urllib.request
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(repo), OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "sgim_nodes", "live", "--port", "0", "--device", "cpu",
+               "--generator", str(models_dir / "stylegan" / "tiny_rosinality.pt"),
+               "--encoder", str(models_dir / "sgim_audio_encoders" / "tiny_encoder.safetensors"),
+               "--clip", str(models_dir / "sgim_clip" / "tiny_clip.pt")]
+    process = subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("serving on port "), (line, process.stderr.read() if process.poll() is not None else "")
+        port = int(line.split()[-1])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=20) as page:
+            assert b"<button id=\"start\">Start</button>" in page.read()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/info", timeout=20) as info:
+            assert json.loads(info.read())["models"]["generator"] == "tiny_rosinality.pt"
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+        assert process.returncode == 0, err
+        assert f"live page: http://127.0.0.1:{port}/" in err
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def test_live_command_names_the_flag(models_dir):
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-m", "sgim_nodes", "live", "--port", "70000", "--reactive-only",
+                             "--generator", str(models_dir / "stylegan" / "tiny_rosinality.pt")],
+                            cwd=repo, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "--port: expected a TCP port" in result.stderr, result.stderr
+    result = subprocess.run([sys.executable, "-m", "sgim_nodes", "live", "--generator", "no_such_generator.pt",
+                             "--reactive-only"], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "--generator: file not found: no_such_generator.pt" in result.stderr
