@@ -229,6 +229,8 @@ def test_ten_minute_session_keeps_memory_flat(models, tmp_path):
     result = live.stop_recording()
     assert result["frames"] == seconds * fps and result["first_frame"] == 0
     growth = (rss[600.0] - rss[120.0]) / 2 ** 20
+    print(f"resident memory: {rss[120.0] / 2 ** 20:.0f} MiB at 2 min, {rss[300.0] / 2 ** 20:.0f} at 5, "
+          f"{rss[600.0] / 2 ** 20:.0f} at 10 ({growth:+.1f} MiB)")
     assert growth < 25, f"resident memory grew {growth:.1f} MiB from minute 2 to minute 10"
     assert len(live.frame_values) <= live.frame_values.maxlen and len(live.pending_updates) <= 8
 
@@ -559,3 +561,116 @@ def test_live_command_names_the_flag(models_dir):
     result = subprocess.run([sys.executable, "-m", "sgim_nodes", "live", "--generator", "no_such_generator.pt",
                              "--reactive-only"], cwd=repo, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "--generator: file not found: no_such_generator.pt" in result.stderr
+
+
+def test_stylegan3_camera_moves_with_the_sound_and_the_transform_is_reset(models_dir):
+    from sgim_nodes.stylegan import load_generator
+
+    names = [p.name for p in (models_dir / "stylegan").glob("tiny_sg3.*")]
+    generator = load_generator(models_dir / "stylegan" / names[0])
+    assert generator.family == "stylegan3"
+    audio, _ = click_track(4.0, RATE)
+    moving = LiveSession(generator, sample_rate=RATE, fps=10, settings=LiveSettings(size=64, reactivity=0.0,
+                                                                                     rotation_degrees=30.0))
+    still = LiveSession(generator, sample_rate=RATE, fps=10, settings=LiveSettings(size=64, reactivity=0.0,
+                                                                                    rotation_degrees=0.0,
+                                                                                    translation=0.0))
+    moving.feed(audio)
+    still.feed(audio)
+    a, b = moving.render(35), still.render(35)  # same code (no reaction, no meaning): only the camera differs
+    assert np.abs(a.image.astype(int) - b.image.astype(int)).mean() > 1.0
+    again = still.render(36)
+    fresh = LiveSession(generator, sample_rate=RATE, fps=10, settings=LiveSettings(size=64, reactivity=0.0,
+                                                                                    rotation_degrees=0.0,
+                                                                                    translation=0.0))
+    fresh.feed(audio)
+    assert np.array_equal(fresh.render(36).image, again.image)  # the moving session left no transform behind
+
+
+def test_a_slow_renderer_drops_frames_and_latency_stays_bounded(models):
+    """Rendering at a third of the target rate: frames are dropped, the latency does not grow."""
+    import time as _time
+
+    from sgim_nodes.live.server import LiveModels
+
+    class Slow(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+            self.family, self.w_avg, self.z_dim = "stylegan2", inner.w_avg, inner.z_dim
+            self.num_ws = inner.num_ws
+
+        def mapping(self, *args, **kwargs):
+            return self.inner.mapping(*args, **kwargs)
+
+        def synthesis(self, ws, **kwargs):
+            _time.sleep(0.2)
+            return self.inner.synthesis(ws, **kwargs)
+
+    slow = LiveModels(generator=Slow(models.generator), names={"generator": "slow"})
+
+    async def scenario(client, server):
+        ws = await client.ws_connect("/ws")
+        await ws.send_str(json.dumps({"type": "start", "sample_rate": RATE, "settings": {"size": 64}}))
+        assert (await ws.receive_json(timeout=20))["type"] == "ready"
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        received = []
+
+        async def read():
+            async for msg in ws:
+                if msg.type.name == "BINARY":
+                    n = struct.unpack("<I", msg.data[:4])[0]
+                    header = json.loads(msg.data[4:4 + n])
+                    received.append((1000 * (loop.time() - t0) - header["stamp"], header))
+                    await ws.send_str(json.dumps({"type": "ack", "index": header["index"]}))
+                elif json.loads(msg.data)["type"] == "end":
+                    return
+
+        reader = asyncio.ensure_future(read())
+        audio, _ = click_track(6.0, RATE)
+        for k, chunk in enumerate(np.array_split(audio, 150)):  # 40 ms messages in real time
+            await ws.send_bytes(audio_message(chunk, 1000 * (loop.time() - t0)))
+            await asyncio.sleep(max(0.0, t0 + (k + 1) * 0.04 - loop.time()))
+        await ws.send_str(json.dumps({"type": "stop"}))
+        await asyncio.wait_for(reader, 30)
+        latencies = [lat for lat, _ in received]
+        early, late = np.median(latencies[: len(latencies) // 3]), np.median(latencies[-len(latencies) // 3:])
+        print(f"slow renderer: latency early {early:.0f} ms, late {late:.0f} ms, dropped {received[-1][1]['dropped']}")
+        assert received[-1][1]["dropped"] > 20  # about two in three frames dropped
+        assert late < 600 and late < early + 150, (early, late)  # bounded: about one render (200 ms) and a message
+
+    run_server(slow, scenario)
+
+
+def test_the_page_can_pick_models_from_a_source(models):
+    class Source:
+        def __init__(self):
+            self.asked = []
+
+        def choices(self):
+            return {"generator": ["a.pkl", "b.pkl"]}
+
+        def load(self, selection):
+            self.asked.append(selection)
+            if selection.get("generator") not in ("a.pkl", "b.pkl"):
+                raise ParameterError(f"generator: no such file {selection.get('generator')!r}", parameter="generator")
+            return models
+
+    source = Source()
+
+    async def scenario(client, server):
+        info = await (await client.get("/info")).json()
+        assert info["choices"] == {"generator": ["a.pkl", "b.pkl"]}
+        ws = await client.ws_connect("/ws")
+        await ws.send_str(json.dumps({"type": "start", "sample_rate": RATE, "models": {"generator": "b.pkl"}}))
+        assert (await ws.receive_json(timeout=20))["type"] == "ready"
+        await ws.close()
+        assert await gone(server)
+        ws = await client.ws_connect("/ws")
+        await ws.send_str(json.dumps({"type": "start", "sample_rate": RATE, "models": {"generator": "../x"}}))
+        texts, _ = await messages_until_end(ws)
+        assert any("no such file" in t.get("message", "") for t in texts)
+
+    run_server(source, scenario)
+    assert source.asked[0] == {"generator": "b.pkl"}

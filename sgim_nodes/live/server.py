@@ -10,7 +10,8 @@ Routes (under ``prefix``, e.g. ``/sgim/live`` inside ComfyUI, nothing standalone
 
 Protocol. The page sends JSON text messages and binary audio:
 
-    {"type": "start", "sample_rate": 48000, "settings": {...knobs...}}      first, once
+    {"type": "start", "sample_rate": 48000, "settings": {...knobs...},     first, once ("models": a
+     "models": {"generator": "file.pkl", ...}}                              choice where /info offers some)
     binary: float64 little-endian sender clock (ms) + float32 little-endian mono samples
     {"type": "settings", "settings": {"alpha": 1.5}}                          a knob moved
     {"type": "record", "on": true | false}
@@ -56,6 +57,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 STATIC_FILES = {"live.js": "text/javascript", "worklet.js": "text/javascript", "live.css": "text/css"}
 RECORDING_NAME = re.compile(r"^live_[0-9]{8}_[0-9]{6}_[0-9]+\.mp4$")
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+MAX_PENDING_SECONDS = 30.0  # audio received and not analysed yet, at most (a client sending far too fast)
 
 
 @dataclass
@@ -69,6 +71,26 @@ class LiveModels:
     meaning: Callable[[], Any] | None = None
     names: dict = field(default_factory=dict)
     device_scope: Callable[[], Any] = contextlib.nullcontext
+
+
+class FixedModels:
+    """The models a standalone server was started with: no choice on the page."""
+
+    def __init__(self, models: LiveModels):
+        self.models = models
+
+    def choices(self) -> dict[str, list[str]]:
+        return {}
+
+    def load(self, selection: dict) -> LiveModels:
+        return self.models
+
+
+def model_source(models):
+    """``LiveModels`` (fixed) or anything with ``choices()`` (role -> file names the page offers) and
+    ``load(selection)`` (role -> chosen name; -> ``LiveModels``, called on a worker thread), as the
+    ComfyUI glue gives."""
+    return FixedModels(models) if isinstance(models, LiveModels) else models
 
 
 @dataclass
@@ -114,6 +136,9 @@ class Connection:
         self.server, self.ws, self.config = server, ws, server.config
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sgim-live")
         self.session = None
+        self.models: LiveModels | None = None
+        self.pending: deque[tuple[np.ndarray, float | None]] = deque()  # audio received, not analysed yet
+        self.pending_samples = 0
         self.new_audio = asyncio.Event()
         self.sent: deque[int] = deque()
         self.acked = -1
@@ -197,9 +222,13 @@ class Connection:
 
         if self.session is not None:
             raise SessionEnded("a second \"start\"", 1008)
-        models, config = self.server.models, self.config
+        config = self.config
         settings = LiveSettings().updated(message.get("settings") or {})
         rate = message.get("sample_rate")
+        selection = message.get("models") or {}
+        if not isinstance(selection, dict) or not all(isinstance(v, str) for v in selection.values()):
+            raise SessionEnded("\"models\": expected an object of file names", 1003)
+        models = self.models = await self.call(self.server.source.load, selection)
 
         def create():
             with models.device_scope():
@@ -223,14 +252,34 @@ class Connection:
                                f"{self.config.max_message_bytes:,})", 1009)
         if len(data) < 8 or (len(data) - 8) % 4:
             raise SessionEnded("an audio message that is not a float64 clock and float32 samples", 1003)
+        from ..limits import MAX_AUDIO_ABS
+
         stamp = float(np.frombuffer(data, "<f8", count=1)[0])
         samples = np.frombuffer(data, "<f4", offset=8).astype(np.float32)
-        await self.call(self._feed, samples, stamp if math.isfinite(stamp) else None)
+        if samples.size and not np.isfinite(samples).all():
+            raise SessionEnded("audio: the stream contains NaN or infinite samples", 1007)
+        if samples.size and float(np.abs(samples).max()) > MAX_AUDIO_ABS:
+            raise SessionEnded(f"audio: samples beyond +-{MAX_AUDIO_ABS:g}; expected audio within about +-1", 1007)
+        # queued here and analysed by the worker right before it renders: a slow render never holds up
+        # the audio behind it one message at a time (which would make the latency grow)
+        self.pending.append((samples, stamp if math.isfinite(stamp) else None))
+        self.pending_samples += samples.size
+        if self.pending_samples > MAX_PENDING_SECONDS * self.session.sample_rate:
+            raise SessionEnded(f"audio arrives faster than it can be analysed ({MAX_PENDING_SECONDS:g} s queued)",
+                               1008)
         self.new_audio.set()
 
-    def _feed(self, samples, stamp):
-        with self.server.models.device_scope():
-            self.session.feed(samples, stamp)
+    def _step(self, render: bool):
+        """On the worker: analyse the queued audio, then render the newest frame (when the page can take one)."""
+        with self.models.device_scope():
+            while self.pending:
+                samples, stamp = self.pending.popleft()
+                self.pending_samples -= samples.size
+                self.session.feed(samples, stamp)
+            frame = self.session.render_latest() if render else None
+        if frame is None:
+            return None
+        return frame.index, encode_frame(frame.image, frame.stats, self.config.jpeg_quality)
 
     async def on_record(self, on) -> None:
         if on is True:
@@ -247,25 +296,18 @@ class Connection:
             raise SessionEnded("a record message without \"on\": true or false", 1003)
 
     # frames to the page ----------------------------------------------------------------------------
-    def _render(self):
-        with self.server.models.device_scope():
-            frame = self.session.render_latest()
-        if frame is None:
-            return None
-        return frame.index, encode_frame(frame.image, frame.stats, self.config.jpeg_quality)
-
     async def render_loop(self) -> None:
         try:
             while True:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.new_audio.wait(), 0.5)
                 self.new_audio.clear()
-                if len(self.sent) >= self.config.max_in_flight:
-                    if time.monotonic() - self.last_progress > self.config.stall_seconds:
-                        raise SessionEnded(f"the page acknowledged no frame for {self.config.stall_seconds:g} s "
-                                           f"({len(self.sent)} waiting): it stopped reading", 1008)
-                    continue  # the page is behind: wait rather than queue (frames are dropped, not late)
-                result = await self.call(self._render)
+                can_send = len(self.sent) < self.config.max_in_flight
+                if not can_send and time.monotonic() - self.last_progress > self.config.stall_seconds:
+                    raise SessionEnded(f"the page acknowledged no frame for {self.config.stall_seconds:g} s "
+                                       f"({len(self.sent)} waiting): it stopped reading", 1008)
+                # a page that is behind gets no new frame (frames are dropped, not queued); audio is still analysed
+                result = await self.call(self._step, can_send)
                 if result is None:
                     continue
                 index, payload = result
@@ -330,8 +372,8 @@ class Connection:
 
 
 class LiveServer:
-    def __init__(self, models: LiveModels, config: ServerConfig, log: Callable[[str], None] | None = None):
-        self.models, self.config = models, config
+    def __init__(self, models, config: ServerConfig, log: Callable[[str], None] | None = None):
+        self.source, self.config = model_source(models), config
         self.connections: set[Connection] = set()
         self.count = 0
         self.log = log or (lambda message: None)
@@ -376,9 +418,11 @@ class LiveServer:
         from .session import LAYER_PRESETS, SIZES, LiveSettings
 
         self._guard(request)
-        return web.json_response({"models": self.models.names, "fps": self.config.fps, "sizes": list(SIZES),
-                                  "layers": list(LAYER_PRESETS), "settings": LiveSettings().to_dict(),
-                                  "meaning": "none" if self.models.meaning is None else "instant",
+        source = self.source
+        fixed = source.models if isinstance(source, FixedModels) else None
+        return web.json_response({"models": fixed.names if fixed else {}, "choices": source.choices(),
+                                  "fps": self.config.fps, "sizes": list(SIZES), "layers": list(LAYER_PRESETS),
+                                  "settings": LiveSettings().to_dict(),
                                   "busy": len(self.connections) >= self.config.max_sessions})
 
     async def recording(self, request):
@@ -426,9 +470,10 @@ class LiveServer:
             await connection.finish(SessionEnded("the server is shutting down", 1001))
 
 
-def add_live_routes(router, models: LiveModels, config: ServerConfig, prefix: str = "",
+def add_live_routes(router, models, config: ServerConfig, prefix: str = "",
                     log: Callable[[str], None] | None = None) -> LiveServer:
-    """Register the live routes on an aiohttp router (an app's, or ComfyUI's ``PromptServer.routes``)."""
+    """Register the live routes on an aiohttp router (an app's, or ComfyUI's ``PromptServer.routes``);
+    ``models``: ``LiveModels`` or a model source (see :func:`model_source`)."""
     server = LiveServer(models, config, log)
     prefix = prefix.rstrip("/")
     router.add_get(prefix + "/" if prefix else "/", server.page)
@@ -450,7 +495,7 @@ def _app_key():
 LIVE_SERVER = _app_key()
 
 
-def make_app(models: LiveModels, config: ServerConfig, log: Callable[[str], None] | None = None):
+def make_app(models, config: ServerConfig, log: Callable[[str], None] | None = None):
     """A standalone aiohttp application serving the live page at its root."""
     from aiohttp import web
 

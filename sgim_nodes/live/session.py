@@ -240,7 +240,6 @@ class LiveSession:
         self.release = check_float("release", release, 0.0, 10.0, what="seconds")
         self.generator, self.encoder, self.clip = generator, encoder, clip
         self.meaning = meaning or NoMeaning()
-        self.device = next(iter(generator.parameters())).device
         self.source = sample_source_ws(generator, 1, seed, truncation).detach()  # [1, num_ws, w_dim]
         self.w_avg = generator.w_avg.detach().to(self.source)
         self.num_ws = int(self.source.shape[1])
@@ -412,19 +411,20 @@ class LiveSession:
         clock = time.perf_counter()
         code, stats = self.code(index)
         size = self.settings.size
+        device = next(iter(self.generator.parameters())).device  # where it is now (a host may move it)
         with torch.no_grad():
             if self.motion and (self.settings.rotation_degrees > 0 or self.settings.translation > 0):
                 values = self._values(index)[0]
                 matrix = transform_matrix(self.settings.rotation_degrees * (2 * values["slow_loudness"] - 1),
                                           self.settings.translation * (2 * values["slow_centroid"] - 1),
                                           self.settings.translation * (2 * values["slow_low"] - 1))
-                self.generator.set_input_transform(matrix.to(self.device))
+                self.generator.set_input_transform(matrix.to(device))
                 try:
-                    images = self.generator.synthesis(code.to(self.device), noise_mode="const")
+                    images = self.generator.synthesis(code.to(device), noise_mode="const")
                 finally:
-                    self.generator.set_input_transform(torch.eye(3, device=self.device))
+                    self.generator.set_input_transform(torch.eye(3, device=device))
             else:
-                images = self.generator.synthesis(code.to(self.device), noise_mode="const")
+                images = self.generator.synthesis(code.to(device), noise_mode="const")
             image = to_uint8(resize(images.float(), size))[0]
         if self.last_rendered >= 0 and index > self.last_rendered + 1:
             self.dropped += index - self.last_rendered - 1

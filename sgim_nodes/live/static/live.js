@@ -21,6 +21,9 @@
       $(id).innerHTML = values.map((v) => `<option value="${v}">${v}${id === "size" ? " px" : ""}</option>`).join("");
     }
     for (const name of KNOBS) $(name).value = info.settings[name];
+    // Inside ComfyUI the page picks the models from its folders; a standalone server has its own.
+    $("choices").innerHTML = Object.entries(info.choices || {}).map(([role, names]) =>
+      `<label>${role} <select data-role="${role}">${names.map((n) => `<option>${n}</option>`).join("")}</select></label>`).join("");
     $("model").textContent = info.models.generator || "-";
     showKnobValues();
     if (info.busy) say("another session is running on this server");
@@ -70,7 +73,8 @@
       url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
       ws = new WebSocket(url);
       ws.binaryType = "arraybuffer";
-      ws.onopen = () => send({ type: "start", sample_rate: context.sampleRate, settings: knobValues() });
+      const models = Object.fromEntries([...document.querySelectorAll("#choices select")].map((s) => [s.dataset.role, s.value]));
+      ws.onopen = () => send({ type: "start", sample_rate: context.sampleRate, settings: knobValues(), models });
       ws.onmessage = (event) => (typeof event.data === "string" ? onText(JSON.parse(event.data)) : onFrame(event.data));
       ws.onclose = (event) => { if (event.reason && !state.ended) state.ended = event.reason; teardown(); };
       capture.port.onmessage = (event) => {
