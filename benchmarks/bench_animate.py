@@ -76,8 +76,11 @@ def compute_worker(config: str, timed_steps: int, decode_batches: int) -> dict:
 
     stamps: list[tuple[int, float]] = []
     settings = KeyframeSettings(steps=timed_steps + 1, keyframe_steps=timed_steps + 1, seed=0)
-    keyframes = optimize_keyframes(generator, clip, targets, source, [0.0, 4.0, 8.0], settings,
-                                   callback=lambda k, info: stamps.append((k, time.perf_counter())))
+    from sgim_nodes.memory import reuse_freed_memory
+
+    with reuse_freed_memory():  # the command line's allocator policy (its TqdmRun asks for it)
+        keyframes = optimize_keyframes(generator, clip, targets, source, [0.0, 4.0, 8.0], settings,
+                                       callback=lambda k, info: stamps.append((k, time.perf_counter())))
     intervals = [b[1] - a[1] for a, b in zip(stamps, stamps[1:]) if a[0] == b[0] and a[0] > 0]  # warm-started ones
     s_per_step = sum(intervals) / len(intervals)
 
@@ -86,7 +89,8 @@ def compute_worker(config: str, timed_steps: int, decode_batches: int) -> dict:
     for batch in (1, DECODE_BATCH):
         frames, seen = 0, 0
         clock = None
-        for first, images in iter_frames(generator, trajectory, batch_size=batch, count=batch * (decode_batches + 2)):
+        for first, images in iter_frames(generator, trajectory, batch_size=batch, count=batch * (decode_batches + 2),
+                                        reuse_cpu_memory=True):
             seen += 1
             if seen <= 2:  # the first two batches of a shape warm up the convolution kernels
                 clock = time.perf_counter()

@@ -99,3 +99,14 @@ def style_mix(ws_a: torch.Tensor, ws_b: torch.Tensor, blend: torch.Tensor) -> to
     check_wplus_values(ws_a, "ws_a", "ws_a")
     check_wplus_values(ws_b, "ws_b", "ws_b")
     return torch.lerp(ws_a, ws_b.to(ws_a), blend[None, :, None])
+
+
+def legacy_wplus_path(name: str, input_dir: str, output_dir: str, wplus_folder: str) -> str:
+    """Where the old Load Latent node found ``name``: "x [output]" in the output folder, else the input
+    folder, else today's ``input/<wplus_folder>``; never outside those folders."""
+    root, name = ((output_dir, name[: -len(" [output]")]) if name.endswith(" [output]") else (input_dir, name))
+    current = os.path.join(input_dir, wplus_folder, os.path.basename(name))
+    path = os.path.realpath(os.path.join(root, name))
+    if os.path.commonpath([os.path.realpath(root), path]) != os.path.realpath(root):
+        return current
+    return path if os.path.isfile(path) else current

@@ -80,6 +80,18 @@ def check_float(name: str, value: Any, minimum: float, maximum: float, *, exclus
     return number
 
 
+def check_weight(name: str, value: Any, positive: bool = False) -> float:
+    """A finite number ``>= 0`` (``> 0`` when ``positive``): a learning rate, a loss weight, a fraction."""
+    try:
+        number = float(value) if not isinstance(value, (bool, str)) else math.nan
+    except (TypeError, ValueError):
+        raise ParameterError(f"{name}: expected a number, got {value!r}", parameter=name) from None
+    if not math.isfinite(number) or number < 0 or (positive and number == 0):
+        raise ParameterError(f"{name}: expected a finite number {'> 0' if positive else '>= 0'}, got {value!r}",
+                             parameter=name)
+    return number
+
+
 def check_finite(name: str, tensor: "torch.Tensor", max_abs: float | None = None, what: str = "values",
                  hint: str = "") -> "torch.Tensor":
     """Raise :class:`NonFiniteError` if ``tensor`` holds NaN/inf (or a value beyond ``max_abs``)."""

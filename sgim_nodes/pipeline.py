@@ -1,4 +1,4 @@
-"""``edit``: the main job from a terminal, the same pipeline the nodes wire up.
+"""``edit``: the main job from a terminal: argparse, then :func:`sgim_nodes.jobs.edit.run_edit`.
 
     sound (and/or text) --> CLIP-space target(s) --> optimise W+ --> source.png, edited.png, W+ codes
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,39 +37,6 @@ DEFAULT_FILES = {  # argument -> (folder, default registry model)
     "clip": ("sgim_clip", "clip-vit-b-32"),
     "identity": ("sgim_identity", "ir-se50"),
 }
-
-
-@dataclass
-class EditRequest:
-    """Everything one edit needs; the command line fills it, Python callers may build it directly."""
-
-    out: Path
-    generator: Path
-    clip: Path
-    encoder: Path | None = None
-    identity: Path | None = None
-    audio: list[Path] = field(default_factory=list)
-    text: list[str] = field(default_factory=list)
-    weights: list[float] | None = None
-    clip_model: str | None = None
-    preset: str = "landscape"
-    steps: int | None = None
-    lr: float | None = None
-    lambda_sim: float | None = None
-    lambda_id: float | None = None
-    truncation: float | None = None
-    mask: str | None = None
-    adaptive_mask: bool = False
-    source_latent: Path | None = None
-    mode: str = "edit"
-    seed: int | None = None  # None: 0 where a seed matters (see optimize.rules)
-    batch: int = 1
-    class_label: str | int | None = None  # conditional generators: class index or name of the random source
-    hop_seconds: float | None = None
-    start_seconds: float | None = None
-    end_seconds: float | None = None
-    device: str = "auto"
-    lean_memory: bool = False  # CPU: give freed activations back every step (lower peak, slower)
 
 
 def _preset_text() -> str:
@@ -131,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _missing_message(missing: list[tuple[str, str]], why: str) -> str:
+def missing_models_message(missing: list[tuple[str, str]], why: str = "not given") -> str:
     """One short block: which files are missing and the exact commands that fetch them."""
     lines = [f"{why}; these model files are needed and missing (models folder {models_dir()}):"]
     for arg, default_name in missing:
@@ -156,10 +122,10 @@ def fetch_missing_models(missing: list[tuple[str, str]], offline_requested: bool
     from .download import download
 
     if offline_requested or offline():
-        raise ParameterError(_missing_message(missing, "offline, so nothing was downloaded"))
+        raise ParameterError(missing_models_message(missing, "offline, so nothing was downloaded"))
     manual = [(arg, name) for arg, name in missing if model_source(KNOWN_MODELS[name]).url is None]
     if manual:
-        raise ParameterError(_missing_message(manual, "no direct download address"))
+        raise ParameterError(missing_models_message(manual, "no direct download address"))
     print(f"[sgim] first use: downloading {len(missing)} model file(s) into {models_dir()}", file=sys.stderr)
     paths = {}
     for arg, name in missing:
@@ -167,7 +133,7 @@ def fetch_missing_models(missing: list[tuple[str, str]], offline_requested: bool
             paths[arg] = download(KNOWN_MODELS[name])
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise ParameterError(_missing_message(missing, f"download failed ({reason})")) from None
+            raise ParameterError(missing_models_message(missing, f"download failed ({reason})")) from None
     return paths
 
 
@@ -202,7 +168,9 @@ def _check_arguments(args: argparse.Namespace) -> None:
         check_output_file(extra, "--out")
 
 
-def request_from_args(args: argparse.Namespace) -> EditRequest:
+def request_from_args(args: argparse.Namespace):
+    """The :class:`~sgim_nodes.jobs.edit.EditRequest` of the parsed flags (models found or fetched)."""
+    from .jobs.edit import EditRequest
     from .optimize.rules import check_source_options, normalize_target_weights
 
     _check_arguments(args)
@@ -259,133 +227,6 @@ def request_from_args(args: argparse.Namespace) -> EditRequest:
                        lean_memory=args.lean_memory, **paths)
 
 
-def build_targets(request: EditRequest, clip, device) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
-    """Embed every audio file and prompt: ``([1, K, D] targets, [K] relative weights or None, labels)``."""
-    import torch
-
-    from .audio import check_compatible, embed_audio, load_audio, load_audio_encoder
-
-    vectors, labels = [], []
-    if request.audio:
-        _say(f"loading audio encoder {Path(request.encoder).name}")
-        encoder = load_audio_encoder(request.encoder, device=device)
-        check_compatible(encoder, clip)
-        for path in request.audio:
-            waveform, rate = load_audio(path)
-            vectors.append(embed_audio(encoder, waveform, rate, hop_seconds=request.hop_seconds,
-                                       start_seconds=request.start_seconds, end_seconds=request.end_seconds)[0])
-            labels.append(f"audio:{Path(path).name}")
-    if request.text:
-        vectors.extend(clip.encode_text(request.text))
-        labels.extend(f"text:{t}" for t in request.text)
-    weights = None
-    if request.weights is not None:
-        from .optimize.rules import normalize_target_weights
-
-        weights = normalize_target_weights(request.weights, len(vectors), parameter="--weights")
-    targets = torch.stack([v.to(device).float() for v in vectors])[None]  # [1, K, D]
-    return targets, weights, labels
-
-
-def _say(message: str) -> None:
-    """A status line before work that can take more than a second (stderr, beside the progress bars)."""
-    print(f"[sgim] {message}", file=sys.stderr, flush=True)
-
-
-@dataclass
-class EditOutcome:
-    result: object  # the OptimizeResult
-    labels: list[str]
-    written: list[Path]
-    clip_before: float  # CLIP cosine distance to the target, mean per edit: the source images
-    clip_after: float  # the same for the images written
-
-
-def run_edit(request: EditRequest, progress: bool = True) -> EditOutcome:
-    """Run one edit and write ``<out>``, ``<out>_source<ext>`` and ``<out>_wplus.safetensors``."""
-    import torch
-    from tqdm import tqdm
-
-    from .clip import load_clip
-    from .device import resolve_device
-    from .latents import check_wplus_fits, load_wplus, save_wplus
-    from .optimize import load_id_model, optimize_latent, sample_source_ws
-    from .optimize.objective import combine_targets, cosine_distance
-    from .optimize.rules import check_source_options, freedom_mask, parse_freedom
-    from .stylegan import load_generator
-    from .stylegan.labels import class_labels
-
-    check_source_options(request.mode, batch=request.batch, seed_given=request.seed is not None,
-                         source_given=request.source_latent is not None,
-                         class_given=request.class_label is not None)
-    seed = 0 if request.seed is None else request.seed
-    device = resolve_device(request.device)
-    settings = dict(PRESETS[request.preset])
-    for key in ("steps", "lr", "lambda_sim", "lambda_id", "truncation"):
-        if getattr(request, key) is not None:
-            settings[key] = getattr(request, key)
-    _say(f"loading generator {Path(request.generator).name} on {device}")
-    generator = load_generator(request.generator, device=device)
-    if request.class_label is not None:  # a wrong class stops here, before any audio or CLIP work
-        class_labels(generator, request.class_label, request.batch, name="--class")
-    mask = None if request.mask is None else freedom_mask(
-        parse_freedom(request.mask, int(generator.num_ws), "--mask", getattr(generator, "ws_resolutions", None)))
-    _say(f"loading CLIP {Path(request.clip).name}")
-    clip = load_clip(request.clip, model_name=request.clip_model, device=device)
-    targets, weights, labels = build_targets(request, clip, device)
-    if request.mode == "generate":
-        source = None
-    elif request.source_latent is not None:
-        ws, _, _ = load_wplus(request.source_latent)
-        source = check_wplus_fits(ws, generator, "--source-latent").to(device)
-    else:
-        source = sample_source_ws(generator, request.batch, seed, settings["truncation"],
-                                  labels=request.class_label, labels_name="--class")
-    if source is not None and source.shape[0] > 1:
-        targets = targets.expand(source.shape[0], -1, -1)
-    id_model = None
-    if settings["lambda_id"] > 0 and request.mode == "edit":
-        if request.identity is None:
-            raise ParameterError(f"--identity: lambda_id > 0 needs the ArcFace IR-SE50 file "
-                                 f"({launcher()} download ir-se50), or pass --lambda-id 0")
-        _say(f"loading identity model {Path(request.identity).name}")
-        id_model = load_id_model(request.identity, device=device)
-
-    # The bar shows what the summary prints: per-edit means (a batch is averaged, not summed).
-    _say("optimising (the first step also warms up, it takes longest)")
-    bar = tqdm(total=settings["steps"], desc="optimising", unit="step", disable=not progress)
-    bar.refresh()
-
-    def on_step(info):
-        bar.update(1)
-        bar.set_postfix({k: f"{sum(v) / len(v):.4f}" for k, v in info.per_sample.items() if k != "total"})
-
-    try:
-        result = optimize_latent(generator, clip, targets, source_ws=source, steps=settings["steps"],
-                                 lr=settings["lr"], lambda_sim=settings["lambda_sim"],
-                                 lambda_id=settings["lambda_id"], layer_weights=mask,
-                                 adaptive_mask=request.adaptive_mask, id_model=id_model, seed=seed,
-                                 callback=on_step, target_weights=weights, truncation=settings["truncation"],
-                                 reuse_cpu_memory=not request.lean_memory)
-    finally:
-        bar.close()
-
-    with torch.no_grad():
-        source_images = generator.synthesis(result.source_ws, noise_mode="const")
-        # "after" is measured on the images written, not on the last step's codes before its update.
-        vector, offset = combine_targets(targets, weights, embed_dim=int(clip.embed_dim))
-        clip_after = cosine_distance(clip.image_features(result.images), vector, offset).mean().item()
-    out = Path(request.out)
-    stem = out.with_suffix("")
-    written = [*save_images(result.images, out),
-               *save_images(source_images, stem.with_name(stem.name + "_source" + out.suffix))]
-    latent_path = stem.with_name(stem.name + "_wplus.safetensors")
-    save_wplus(latent_path, result.ws, generator.name, source_ws=result.source_ws)
-    written.append(latent_path)
-    return EditOutcome(result, labels, written, clip_before=result.history["clip"][0].mean().item(),
-                       clip_after=clip_after)
-
-
 def save_images(images: torch.Tensor, path: Path) -> list[Path]:
     """Save generator output ``[B, 3, H, W]`` in [-1, 1] in the format ``path``'s extension names
     (PNG, JPEG quality 95, WebP quality 95): ``path``, or ``path_<i>`` for a batch."""
@@ -416,7 +257,10 @@ def save_images(images: torch.Tensor, path: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     request = request_from_args(args)
-    outcome = run_edit(request)
+    from .jobs.edit import run_edit
+    from .jobs.run import TqdmRun
+
+    outcome = run_edit(request, TqdmRun(request.device, lean_memory=request.lean_memory))
     print(f"targets: {', '.join(outcome.labels)}")
     print(f"CLIP cosine distance to the target (mean per edit): {outcome.clip_before:.4f} -> "
           f"{outcome.clip_after:.4f}")

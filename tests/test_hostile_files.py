@@ -840,7 +840,7 @@ def test_save_latent_long_prefix_named(nodes, models, comfy_base):
 
 
 def test_model_names_stay_inside_the_pack_folder_without_comfyui(nodes, monkeypatch):
-    monkeypatch.setattr(nodes, "_folder_paths", lambda: None)
+    monkeypatch.setattr(nodes.host, "folder_paths", lambda: None)  # the glue lives in comfy_nodes/host.py
     assert (REPO / "README.md").is_file()  # what "../../README.md" would reach from models/stylegan
     with pytest.raises(Exception) as info:
         nodes.model_file_path("stylegan", "../../README.md", "Load StyleGAN", "generator_name")

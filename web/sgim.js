@@ -9,8 +9,9 @@
 // (another generator), custom weights are resampled to the new count, stored, and a note says so.
 // The editor reacts to widget callbacks and graph events; nothing polls while drawing.
 //
-// Optimize Latent: the server sends "sgim.loss" every step ({node, step, total, terms}); the readout
-// is the node's only loss display (the server sends no progress text for it).
+// Optimize Latent, Music Keyframes, Project Image: the server sends "sgim.loss" every step ({node, step,
+// total, terms}); the readout is the node's only loss display (progress text, where a node sends any,
+// says only which keyframe or phase is running).
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
@@ -407,6 +408,8 @@ function onExecutionStart() {
 const SETUP = {
   SGIMLayerMask: setUpLayerMask,
   SGIMOptimizeLatent: setUpLossReadout,
+  SGIMMusicKeyframes: setUpLossReadout,
+  SGIMProjectImage: setUpLossReadout,
   SGIMLoadStyleGAN: setUpGeneratorLoader,
 };
 

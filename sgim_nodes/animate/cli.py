@@ -5,56 +5,18 @@
 
 Keyframe codes are cached next to the video (``<out>.keyframes/``, or ``--cache-dir``), one file
 per keyframe as soon as it is done, so an interrupted run resumes at the first missing keyframe
-and gives the same video. The video is written to a temporary file and renamed at the end.
+and gives the same video. The video is written to a temporary file and renamed at the end. This module is the flags; the
+job is :func:`sgim_nodes.jobs.music_video.run_music_video`.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ParameterError
 from . import defaults
 from .defaults import DEFAULT_BATCH
-
-
-@dataclass
-class AnimateRequest:
-    """Everything one music video needs; the command line fills it, Python callers may build it."""
-
-    audio: Path
-    out: Path
-    generator: Path
-    clip: Path
-    encoder: Path
-    fps: float = 24.0
-    start: float | None = None
-    end: float | None = None
-    size: int | None = None
-    clip_model: str | None = None
-    prompts: str = ""
-    text_weight: float = 0.3
-    keyframe_seconds: float = defaults.DEFAULT_KEYFRAME_SECONDS
-    snap_to_onsets: bool = False
-    steps: int = defaults.DEFAULT_STEPS
-    keyframe_steps: int = defaults.DEFAULT_KEYFRAME_STEPS
-    lr: float = 0.1
-    lambda_sim: float = 0.002
-    truncation: float = 0.7
-    mask: str | None = None
-    source_latent: Path | None = None
-    seed: int = 0
-    reactivity: float = defaults.DEFAULT_REACTIVITY
-    band_layers: bool = True
-    smoothing: float = defaults.DEFAULT_SMOOTHING
-    rotation_degrees: float = defaults.DEFAULT_ROTATION_DEGREES
-    translation: float = defaults.DEFAULT_TRANSLATION
-    batch: int = DEFAULT_BATCH
-    cache_dir: Path | None = None
-    device: str = "auto"
-    timings: dict = field(default_factory=dict)  # filled by render_music_video: seconds per stage
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -105,7 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def request_from_args(args: argparse.Namespace) -> AnimateRequest:
+def request_from_args(args: argparse.Namespace):
+    """The :class:`~sgim_nodes.jobs.music_video.AnimateRequest` of the parsed flags (models found or fetched)."""
+    from ..jobs.music_video import AnimateRequest
     from ..models import KNOWN_MODELS, find_model_file
     from ..pipeline import DEFAULT_FILES, fetch_missing_models
 
@@ -133,111 +97,13 @@ def request_from_args(args: argparse.Namespace) -> AnimateRequest:
         translation=args.translation, batch=args.batch, cache_dir=args.cache_dir, device=args.device, **paths)
 
 
-def render_music_video(request: AnimateRequest, progress: bool = True):
-    """Write ``request.out``; returns ``(timeline, keyframes)``. Stage times land in ``request.timings``."""
-    import torch
-    from tqdm import tqdm
-
-    from ..audio import check_compatible, embed_audio, load_audio_encoder
-    from ..clip import load_clip
-    from ..device import resolve_device
-    from ..fileio import atomic_path
-    from ..latents import check_wplus_fits, load_wplus
-    from ..optimize import sample_source_ws
-    from ..optimize.rules import freedom_mask, parse_freedom
-    from ..stylegan import load_generator
-    from .features import features_of_file
-    from .keyframes import KeyframeSettings, keyframe_targets, keyframe_times, optimize_keyframes, parse_prompt_schedule
-    from .render import VideoWriter, check_size, iter_frames, resize, to_uint8
-    from .stream import iter_samples, probe, read_segment
-    from .timeline import make_timeline
-    from .trajectory import Trajectory
-
-    timings = request.timings
-    clock = time.perf_counter()
-    if Path(request.out).suffix.lower() != ".mp4":
-        raise ParameterError(f"--out: expected a .mp4 file name, got {request.out}", parameter="out")
-    schedule = parse_prompt_schedule(request.prompts)
-    device = resolve_device(request.device)
-    track = probe(request.audio)
-    timeline = make_timeline(track.seconds, request.fps, request.start, request.end)
-    features = features_of_file(request.audio, timeline, request.smoothing)
-    timings["features"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    generator = load_generator(request.generator, device=device)
-    size = check_size(request.size, generator.resolution)
-    clip = load_clip(request.clip, model_name=request.clip_model, device=device)
-    encoder = load_audio_encoder(request.encoder, device=device)
-    check_compatible(encoder, clip)
-    if request.source_latent is not None:
-        ws, _, _ = load_wplus(request.source_latent)
-        source = check_wplus_fits(ws, generator, "--source-latent")[:1].to(device)
-    else:
-        source = sample_source_ws(generator, 1, request.seed, request.truncation)
-    times = keyframe_times(timeline, request.keyframe_seconds, features.onset_times, request.snap_to_onsets)
-    window = encoder.settings.window_seconds
-
-    def read_window(start: float, seconds: float) -> torch.Tensor:
-        return read_segment(request.audio, start, seconds)[0]
-
-    def embed_window(audio: torch.Tensor) -> torch.Tensor:
-        return embed_audio(encoder, audio, track.sample_rate, pool="first")[0]
-
-    targets, weights, labels = keyframe_targets(
-        times, timeline, read_window, embed_window, window, track.seconds,
-        text_embed=lambda prompts: clip.encode_text(prompts), schedule=schedule, text_weight=request.text_weight)
-    timings["targets"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    settings = KeyframeSettings(steps=request.steps, keyframe_steps=request.keyframe_steps, lr=request.lr,
-                                lambda_sim=request.lambda_sim,
-                                layer_weights=None if request.mask is None else
-                                freedom_mask(parse_freedom(request.mask, int(generator.num_ws), "--mask",
-                                                               getattr(generator, "ws_resolutions", None))),
-                                seed=request.seed)
-    total_steps = settings.steps + settings.keyframe_steps * (len(times) - 1)
-    bar = tqdm(total=total_steps, desc=f"keyframes (0/{len(times)})", unit="step", disable=not progress)
-
-    def on_step(k, info):
-        bar.update(1)
-
-    def on_keyframe(k, cached):
-        if cached:
-            bar.update(settings.steps if k == 0 else settings.keyframe_steps)
-        bar.set_description(f"keyframes ({k + 1}/{len(times)})")
-
-    cache_dir = request.cache_dir or Path(str(request.out) + ".keyframes")
-    try:
-        keyframes = optimize_keyframes(generator, clip, targets, source, times, settings, target_weights=weights,
-                                       cache_dir=cache_dir, callback=on_step, on_keyframe=on_keyframe, labels=labels)
-    finally:
-        bar.close()
-    timings["keyframes"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    trajectory = Trajectory(keyframes, features, reactivity=request.reactivity, band_layers=request.band_layers,
-                            rotation_degrees=request.rotation_degrees, translation=request.translation)
-    side = size or generator.resolution
-    audio_chunks = iter_samples(request.audio, start=timeline.start, seek=True)
-    with atomic_path(request.out) as tmp:
-        writer = VideoWriter(tmp, timeline, side, side, audio=audio_chunks, sample_rate=track.sample_rate,
-                             channels=track.channels)
-        try:
-            with tqdm(total=timeline.frames, desc="frames", unit="frame", disable=not progress) as frames_bar:
-                for first, images in iter_frames(generator, trajectory, batch_size=request.batch):
-                    writer.write(to_uint8(resize(images, size)))
-                    frames_bar.update(images.shape[0])
-        finally:
-            writer.close()
-    timings["frames"] = time.perf_counter() - clock
-    return timeline, keyframes
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     request = request_from_args(args)
-    timeline, keyframes = render_music_video(request)
+    from ..jobs.music_video import run_music_video
+    from ..jobs.run import TqdmRun
+
+    timeline, keyframes = run_music_video(request, TqdmRun(request.device))
     print(f"{timeline.frames} frames at {timeline.fps:g} fps ({timeline.duration:.3f} s from {timeline.start:g} s), "
           f"{len(keyframes.times)} keyframes")
     print(f"wrote {request.out}")

@@ -2,8 +2,9 @@
 
 Memory is bounded by one batch of frames: the codes of a batch are computed from the keyframes
 when it is decoded, each batch is encoded and dropped, and the audio is read from the file in
-step with the video (interleaved in the file), never as a whole. On the CPU the freed activations
-of one batch stay mapped for the next (``sgim_nodes.memory``), which bounds them by one batch too.
+step with the video (interleaved in the file), never as a whole. Where the host allows it (the
+command line's run, or ``reuse_cpu_memory=True``), the freed activations of one batch stay mapped
+for the next (``sgim_nodes.memory``), which bounds them by one batch too.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 def iter_frames(generator, trajectory: Trajectory, *, offset: int = 0, count: int | None = None,
                 batch_size: int = DEFAULT_BATCH, noise_mode: str = "const", codes: torch.Tensor | None = None,
-                should_cancel: Callable[[], bool] | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+                should_cancel: Callable[[], bool] | None = None,
+                reuse_cpu_memory: bool = False) -> Iterator[tuple[int, torch.Tensor]]:
     """``(first frame, images [b, 3, H, W])`` for consecutive batches of a chunk of frames.
 
     ``codes`` ``[count, num_ws, w_dim]``: the chunk's codes when they were computed (and perhaps
@@ -72,7 +74,7 @@ def iter_frames(generator, trajectory: Trajectory, *, offset: int = 0, count: in
     step = 1 if motion else int(batch_size)
     try:
         # every batch allocates the same large activations: keep the freed ones mapped (sgim_nodes.memory)
-        with torch.no_grad(), reuse_freed_memory(device.type == "cpu"):
+        with torch.no_grad(), reuse_freed_memory(reuse_cpu_memory and device.type == "cpu"):
             for first in range(offset, offset + count, step):
                 if should_cancel is not None and should_cancel():
                     raise Cancelled(f"rendering cancelled before frame {first + 1} of {trajectory.frames}")

@@ -312,4 +312,5 @@ def check_compatible(encoder: AudioEncoder, clip: Any) -> None:
         raise ParameterError(
             f"audio encoder and CLIP model do not match: the encoder outputs {encoder.embed_dim}-d embeddings"
             f"{f' (aligned to {aligned})' if aligned else ''} but the CLIP model "
-            f"{getattr(clip, 'name', '?')} has {clip_dim}-d embeddings; load the CLIP model the encoder was trained with")
+            f"{getattr(clip, 'name', '?')} has {clip_dim}-d embeddings; load the CLIP model the encoder was trained with",
+            parameter="clip")

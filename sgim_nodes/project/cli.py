@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--space", choices=SPACES, default="wplus", help="wplus: W first, then W+ (default); w: W only")
     p.add_argument("--w-fraction", type=float, default=0.5, help="share of the steps spent in W (default 0.5)")
     p.add_argument("--lr", type=float, default=0.1, help="peak learning rate in W (default 0.1, NVlabs')")
-    p.add_argument("--wplus-lr", type=float, default=0.05, help="peak learning rate in W+ (default 0.05)")
+    p.add_argument("--wplus-lr", type=float, help="peak learning rate in W+ (default: half of --lr, 0.05)")
     p.add_argument("--pixel-weight", type=float, default=0.0, help="add this much pixel MSE to the distance")
     p.add_argument("--noise", choices=["auto", "on", "off"], default="auto",
                    help="optimise StyleGAN2's noise maps: auto = only with --tune (they are stored in the tuned "
@@ -52,104 +52,50 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _read_pictures(paths: list[Path]):
-    from PIL import Image, UnidentifiedImageError
-
-    pictures = []
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                image.load()
-                pictures.append(image.copy())
-        except FileNotFoundError:
-            raise ParameterError(f"IMAGE: file not found: {path}", parameter="image") from None
-        except (UnidentifiedImageError, OSError) as exc:
-            raise ParameterError(f"IMAGE: {path} is not a picture Pillow can read ({exc})", parameter="image") from None
-    return pictures
-
-
 def _find(folder: str, given: str | None, known: str, arg: str) -> Path:
     from ..models import KNOWN_MODELS, find_model_file
-    from ..pipeline import _missing_message
+    from ..pipeline import missing_models_message
 
     found = find_model_file(folder, given, KNOWN_MODELS[known].filename)
     if found is None:
         if given:
             raise ParameterError(f"--{arg}: file not found: {given}", parameter=arg)
-        raise ParameterError(_missing_message([(arg, known)]), parameter=arg)
+        raise ParameterError(missing_models_message([(arg, known)]), parameter=arg)
     return found
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)  # before the heavy imports: --help stays fast
 
-    from tqdm import tqdm
-
-    from ..device import resolve_device
-    from ..latents import save_wplus
+    from ..jobs.project import ProjectFilesRequest, ProjectRequest, read_pictures, run_project
+    from ..jobs.run import TqdmRun
     from ..models import launcher
-    from ..pipeline import save_images
-    from ..stylegan import load_generator, save_generator
-    from .distance import load_lpips
-    from .projector import project_image
+    from .options import VGG_FOLDER
 
-    out = Path(args.out)
-    if out.suffix != ".safetensors":
-        raise ParameterError(f"--out: expected a .safetensors file name, got {out}", parameter="out")
-    pictures = _read_pictures(args.image)
-    generator_path = _find("stylegan", args.generator, "landscape", "generator")
-    lpips = clip = None
-    if args.distance == "lpips":
-        from .options import VGG_FOLDER
-
-        lpips_path = _find(VGG_FOLDER, args.vgg, "vgg16", "vgg")
-    if args.distance == "clip":
-        clip_path = _find("sgim_clip", args.clip, "clip-vit-b-32", "clip")
-    device = resolve_device(args.device)
-    generator = load_generator(generator_path, device=device)
-    if args.distance == "lpips":
-        lpips = load_lpips(lpips_path, device=device)
-    if args.distance == "clip":
-        from ..clip import load_clip
-        clip = load_clip(clip_path, model_name=args.clip_model, device=device)
-
-    tune_steps = args.tune_steps if args.tune else 0
-    bar = tqdm(total=args.steps + tune_steps, desc="projecting", unit="step")
-
-    def on_step(info):
-        bar.set_description({"w": "projecting (W)", "wplus": "projecting (W+)", "tune": "tuning"}[info.phase])
-        bar.update(1)
-        bar.set_postfix(loss=f"{info.loss:.4f}")
-
-    try:
-        result = project_image(generator, pictures, distance=args.distance, lpips=lpips, clip=clip, steps=args.steps,
-                               space=args.space, w_fraction=args.w_fraction, lr=args.lr, wplus_lr=args.wplus_lr,
-                               pixel_weight=args.pixel_weight,
-                               optimize_noise={"auto": None, "on": True, "off": False}[args.noise],
-                               fit=args.fit, tune_steps=tune_steps, tune_lr=args.tune_lr, seed=args.seed,
-                               callback=on_step, reuse_cpu_memory=not args.lean_memory)
-    finally:
-        bar.close()
-
-    stem = out.with_suffix("")
-    written = []
-    generator_name = generator.name
-    if result.generator is not None:
-        generator_out = Path(args.tuned_generator or stem.with_name(stem.name + "_generator.safetensors"))
-        save_generator(result.generator, generator_out)
-        written.append(generator_out)
-        generator_name = generator_out.stem  # the name the loaders give that file
-    save_wplus(out, result.ws, generator_name)
-    written.append(out)
-    written += save_images(result.images, stem.with_name(stem.name + "_projection.png"))
+    if Path(args.out).suffix != ".safetensors":
+        raise ParameterError(f"--out: expected a .safetensors file name, got {args.out}", parameter="out")
+    pictures = read_pictures(args.image)  # a typo in a picture's name stops before the models are looked for
+    generator = _find("stylegan", args.generator, "landscape", "generator")
+    vgg = _find(VGG_FOLDER, args.vgg, "vgg16", "vgg") if args.distance == "lpips" else None
+    clip = _find("sgim_clip", args.clip, "clip-vit-b-32", "clip") if args.distance == "clip" else None
+    math = ProjectRequest(None, None, distance=args.distance, steps=args.steps, space=args.space,
+                          w_fraction=args.w_fraction, lr=args.lr, wplus_lr=args.wplus_lr,
+                          pixel_weight=args.pixel_weight, optimize_noise=args.noise, fit=args.fit,
+                          tune_steps=args.tune_steps if args.tune else 0, tune_lr=args.tune_lr, seed=args.seed)
+    run = TqdmRun(args.device, lean_memory=args.lean_memory)
+    outcome = run_project(ProjectFilesRequest(pictures, args.out, generator, vgg=vgg, clip=clip,
+                                              clip_model=args.clip_model, projection=math,
+                                              tuned_generator=args.tuned_generator), run)
+    result = outcome.result
     figures = ", ".join(f"{v:.2f}" for v in result.psnr)
-    if tune_steps:
+    if outcome.tuned:
         figures = ", ".join(f"{a:.2f} -> {b:.2f} (tuned)" for a, b in zip(result.psnr_before_tuning, result.psnr))
-    print(f"PSNR to the picture at {generator.resolution} px: {figures} dB")
-    for path in written:
+    print(f"PSNR to the picture at {outcome.generator_resolution} px: {figures} dB")
+    for path in outcome.written:
         print(f"wrote {path}")
     if result.generator is not None:
-        print(f"edit it with: {launcher()} edit --generator {written[0]} --source-latent {out} --audio ...")
+        print(f"edit it with: {launcher()} edit --generator {outcome.written[0]} --source-latent {args.out} "
+              "--audio ...")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Loading StyleGAN2 generators from any common checkpoint format, without running code from the file.
+"""Loading StyleGAN2 and StyleGAN3 generators from any common checkpoint format, without running code from the file.
 
 Formats (detected from the bytes, never from the extension):
 
@@ -55,7 +55,7 @@ _LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu",
                    dtype: torch.dtype | str = torch.float32, modulation: str = "activation",
                    mapping_lr_mul: float | None = None) -> Generator:
-    """Load a StyleGAN2 generator from a rosinality ``.pt``, NVlabs ``.pkl`` or our ``.safetensors``.
+    """Load a StyleGAN2 or StyleGAN3 generator from a rosinality ``.pt``, NVlabs ``.pkl`` or our ``.safetensors``.
 
     ``device`` as :func:`..device.resolve_device` ("auto", "cpu", "cuda:1", ...); ``dtype`` float32,
     float16 or bfloat16 (a torch dtype or its name); ``modulation`` "activation" or "weight";
@@ -186,13 +186,13 @@ def _read_generator(path: Path, mapping_lr_mul: float | None) -> tuple[Generator
 
 def _sniff(path: Path) -> str:
     if not path.exists():
-        raise ModelFileError(f"{path}: file not found (expected a StyleGAN2 .pt, .pkl or .safetensors file)")
+        raise ModelFileError(f"{path}: file not found (expected a StyleGAN2 or StyleGAN3 .pt, .pkl or .safetensors file)")
     if path.is_dir():
-        raise ModelFileError(f"{path}: is a folder, expected a StyleGAN2 checkpoint file")
+        raise ModelFileError(f"{path}: is a folder, expected a StyleGAN2 or StyleGAN3 checkpoint file")
     with open(path, "rb") as f:
         head = f.read(16)
     if not head:
-        raise ModelFileError(f"{path}: the file is empty (expected a StyleGAN2 checkpoint)")
+        raise ModelFileError(f"{path}: the file is empty (expected a StyleGAN2 or StyleGAN3 checkpoint)")
     if head.startswith(b"PK\x03\x04") or head.startswith(_LEGACY_TORCH_MAGIC):
         return "torch"
     if head[:1] == b"\x80":
@@ -201,8 +201,8 @@ def _sniff(path: Path) -> str:
         return "safetensors"
     for magic, what in _MAGIC_NAMES.items():
         if head.startswith(magic):
-            raise ModelFileError(f"{path}: this is {what}, not a StyleGAN2 checkpoint (.pt, .pkl or .safetensors)")
-    raise ModelFileError(f"{path}: not a StyleGAN2 checkpoint: the content is neither a PyTorch file, "
+            raise ModelFileError(f"{path}: this is {what}, not a StyleGAN2 or StyleGAN3 checkpoint (.pt, .pkl or .safetensors)")
+    raise ModelFileError(f"{path}: not a StyleGAN2 or StyleGAN3 checkpoint: the content is neither a PyTorch file, "
                          "a pickle nor a .safetensors file")
 
 
