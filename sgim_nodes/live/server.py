@@ -476,13 +476,15 @@ def add_live_routes(router, models, config: ServerConfig, prefix: str = "",
     ``models``: ``LiveModels`` or a model source (see :func:`model_source`)."""
     server = LiveServer(models, config, log)
     prefix = prefix.rstrip("/")
-    router.add_get(prefix + "/" if prefix else "/", server.page)
+    # an application's router (add_get) or a RouteTableDef (ComfyUI's PromptServer.routes: decorators)
+    add = router.add_get if hasattr(router, "add_get") else (lambda path, handler: router.get(path)(handler))
+    add(prefix + "/" if prefix else "/", server.page)
     if prefix:
-        router.add_get(prefix, server.page)
-    router.add_get(f"{prefix}/static/{{name}}", server.static)
-    router.add_get(f"{prefix}/info", server.info)
-    router.add_get(f"{prefix}/recordings/{{name}}", server.recording)
-    router.add_get(f"{prefix}/ws", server.websocket)
+        add(prefix, server.page)
+    add(f"{prefix}/static/{{name}}", server.static)
+    add(f"{prefix}/info", server.info)
+    add(f"{prefix}/recordings/{{name}}", server.recording)
+    add(f"{prefix}/ws", server.websocket)
     return server
 
 
