@@ -66,6 +66,11 @@ def request_from_args(args):
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError:
+        raise ParameterError("live: the live page's server needs aiohttp (ComfyUI ships it; standalone: "
+                             "pip install aiohttp)") from None
     from ..jobs.live import run_live
     from ..jobs.run import TqdmRun
 
