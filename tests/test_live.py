@@ -191,12 +191,18 @@ def test_recording_is_frame_exact_even_with_dropped_frames(models, tmp_path):
     start = live.recorder.first_frame
     for k, chunk in enumerate(chunks[5:45]):
         live.feed(chunk)
+        if k == 20:
+            live.update({"size": 128})  # the resolution knob moves: the file keeps its size
         if k % 3 == 0:  # a slow renderer: most frames dropped
             live.render_latest()
     result = live.stop_recording()
     end = live.newest_frame
     frames, video_seconds, audio_seconds = video_frame_count(tmp_path / "rec.mp4")
     assert frames == result["frames"] == end - start + 1
+    import av
+
+    with av.open(str(tmp_path / "rec.mp4")) as container:
+        assert {(f.width, f.height) for f in container.decode(video=0)} == {(64, 64)}
     assert abs(audio_seconds - frames / fps) < 0.03  # AAC frames of 1024 samples: at most ~21 ms more
     assert abs(video_seconds - frames / fps) < 1e-6
     # the recorded audio is the stream from the first frame's time: the clicks are where they were
@@ -487,7 +493,8 @@ def test_a_client_that_never_reads_frames_is_ended(models):
 def test_token_and_origin_are_checked(models):
     async def scenario(client, server):
         assert (await client.get("/")).status == 403
-        assert (await client.get("/static/live.js")).status == 403
+        assert (await client.get("/info")).status == 403
+        assert (await client.get("/static/live.js")).status == 200  # the page's code: nothing secret
         page = await client.get("/?token=s3cret")
         assert page.status == 200 and "Start" in await page.text()
         assert (await client.get("/static/live.js?token=s3cret")).status == 200

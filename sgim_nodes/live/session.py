@@ -457,8 +457,8 @@ class LiveSession:
         extra = self.samples - start_sample
         recorder = Recorder(Path(path), self.fps, self.sample_rate, first, width, height,
                             skip_samples=max(0, -extra))
-        if extra > 0:
-            recorder.add_audio(self.ring[-extra:])
+        if extra > 0:  # (at most a frame and the resampler's delay: well inside the ring)
+            recorder.add_audio(self.ring[-min(extra, self.ring.size):])
         self.recorder = recorder
 
     def stop_recording(self) -> dict | None:
