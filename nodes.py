@@ -13,6 +13,7 @@ from .comfy_nodes import host
 from .comfy_nodes.embeddings import SGIMEmbedAudio, SGIMEmbedImage, SGIMEmbedText, SGIMMixEmbeddings
 from .comfy_nodes.files import SGIMDecode, SGIMLoadLatent, SGIMLoadWPlus, SGIMSaveLatent, SGIMSaveWPlus
 from .comfy_nodes.host import generator_info, model_file_path, models_on_device, on_device  # noqa: F401 (tests)
+from .comfy_nodes.instant import SGIMInstantEdit
 from .comfy_nodes.latent_edits import (SGIMLayerMask, SGIMOptimizeLatent, SGIMSourceLatent, SGIMStyleGANDecode,
                                        SGIMStyleMix)
 from .comfy_nodes.loaders import SGIMLoadAudioEncoder, SGIMLoadCLIP, SGIMLoadIdentityModel, SGIMLoadStyleGAN, SGIMLoadVGG
@@ -31,6 +32,7 @@ NODE_CLASS_MAPPINGS = {
     "SGIMLayerMask": SGIMLayerMask,
     "SGIMSourceLatent": SGIMSourceLatent,
     "SGIMOptimizeLatent": SGIMOptimizeLatent,
+    "SGIMInstantEdit": SGIMInstantEdit,
     "SGIMStyleMix": SGIMStyleMix,
     "SGIMStyleGANDecode": SGIMStyleGANDecode,
     "SGIMSaveWPlus": SGIMSaveWPlus,
@@ -58,6 +60,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SGIMLayerMask": "Layer Mask (SGIM)",
     "SGIMSourceLatent": "Source Latent (SGIM)",
     "SGIMOptimizeLatent": "Optimize Latent (SGIM)",
+    "SGIMInstantEdit": "Instant Edit (SGIM)",
     "SGIMStyleMix": "Style Mix (SGIM)",
     "SGIMStyleGANDecode": "StyleGAN Decode (SGIM)",
     "SGIMSaveWPlus": "Save W+ Code (SGIM)",

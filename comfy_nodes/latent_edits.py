@@ -119,22 +119,31 @@ class SGIMOptimizeLatent:
             "optional": {
                 "layer_mask": ("SGIM_LAYER_MASK", {"tooltip": "Which layers may change (Layer Mask); default all."}),
                 "identity_model": ("SGIM_IDENTITY_MODEL", {"tooltip": "From Load Identity Model, for faces."}),
+                "init": (["source", "instant"], {"default": "source", "tooltip":
+                    "Where the optimisation starts: the source, or the best point along an instant edit "
+                    "(Instant Edit's analysis, cached), which can save steps."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
     def optimize(self, generator, clip, target, source, steps=300, lr=0.1, lambda_sim=0.002, lambda_id=0.0,
-                 adaptive_mask=True, preview_every=10, layer_mask=None, identity_model=None,
+                 adaptive_mask=True, preview_every=10, layer_mask=None, identity_model=None, init="source",
                  unique_id=None):
         from ..sgim_nodes.jobs.edit import LatentEdit, run_latent_edit
+        from ..sgim_nodes.jobs.instant import WarmStartRequest, run_warm_start
 
         g, c, id_model = models_on_device([generator, clip, identity_model], torch_device())
         with job_run(self, unique_id) as run:
+            init_ws = None
+            if init == "instant":
+                init_ws, _ = run_warm_start(WarmStartRequest(
+                    g, c, target.vectors, source["ws"], target_weights=list(target.weights), lambda_sim=lambda_sim,
+                    layer_freedom=None if layer_mask is None else list(layer_mask.freedom)), run)
             edit = run_latent_edit(LatentEdit(
                 g, c, target.vectors, source["ws"], target_weights=list(target.weights), steps=steps, lr=lr,
                 lambda_sim=lambda_sim, lambda_id=lambda_id,
                 layer_weights=layer_mask.layer_mask() if layer_mask is not None else None,
-                adaptive_mask=adaptive_mask, id_model=id_model, preview_every=preview_every), run)
+                adaptive_mask=adaptive_mask, id_model=id_model, preview_every=preview_every, init_ws=init_ws), run)
         log = json.dumps({"last": edit.losses[-1] if edit.losses else {}, "history": edit.losses})
         return (wplus_value(edit.result.ws, generator.name, getattr(generator, "ws_resolutions", None)), log)
 

@@ -120,13 +120,24 @@ class SGIMMusicKeyframes:
             },
             "optional": {
                 "layer_mask": ("SGIM_LAYER_MASK", {"tooltip": "Which layers may change (Layer Mask); default all."}),
+                "follow": (["optimise", "instant"], {"default": "optimise", "tooltip":
+                    "optimise: keyframes every keyframe_seconds by the optimiser; instant: no optimisation, a "
+                    "keyframe every follow_seconds that follows its own moment's sound through instant edits "
+                    "(the generator's analysis, cached; steps, lr and lambda_sim are then unused)."}),
+                "follow_seconds": ("FLOAT", {"default": 0.25, "min": 0.0, "max": 60.0, "step": 0.05, "tooltip":
+                    "instant: time between followed moments (0 = every frame)."}),
+                "alpha": ("FLOAT", {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.05, "tooltip":
+                    "instant: strength (as Instant Edit's alpha)."}),
+                "beta": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 0.99, "step": 0.01, "tooltip":
+                    "instant: relevance threshold (as Instant Edit's beta)."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
     def optimize(self, generator, clip, audio_encoder, features, source, keyframe_seconds=4.0, snap_to_onsets=False,
                  steps=100, keyframe_steps=30, lr=0.1, lambda_sim=0.002, prompt_schedule="", text_weight=0.3,
-                 preview_every=10, layer_mask=None, unique_id=None):
+                 preview_every=10, layer_mask=None, follow="optimise", follow_seconds=0.25, alpha=1.0, beta=0.1,
+                 unique_id=None):
         from ..sgim_nodes.jobs.music_video import KeyframesRequest, TrackAudio, run_keyframes
 
         source_ws = check_wplus(source, generator, self, "source")[:1]
@@ -139,7 +150,8 @@ class SGIMMusicKeyframes:
                 keyframe_seconds=keyframe_seconds, snap_to_onsets=snap_to_onsets, steps=steps,
                 keyframe_steps=keyframe_steps, lr=lr, lambda_sim=lambda_sim,
                 layer_weights=layer_mask.layer_mask() if layer_mask is not None else None, prompts=prompt_schedule,
-                text_weight=text_weight, preview_every=preview_every), run)
+                text_weight=text_weight, preview_every=preview_every, follow=follow, follow_seconds=follow_seconds,
+                alpha=alpha, beta=beta), run)
         timeline = features.features.timeline
         log = json.dumps({"fps": timeline.fps, "frames": timeline.frames,
                           "keyframes": [{"seconds": t, "frame": round(t * timeline.fps), "target": label}

@@ -53,16 +53,27 @@ def save_wplus(path: str | os.PathLike, ws: torch.Tensor, generator_name: str = 
 def load_wplus(path: str | os.PathLike) -> tuple[torch.Tensor, str, torch.Tensor | None]:
     """Read a W+ file: ``(ws, generator_name, source_ws or None)``."""
     tensors, config, _ = load_model_file(path, WPLUS_KIND)
+    usable = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
     ws = tensors.get("ws")
-    if ws is None or ws.dim() != 3 or not ws.is_floating_point() or ws.shape[0] == 0:
-        raise ModelFileError(f"{path}: expected a float tensor 'ws' of shape [batch >= 1, num_ws, w_dim]")
+    if ws is None or ws.dim() != 3 or ws.dtype not in usable or ws.shape[0] == 0:
+        found = "none" if ws is None else f"{str(ws.dtype).replace('torch.', '')} {list(ws.shape)}"
+        raise ModelFileError(f"{path}: expected a float16/32/64 tensor 'ws' of shape [batch >= 1, num_ws, w_dim], "
+                             f"found {found}")
+    source = tensors.get("source_ws")
+    if source is not None and (source.dtype not in usable or source.shape != ws.shape):
+        raise ModelFileError(f"{path}: 'source_ws' should be a float tensor shaped like 'ws' {list(ws.shape)}, found "
+                             f"{str(source.dtype).replace('torch.', '')} {list(source.shape)}")
+    generator = config.get("generator", "")
+    if not isinstance(generator, str):
+        raise ModelFileError(f"{path}: the 'generator' entry of the config should be a name, found "
+                             f"{type(generator).__name__}")
     try:
         check_wplus_values(ws, str(path))
         if tensors.get("source_ws") is not None:
             check_wplus_values(tensors["source_ws"], f"{path} (source_ws)")
     except NonFiniteError as exc:
         raise ModelFileError(str(exc)) from None
-    return ws, str(config.get("generator", "")), tensors.get("source_ws")
+    return ws, generator, source
 
 
 def check_wplus_fits(ws: torch.Tensor, generator, what: str = "ws") -> torch.Tensor:

@@ -71,6 +71,7 @@ class KnownModel:
     sha256: str | None = None
     manual: str | None = None  # how to get it by hand when there is no direct URL
     source: str = ""
+    size: int | None = None  # bytes, where the publisher states it (a download must be exactly this long)
 
     @property
     def default_path(self) -> Path:

@@ -94,7 +94,31 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lean-memory", action="store_true",
                    help="CPU: return freed memory to the system every step (about 10%% lower peak at 1024 px, "
                         "but page faults make each step up to 2x slower; see README, Measured figures)")
+    _instant_arguments(p)
     return p
+
+
+def _instant_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("instant edits (docs/instant.md)")
+    g.add_argument("--instant", action="store_true",
+                   help="no optimisation: one step along the generator's analysed StyleSpace directions "
+                        "(analysed once per generator and CLIP, then cached)")
+    g.add_argument("--init", choices=["source", "instant"], default="source",
+                   help="where the optimiser starts: the source, or the best point along the instant edit")
+    g.add_argument("--alpha", type=float, help="instant strength (default 1: the code moves one typical W+ row "
+                                               "spread; with --space style: standard deviations, try 3-6)")
+    g.add_argument("--beta", type=float, help="instant edits use only style channels whose relevance (a cosine) "
+                                              "is at least this (default 0.1; larger: fewer channels)")
+    g.add_argument("--reference", choices=["source", "mean"], default="source",
+                   help="what the target is measured from: the source image's CLIP embedding, or the "
+                        "generator's mean image embedding")
+    g.add_argument("--neutral", metavar="PROMPT", help="measure the target from this neutral prompt instead "
+                                                       "(StyleCLIP's way; e.g. 'a photo of a landscape')")
+    g.add_argument("--space", choices=["wplus", "style"], default="wplus",
+                   help="move the W+ code (default) or StyleCLIP's style channels (saved as the nearest W+ code)")
+    g.add_argument("--analysis-cache", type=Path, help="analysis cache file (default: "
+                                                       "models/sgim_instant/<generator>.<clip>.safetensors)")
+    g.add_argument("--analysis-samples", type=int, help="sample images of the analysis when it runs (default 64)")
 
 
 def missing_models_message(missing: list[tuple[str, str]], why: str = "not given") -> str:
@@ -156,16 +180,54 @@ def _check_arguments(args: argparse.Namespace) -> None:
             check_float(f"--{name.replace('_', '-')}", getattr(args, name), 0.0, MAX_LOSS_WEIGHT)
     if args.truncation is not None:
         check_float("--truncation", args.truncation, 0.0, MAX_TRUNCATION)
+    _check_instant_arguments(args)
     resolve_device(args.device)
     if args.source_latent is not None:  # a bad code file is refused before the models are loaded
         from .latents import load_wplus
 
         load_wplus(args.source_latent)
-    out = check_output_file(args.out, "--out")
+    if any(not text.strip() for text in args.text):
+        raise ParameterError("--text: a prompt is empty; give words (or leave --text out)", parameter="text")
+    out = check_output_file(args.out, "--out", create_folders=False)
     stem = out.with_suffix("")
     for extra in (stem.with_name(stem.name + "_source" + out.suffix), stem.with_name(stem.name + "_wplus.safetensors"),
                   out.with_name(f"{out.stem}_0{out.suffix}")):
-        check_output_file(extra, "--out")
+        check_output_file(extra, "--out", create_folders=False)
+
+
+def _check_instant_arguments(args: argparse.Namespace) -> None:
+    from .instant.analysis import MAX_SAMPLES
+    from .instant.edit import MAX_ALPHA
+    from .limits import check_float, check_int
+
+    instant_flags = [f"--{name.replace('_', '-')}" for name in ("alpha", "beta", "neutral", "analysis_samples")
+                     if getattr(args, name) is not None]
+    if args.reference != "source":
+        instant_flags.append("--reference")
+    if args.space != "wplus":
+        instant_flags.append("--space")
+    if instant_flags and not (args.instant or args.init == "instant"):
+        raise ParameterError(f"{instant_flags[0]}: only used with --instant or --init instant", parameter="instant")
+    if args.instant and args.init == "instant":
+        raise ParameterError("--init instant: starts the optimiser from an instant edit; --instant skips the "
+                             "optimiser. Give one of them", parameter="init")
+    if args.instant:
+        unused = [flag for flag, value in (("--steps", args.steps), ("--lr", args.lr), ("--lambda-sim", args.lambda_sim),
+                                           ("--lambda-id", args.lambda_id)) if value is not None]
+        unused += ["--adaptive-mask"] if args.adaptive_mask else []
+        if unused:
+            raise ParameterError(f"{unused[0]}: an optimiser setting; --instant does not optimise", parameter="instant")
+    if (args.instant or args.init == "instant") and args.mode == "generate":
+        raise ParameterError("--instant: an instant edit moves a source code; generate mode has none",
+                             parameter="instant")
+    if args.alpha is not None:
+        check_float("--alpha", args.alpha, -MAX_ALPHA, MAX_ALPHA, what="a strength")
+    if args.beta is not None:
+        check_float("--beta", args.beta, 0.0, 0.999, what="a relevance threshold in [0, 1)")
+    if args.analysis_samples is not None:
+        check_int("--analysis-samples", args.analysis_samples, 1, MAX_SAMPLES, "a number of samples")
+    if args.neutral is not None and args.reference != "source":
+        raise ParameterError("--neutral: already sets the reference; leave --reference out", parameter="neutral")
 
 
 def request_from_args(args: argparse.Namespace):
@@ -224,7 +286,9 @@ def request_from_args(args: argparse.Namespace):
                        mode=args.mode, seed=args.seed, batch=args.batch, class_label=args.class_label,
                        hop_seconds=args.hop_seconds,
                        start_seconds=args.start_seconds, end_seconds=args.end_seconds, device=args.device,
-                       lean_memory=args.lean_memory, **paths)
+                       lean_memory=args.lean_memory, instant=args.instant, init=args.init, alpha=args.alpha,
+                       beta=args.beta, reference=args.reference, neutral=args.neutral, space=args.space,
+                       analysis_cache=args.analysis_cache, analysis_samples=args.analysis_samples, **paths)
 
 
 def save_images(images: torch.Tensor, path: Path) -> list[Path]:

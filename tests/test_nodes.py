@@ -179,7 +179,7 @@ def same(a, b) -> bool:
 # ------------------------------------------------------------------------------ definitions
 
 def test_every_node_definition_is_valid(nodes, comfy_base):
-    assert len(nodes.NODE_CLASS_MAPPINGS) == 24
+    assert len(nodes.NODE_CLASS_MAPPINGS) == 25  # 24 + Instant Edit
     assert set(nodes.NODE_DISPLAY_NAME_MAPPINGS) == set(nodes.NODE_CLASS_MAPPINGS)
     deprecated = {k for k, cls in nodes.NODE_CLASS_MAPPINGS.items() if getattr(cls, "DEPRECATED", False)}
     assert deprecated == {"SGIMDecode", "SGIMSaveLatent", "SGIMLoadLatent"}  # old ids: still load, hidden in search

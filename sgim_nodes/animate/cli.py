@@ -19,6 +19,10 @@ from . import defaults
 from .defaults import DEFAULT_BATCH
 
 
+# Library parameters named otherwise than the flag that sets them (the rest follow the flags' dests).
+FLAG_FOR_PARAMETER = {"prompt_schedule": "--prompts"}
+
+
 def _parser() -> argparse.ArgumentParser:
     from ..cli_help import command_parser
     from ..models import launcher
@@ -44,13 +48,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="optimiser steps of the first keyframe")
     p.add_argument("--keyframe-steps", type=int, default=defaults.DEFAULT_KEYFRAME_STEPS,
                    help="steps of each later keyframe (warm-started from the previous one)")
-    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate of the keyframe optimiser")
     p.add_argument("--lambda-sim", type=float, default=0.002, help="how strongly codes stay near the source")
     p.add_argument("--truncation", type=float, default=0.7, help="truncation of the random source code")
     p.add_argument("--mask", help="layer freedom: a preset (all, coarse, middle, fine) or one number per W+ layer "
                                   "'f0,f1,...' in [0, 1] (0 = frozen, 1 = free), as edit's --mask")
     p.add_argument("--source-latent", type=Path, help="W+ file of the source image (default: random from --seed)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random source code (without --source-latent)")
     p.add_argument("--reactivity", type=float, default=defaults.DEFAULT_REACTIVITY,
                    help="how much the image pulses with loudness and onsets (0 = none)")
     p.add_argument("--no-band-layers", dest="band_layers", action="store_false",
@@ -64,6 +68,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="frames decoded at once")
     p.add_argument("--cache-dir", type=Path, help="where keyframe codes are kept (default: <out>.keyframes)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    g = p.add_argument_group("instant following (docs/instant.md)")
+    g.add_argument("--follow", choices=["keyframes", "instant"], default="keyframes",
+                   help="keyframes: optimised keyframe codes; instant: no optimisation, every moment follows its "
+                        "own sound through the generator's analysed directions (analysed once, cached)")
+    g.add_argument("--follow-seconds", type=float, default=0.25,
+                   help="instant: time between the followed moments (0 = every frame)")
+    g.add_argument("--alpha", type=float, help="instant strength (default 1, see edit --alpha)")
+    g.add_argument("--beta", type=float, help="instant relevance threshold (default 0.1, see edit --beta)")
+    g.add_argument("--analysis-cache", type=Path, help="instant analysis cache file (default: models/sgim_instant/)")
     return p
 
 
@@ -73,8 +86,21 @@ def request_from_args(args: argparse.Namespace):
     from ..models import KNOWN_MODELS, find_model_file
     from ..pipeline import DEFAULT_FILES, fetch_missing_models
 
+    from ..fileio import check_output_file
+
     if args.text and args.prompts:
         raise ParameterError("give --text or --prompts, not both")
+    for flag, given in (("--text", args.text), ("--prompts", args.prompts)):
+        if given is not None and not given.strip():
+            raise ParameterError(f"{flag}: the prompt is empty; give words (or leave {flag} out)")
+    check_output_file(args.out, "--out", create_folders=False)  # before the models are looked for
+    if args.follow != "instant":
+        for flag, value in (("--alpha", args.alpha), ("--beta", args.beta), ("--analysis-cache", args.analysis_cache)):
+            if value is not None:
+                raise ParameterError(f"{flag}: only used with --follow instant", parameter=flag[2:])
+    elif args.snap_to_onsets:
+        raise ParameterError("--snap-to-onsets: --follow instant follows every --follow-seconds; nothing to snap",
+                             parameter="snap_to_onsets")
     paths, missing = {}, []
     for arg in ("generator", "clip", "encoder"):
         folder, default_name = DEFAULT_FILES[arg]
@@ -94,7 +120,9 @@ def request_from_args(args: argparse.Namespace):
         keyframe_steps=args.keyframe_steps, lr=args.lr, lambda_sim=args.lambda_sim, truncation=args.truncation,
         mask=args.mask, source_latent=args.source_latent, seed=args.seed, reactivity=args.reactivity,
         band_layers=args.band_layers, smoothing=args.smoothing, rotation_degrees=args.rotation_degrees,
-        translation=args.translation, batch=args.batch, cache_dir=args.cache_dir, device=args.device, **paths)
+        translation=args.translation, batch=args.batch, cache_dir=args.cache_dir, device=args.device,
+        follow="instant" if args.follow == "instant" else "optimise", follow_seconds=args.follow_seconds,
+        alpha=args.alpha, beta=args.beta, analysis_cache=args.analysis_cache, **paths)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -122,9 +122,15 @@ class _FrameAccumulator:
         return self.samples_seen >= self.samples_needed
 
     def feed(self, mono: torch.Tensor) -> None:
+        from ..limits import MAX_AUDIO_ABS
+
         mono = mono.reshape(-1)[: max(0, self.samples_needed - self.samples_seen)].float()
         if not torch.isfinite(mono).all():
-            raise AudioError("audio: the waveform contains NaN or infinite samples")
+            raise AudioError("audio: the waveform contains NaN or infinite samples", parameter="audio")
+        peak = float(mono.abs().max()) if mono.numel() else 0.0
+        if peak > MAX_AUDIO_ABS:  # squares of finite float32 samples this large overflow into inf, then NaN
+            raise AudioError(f"audio: samples reach {peak:.3g}, beyond the {MAX_AUDIO_ABS:g} this accepts (audio is "
+                             "nominally within +-1); rescale it", parameter="audio")
         self.samples_seen += mono.numel()
         self.pending.append(mono)
         self.pending_samples += mono.numel()
@@ -219,6 +225,9 @@ def compute_features(chunks: Iterable[torch.Tensor], timeline: Timeline,
             break
     accumulator.finish()
     raw = accumulator.result()
+    if not np.isfinite(raw).all():  # never hand on a NaN curve
+        raise AudioError("audio: the analysis went non-finite (extreme sample values?); rescale the audio",
+                         parameter="audio")
     values, onset_times = {}, []
     for row, name in enumerate(FEATURE_NAMES):
         curve = smooth(raw[row], timeline.fps, smoothing_seconds)
@@ -238,6 +247,9 @@ def features_of_waveform(waveform: torch.Tensor, sample_rate: int, timeline: Tim
 
     from .stream import iter_tensor
 
+    from ..audio.features import check_sample_rate
+
+    sample_rate = check_sample_rate(sample_rate)  # 44100.5 Hz would otherwise be truncated silently
     if waveform.dim() == 3:
         waveform = waveform[0]
     if waveform.dim() == 1:

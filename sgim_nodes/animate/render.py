@@ -96,6 +96,61 @@ def frame_rate_fraction(fps: float) -> Fraction:
     return Fraction(fps).limit_denominator(1001)
 
 
+# The rates FFmpeg's AAC encoder accepts (the MPEG-4 sampling-frequency table); any other rate is
+# resampled for the muxer, so a 100 Hz or 192 kHz track never fails after the whole render.
+AAC_SAMPLE_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
+
+
+def muxer_sample_rate(sample_rate: int) -> int:
+    """The AAC rate a track of ``sample_rate`` Hz is written at: its own when AAC takes it, else the
+    nearest rate above it (96 kHz for anything higher), so that no band of the track is lost."""
+    from ..limits import MAX_SAMPLE_RATE, check_int
+
+    rate = check_int("sample_rate", sample_rate, 1, MAX_SAMPLE_RATE, "a sample rate in Hz")
+    return next((r for r in AAC_SAMPLE_RATES if r >= rate), AAC_SAMPLE_RATES[-1])
+
+
+def check_video_audio(sample_rate: int, channels: int) -> int:
+    """Before any rendering: the rate the video's AAC track will use for a ``sample_rate`` Hz,
+    ``channels``-channel track, the encoder opened once to confirm it (returns the muxer rate)."""
+    import io
+
+    import av
+
+    from ..limits import check_int
+
+    check_int("channels", channels, 1, 1024, "a channel count")
+    rate = muxer_sample_rate(sample_rate)
+    with av.open(io.BytesIO(), mode="w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=rate, layout="mono" if channels == 1 else "stereo")
+        try:
+            stream.codec_context.open()
+        except Exception as exc:  # pragma: no cover - an FFmpeg build without its AAC encoder
+            raise ParameterError(f"sample_rate: the AAC encoder refuses {rate} Hz ({exc})",
+                                 parameter="sample_rate") from None
+    return rate
+
+
+def _resampled(chunks: Iterator[torch.Tensor], channels: int, source_rate: int, rate: int) -> Iterator[torch.Tensor]:
+    """``chunks`` fitted to ``channels`` (1 or 2) and resampled from ``source_rate`` to ``rate`` with
+    FFmpeg's streaming resampler (packed samples: no plane limit, no seams between chunks)."""
+    import av
+
+    layout = "mono" if channels == 1 else "stereo"
+    resampler = av.AudioResampler(format="flt", layout=layout, rate=rate)
+    pts = 0
+    for chunk in chunks:
+        chunk = _fit_channels(chunk.float(), channels)
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk.numpy().T.reshape(1, -1)), format="flt",
+                                           layout=layout)
+        frame.sample_rate, frame.pts, frame.time_base = source_rate, pts, Fraction(1, source_rate)
+        pts += chunk.shape[1]
+        for out in resampler.resample(frame):
+            yield torch.from_numpy(out.to_ndarray().reshape(-1, channels).T.copy())
+    for out in resampler.resample(None):
+        yield torch.from_numpy(out.to_ndarray().reshape(-1, channels).T.copy())
+
+
 class VideoWriter:
     """H.264 .mp4 with an AAC track: ``write(frames)`` per batch, ``close()`` at the end.
 
@@ -124,8 +179,9 @@ class VideoWriter:
         self.frames_written = 0
         self.audio = None
         if audio is not None:
-            self.audio_chunks = audio
-            self.sample_rate = int(sample_rate)
+            self.sample_rate = muxer_sample_rate(sample_rate)
+            self.audio_chunks = audio if self.sample_rate == sample_rate else _resampled(
+                audio, 1 if channels == 1 else 2, int(sample_rate), self.sample_rate)
             self.layout = "mono" if channels == 1 else "stereo"
             self.audio = self.container.add_stream("aac", rate=self.sample_rate, layout=self.layout)
             self.audio_total = timeline.audio_samples(self.sample_rate)

@@ -39,6 +39,7 @@ class LatentEdit:
     seed: int = 0
     truncation: float = 0.7
     preview_every: int = 0
+    init_ws: torch.Tensor | None = None  # where the optimisation starts (e.g. an instant edit); None: the source
 
 
 @dataclass
@@ -72,7 +73,8 @@ def run_latent_edit(request: LatentEdit, run: Run) -> LatentEditResult:
             steps=request.steps, lr=request.lr, lambda_sim=request.lambda_sim, lambda_id=request.lambda_id,
             layer_weights=request.layer_weights, adaptive_mask=request.adaptive_mask, id_model=request.id_model,
             seed=request.seed, truncation=request.truncation, callback=on_step,
-            preview_every=request.preview_every, reuse_cpu_memory=False)
+            preview_every=request.preview_every, reuse_cpu_memory=False,
+            init_ws=None if request.init_ws is None else request.init_ws.detach().clone().to(device))
     return LatentEditResult(result, losses)
 
 
@@ -151,6 +153,16 @@ class EditRequest:
     end_seconds: float | None = None
     device: str = "auto"
     lean_memory: bool = False  # CPU: give freed activations back every step (lower peak, slower)
+    # instant edits (sgim_nodes.instant): instead of the optimiser, or as its starting point (init="instant")
+    instant: bool = False
+    init: str = "source"  # "source" or "instant": where the optimiser starts
+    alpha: float | None = None  # None: sgim_nodes.instant.edit.DEFAULT_ALPHA
+    beta: float | None = None
+    reference: str = "source"
+    neutral: str | None = None  # a neutral prompt (reference "neutral")
+    space: str = "wplus"
+    analysis_cache: Path | None = None
+    analysis_samples: int | None = None
 
 
 @dataclass
@@ -188,12 +200,11 @@ def build_targets(request: EditRequest, clip, run: Run) -> Embedding:
 def run_edit(request: EditRequest, run: Run) -> EditOutcome:
     """One edit from files: writes ``<out>``, ``<out>_source<ext>`` and ``<out>_wplus.safetensors``."""
     from ..clip import load_clip
-    from ..latents import check_wplus_fits, load_wplus, save_wplus
+    from ..latents import check_wplus_fits, load_wplus
     from ..models import launcher
     from ..optimize import load_id_model
     from ..optimize.objective import combine_targets, cosine_distance
     from ..optimize.rules import check_source_options, freedom_mask, parse_freedom
-    from ..pipeline import save_images
     from ..presets import PRESETS
     from ..stylegan import load_generator
     from ..stylegan.labels import class_labels
@@ -231,25 +242,105 @@ def run_edit(request: EditRequest, run: Run) -> EditOutcome:
         run.status(f"loading identity model {Path(request.identity).name}")
         id_model = load_id_model(request.identity, device=device)
 
+    init_ws = directions = None
+    if request.instant or request.init == "instant":
+        directions = _instant_directions(request, generator, clip, run)
+    if request.instant:
+        instant = _instant_edit(request, generator, clip, directions, target, source, run)
+        return _write_edit(request, generator, instant.result, instant.images, source, target,
+                           instant.distance_before.mean().item(), instant.distance_after.mean().item())
+    if request.init == "instant":
+        init_ws = _instant_warm_start(request, generator, clip, directions, target, source, settings, run)
+
     run.status("optimising (the first step also warms up, it takes longest)")
     edit = LatentEdit(generator, clip, target.vectors, source, target_weights=list(target.weights),
                       steps=settings["steps"], lr=settings["lr"], lambda_sim=settings["lambda_sim"],
                       lambda_id=settings["lambda_id"], layer_weights=mask, adaptive_mask=request.adaptive_mask,
-                      id_model=id_model, seed=seed, truncation=settings["truncation"])
+                      id_model=id_model, seed=seed, truncation=settings["truncation"], init_ws=init_ws)
     result = run_latent_edit(edit, run).result
 
     with torch.no_grad():
-        source_images = generator.synthesis(result.source_ws, noise_mode="const")
         # "after" is measured on the images written, not on the last step's codes before its update.
         targets = target.vectors.to(device).expand(result.ws.shape[0], -1, -1)
         vector, offset = combine_targets(targets, list(target.weights), embed_dim=int(clip.embed_dim))
         clip_after = cosine_distance(clip.image_features(result.images), vector, offset).mean().item()
+        clip_before = result.history["clip"][0].mean().item()  # step 1 renders the source ...
+        if init_ws is not None:  # ... unless it started elsewhere
+            source_features = clip.image_features(generator.synthesis(result.source_ws, noise_mode="const"))
+            clip_before = cosine_distance(source_features, vector, offset).mean().item()
+    return _write_edit(request, generator, result, result.images, result.source_ws, target, clip_before, clip_after)
+
+
+def _write_edit(request: EditRequest, generator, result, images, source_ws, target, clip_before, clip_after
+                ) -> EditOutcome:
+    """Writes ``<out>``, ``<out>_source<ext>`` and ``<out>_wplus.safetensors`` (codes: ``result.ws``)."""
+    from ..latents import save_wplus
+    from ..pipeline import save_images
+
+    with torch.no_grad():
+        source_images = generator.synthesis(source_ws.expand_as(result.ws), noise_mode="const")
     out = Path(request.out)
     stem = out.with_suffix("")
-    written = [*save_images(result.images, out),
+    written = [*save_images(images, out),
                *save_images(source_images, stem.with_name(stem.name + "_source" + out.suffix))]
     latent_path = stem.with_name(stem.name + "_wplus.safetensors")
-    save_wplus(latent_path, result.ws, generator.name, source_ws=result.source_ws)
+    save_wplus(latent_path, result.ws, generator.name, source_ws=source_ws.expand_as(result.ws))
     written.append(latent_path)
-    return EditOutcome(result, list(target.labels), written, clip_before=result.history["clip"][0].mean().item(),
-                       clip_after=clip_after)
+    return EditOutcome(result, list(target.labels), written, clip_before=clip_before, clip_after=clip_after)
+
+
+def _instant_directions(request: EditRequest, generator, clip, run: Run):
+    """The generator's analysed directions, from the cache (analysed and cached on first use)."""
+    from ..instant import AnalysisSettings, cached_directions
+
+    settings = None if request.analysis_samples is None else AnalysisSettings(samples=request.analysis_samples)
+    directions, hit = cached_directions(generator, clip, generator_file=request.generator,
+                                        cache=request.analysis_cache, settings=settings, run=run)
+    if not hit:
+        from ..instant import analysis_cost
+
+        run.status(f"analysed for instant edits: {analysis_cost(directions)}")
+    return directions
+
+
+def _freedom(request: EditRequest, generator):
+    from ..optimize.rules import parse_freedom
+
+    if request.mask is None:
+        return None
+    return parse_freedom(request.mask, int(generator.num_ws), "--mask", getattr(generator, "ws_resolutions", None))
+
+
+def _instant_options(request: EditRequest, clip) -> dict:
+    from ..instant.edit import DEFAULT_ALPHA, DEFAULT_BETA
+
+    neutral = None
+    if request.neutral is not None:
+        neutral = clip.encode_text([request.neutral])
+    return {"alpha": DEFAULT_ALPHA if request.alpha is None else request.alpha,
+            "beta": DEFAULT_BETA if request.beta is None else request.beta,
+            "reference": "neutral" if request.neutral is not None else request.reference, "neutral": neutral}
+
+
+def _instant_edit(request: EditRequest, generator, clip, directions, target, source, run: Run):
+    from .instant import InstantEditRequest, run_instant_edit
+
+    run.status("instant edit")
+    return run_instant_edit(InstantEditRequest(
+        generator, clip, target.vectors, source, target_weights=list(target.weights),
+        layer_freedom=_freedom(request, generator), space=request.space, directions=directions,
+        **_instant_options(request, clip)), run)
+
+
+def _instant_warm_start(request: EditRequest, generator, clip, directions, target, source, settings, run: Run):
+    from .instant import WarmStartRequest, run_warm_start
+
+    options = _instant_options(request, clip)
+    if options["reference"] != "source":
+        raise ParameterError("--init instant: the warm start measures from the source image itself; leave "
+                             "--reference and --neutral out", parameter="init")
+    init, _ = run_warm_start(WarmStartRequest(
+        generator, clip, target.vectors, source, target_weights=list(target.weights),
+        lambda_sim=settings["lambda_sim"], layer_freedom=_freedom(request, generator), beta=options["beta"],
+        space=request.space, directions=directions), run)
+    return init

@@ -89,6 +89,15 @@ class KeyframesRequest:
     seed: int = 0
     preview_every: int = 0
     cache_dir: Path | None = None  # one file per keyframe as soon as it is done (resumable)
+    # follow="instant": no optimisation, a keyframe every follow_seconds from the instant directions
+    # (sgim_nodes.instant; analysed once per generator and CLIP, cached)
+    follow: str = "optimise"
+    follow_seconds: float = 0.25
+    follow_smoothing: float = 0.5
+    alpha: float | None = None
+    beta: float | None = None
+    generator_file: str | None = None
+    analysis_cache: Path | None = None
 
 
 @dataclass
@@ -103,18 +112,25 @@ def run_keyframes(request: KeyframesRequest, run: Run) -> KeyframesResult:
     from ..audio import check_compatible, embed_audio
 
     generator, clip, encoder, features = request.generator, request.clip, request.encoder, request.features
+    if request.follow not in FOLLOW_MODES:
+        raise ParameterError(f"follow: expected one of {FOLLOW_MODES}, got {request.follow!r}", parameter="follow")
     if request.layer_weights is not None:
         request.layer_weights.check(generator.num_ws)
     check_compatible(encoder, clip)
     schedule = parse_prompt_schedule(request.prompts)
     timeline = features.timeline
-    times = keyframe_times(timeline, request.keyframe_seconds, features.onset_times, request.snap_to_onsets)
+    if request.follow == "instant":
+        times = _follow_times(request, timeline)
+    else:
+        times = keyframe_times(timeline, request.keyframe_seconds, features.onset_times, request.snap_to_onsets)
     audio = request.audio
     targets, weights, labels = keyframe_targets(
         times, timeline, read_window=audio.read,
         embed_window=lambda piece: embed_audio(encoder, piece, audio.sample_rate, pool="first")[0],
         window_seconds=encoder.settings.window_seconds, track_seconds=audio.seconds,
         text_embed=lambda prompts: clip.encode_text(prompts), schedule=schedule, text_weight=request.text_weight)
+    if request.follow == "instant":
+        return _instant_keyframes(request, times, targets, weights, labels, run)
     settings = KeyframeSettings(steps=request.steps, keyframe_steps=request.keyframe_steps, lr=request.lr,
                                 lambda_sim=request.lambda_sim, layer_weights=request.layer_weights, seed=request.seed)
     total = settings.steps + settings.keyframe_steps * (len(times) - 1)
@@ -138,6 +154,42 @@ def run_keyframes(request: KeyframesRequest, run: Run) -> KeyframesResult:
                                        times, settings, target_weights=weights, cache_dir=request.cache_dir,
                                        callback=on_step, on_keyframe=on_keyframe,
                                        preview_every=request.preview_every, labels=labels)
+    return KeyframesResult(keyframes, list(times), list(labels))
+
+
+FOLLOW_MODES = ("optimise", "instant")
+
+
+def _follow_times(request: KeyframesRequest, timeline) -> list[float]:
+    """Evenly spaced keyframe times over the timeline for ``follow="instant"`` (0 = one per frame)."""
+    from ..limits import check_float
+
+    step = check_float("follow_seconds", request.follow_seconds, 0.0, 600.0, what="seconds between instant keyframes")
+    if request.snap_to_onsets:
+        raise ParameterError("snap_to_onsets: instant following has a keyframe every follow_seconds; there is "
+                             "nothing to snap", parameter="snap_to_onsets")
+    step = step or 1.0 / timeline.fps
+    count = max(1, int(timeline.duration // step) + 1)
+    return [k * step for k in range(count)]
+
+
+def _instant_keyframes(request: KeyframesRequest, times, targets, weights, labels, run: Run) -> KeyframesResult:
+    """Keyframes that follow their moments through instant edits (no optimisation), smoothed over time."""
+    from ..instant import InstantEditor, cached_directions, instant_keyframes, reference_embedding
+    from ..instant.edit import DEFAULT_ALPHA, DEFAULT_BETA, freedom_of_mask
+
+    generator, clip = request.generator, request.clip
+    directions, _ = cached_directions(generator, clip, generator_file=request.generator_file,
+                                      cache=request.analysis_cache, run=run)
+    editor = InstantEditor(generator, directions, layer_freedom=freedom_of_mask(request.layer_weights))
+    source = request.source_ws[:1].detach().float().to(generator.device)
+    reference = reference_embedding("source", generator=generator, clip=clip, source_ws=source)
+    run.status(f"following {len(times)} moments with instant edits")
+    keyframes = instant_keyframes(editor, source, reference, times, targets, target_weights=weights, labels=labels,
+                                  alpha=DEFAULT_ALPHA if request.alpha is None else request.alpha,
+                                  beta=DEFAULT_BETA if request.beta is None else request.beta,
+                                  smoothing_seconds=request.follow_smoothing)
+    run.progress(1, 1)
     return KeyframesResult(keyframes, list(times), list(labels))
 
 
@@ -238,6 +290,11 @@ class AnimateRequest:
     batch: int = defaults.DEFAULT_BATCH
     cache_dir: Path | None = None
     device: str = "auto"
+    follow: str = "optimise"  # "instant": keyframes every follow_seconds from instant edits, no optimisation
+    follow_seconds: float = 0.25
+    alpha: float | None = None
+    beta: float | None = None
+    analysis_cache: Path | None = None
     timings: dict = field(default_factory=dict)  # filled by run_music_video: seconds per stage
 
 
@@ -288,7 +345,9 @@ def run_music_video(request: AnimateRequest, run: Run):
         snap_to_onsets=request.snap_to_onsets, steps=request.steps, keyframe_steps=request.keyframe_steps,
         lr=request.lr, lambda_sim=request.lambda_sim, layer_weights=mask, prompts=request.prompts,
         text_weight=request.text_weight, seed=request.seed,
-        cache_dir=request.cache_dir or Path(str(request.out) + ".keyframes")), run).keyframes
+        cache_dir=request.cache_dir or Path(str(request.out) + ".keyframes"), follow=request.follow,
+        follow_seconds=request.follow_seconds, alpha=request.alpha, beta=request.beta,
+        generator_file=str(request.generator), analysis_cache=request.analysis_cache), run).keyframes
     timings["keyframes"] = time.perf_counter() - clock
 
     clock = time.perf_counter()

@@ -126,19 +126,10 @@ class ProjectFilesOutcome:
 
 
 def read_pictures(paths: list[Path]):
-    from PIL import Image, UnidentifiedImageError
+    """The pictures to project, each bounded by its header before decoding (``sgim_nodes.pictures``)."""
+    from ..pictures import read_picture
 
-    pictures = []
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                image.load()
-                pictures.append(image.copy())
-        except FileNotFoundError:
-            raise ParameterError(f"IMAGE: file not found: {path}", parameter="image") from None
-        except (UnidentifiedImageError, OSError) as exc:
-            raise ParameterError(f"IMAGE: {path} is not a picture Pillow can read ({exc})", parameter="image") from None
-    return pictures
+    return [read_picture(path, "IMAGE") for path in paths]
 
 
 def run_project(request: ProjectFilesRequest, run: Run) -> ProjectFilesOutcome:

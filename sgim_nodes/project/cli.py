@@ -1,6 +1,6 @@
 """``python -m sgim_nodes project IMAGE --generator G --out CODE.safetensors [--tune]``.
 
-Writes the W+ code (our W+ file: ``edit --source-latent CODE.safetensors`` and the Load Latent node read
+Writes the W+ code (our W+ file: ``edit --source-latent CODE.safetensors`` and the Load W+ Code node read
 it) and ``CODE_projection.png`` (the code rendered). With ``--tune`` (or ``--noise on``) the generator
 that renders the fit is a modified copy, written as ``CODE_generator.safetensors`` (``--tuned-generator``
 to choose); edit with it: ``edit --generator CODE_generator.safetensors --source-latent CODE.safetensors``.
@@ -46,22 +46,29 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tune-lr", type=float, default=TUNE_LR, help=f"tuning learning rate (default {TUNE_LR})")
     p.add_argument("--tuned-generator", type=Path, help="where to write the tuned generator "
                                                         "(default: <out>_generator.safetensors)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random draws (the starting noise maps)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     p.add_argument("--lean-memory", action="store_true", help="CPU: give freed memory back every step (lower peak, slower)")
     return p
 
 
-def _find(folder: str, given: str | None, known: str, arg: str) -> Path:
+def _find_all(wanted: list[tuple[str, str | None, str, str]]) -> dict[str, Path]:
+    """``{arg: path}`` of ``[(folder, given, known default, arg)]``; missing known defaults are fetched
+    on first use, as ``edit`` does (``$SGIM_OFFLINE`` turns that into the missing-models message)."""
     from ..models import KNOWN_MODELS, find_model_file
-    from ..pipeline import missing_models_message
+    from ..pipeline import fetch_missing_models
 
-    found = find_model_file(folder, given, KNOWN_MODELS[known].filename)
-    if found is None:
-        if given:
+    paths, missing = {}, []
+    for folder, given, known, arg in wanted:
+        found = find_model_file(folder, given, KNOWN_MODELS[known].filename)
+        if found is None and given:
             raise ParameterError(f"--{arg}: file not found: {given}", parameter=arg)
-        raise ParameterError(missing_models_message([(arg, known)]), parameter=arg)
-    return found
+        if found is None:
+            missing.append((arg, known))
+        paths[arg] = found
+    if missing:
+        paths.update(fetch_missing_models(missing))
+    return paths
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,10 +81,20 @@ def main(argv: list[str] | None = None) -> int:
 
     if Path(args.out).suffix != ".safetensors":
         raise ParameterError(f"--out: expected a .safetensors file name, got {args.out}", parameter="out")
+    from ..fileio import check_output_file
+
+    out = check_output_file(args.out, "--out", create_folders=False)  # every output, before any work
+    check_output_file(out.with_name(out.stem + "_projection.png"), "--out", create_folders=False)
+    if args.tuned_generator is not None:
+        check_output_file(args.tuned_generator, "--tuned-generator", create_folders=False)
     pictures = read_pictures(args.image)  # a typo in a picture's name stops before the models are looked for
-    generator = _find("stylegan", args.generator, "landscape", "generator")
-    vgg = _find(VGG_FOLDER, args.vgg, "vgg16", "vgg") if args.distance == "lpips" else None
-    clip = _find("sgim_clip", args.clip, "clip-vit-b-32", "clip") if args.distance == "clip" else None
+    wanted = [("stylegan", args.generator, "landscape", "generator")]
+    if args.distance == "lpips":
+        wanted.append((VGG_FOLDER, args.vgg, "vgg16", "vgg"))
+    if args.distance == "clip":
+        wanted.append(("sgim_clip", args.clip, "clip-vit-b-32", "clip"))
+    paths = _find_all(wanted)
+    generator, vgg, clip = paths["generator"], paths.get("vgg"), paths.get("clip")
     math = ProjectRequest(None, None, distance=args.distance, steps=args.steps, space=args.space,
                           w_fraction=args.w_fraction, lr=args.lr, wplus_lr=args.wplus_lr,
                           pixel_weight=args.pixel_weight, optimize_noise=args.noise, fit=args.fit,

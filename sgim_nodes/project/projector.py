@@ -138,6 +138,7 @@ def with_noise_maps(generator, maps: list[torch.Tensor]):
         clone = copy.deepcopy(generator)
         for buffer, noise in zip(clone.noise_buffers(), maps):
             buffer.copy_(noise.detach())
+    clone.source_file = None  # other weights than the file's: caches keyed by the file must not match it
     return clone
 
 
@@ -271,6 +272,7 @@ def tune_generator(generator, ws: torch.Tensor, measure: Callable[[torch.Tensor]
     targets = measure.targets
     with torch.inference_mode(False), torch.enable_grad():
         tuned = with_noise_maps(generator, noise_maps) if noise_maps is not None else copy.deepcopy(generator)
+        tuned.source_file = None  # tuned weights: no longer the file's
         modulation = getattr(tuned, "modulation", None)
         if modulation is not None and modulation != "weight":
             tuned.modulation = "weight"  # the activation form's hand-written backward computes no weight gradient
