@@ -222,8 +222,8 @@ def show_node_text(text: str, node_id: str | None) -> None:
 
 
 def register_routes() -> None:
-    """``GET /sgim/generator_info?name=FILE`` for the layer-mask editor and ``GET /sgim/search_aliases``
-    (must run at import)."""
+    """``GET /sgim/generator_info?name=FILE`` for the layer-mask editor, ``GET /sgim/search_aliases`` and
+    the live page under ``/sgim/live/`` (must run at import)."""
     try:
         from aiohttp import web
         from server import PromptServer  # type: ignore[import-not-found]
@@ -249,6 +249,10 @@ def register_routes() -> None:
     async def search_aliases_route(request):  # for frontends whose server does not send SEARCH_ALIASES
         return web.json_response({node_id: list(getattr(cls, "SEARCH_ALIASES", []))
                                   for node_id, cls in NODE_CLASSES.items()})
+
+    from .live import register_live_routes  # the live page, /sgim/live/ (comfy_nodes/live.py)
+
+    register_live_routes(server.routes)
 
 
 

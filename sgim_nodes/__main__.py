@@ -14,6 +14,7 @@ COMMANDS = {
     # name: (module, one-line help)
     "edit": ("sgim_nodes.pipeline", "sound/text-guided edit of a StyleGAN2 image (the main job)"),
     "animate": ("sgim_nodes.animate.cli", "a music video: a sound-driven W+ trajectory rendered into an .mp4"),
+    "live": ("sgim_nodes.live.cli", "the picture follows a microphone or a playing track live, in a web page"),
     "project": ("sgim_nodes.project.cli", "project your own picture into a generator's W+ (optionally tune it)"),
     "embed-audio": ("sgim_nodes.audio.cli", "embed an audio file into CLIP space and print a summary"),
     "analyze": ("sgim_nodes.instant.cli", "analyse a generator once for instant edits (cached StyleSpace directions)"),

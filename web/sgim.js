@@ -1,5 +1,6 @@
 // comfyui-sgim frontend: the layer-mask bar editor on "Layer Mask (SGIM)", the loss readout on
-// "Optimize Latent (SGIM)", and search aliases for the pack's nodes.
+// "Optimize Latent (SGIM)", search aliases for the pack's nodes, and a menu entry (Extensions > SGIM)
+// opening the live page.
 //
 // Layer Mask: the node sends two widgets, `preset` and `weights` (a JSON list, one value per W+ layer,
 // used when preset is "custom"; hidden here, edited through the bars). The editor always draws what
@@ -464,8 +465,16 @@ const SETUP = {
   SGIMLoadStyleGAN: setUpGeneratorLoader,
 };
 
+// The live page (/sgim/live/, served by the pack: comfy_nodes/live.py) opens in its own tab.
+export function openLivePage() {
+  return window.open(`${api.api_base ?? ""}/sgim/live/`, "_blank");
+}
+
 app.registerExtension({
   name: "sgim.nodes",
+  commands: [{ id: "sgim.openLive", label: "SGIM Live (picture follows the microphone)", icon: "pi pi-microphone",
+               function: openLivePage }],
+  menuCommands: [{ path: ["Extensions", "SGIM"], commands: ["sgim.openLive"] }],
   setup() {
     recordQueuedPrompts();
     api.addEventListener(LOSS_EVENT, onLoss);

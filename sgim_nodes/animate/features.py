@@ -64,15 +64,49 @@ class AudioFeatures:
                            **{name: [round(v, 5) for v in self.values[name]] for name in FEATURE_NAMES}})
 
 
+class SpectralAnalysis:
+    """The six raw values of consecutive analysis frames (``N_FFT`` samples every ``HOP``), in stream order.
+
+    Called with blocks of ``(count - 1) * HOP + N_FFT`` samples that overlap by ``N_FFT - HOP``; keeps the
+    last log magnitude so that the flux runs on across blocks. Shared by the offline features and the
+    causal live ones (``sgim_nodes.live``), so both measure the same thing.
+    """
+
+    def __init__(self):
+        import torchaudio.functional as AF
+
+        self._spectrogram = AF.spectrogram
+        self.previous_log_magnitude: torch.Tensor | None = None
+        self.window = torch.hann_window(N_FFT)
+        freqs = torch.linspace(0, ANALYSIS_RATE / 2, N_FFT // 2 + 1)
+        self.freqs = freqs
+        self.band_masks = [((freqs >= lo) & (freqs < hi)) for lo, hi in BANDS.values()]
+
+    def __call__(self, block: torch.Tensor) -> np.ndarray:
+        """``[6, count]`` float64: rms, flux, centroid and the three band magnitudes per analysis frame."""
+        spec = self._spectrogram(block, pad=0, window=self.window, n_fft=N_FFT, hop_length=HOP, win_length=N_FFT,
+                                 power=None, normalized=False, center=False).abs()  # [bins, count]
+        magnitude = spec.T  # [count, bins]
+        samples = block.unfold(0, N_FFT, HOP)  # [count, N_FFT]
+        rms = samples.square().mean(dim=1).sqrt()
+        log_mag = torch.log1p(FLUX_COMPRESSION * magnitude)
+        previous = log_mag[:1] if self.previous_log_magnitude is None else self.previous_log_magnitude
+        flux = (log_mag - torch.cat([previous, log_mag[:-1]])).clamp_min(0).mean(dim=1)
+        self.previous_log_magnitude = log_mag[-1:]
+        total = magnitude.sum(dim=1)
+        centroid = torch.where(total > 1e-8, (magnitude * self.freqs).sum(dim=1) / total.clamp_min(1e-12),
+                               torch.zeros_like(total))
+        power = magnitude.square()
+        bands = [power[:, mask].mean(dim=1).sqrt() for mask in self.band_masks]
+        return torch.stack([rms, flux, centroid, *bands]).double().numpy()
+
+
 class _FrameAccumulator:
     """Streaming STFT over mono chunks at ANALYSIS_RATE, reduced to per-video-frame sums."""
 
     BLOCK = 1 << 17  # samples analysed at once (6 s at 22050 Hz)
 
     def __init__(self, timeline: Timeline):
-        import torchaudio.functional as AF
-
-        self._spectrogram = AF.spectrogram
         self.timeline = timeline
         self.frames = timeline.frames
         self.sums = np.zeros((len(FEATURE_NAMES), self.frames), dtype=np.float64)
@@ -80,11 +114,7 @@ class _FrameAccumulator:
         self.onset_max = np.zeros(self.frames, dtype=np.float64)
         self.buffer = torch.zeros(N_FFT // 2)  # centred frames: frame k is centred on sample k * HOP
         self.next_frame = 0
-        self.previous_log_magnitude: torch.Tensor | None = None
-        self.window = torch.hann_window(N_FFT)
-        freqs = torch.linspace(0, ANALYSIS_RATE / 2, N_FFT // 2 + 1)
-        self.freqs = freqs
-        self.band_masks = [((freqs >= lo) & (freqs < hi)) for lo, hi in BANDS.values()]
+        self.analysis = SpectralAnalysis()
         self.samples_needed = int(math.ceil(timeline.duration * ANALYSIS_RATE))
         self.samples_seen = 0
         self.pending: list[torch.Tensor] = []
@@ -133,21 +163,7 @@ class _FrameAccumulator:
         used = (count - 1) * HOP + N_FFT
         block = self.buffer[:used]
         self.buffer = self.buffer[count * HOP:]
-        spec = self._spectrogram(block, pad=0, window=self.window, n_fft=N_FFT, hop_length=HOP, win_length=N_FFT,
-                                 power=None, normalized=False, center=False).abs()  # [bins, count]
-        magnitude = spec.T  # [count, bins]
-        samples = block.unfold(0, N_FFT, HOP)  # [count, N_FFT]
-        rms = samples.square().mean(dim=1).sqrt()
-        log_mag = torch.log1p(FLUX_COMPRESSION * magnitude)
-        previous = log_mag[:1] if self.previous_log_magnitude is None else self.previous_log_magnitude
-        flux = (log_mag - torch.cat([previous, log_mag[:-1]])).clamp_min(0).mean(dim=1)
-        self.previous_log_magnitude = log_mag[-1:]
-        total = magnitude.sum(dim=1)
-        centroid = torch.where(total > 1e-8, (magnitude * self.freqs).sum(dim=1) / total.clamp_min(1e-12),
-                               torch.zeros_like(total))
-        power = magnitude.square()
-        bands = [power[:, mask].mean(dim=1).sqrt() for mask in self.band_masks]
-        values = torch.stack([rms, flux, centroid, *bands]).double().numpy()  # [6, count]
+        values = self.analysis(block)  # [6, count]
         times = (np.arange(self.next_frame, self.next_frame + count) * HOP) / ANALYSIS_RATE
         video = np.floor(times * self.timeline.fps + 0.5).astype(np.int64)
         keep = (video >= 0) & (video < self.frames)

@@ -157,14 +157,18 @@ class VideoWriter:
     ``audio`` is an iterator of float32 ``[channels, n]`` chunks at ``sample_rate`` starting at the
     first frame's time; exactly ``timeline.audio_samples(sample_rate)`` samples are written (silence
     if the track ends early), interleaved with the video as frames arrive.
+
+    ``open_ended``: the number of frames is not known in advance (a live session); the audio then
+    ends with the last frame written, by the same rule, and ``timeline.frames`` is not used.
     """
 
     def __init__(self, path: str | Path, timeline: Timeline, width: int, height: int,
                  audio: Iterator[torch.Tensor] | None = None, sample_rate: int = 0, channels: int = 0,
-                 crf: int = 18, threads: int | None = None, video_template=None):
+                 crf: int = 18, threads: int | None = None, video_template=None, open_ended: bool = False):
         import av
 
         self.timeline = timeline
+        self.open_ended = open_ended
         self.container = av.open(str(path), mode="w", format="mp4")
         rate = frame_rate_fraction(timeline.fps)
         self.encoding = video_template is None
@@ -237,7 +241,8 @@ class VideoWriter:
             for packet in self.video.encode(None) if self.encoding else ():
                 self.container.mux(packet)
             if self.audio is not None:
-                self._write_audio(self.audio_total)
+                self._write_audio(self.timeline.audio_samples(self.sample_rate, self.frames_written)
+                                  if self.open_ended else self.audio_total)
                 for packet in self.audio.encode(None):
                     self.container.mux(packet)
         finally:

@@ -500,3 +500,20 @@ def test_loss_readout_shows_only_the_prompts_this_tab_queued(frontend, server, s
     assert send(latest, 3, 9) == "step 3/9"  # a prompt this tab queued
     assert send("a-prompt-queued-elsewhere", 4, 7) == "step 3/9"
     page.screenshot(path=str(shots / "loss_readout_prompt_keyed.png"))
+
+
+def test_menu_entry_opens_the_live_page(frontend, shots):
+    """Extensions > SGIM > SGIM Live: the command the pack registers opens /sgim/live/ in a new tab."""
+    page = frontend.page
+    commands = page.evaluate(f"() => ({APP}.extensions.find(e => e.name === 'sgim.nodes').commands || []).map(c => c.id)")
+    assert "sgim.openLive" in commands
+    with page.context.expect_page(timeout=30_000) as opened:
+        page.evaluate(f"() => {APP}.extensionManager.command.execute('sgim.openLive')")
+    live = opened.value
+    live.wait_for_load_state()
+    assert live.url.endswith("/sgim/live/")
+    live.wait_for_function("() => document.querySelector('#choices select[data-role=generator]')", timeout=30_000)
+    assert live.locator("#start").inner_text() == "Start"
+    live.screenshot(path=str(shots / "live_in_comfyui.png"))
+    live.close()
+    assert not frontend.our_problems(), frontend.our_problems()
