@@ -166,10 +166,10 @@ def run_worker(kind: str, resolution: int, steps: int, warmup: int) -> dict:
         with autocast_context(device, autocast):
             if kind == "project":
                 project_image(ours, picture, distance="lpips", lpips=lpips, steps=steps + warmup, space="w",
-                              optimize_noise=True, callback=on_step)
+                              optimize_noise=True, callback=on_step, reuse_cpu_memory=True)  # the CLI's policy
             else:
                 project_image(ours, picture, distance="lpips", lpips=lpips, steps=1, space="w",
-                              tune_steps=steps + warmup, callback=on_step)
+                              tune_steps=steps + warmup, callback=on_step, reuse_cpu_memory=True)
         if kind == "tune":
             stamps.pop(0)  # timing starts at the first tuning step's end
         extra.update(device=str(device), autocast=autocast)

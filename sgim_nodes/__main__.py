@@ -14,8 +14,10 @@ COMMANDS = {
     # name: (module, one-line help)
     "edit": ("sgim_nodes.pipeline", "sound/text-guided edit of a StyleGAN2 image (the main job)"),
     "animate": ("sgim_nodes.animate.cli", "a music video: a sound-driven W+ trajectory rendered into an .mp4"),
+    "live": ("sgim_nodes.live.cli", "the picture follows a microphone or a playing track live, in a web page"),
     "project": ("sgim_nodes.project.cli", "project your own picture into a generator's W+ (optionally tune it)"),
     "embed-audio": ("sgim_nodes.audio.cli", "embed an audio file into CLIP space and print a summary"),
+    "analyze": ("sgim_nodes.instant.cli", "analyse a generator once for instant edits (cached StyleSpace directions)"),
     "convert": ("sgim_nodes.convert", "convert a StyleGAN2/3 or audio-encoder checkpoint to our .safetensors"),
     "download": ("sgim_nodes.download", "download a known model file (or say how to get it offline)"),
     "train": ("sgim_nodes.train.__main__", "train an audio encoder into an open_clip model's space"),
@@ -64,9 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if name == "test":
         return _run_tests(rest)
+    from .cli_help import command_flags
     from .errors import run_command
 
-    return run_command(importlib.import_module(COMMANDS[name][0]).main, rest)
+    module = importlib.import_module(COMMANDS[name][0])
+    return run_command(module.main, rest, command_flags(module))
 
 
 def train_entry() -> int:

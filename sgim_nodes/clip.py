@@ -11,7 +11,8 @@ Supported files (never any network access: open_clip is always called with ``pre
   ``model_name`` only labels the model (default: the matching open_clip name, e.g. ``ViT-B-32``);
 * open_clip state dicts (``.bin``/``.pt``/``.pth``/``.safetensors``) with an open_clip model name, or with
   their config beside them (``<weights stem>.json``, or Hugging Face's ``open_clip_config.json``) or passed
-  as ``config``. Without either, the name is inferred from the tensor shapes and the file name when exactly
+  as ``config`` (validated first by :func:`check_clip_config`: bounded sizes, and nothing that would make
+  open_clip fetch a Hugging Face or pretrained timm tower from a hub). Without either, the name is inferred from the tensor shapes and the file name when exactly
   one built-in config fits; else a clear error asks for it (e.g. ``ViT-B-32`` and ``ViT-B-32-quickgelu``
   have identical weights layouts). open_clip's config registry is read, never written.
 
@@ -108,16 +109,60 @@ def read_model_config(path: str | os.PathLike) -> dict[str, Any]:
     """An open_clip model config from a JSON file (plain, or Hugging Face's with a ``model_cfg`` entry)."""
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ModelFileError(f"{path}: {path.stat().st_size:,} bytes is far more than an open_clip model config "
+                                 f"(limit {MAX_CONFIG_BYTES:,})")
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise ParameterError(f"clip_config: {path} not found (expected an open_clip model config .json)",
                              parameter="config") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{path}: not an open_clip model config ({exc})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ModelFileError(f"{path}: not an open_clip model config ({type(exc).__name__}: "
+                             f"{str(exc)[:200]})") from None
     config = data.get("model_cfg", data) if isinstance(data, dict) else None
     if not isinstance(config, dict) or "embed_dim" not in config or "vision_cfg" not in config:
         raise ModelFileError(f"{path}: not an open_clip model config (needs embed_dim, vision_cfg, text_cfg)")
+    check_clip_config(config, str(path))
     return config
+
+
+MAX_CONFIG_BYTES = 1 << 20  # an open_clip config JSON (real ones: under 2 KB)
+_CONFIG_INTS = {"embed_dim": 4096, "width": 16384, "head_width": 16384, "heads": 256, "patch_size": 1024,
+                "image_size": 8192, "context_length": 8192, "vocab_size": 1 << 20, "layers": 128,
+                "attn_pooler_queries": 4096, "attn_pooler_heads": 256}
+
+
+def check_clip_config(config: dict[str, Any], source: str) -> None:
+    """An open_clip model config (from a file beside the weights, or given) within bounds before anything
+    is built, and never one that makes open_clip reach a model hub (Hugging Face text towers and
+    tokenizers, pretrained timm towers): a load reads local files only."""
+    from .limits import MAX_TRANSFORMER_LAYERS, check_int, short_repr
+
+    def check_value(key: str, value: Any, where: str) -> None:
+        if key in _CONFIG_INTS:
+            limit = MAX_TRANSFORMER_LAYERS if key == "layers" else _CONFIG_INTS[key]
+            values = value if key in ("layers", "image_size") and isinstance(value, (list, tuple)) else [value]
+            if key in ("layers", "image_size") and len(values) > 8:
+                raise ModelFileError(f"{source}: {where}{key} lists {len(values)} values")
+            for item in values:
+                try:
+                    check_int(f"{where}{key}", item, 1, limit)
+                except ParameterError as exc:
+                    raise ModelFileError(f"{source}: {exc}") from None
+        if (key.startswith("hf_") and key != "hf_proj_type" and key != "hf_pooler_type" and value) \
+                or (key == "timm_model_pretrained" and value):
+            raise ModelFileError(f"{source}: {where}{key}={short_repr(value)} would fetch a model from a hub; "
+                                 "CLIP loads read local files only (models with Hugging Face text towers or "
+                                 "pretrained timm towers are not supported)")
+
+    for key, value in config.items():
+        if key in ("vision_cfg", "text_cfg"):
+            if not isinstance(value, dict):
+                raise ModelFileError(f"{source}: '{key}' should be a JSON object, found {type(value).__name__}")
+            for inner, item in value.items():
+                check_value(str(inner), item, f"{key}.")
+        else:
+            check_value(str(key), value, "")
 
 
 def config_beside(path: Path) -> tuple[str, dict[str, Any]] | None:
@@ -165,7 +210,9 @@ def _create_open_clip(name: str, config: dict[str, Any] | None = None) -> torch.
     import open_clip
 
     if config is not None:
+        check_clip_config(config, "config")
         return _model_from_config(config)
+    check_clip_config(open_clip.get_model_config(name) or {}, f"open_clip model {name!r}")
     quiet = _QuietRandomInitWarning()
     logging.getLogger().addFilter(quiet)
     try:
@@ -319,6 +366,9 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             state = state["state_dict"]
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelFileError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
+    from .limits import check_file_claims
+
+    check_file_claims(path, state)  # expanded views claim no more than the file stores
     if next(iter(state)).startswith("module."):
         state = {k[len("module."):]: v for k, v in state.items()}
     return state
@@ -568,6 +618,19 @@ def load_clip(path: str | os.PathLike, model_name: str | None = None, device: st
             if config is None and open_clip.get_model_config(model_name) is None:
                 raise ParameterError(f"model_name: unknown open_clip model {model_name!r}; "
                                      f"known: {', '.join(open_clip.list_models()[:12])}, ...", parameter="model_name")
+            built_from = config if config is not None else open_clip.get_model_config(model_name)
+            check_clip_config(built_from, str(path) if config is not None else f"open_clip model {model_name!r}")
+            import warnings
+
+            with torch.device("meta"), warnings.catch_warnings():  # the size it claims, before it is built for real
+                warnings.simplefilter("ignore")  # loading real tensors into meta ones is a no-op torch warns about
+                claimed = _model_from_config(built_from)
+                _load_into(claimed, state, str(path))  # names and shapes first: "do not fit" says more
+            from .limits import check_claimed
+
+            check_claimed(path, list(claimed.parameters()) + list(claimed.buffers()), path.stat().st_size,
+                          "model config's tensors")
+            del claimed
             model = _create_open_clip(model_name, config)
             _load_into(model, state, str(path))
             name = model_name or path.stem

@@ -72,14 +72,25 @@ def torch_message(exc: BaseException) -> str:
     return "; ".join(kept[:2]) if kept else type(exc).__name__
 
 
-def run_command(main, argv=None) -> int:
-    """Run a command's ``main(argv)``: user-caused errors become one clear line and exit code 1."""
+def with_flags(message: str, flags: dict[str, str]) -> str:
+    """``message`` with its leading library parameter(s) ("end: ...", "start_seconds/end_seconds: ...")
+    named as the flags that set them ("--end: ..."), so a terminal user reads what they typed."""
+    head, sep, rest = message.partition(": ")
+    names = head.split("/")
+    if not sep or not all(name in flags for name in names):
+        return message
+    return "/".join(flags[name] for name in names) + sep + rest
+
+
+def run_command(main, argv=None, flags: dict[str, str] | None = None) -> int:
+    """Run a command's ``main(argv)``: user-caused errors become one clear line and exit code 1.
+    ``flags`` maps library parameters to the command's flags (see :func:`with_flags`)."""
     import sys
 
     try:
         return int(main(argv) or 0)
     except SGIMError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {with_flags(str(exc), flags or {})}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

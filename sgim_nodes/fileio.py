@@ -47,9 +47,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def check_output_file(path: str | os.PathLike, parameter: str = "out") -> Path:
+def check_output_file(path: str | os.PathLike, parameter: str = "out", *, create_folders: bool = True) -> Path:
     """Before any work: ``path`` can be written as a file (not a folder, parent creatable, a name the
-    file system takes), so a long run never ends by failing to save its result."""
+    file system takes), so a long run never ends by failing to save its result. With
+    ``create_folders=False`` (the commands' ``--out``) a missing folder is refused, naming it, rather
+    than created silently (a typo in a folder name would otherwise scatter results)."""
     from .errors import ParameterError
     from .limits import check_file_name
 
@@ -58,6 +60,12 @@ def check_output_file(path: str | os.PathLike, parameter: str = "out") -> Path:
         raise ParameterError(f"{parameter}: {path} is an existing folder; give a file name for the result",
                              parameter=parameter)
     check_file_name(parameter, path.name)
+    if not create_folders and not path.parent.exists():
+        missing = path.parent
+        while not missing.parent.exists():
+            missing = missing.parent
+        raise ParameterError(f"{parameter}: the folder {missing} does not exist; create it first "
+                             f"(mkdir -p {path.parent}) or give a path in an existing folder", parameter=parameter)
     for parent in [path.parent, *path.parent.parents]:
         if parent.exists():
             if not parent.is_dir():
@@ -114,8 +122,11 @@ def load_model_file(path: str | os.PathLike, kind: str, device: str | torch.devi
         raise ModelFileError(f"{path}: expected a comfyui-sgim '{kind}' file, but this is {what}")
     try:
         config = json.loads(metadata.get("config", "{}"))
-    except json.JSONDecodeError as exc:
-        raise ModelFileError(f"{path}: the 'config' metadata is not valid JSON ({exc})") from None
+    except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: arrays nested 100,000 deep
+        raise ModelFileError(f"{path}: the 'config' metadata is not valid JSON of usable depth "
+                             f"({type(exc).__name__})") from None
+    if not isinstance(config, dict):
+        raise ModelFileError(f"{path}: the 'config' metadata should be a JSON object, found {type(config).__name__}")
     try:
         tensors = load_file(str(path), device=str(device))
     except Exception as exc:

@@ -53,16 +53,27 @@ def save_wplus(path: str | os.PathLike, ws: torch.Tensor, generator_name: str = 
 def load_wplus(path: str | os.PathLike) -> tuple[torch.Tensor, str, torch.Tensor | None]:
     """Read a W+ file: ``(ws, generator_name, source_ws or None)``."""
     tensors, config, _ = load_model_file(path, WPLUS_KIND)
+    usable = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
     ws = tensors.get("ws")
-    if ws is None or ws.dim() != 3 or not ws.is_floating_point() or ws.shape[0] == 0:
-        raise ModelFileError(f"{path}: expected a float tensor 'ws' of shape [batch >= 1, num_ws, w_dim]")
+    if ws is None or ws.dim() != 3 or ws.dtype not in usable or ws.shape[0] == 0:
+        found = "none" if ws is None else f"{str(ws.dtype).replace('torch.', '')} {list(ws.shape)}"
+        raise ModelFileError(f"{path}: expected a float16/32/64 tensor 'ws' of shape [batch >= 1, num_ws, w_dim], "
+                             f"found {found}")
+    source = tensors.get("source_ws")
+    if source is not None and (source.dtype not in usable or source.shape != ws.shape):
+        raise ModelFileError(f"{path}: 'source_ws' should be a float tensor shaped like 'ws' {list(ws.shape)}, found "
+                             f"{str(source.dtype).replace('torch.', '')} {list(source.shape)}")
+    generator = config.get("generator", "")
+    if not isinstance(generator, str):
+        raise ModelFileError(f"{path}: the 'generator' entry of the config should be a name, found "
+                             f"{type(generator).__name__}")
     try:
         check_wplus_values(ws, str(path))
         if tensors.get("source_ws") is not None:
             check_wplus_values(tensors["source_ws"], f"{path} (source_ws)")
     except NonFiniteError as exc:
         raise ModelFileError(str(exc)) from None
-    return ws, str(config.get("generator", "")), tensors.get("source_ws")
+    return ws, generator, source
 
 
 def check_wplus_fits(ws: torch.Tensor, generator, what: str = "ws") -> torch.Tensor:
@@ -99,3 +110,14 @@ def style_mix(ws_a: torch.Tensor, ws_b: torch.Tensor, blend: torch.Tensor) -> to
     check_wplus_values(ws_a, "ws_a", "ws_a")
     check_wplus_values(ws_b, "ws_b", "ws_b")
     return torch.lerp(ws_a, ws_b.to(ws_a), blend[None, :, None])
+
+
+def legacy_wplus_path(name: str, input_dir: str, output_dir: str, wplus_folder: str) -> str:
+    """Where the old Load Latent node found ``name``: "x [output]" in the output folder, else the input
+    folder, else today's ``input/<wplus_folder>``; never outside those folders."""
+    root, name = ((output_dir, name[: -len(" [output]")]) if name.endswith(" [output]") else (input_dir, name))
+    current = os.path.join(input_dir, wplus_folder, os.path.basename(name))
+    path = os.path.realpath(os.path.join(root, name))
+    if os.path.commonpath([os.path.realpath(root), path]) != os.path.realpath(root):
+        return current
+    return path if os.path.isfile(path) else current

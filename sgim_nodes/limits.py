@@ -26,12 +26,23 @@ MAX_TENSORS = 100_000  # tensors in one network
 # to more than this many times its stored size (and more than MIN_INFLATED_BYTES) is a zip bomb.
 MAX_COMPRESSION_RATIO = 16
 MIN_INFLATED_BYTES = 1 << 20
+# What a file's tensors and arrays claim (elements x dtype size, each use of a shared one counted, expanded
+# or stride-0 views at their full size) must come from bytes the file holds: a real model claims about
+# its own size (x2 leaves room for tied weights); a few KB of views over one tiny storage claim gigabytes.
+MAX_CLAIM_RATIO = 2
+CLAIM_SLACK_BYTES = 16 << 20  # small files (test models, configs) need not be exact
+MAX_OBJECT_VISITS = 1_000_000  # objects reached while adding up what a file claims (per use)
 
 # --- generator configs (our .safetensors metadata, or inferred from tensors) ------------------------
 MAX_RESOLUTION = 4096
 MAX_CHANNELS = 4096  # feature channels per resolution, z_dim, w_dim, mapping width
 MAX_MAPPING_LAYERS = 32
 MAX_BLUR_TAPS = 16
+MAX_CLASSES = 100_000  # c_dim of a conditional generator (ImageNet: 1,000)
+# StyleGAN3 designs: the largest activation one layer computes for one image (channels x its upsampled
+# grid), derived from the config at load time. NVlabs' 1024 px T / R: 0.6 G / 1.2 G values; a 4096 px R
+# with the default margins 3.5 G; 4096 px with margin 1024 and 64-tap filters: 39 G.
+MAX_LAYER_ACTIVATION = 1 << 32
 
 # --- audio encoders (our .safetensors metadata) -------------------------------------------------------
 MAX_EMBED_DIM = 4096  # CLIP embedding width (the largest CLIP: 1280)
@@ -47,21 +58,32 @@ MAX_TRANSFORMER_LAYERS = 128  # blocks per tower (the largest CLIP, ViT-bigG/14,
 MAX_LATENT_ABS = 1e5  # |w| of a W+ code (real codes: about 10; long edits at the largest lr: < 1e5)
 MAX_AUDIO_ABS = 1e4  # |sample| of decoded audio (nominally within +-1)
 MAX_SAMPLE_RATE = 768_000  # Hz (the highest rate studio formats use)
+# Decoded float32 samples per byte of an audio file: even low-bit-rate speech codecs stay under ~300x
+# (Opus at 6 kbit/s: 256x); a few KB of FLAC frames that all say "silence" can decode to gigabytes.
+MAX_AUDIO_INFLATION = 1000
+MIN_AUDIO_BUDGET_BYTES = 256 << 20  # short files may always decode this much
 MAX_STEPS = 1_000_000  # optimiser steps in one run
 MAX_LR = 100.0  # optimiser learning rate (the paper uses 0.05-0.1)
 MAX_LOSS_WEIGHT = 1e6  # lambda_sim, lambda_id on the command line (the paper: < 0.01)
 MAX_TRUNCATION = 10.0  # truncation psi of a random source code (the paper: 0.7)
 MAX_BATCH = 4096  # codes edited together
 MAX_SEED = 2 ** 64 - 1  # torch generators take 64-bit seeds
+# --- downloads (``download NAME``) ---
+MAX_DOWNLOAD_BYTES = 8 << 30  # one model file (the largest known ones: about 1 GB)
+MIN_DOWNLOAD_RATE = 20_000  # bytes per second on average: slower than this is a stalled or drip-fed transfer
+MIN_DOWNLOAD_SECONDS = 600  # ... but any transfer may take this long
+MAX_PICTURE_PIXELS = 1 << 26  # pixels of a picture file, read from its header before decoding (8192 x 8192)
 MAX_FILENAME_BYTES = 200  # one file name we create (file systems allow 255; temp files add a suffix)
+MAX_NAME_CHARS = 200  # one class name, or an index given as text
+MAX_REPR_CHARS = 120  # a value from a file quoted in an error message
 
 
 def check_int(name: str, value: Any, minimum: int, maximum: int, what: str = "") -> int:
     """``value`` as an int in ``[minimum, maximum]`` (bools and non-integral floats refused)."""
     ok = not isinstance(value, bool) and (isinstance(value, int) or (isinstance(value, float) and value.is_integer()))
     if not ok or not minimum <= int(value) <= maximum:
-        raise ParameterError(f"{name}: expected {what or 'an integer'} from {minimum} to {maximum}, got {value!r}",
-                             parameter=name)
+        raise ParameterError(f"{name}: expected {what or 'an integer'} from {minimum} to {maximum}, "
+                             f"got {short_repr(value)}", parameter=name)
     return int(value)
 
 
@@ -70,13 +92,25 @@ def check_float(name: str, value: Any, minimum: float, maximum: float, *, exclus
     """``value`` as a finite float in ``[minimum, maximum]`` (or ``(minimum, maximum]``)."""
     try:
         number = float(value) if not isinstance(value, (bool, str)) else math.nan
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a 400-digit integer
         number = math.nan
     low_ok = number > minimum if exclusive_minimum else number >= minimum
     if not math.isfinite(number) or not low_ok or number > maximum:
         bracket = "(" if exclusive_minimum else "["
         raise ParameterError(f"{name}: expected {what or 'a number'} in {bracket}{minimum:g}, {maximum:g}], "
-                             f"got {value!r}", parameter=name)
+                             f"got {short_repr(value)}", parameter=name)
+    return number
+
+
+def check_weight(name: str, value: Any, positive: bool = False) -> float:
+    """A finite number ``>= 0`` (``> 0`` when ``positive``): a learning rate, a loss weight, a fraction."""
+    try:
+        number = float(value) if not isinstance(value, (bool, str)) else math.nan
+    except (TypeError, ValueError):
+        raise ParameterError(f"{name}: expected a number, got {value!r}", parameter=name) from None
+    if not math.isfinite(number) or number < 0 or (positive and number == 0):
+        raise ParameterError(f"{name}: expected a finite number {'> 0' if positive else '>= 0'}, got {value!r}",
+                             parameter=name)
     return number
 
 
@@ -130,3 +164,78 @@ def check_tree_walk(path, uses: int, depth: int, tensors: int, typical: str) -> 
             f"{path}: the module tree goes beyond what a model file can hold (limits: {MAX_MODULE_RECORDS:,} "
             f"module records counting shared ones per use, {MAX_NESTING_DEPTH} levels of nesting, "
             f"{MAX_TENSORS:,} tensors; {typical}); the file is damaged or crafted to exhaust memory")
+
+
+def short_repr(value: Any, limit: int = MAX_REPR_CHARS) -> str:
+    """``repr(value)`` cut to ``limit`` characters, safe for values from a file: lists nested 100,000 deep
+    or a 5,000-digit integer must not fail (RecursionError, int-to-str limit) while an error is worded."""
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother, short.maxlong = 3, limit, limit, limit
+    try:
+        text = short.repr(value)
+    except (RecursionError, ValueError, TypeError, OverflowError):
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def claimed_bytes(value: Any) -> int:
+    """Bytes a tensor or numpy array claims: elements x element size, from its shape (so an expanded or
+    stride-0 view counts at the size it would materialise to), 0 for anything else."""
+    shape, size = None, 0
+    if hasattr(value, "element_size") and hasattr(value, "shape"):  # torch.Tensor (imported lazily)
+        shape, size = tuple(value.shape), int(value.element_size())
+    elif hasattr(value, "itemsize") and hasattr(value, "shape") and hasattr(value, "dtype"):  # numpy
+        shape, size = tuple(value.shape), int(value.itemsize)
+    if shape is None:
+        return 0
+    return math.prod(int(n) for n in shape) * size
+
+
+def check_claimed(source, values, stored_bytes: int, what: str = "tensors") -> int:
+    """Refuse a file whose ``values`` (tensors / arrays; an iterable, each use of a shared one listed) claim
+    more than :data:`MAX_CLAIM_RATIO` x the ``stored_bytes`` the file holds (+ :data:`CLAIM_SLACK_BYTES`),
+    before anything is materialised. Returns the claimed total."""
+    limit = MAX_CLAIM_RATIO * int(stored_bytes) + CLAIM_SLACK_BYTES
+    total = 0
+    for value in values:
+        total += claimed_bytes(value)
+        if total > limit:
+            from .errors import ModelFileError
+
+            raise ModelFileError(
+                f"{source}: its {what} claim more than {limit:,} bytes (shapes x element sizes, shared and "
+                f"expanded views counted in full) from a {int(stored_bytes):,}-byte file; a file can only claim "
+                f"about what it stores (limit {MAX_CLAIM_RATIO}x + {CLAIM_SLACK_BYTES >> 20} MiB), so it is "
+                "damaged or crafted to exhaust memory")
+    return total
+
+
+def iter_claims(obj: Any, source) -> "Any":
+    """Every tensor / array inside ``obj`` (dicts, lists, tuples, and the args / state of inert pickle
+    records), once per use, walked iteratively and bounded by :data:`MAX_OBJECT_VISITS`."""
+    pending, visits = [obj], 0
+    while pending:
+        item = pending.pop()
+        visits += 1
+        if visits > MAX_OBJECT_VISITS:
+            from .errors import ModelFileError
+
+            raise ModelFileError(f"{source}: the file's object tree goes beyond {MAX_OBJECT_VISITS:,} objects "
+                                 "(counting shared ones per use); damaged or crafted to exhaust memory")
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            pending.extend(item)
+        elif hasattr(item, "qualname") and hasattr(item, "args"):  # safe_pickle.PlainObject
+            pending.extend((item.args, item.kwargs, item.state))
+        elif claimed_bytes(item):
+            yield item
+
+
+def check_file_claims(path, obj: Any, what: str = "tensors") -> None:
+    """:func:`check_claimed` for every tensor / array a loaded file holds, against the file's size."""
+    import os
+
+    check_claimed(path, iter_claims(obj, path), os.path.getsize(path), what)

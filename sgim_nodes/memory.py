@@ -14,11 +14,13 @@ PyTorch process converges to anyway (glibc raises its mmap threshold to 32 MB af
 free) and calls ``malloc_trim(0)`` so the memory goes back to the system. Elsewhere than glibc
 (macOS, Windows, musl) it does nothing. CUDA memory has its own caching allocator and is not affected.
 
-Where it is used: the command line (the process is ours). Not inside ComfyUI: the settings are
-process-wide, glibc has no getter to read them back, and any mallopt of a threshold switches glibc's
-dynamic threshold off for good, so the previous state cannot be restored exactly. The nodes therefore
-run the optimiser with ``reuse_cpu_memory=False`` (tests/test_memory.py checks with glibc's own
-behaviour that a run leaves the settings as they were, and that this hint does not).
+Where it is used: the command line (the process is ours), through its run
+(``sgim_nodes.jobs.run.TqdmRun.cpu_memory``): jobs ask their run, nothing else decides. Not inside
+ComfyUI: the settings are process-wide, glibc has no getter to read them back, and any mallopt of a
+threshold switches glibc's dynamic threshold off for good, so the previous state cannot be restored
+exactly. ComfyUI's run therefore never asks (tests/test_memory.py checks with glibc's own behaviour
+that a run leaves the settings as they were, and that this hint does not; tests/test_front_ends.py
+that no node calls it).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ One registry for the command line (``download``, ``edit``'s defaults) and the Co
 (folder names). Folder keys match the ComfyUI ``folder_paths`` keys the nodes register, so a
 file downloaded here is found by the nodes when the pack's ``models/`` folder is used:
 
-    stylegan              StyleGAN2 generators (shared with other StyleGAN packs)
+    stylegan              StyleGAN2 and StyleGAN3 generators (shared with other StyleGAN packs)
     sgim_audio_encoders   audio encoders (the released resnet18_57.pth, or ours)
     sgim_clip             CLIP models (OpenAI ViT-B-32.pt, open_clip files)
     sgim_identity         ArcFace IR-SE50 for the identity loss (faces only)
@@ -36,11 +36,22 @@ from pathlib import Path
 PACK_ROOT = Path(__file__).resolve().parents[1]
 
 FOLDERS = {
-    "stylegan": "StyleGAN2 generators (.pt rosinality, .pkl NVlabs stylegan2-ada-pytorch or TensorFlow, .safetensors)",
+    "stylegan": "StyleGAN2 / StyleGAN3 generators (.pt rosinality, .pkl NVlabs stylegan2-ada-pytorch, stylegan3 or "
+                "TensorFlow, .safetensors)",
     "sgim_audio_encoders": "audio encoders (.pth official, .safetensors ours)",
     "sgim_clip": "CLIP models (OpenAI .pt archive, open_clip .bin/.safetensors)",
     "sgim_identity": "ArcFace IR-SE50 identity model (model_ir_se50.pth)",
     "sgim_vgg": "VGG16 for the LPIPS distance of image projection (torchvision's vgg16-397923af.pth)",
+}
+
+
+# Folder key -> the file extensions its loaders read (the nodes' combos list only these).
+MODEL_FOLDERS = {
+    "stylegan": {".pt", ".pth", ".pkl", ".safetensors"},
+    "sgim_audio_encoders": {".pt", ".pth", ".safetensors"},
+    "sgim_clip": {".pt", ".pth", ".bin", ".safetensors"},
+    "sgim_identity": {".pt", ".pth", ".safetensors"},
+    "sgim_vgg": {".pt", ".pth"},
 }
 
 
@@ -60,6 +71,7 @@ class KnownModel:
     sha256: str | None = None
     manual: str | None = None  # how to get it by hand when there is no direct URL
     source: str = ""
+    size: int | None = None  # bytes, where the publisher states it (a download must be exactly this long)
 
     @property
     def default_path(self) -> Path:

@@ -1,4 +1,4 @@
-"""``edit``: the main job from a terminal, the same pipeline the nodes wire up.
+"""``edit``: the main job from a terminal: argparse, then :func:`sgim_nodes.jobs.edit.run_edit`.
 
     sound (and/or text) --> CLIP-space target(s) --> optimise W+ --> source.png, edited.png, W+ codes
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,39 +37,6 @@ DEFAULT_FILES = {  # argument -> (folder, default registry model)
     "clip": ("sgim_clip", "clip-vit-b-32"),
     "identity": ("sgim_identity", "ir-se50"),
 }
-
-
-@dataclass
-class EditRequest:
-    """Everything one edit needs; the command line fills it, Python callers may build it directly."""
-
-    out: Path
-    generator: Path
-    clip: Path
-    encoder: Path | None = None
-    identity: Path | None = None
-    audio: list[Path] = field(default_factory=list)
-    text: list[str] = field(default_factory=list)
-    weights: list[float] | None = None
-    clip_model: str | None = None
-    preset: str = "landscape"
-    steps: int | None = None
-    lr: float | None = None
-    lambda_sim: float | None = None
-    lambda_id: float | None = None
-    truncation: float | None = None
-    mask: str | None = None
-    adaptive_mask: bool = False
-    source_latent: Path | None = None
-    mode: str = "edit"
-    seed: int | None = None  # None: 0 where a seed matters (see optimize.rules)
-    batch: int = 1
-    class_label: str | int | None = None  # conditional generators: class index or name of the random source
-    hop_seconds: float | None = None
-    start_seconds: float | None = None
-    end_seconds: float | None = None
-    device: str = "auto"
-    lean_memory: bool = False  # CPU: give freed activations back every step (lower peak, slower)
 
 
 def _preset_text() -> str:
@@ -128,10 +94,34 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lean-memory", action="store_true",
                    help="CPU: return freed memory to the system every step (about 10%% lower peak at 1024 px, "
                         "but page faults make each step up to 2x slower; see README, Measured figures)")
+    _instant_arguments(p)
     return p
 
 
-def _missing_message(missing: list[tuple[str, str]], why: str) -> str:
+def _instant_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("instant edits (docs/instant.md)")
+    g.add_argument("--instant", action="store_true",
+                   help="no optimisation: one step along the generator's analysed StyleSpace directions "
+                        "(analysed once per generator and CLIP, then cached)")
+    g.add_argument("--init", choices=["source", "instant"], default="source",
+                   help="where the optimiser starts: the source, or the best point along the instant edit")
+    g.add_argument("--alpha", type=float, help="instant strength (default 1: the code moves one typical W+ row "
+                                               "spread; with --space style: standard deviations, try 3-6)")
+    g.add_argument("--beta", type=float, help="instant edits use only style channels whose relevance (a cosine) "
+                                              "is at least this (default 0.1; larger: fewer channels)")
+    g.add_argument("--reference", choices=["source", "mean"], default="source",
+                   help="what the target is measured from: the source image's CLIP embedding, or the "
+                        "generator's mean image embedding")
+    g.add_argument("--neutral", metavar="PROMPT", help="measure the target from this neutral prompt instead "
+                                                       "(StyleCLIP's way; e.g. 'a photo of a landscape')")
+    g.add_argument("--space", choices=["wplus", "style"], default="wplus",
+                   help="move the W+ code (default) or StyleCLIP's style channels (saved as the nearest W+ code)")
+    g.add_argument("--analysis-cache", type=Path, help="analysis cache file (default: "
+                                                       "models/sgim_instant/<generator>.<clip>.safetensors)")
+    g.add_argument("--analysis-samples", type=int, help="sample images of the analysis when it runs (default 64)")
+
+
+def missing_models_message(missing: list[tuple[str, str]], why: str = "not given") -> str:
     """One short block: which files are missing and the exact commands that fetch them."""
     lines = [f"{why}; these model files are needed and missing (models folder {models_dir()}):"]
     for arg, default_name in missing:
@@ -156,10 +146,10 @@ def fetch_missing_models(missing: list[tuple[str, str]], offline_requested: bool
     from .download import download
 
     if offline_requested or offline():
-        raise ParameterError(_missing_message(missing, "offline, so nothing was downloaded"))
+        raise ParameterError(missing_models_message(missing, "offline, so nothing was downloaded"))
     manual = [(arg, name) for arg, name in missing if model_source(KNOWN_MODELS[name]).url is None]
     if manual:
-        raise ParameterError(_missing_message(manual, "no direct download address"))
+        raise ParameterError(missing_models_message(manual, "no direct download address"))
     print(f"[sgim] first use: downloading {len(missing)} model file(s) into {models_dir()}", file=sys.stderr)
     paths = {}
     for arg, name in missing:
@@ -167,7 +157,7 @@ def fetch_missing_models(missing: list[tuple[str, str]], offline_requested: bool
             paths[arg] = download(KNOWN_MODELS[name])
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise ParameterError(_missing_message(missing, f"download failed ({reason})")) from None
+            raise ParameterError(missing_models_message(missing, f"download failed ({reason})")) from None
     return paths
 
 
@@ -190,19 +180,59 @@ def _check_arguments(args: argparse.Namespace) -> None:
             check_float(f"--{name.replace('_', '-')}", getattr(args, name), 0.0, MAX_LOSS_WEIGHT)
     if args.truncation is not None:
         check_float("--truncation", args.truncation, 0.0, MAX_TRUNCATION)
+    _check_instant_arguments(args)
     resolve_device(args.device)
     if args.source_latent is not None:  # a bad code file is refused before the models are loaded
         from .latents import load_wplus
 
         load_wplus(args.source_latent)
-    out = check_output_file(args.out, "--out")
+    if any(not text.strip() for text in args.text):
+        raise ParameterError("--text: a prompt is empty; give words (or leave --text out)", parameter="text")
+    out = check_output_file(args.out, "--out", create_folders=False)
     stem = out.with_suffix("")
     for extra in (stem.with_name(stem.name + "_source" + out.suffix), stem.with_name(stem.name + "_wplus.safetensors"),
                   out.with_name(f"{out.stem}_0{out.suffix}")):
-        check_output_file(extra, "--out")
+        check_output_file(extra, "--out", create_folders=False)
 
 
-def request_from_args(args: argparse.Namespace) -> EditRequest:
+def _check_instant_arguments(args: argparse.Namespace) -> None:
+    from .instant.analysis import MAX_SAMPLES
+    from .instant.edit import MAX_ALPHA
+    from .limits import check_float, check_int
+
+    instant_flags = [f"--{name.replace('_', '-')}" for name in ("alpha", "beta", "neutral", "analysis_samples")
+                     if getattr(args, name) is not None]
+    if args.reference != "source":
+        instant_flags.append("--reference")
+    if args.space != "wplus":
+        instant_flags.append("--space")
+    if instant_flags and not (args.instant or args.init == "instant"):
+        raise ParameterError(f"{instant_flags[0]}: only used with --instant or --init instant", parameter="instant")
+    if args.instant and args.init == "instant":
+        raise ParameterError("--init instant: starts the optimiser from an instant edit; --instant skips the "
+                             "optimiser. Give one of them", parameter="init")
+    if args.instant:
+        unused = [flag for flag, value in (("--steps", args.steps), ("--lr", args.lr), ("--lambda-sim", args.lambda_sim),
+                                           ("--lambda-id", args.lambda_id)) if value is not None]
+        unused += ["--adaptive-mask"] if args.adaptive_mask else []
+        if unused:
+            raise ParameterError(f"{unused[0]}: an optimiser setting; --instant does not optimise", parameter="instant")
+    if (args.instant or args.init == "instant") and args.mode == "generate":
+        raise ParameterError("--instant: an instant edit moves a source code; generate mode has none",
+                             parameter="instant")
+    if args.alpha is not None:
+        check_float("--alpha", args.alpha, -MAX_ALPHA, MAX_ALPHA, what="a strength")
+    if args.beta is not None:
+        check_float("--beta", args.beta, 0.0, 0.999, what="a relevance threshold in [0, 1)")
+    if args.analysis_samples is not None:
+        check_int("--analysis-samples", args.analysis_samples, 1, MAX_SAMPLES, "a number of samples")
+    if args.neutral is not None and args.reference != "source":
+        raise ParameterError("--neutral: already sets the reference; leave --reference out", parameter="neutral")
+
+
+def request_from_args(args: argparse.Namespace):
+    """The :class:`~sgim_nodes.jobs.edit.EditRequest` of the parsed flags (models found or fetched)."""
+    from .jobs.edit import EditRequest
     from .optimize.rules import check_source_options, normalize_target_weights
 
     _check_arguments(args)
@@ -256,134 +286,9 @@ def request_from_args(args: argparse.Namespace) -> EditRequest:
                        mode=args.mode, seed=args.seed, batch=args.batch, class_label=args.class_label,
                        hop_seconds=args.hop_seconds,
                        start_seconds=args.start_seconds, end_seconds=args.end_seconds, device=args.device,
-                       lean_memory=args.lean_memory, **paths)
-
-
-def build_targets(request: EditRequest, clip, device) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
-    """Embed every audio file and prompt: ``([1, K, D] targets, [K] relative weights or None, labels)``."""
-    import torch
-
-    from .audio import check_compatible, embed_audio, load_audio, load_audio_encoder
-
-    vectors, labels = [], []
-    if request.audio:
-        _say(f"loading audio encoder {Path(request.encoder).name}")
-        encoder = load_audio_encoder(request.encoder, device=device)
-        check_compatible(encoder, clip)
-        for path in request.audio:
-            waveform, rate = load_audio(path)
-            vectors.append(embed_audio(encoder, waveform, rate, hop_seconds=request.hop_seconds,
-                                       start_seconds=request.start_seconds, end_seconds=request.end_seconds)[0])
-            labels.append(f"audio:{Path(path).name}")
-    if request.text:
-        vectors.extend(clip.encode_text(request.text))
-        labels.extend(f"text:{t}" for t in request.text)
-    weights = None
-    if request.weights is not None:
-        from .optimize.rules import normalize_target_weights
-
-        weights = normalize_target_weights(request.weights, len(vectors), parameter="--weights")
-    targets = torch.stack([v.to(device).float() for v in vectors])[None]  # [1, K, D]
-    return targets, weights, labels
-
-
-def _say(message: str) -> None:
-    """A status line before work that can take more than a second (stderr, beside the progress bars)."""
-    print(f"[sgim] {message}", file=sys.stderr, flush=True)
-
-
-@dataclass
-class EditOutcome:
-    result: object  # the OptimizeResult
-    labels: list[str]
-    written: list[Path]
-    clip_before: float  # CLIP cosine distance to the target, mean per edit: the source images
-    clip_after: float  # the same for the images written
-
-
-def run_edit(request: EditRequest, progress: bool = True) -> EditOutcome:
-    """Run one edit and write ``<out>``, ``<out>_source<ext>`` and ``<out>_wplus.safetensors``."""
-    import torch
-    from tqdm import tqdm
-
-    from .clip import load_clip
-    from .device import resolve_device
-    from .latents import check_wplus_fits, load_wplus, save_wplus
-    from .optimize import load_id_model, optimize_latent, sample_source_ws
-    from .optimize.objective import combine_targets, cosine_distance
-    from .optimize.rules import check_source_options, freedom_mask, parse_freedom
-    from .stylegan import load_generator
-    from .stylegan.labels import class_labels
-
-    check_source_options(request.mode, batch=request.batch, seed_given=request.seed is not None,
-                         source_given=request.source_latent is not None,
-                         class_given=request.class_label is not None)
-    seed = 0 if request.seed is None else request.seed
-    device = resolve_device(request.device)
-    settings = dict(PRESETS[request.preset])
-    for key in ("steps", "lr", "lambda_sim", "lambda_id", "truncation"):
-        if getattr(request, key) is not None:
-            settings[key] = getattr(request, key)
-    _say(f"loading generator {Path(request.generator).name} on {device}")
-    generator = load_generator(request.generator, device=device)
-    if request.class_label is not None:  # a wrong class stops here, before any audio or CLIP work
-        class_labels(generator, request.class_label, request.batch, name="--class")
-    mask = None if request.mask is None else freedom_mask(
-        parse_freedom(request.mask, int(generator.num_ws), "--mask", getattr(generator, "ws_resolutions", None)))
-    _say(f"loading CLIP {Path(request.clip).name}")
-    clip = load_clip(request.clip, model_name=request.clip_model, device=device)
-    targets, weights, labels = build_targets(request, clip, device)
-    if request.mode == "generate":
-        source = None
-    elif request.source_latent is not None:
-        ws, _, _ = load_wplus(request.source_latent)
-        source = check_wplus_fits(ws, generator, "--source-latent").to(device)
-    else:
-        source = sample_source_ws(generator, request.batch, seed, settings["truncation"],
-                                  labels=request.class_label, labels_name="--class")
-    if source is not None and source.shape[0] > 1:
-        targets = targets.expand(source.shape[0], -1, -1)
-    id_model = None
-    if settings["lambda_id"] > 0 and request.mode == "edit":
-        if request.identity is None:
-            raise ParameterError(f"--identity: lambda_id > 0 needs the ArcFace IR-SE50 file "
-                                 f"({launcher()} download ir-se50), or pass --lambda-id 0")
-        _say(f"loading identity model {Path(request.identity).name}")
-        id_model = load_id_model(request.identity, device=device)
-
-    # The bar shows what the summary prints: per-edit means (a batch is averaged, not summed).
-    _say("optimising (the first step also warms up, it takes longest)")
-    bar = tqdm(total=settings["steps"], desc="optimising", unit="step", disable=not progress)
-    bar.refresh()
-
-    def on_step(info):
-        bar.update(1)
-        bar.set_postfix({k: f"{sum(v) / len(v):.4f}" for k, v in info.per_sample.items() if k != "total"})
-
-    try:
-        result = optimize_latent(generator, clip, targets, source_ws=source, steps=settings["steps"],
-                                 lr=settings["lr"], lambda_sim=settings["lambda_sim"],
-                                 lambda_id=settings["lambda_id"], layer_weights=mask,
-                                 adaptive_mask=request.adaptive_mask, id_model=id_model, seed=seed,
-                                 callback=on_step, target_weights=weights, truncation=settings["truncation"],
-                                 reuse_cpu_memory=not request.lean_memory)
-    finally:
-        bar.close()
-
-    with torch.no_grad():
-        source_images = generator.synthesis(result.source_ws, noise_mode="const")
-        # "after" is measured on the images written, not on the last step's codes before its update.
-        vector, offset = combine_targets(targets, weights, embed_dim=int(clip.embed_dim))
-        clip_after = cosine_distance(clip.image_features(result.images), vector, offset).mean().item()
-    out = Path(request.out)
-    stem = out.with_suffix("")
-    written = [*save_images(result.images, out),
-               *save_images(source_images, stem.with_name(stem.name + "_source" + out.suffix))]
-    latent_path = stem.with_name(stem.name + "_wplus.safetensors")
-    save_wplus(latent_path, result.ws, generator.name, source_ws=result.source_ws)
-    written.append(latent_path)
-    return EditOutcome(result, labels, written, clip_before=result.history["clip"][0].mean().item(),
-                       clip_after=clip_after)
+                       lean_memory=args.lean_memory, instant=args.instant, init=args.init, alpha=args.alpha,
+                       beta=args.beta, reference=args.reference, neutral=args.neutral, space=args.space,
+                       analysis_cache=args.analysis_cache, analysis_samples=args.analysis_samples, **paths)
 
 
 def save_images(images: torch.Tensor, path: Path) -> list[Path]:
@@ -416,7 +321,10 @@ def save_images(images: torch.Tensor, path: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     request = request_from_args(args)
-    outcome = run_edit(request)
+    from .jobs.edit import run_edit
+    from .jobs.run import TqdmRun
+
+    outcome = run_edit(request, TqdmRun(request.device, lean_memory=request.lean_memory))
     print(f"targets: {', '.join(outcome.labels)}")
     print(f"CLIP cosine distance to the target (mean per edit): {outcome.clip_before:.4f} -> "
           f"{outcome.clip_after:.4f}")

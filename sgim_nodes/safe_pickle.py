@@ -61,8 +61,17 @@ def _rebuild_legacy_storage(data: bytes):
     """``torch.storage._load_from_bytes`` without its ``weights_only=False``: the bytes are a legacy
     ``torch.save`` stream of one storage, which torch's own safe loader reads once its declared
     sizes are known to fit in the bytes (torch allocates the declared size before reading)."""
+    from .errors import torch_message
+
     check_legacy_torch_stream(io.BytesIO(data), source="an embedded tensor")
-    return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    try:
+        return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    except Exception as exc:  # torch's refusal carries advice to turn its safety off: keep only the reason
+        message = torch_message(exc)
+        if "Weights only load failed" in str(exc) or "Unsupported global" in str(exc) or "allowed global" in message:
+            raise UnsafeFileError(f"an embedded tensor asks for code beyond plain tensors (torch's safe loader "
+                                  f"said: {message}); nothing from it was executed") from None
+        raise ModelFileError(f"an embedded tensor could not be read ({message})") from None
 
 
 # The globals plain tensors, parameters and numpy scalars need. Every value is a function that only
@@ -104,7 +113,10 @@ def _reconstruct_ndarray(subtype, shape, dtype):
 
     if subtype is not np.ndarray:
         raise TypeError(f"array reconstruction of {subtype!r} refused (plain numpy arrays only)")
-    array = np.ndarray.__new__(np.ndarray, shape, dtype)
+    # numpy writes shape (0,) here and the real shape with the raw bytes in BUILD (``__setstate__``, which
+    # checks that the bytes fill the shape). The shape given here is never allocated: a pickle that claims
+    # billions of elements and never provides them gets an empty array, refused later by its shape.
+    array = np.ndarray.__new__(np.ndarray, (0,), dtype)
     if array.dtype.hasobject:
         raise TypeError("numpy object arrays are refused")
     return array
@@ -166,16 +178,22 @@ def restricted_load(file, *, source: str, extra_allowed: Mapping[tuple[str, str]
                                     persistent_load=persistent_load)
     try:
         return unpickler.load()
-    except UnsafeFileError:
+    except UnsafeFileError as exc:
+        if not str(exc).startswith(source):
+            raise UnsafeFileError(f"{source}: {exc}") from None
         raise
     except ModelFileError as exc:  # a budget refused an embedded part (e.g. a storage): say which file
         raise ModelFileError(f"{source}: {exc}") from None
     except RecursionError:
         raise ModelFileError(f"{source}: the pickle nests too deeply to be a model file") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
-            KeyError, RuntimeError, UnicodeDecodeError, MemoryError) as exc:
+            KeyError, RuntimeError, UnicodeDecodeError, MemoryError, OverflowError) as exc:
+        from .errors import torch_message
+        from .limits import short_repr
+
+        detail = torch_message(exc) if isinstance(exc, (RuntimeError, pickle.UnpicklingError)) else short_repr(str(exc))
         raise ModelFileError(f"{source}: not a readable pickle (truncated or another kind of file: "
-                             f"{type(exc).__name__}: {exc})") from None
+                             f"{type(exc).__name__}: {detail})") from None
 
 
 # --------------------------------------------------------------------------------------------- budgets

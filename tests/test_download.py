@@ -25,6 +25,8 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
         start = int(range_header.split("=")[1].rstrip("-")) if range_header else 0
         body = PAYLOAD[start:]
         self.send_response(206 if range_header else 200)
+        if range_header:  # RFC 9110: a 206 says which bytes it holds
+            self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)

@@ -46,6 +46,8 @@ class FileServer:
                     return
                 start = int(self.headers["Range"].split("=")[1].rstrip("-")) if self.headers.get("Range") else 0
                 self.send_response(206 if start else 200)
+                if start:  # RFC 9110: a 206 says which bytes it holds
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
                 self.send_header("Content-Length", str(len(body) - start))
                 self.end_headers()
                 self.wfile.write(body[start:])
@@ -207,3 +209,17 @@ def test_bad_model_index_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("SGIM_MODEL_INDEX", str(tmp_path / "index.json"))
     with pytest.raises(ParameterError, match="SGIM_MODEL_INDEX.*'landscape' needs a \"url\""):
         model_source(KNOWN_MODELS["landscape"])
+
+
+@pytest.mark.parametrize("distance, missing", [("lpips", "vgg16"), ("clip", "clip-vit-b-32")])
+def test_project_offline_names_its_missing_defaults(tmp_path, monkeypatch, capsys, distance, missing):
+    # project looks its defaults up as edit does: offline, one clear missing-models line, no traceback
+    monkeypatch.setenv("SGIM_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("SGIM_OFFLINE", "1")
+    picture = tmp_path / "p.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(picture)
+    assert cli(["project", str(picture), "--distance", distance, "--out", str(tmp_path / "c.safetensors")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert "offline, so nothing was downloaded" in err
+    assert "download landscape" in err and f"download {missing}" in err

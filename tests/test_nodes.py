@@ -179,7 +179,7 @@ def same(a, b) -> bool:
 # ------------------------------------------------------------------------------ definitions
 
 def test_every_node_definition_is_valid(nodes, comfy_base):
-    assert len(nodes.NODE_CLASS_MAPPINGS) == 24
+    assert len(nodes.NODE_CLASS_MAPPINGS) == 25  # 24 + Instant Edit
     assert set(nodes.NODE_DISPLAY_NAME_MAPPINGS) == set(nodes.NODE_CLASS_MAPPINGS)
     deprecated = {k for k, cls in nodes.NODE_CLASS_MAPPINGS.items() if getattr(cls, "DEPRECATED", False)}
     assert deprecated == {"SGIMDecode", "SGIMSaveLatent", "SGIMLoadLatent"}  # old ids: still load, hidden in search
@@ -732,7 +732,10 @@ def test_project_image_node_projects_tunes_and_feeds_the_editor(nodes, models, c
     assert log["tuned"] and len(log["history"]) == 10 and [h["phase"] for h in log["history"]][-1] == "tune"
     assert [p[0] for p in fake_comfy.progress] == list(range(1, 11)) and fake_comfy.progress[0][1:] == (10, "9")
     assert len(fake_comfy.previews) == 3  # step 5, the end of the W+ phase, tuning's last step
-    assert fake_comfy.texts[-1][0].startswith("tune step 10/10")
+    # the loss goes to the node's readout (web/sgim.js); the progress text only names each phase once
+    assert [t for t, _ in fake_comfy.texts] == ["projecting (W)", "projecting (W+)", "tuning"]
+    losses = [e[1] for e in fake_comfy.events if e[0] == "sgim.loss"]
+    assert [d["step"] for d in losses] == list(range(1, 11)) and "tune loss" in losses[-1]["terms"]
     # the code and the tuned generator go on into the editor and the decoder
     text, = run("SGIMEmbedText", nodes, clip=models.clip, text="a storm")
     edited, _ = run("SGIMOptimizeLatent", nodes, generator=tuned, clip=models.clip, target=text, source=wplus,

@@ -391,6 +391,10 @@ def test_project_command_errors(tmp_path, capsys):
     base = ["project", "--generator", str(tmp_path / "g.safetensors"), "--out", str(tmp_path / "c.safetensors")]
     assert cli(base + [str(tmp_path / "not_a_picture.png"), "--distance", "pixel"]) == 1
     assert "not a picture" in capsys.readouterr().err
+    # a picture whose header claims 20000 x 20000 pixels is refused from its header, before decoding
+    Image.new("1", (20000, 20000)).save(tmp_path / "huge.png", optimize=True)
+    assert cli(base + [str(tmp_path / "huge.png"), "--distance", "pixel"]) == 1
+    assert "huge.png" in capsys.readouterr().err
     assert cli(base + [str(tmp_path / "p.png"), "--vgg", str(tmp_path / "none.pth")]) == 1
     assert "--vgg: file not found" in capsys.readouterr().err
     assert cli(["project", str(tmp_path / "p.png"), "--generator", str(tmp_path / "g.safetensors"),

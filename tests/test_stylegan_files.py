@@ -280,7 +280,7 @@ def _write(tmp_path: Path, name: str, payload) -> Path:
 @pytest.mark.parametrize("name, payload, expected", [
     ("image.pt", _png_bytes(), "PNG image"),
     ("empty.pt", b"", "empty"),
-    ("notes.pkl", b"hello, I am a text file\n", "not a StyleGAN2 checkpoint"),
+    ("notes.pkl", b"hello, I am a text file\n", "not a StyleGAN2 or StyleGAN3 checkpoint"),
     ("resnet.pt", {"conv1.weight": torch.zeros(4, 3, 7, 7), "bn1.weight": torch.ones(4),
                    "fc.weight": torch.zeros(10, 4)}, "not a StyleGAN2 generator"),
     ("list.pt", [torch.zeros(3)], "expected a checkpoint dict"),

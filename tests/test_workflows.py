@@ -23,9 +23,10 @@ TITLE_HEIGHT = 30  # LiteGraph.NODE_TITLE_HEIGHT: a node's title bar sits above 
 
 
 def registered_node_ids() -> dict[str, bool]:
-    """{node id: deprecated} of nodes.py, read statically (no import)."""
+    """{node id: deprecated} of nodes.py (the classes in comfy_nodes/), read statically (no import)."""
     tree = ast.parse((REPO / "nodes.py").read_text())
-    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+    classes = {n.name: n for path in sorted((REPO / "comfy_nodes").glob("*.py"))
+               for n in ast.parse(path.read_text()).body if isinstance(n, ast.ClassDef)}
     for node in tree.body:
         if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "NODE_CLASS_MAPPINGS":
             mapping = {key.value: value.id for key, value in zip(node.value.keys, node.value.values)}

@@ -1,5 +1,6 @@
 // comfyui-sgim frontend: the layer-mask bar editor on "Layer Mask (SGIM)", the loss readout on
-// "Optimize Latent (SGIM)", and search aliases for the pack's nodes.
+// "Optimize Latent (SGIM)", search aliases for the pack's nodes, and a menu entry (Extensions > SGIM)
+// opening the live page.
 //
 // Layer Mask: the node sends two widgets, `preset` and `weights` (a JSON list, one value per W+ layer,
 // used when preset is "custom"; hidden here, edited through the bars). The editor always draws what
@@ -9,10 +10,11 @@
 // (another generator), custom weights are resampled to the new count, stored, and a note says so.
 // The editor reacts to widget callbacks and graph events; nothing polls while drawing.
 //
-// Optimize Latent: the server sends "sgim.loss" every step ({node, step, total, terms, prompt_id}); the
-// readout is the node's only loss display (the server sends no progress text for it). Node ids repeat
-// across workflow tabs, so a message is shown only in the tab that queued its prompt (prompt ids are
-// recorded as this page queues them); a message without prompt_id (older servers) goes by node id.
+// Optimize Latent, Music Keyframes, Project Image: the server sends "sgim.loss" every step ({node, step,
+// total, terms, prompt_id}); the readout is the node's only loss display (progress text, where a node sends
+// any, says only which keyframe or phase is running). Node ids repeat across workflow tabs, so a message is
+// shown only in the tab that queued its prompt (prompt ids are recorded as this page queues them); a message
+// without prompt_id (older servers) goes by node id.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
@@ -458,11 +460,21 @@ function onExecutionStart() {
 const SETUP = {
   SGIMLayerMask: setUpLayerMask,
   SGIMOptimizeLatent: setUpLossReadout,
+  SGIMMusicKeyframes: setUpLossReadout,
+  SGIMProjectImage: setUpLossReadout,
   SGIMLoadStyleGAN: setUpGeneratorLoader,
 };
 
+// The live page (/sgim/live/, served by the pack: comfy_nodes/live.py) opens in its own tab.
+export function openLivePage() {
+  return window.open(`${api.api_base ?? ""}/sgim/live/`, "_blank");
+}
+
 app.registerExtension({
   name: "sgim.nodes",
+  commands: [{ id: "sgim.openLive", label: "SGIM Live (picture follows the microphone)", icon: "pi pi-microphone",
+               function: openLivePage }],
+  menuCommands: [{ path: ["Extensions", "SGIM"], commands: ["sgim.openLive"] }],
   setup() {
     recordQueuedPrompts();
     api.addEventListener(LOSS_EVENT, onLoss);

@@ -5,6 +5,10 @@
 - :mod:`.keyframes`  keyframe times and targets (sound, optionally a prompt schedule) and their codes;
 - :mod:`.trajectory` the smooth, audio-reactive path through the keyframes (and StyleGAN3 motion);
 - :mod:`.render`     frames in batches and the .mp4 writer with the track muxed in;
+- :mod:`.beats`      tempo, beat tracking, keyframes on beats and bars, beat pulses;
+- :mod:`.segments`   rendering straight to a file in closed-GOP segments (resumable, shared by torchrun ranks);
+- :mod:`.distributed` the processes torchrun starts, and what they swap;
+- :mod:`.flicker`    frame-to-frame change against W+ change, and its figure;
 - :mod:`.cli`        ``python -m sgim_nodes animate``.
 """
 
@@ -20,5 +24,8 @@ _EXPORTS = {
                   "parse_prompt_schedule", "prompt_at"],
     "trajectory": ["Trajectory", "hermite_path", "layer_drive", "transform_matrix", "uses_motion"],
     "render": ["VideoWriter", "iter_frames", "resize", "to_uint8"],
+    "beats": ["Beats", "track_beats", "with_beats", "keyframe_times_for", "beat_pulses"],
+    "segments": ["render_to_file"],
+    "flicker": ["FlickerStats", "measure_flicker", "flicker_of_video", "plot_flicker"],
 }
 __getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -49,6 +49,8 @@ class AudioFeatures:
     values: dict[str, list[float]]
     smoothing_seconds: float = DEFAULT_SMOOTHING
     onset_times: list[float] = field(default_factory=list)  # detected onsets, seconds from the start
+    tempo: float | None = None  # BPM, once the beats are tracked (animate.beats.with_beats)
+    beat_times: list[float] = field(default_factory=list)  # seconds from the start, each on a frame
 
     def tensor(self, name: str) -> torch.Tensor:
         if name not in self.values:
@@ -56,9 +58,47 @@ class AudioFeatures:
         return torch.tensor(self.values[name], dtype=torch.float32)
 
     def to_json(self) -> str:
+        beats = {} if self.tempo is None else {"tempo": round(self.tempo, 3), "beat_times": self.beat_times}
         return json.dumps({"fps": self.timeline.fps, "start": self.timeline.start, "frames": self.timeline.frames,
-                           "smoothing_seconds": self.smoothing_seconds, "onset_times": self.onset_times,
+                           "smoothing_seconds": self.smoothing_seconds, "onset_times": self.onset_times, **beats,
                            **{name: [round(v, 5) for v in self.values[name]] for name in FEATURE_NAMES}})
+
+
+class SpectralAnalysis:
+    """The six raw values of consecutive analysis frames (``N_FFT`` samples every ``HOP``), in stream order.
+
+    Called with blocks of ``(count - 1) * HOP + N_FFT`` samples that overlap by ``N_FFT - HOP``; keeps the
+    last log magnitude so that the flux runs on across blocks. Shared by the offline features and the
+    causal live ones (``sgim_nodes.live``), so both measure the same thing.
+    """
+
+    def __init__(self):
+        import torchaudio.functional as AF
+
+        self._spectrogram = AF.spectrogram
+        self.previous_log_magnitude: torch.Tensor | None = None
+        self.window = torch.hann_window(N_FFT)
+        freqs = torch.linspace(0, ANALYSIS_RATE / 2, N_FFT // 2 + 1)
+        self.freqs = freqs
+        self.band_masks = [((freqs >= lo) & (freqs < hi)) for lo, hi in BANDS.values()]
+
+    def __call__(self, block: torch.Tensor) -> np.ndarray:
+        """``[6, count]`` float64: rms, flux, centroid and the three band magnitudes per analysis frame."""
+        spec = self._spectrogram(block, pad=0, window=self.window, n_fft=N_FFT, hop_length=HOP, win_length=N_FFT,
+                                 power=None, normalized=False, center=False).abs()  # [bins, count]
+        magnitude = spec.T  # [count, bins]
+        samples = block.unfold(0, N_FFT, HOP)  # [count, N_FFT]
+        rms = samples.square().mean(dim=1).sqrt()
+        log_mag = torch.log1p(FLUX_COMPRESSION * magnitude)
+        previous = log_mag[:1] if self.previous_log_magnitude is None else self.previous_log_magnitude
+        flux = (log_mag - torch.cat([previous, log_mag[:-1]])).clamp_min(0).mean(dim=1)
+        self.previous_log_magnitude = log_mag[-1:]
+        total = magnitude.sum(dim=1)
+        centroid = torch.where(total > 1e-8, (magnitude * self.freqs).sum(dim=1) / total.clamp_min(1e-12),
+                               torch.zeros_like(total))
+        power = magnitude.square()
+        bands = [power[:, mask].mean(dim=1).sqrt() for mask in self.band_masks]
+        return torch.stack([rms, flux, centroid, *bands]).double().numpy()
 
 
 class _FrameAccumulator:
@@ -67,9 +107,6 @@ class _FrameAccumulator:
     BLOCK = 1 << 17  # samples analysed at once (6 s at 22050 Hz)
 
     def __init__(self, timeline: Timeline):
-        import torchaudio.functional as AF
-
-        self._spectrogram = AF.spectrogram
         self.timeline = timeline
         self.frames = timeline.frames
         self.sums = np.zeros((len(FEATURE_NAMES), self.frames), dtype=np.float64)
@@ -77,11 +114,7 @@ class _FrameAccumulator:
         self.onset_max = np.zeros(self.frames, dtype=np.float64)
         self.buffer = torch.zeros(N_FFT // 2)  # centred frames: frame k is centred on sample k * HOP
         self.next_frame = 0
-        self.previous_log_magnitude: torch.Tensor | None = None
-        self.window = torch.hann_window(N_FFT)
-        freqs = torch.linspace(0, ANALYSIS_RATE / 2, N_FFT // 2 + 1)
-        self.freqs = freqs
-        self.band_masks = [((freqs >= lo) & (freqs < hi)) for lo, hi in BANDS.values()]
+        self.analysis = SpectralAnalysis()
         self.samples_needed = int(math.ceil(timeline.duration * ANALYSIS_RATE))
         self.samples_seen = 0
         self.pending: list[torch.Tensor] = []
@@ -92,9 +125,15 @@ class _FrameAccumulator:
         return self.samples_seen >= self.samples_needed
 
     def feed(self, mono: torch.Tensor) -> None:
+        from ..limits import MAX_AUDIO_ABS
+
         mono = mono.reshape(-1)[: max(0, self.samples_needed - self.samples_seen)].float()
         if not torch.isfinite(mono).all():
-            raise AudioError("audio: the waveform contains NaN or infinite samples")
+            raise AudioError("audio: the waveform contains NaN or infinite samples", parameter="audio")
+        peak = float(mono.abs().max()) if mono.numel() else 0.0
+        if peak > MAX_AUDIO_ABS:  # squares of finite float32 samples this large overflow into inf, then NaN
+            raise AudioError(f"audio: samples reach {peak:.3g}, beyond the {MAX_AUDIO_ABS:g} this accepts (audio is "
+                             "nominally within +-1); rescale it", parameter="audio")
         self.samples_seen += mono.numel()
         self.pending.append(mono)
         self.pending_samples += mono.numel()
@@ -124,21 +163,7 @@ class _FrameAccumulator:
         used = (count - 1) * HOP + N_FFT
         block = self.buffer[:used]
         self.buffer = self.buffer[count * HOP:]
-        spec = self._spectrogram(block, pad=0, window=self.window, n_fft=N_FFT, hop_length=HOP, win_length=N_FFT,
-                                 power=None, normalized=False, center=False).abs()  # [bins, count]
-        magnitude = spec.T  # [count, bins]
-        samples = block.unfold(0, N_FFT, HOP)  # [count, N_FFT]
-        rms = samples.square().mean(dim=1).sqrt()
-        log_mag = torch.log1p(FLUX_COMPRESSION * magnitude)
-        previous = log_mag[:1] if self.previous_log_magnitude is None else self.previous_log_magnitude
-        flux = (log_mag - torch.cat([previous, log_mag[:-1]])).clamp_min(0).mean(dim=1)
-        self.previous_log_magnitude = log_mag[-1:]
-        total = magnitude.sum(dim=1)
-        centroid = torch.where(total > 1e-8, (magnitude * self.freqs).sum(dim=1) / total.clamp_min(1e-12),
-                               torch.zeros_like(total))
-        power = magnitude.square()
-        bands = [power[:, mask].mean(dim=1).sqrt() for mask in self.band_masks]
-        values = torch.stack([rms, flux, centroid, *bands]).double().numpy()  # [6, count]
+        values = self.analysis(block)  # [6, count]
         times = (np.arange(self.next_frame, self.next_frame + count) * HOP) / ANALYSIS_RATE
         video = np.floor(times * self.timeline.fps + 0.5).astype(np.int64)
         keep = (video >= 0) & (video < self.frames)
@@ -203,6 +228,9 @@ def compute_features(chunks: Iterable[torch.Tensor], timeline: Timeline,
             break
     accumulator.finish()
     raw = accumulator.result()
+    if not np.isfinite(raw).all():  # never hand on a NaN curve
+        raise AudioError("audio: the analysis went non-finite (extreme sample values?); rescale the audio",
+                         parameter="audio")
     values, onset_times = {}, []
     for row, name in enumerate(FEATURE_NAMES):
         curve = smooth(raw[row], timeline.fps, smoothing_seconds)
@@ -222,6 +250,9 @@ def features_of_waveform(waveform: torch.Tensor, sample_rate: int, timeline: Tim
 
     from .stream import iter_tensor
 
+    from ..audio.features import check_sample_rate
+
+    sample_rate = check_sample_rate(sample_rate)  # 44100.5 Hz would otherwise be truncated silently
     if waveform.dim() == 3:
         waveform = waveform[0]
     if waveform.dim() == 1:
@@ -270,4 +301,10 @@ def plot_features(features: AudioFeatures, width: int = 1024, lane_height: int =
     for t in features.onset_times:
         x = int(t / features.timeline.duration * width)
         draw.line([(x, lane_height), (x, 2 * lane_height - 1)], fill=(255, 120, 40))
+    if features.tempo is not None:  # beats: ticks along the top of the loudness lane, the tempo in its corner
+        for t in features.beat_times:
+            x = int(t / features.timeline.duration * width)
+            draw.line([(x, 0), (x, 10)], fill=(255, 255, 120))
+        label = f"tempo {features.tempo:.1f} BPM"
+        draw.text((width - 8 * len(label) - 4, 12), label, fill=(255, 255, 120))
     return np.asarray(image)

@@ -8,6 +8,9 @@
 - the codes come from the sound-guided optimiser: the first from the source with ``steps``, each
   next one warm-started from the previous result with ``keyframe_steps`` (fewer), while the
   similarity term keeps every one near the source. Keyframe ``k`` uses seed ``seed + k``.
+  With ``chain_length`` M > 0 the warm-start chain restarts from the source every M keyframes
+  (keyframe ``k`` with ``k % M == 0`` gets ``steps``): the chains are then independent, so
+  separate processes can optimise them (``only``) and the codes are the same as in one process.
 
 Codes can be cached in a folder (one file per keyframe, written atomically as each finishes);
 a rerun with the same inputs loads them and continues with the first missing one.
@@ -40,6 +43,7 @@ class KeyframeSettings:
     lambda_sim: float = 0.002
     layer_weights: object = None  # None, preset name, per-layer weights or a LayerMask
     seed: int = 0
+    chain_length: int = 0  # restart the warm-start chain every this many keyframes (0: one chain)
 
     def signature(self) -> dict:
         weights = self.layer_weights
@@ -47,8 +51,18 @@ class KeyframeSettings:
             weights = weights.tolist()
         elif weights is not None and not isinstance(weights, (str, list, tuple)):
             weights = [weights.weights.tolist(), weights.frozen.tolist()]  # a LayerMask
+        chain = {"chain_length": self.chain_length} if self.chain_length else {}  # old caches keep their keys
         return {"steps": self.steps, "keyframe_steps": self.keyframe_steps, "lr": self.lr,
-                "lambda_sim": self.lambda_sim, "layer_weights": weights, "seed": self.seed}
+                "lambda_sim": self.lambda_sim, "layer_weights": weights, "seed": self.seed, **chain}
+
+    def chain_start(self, k: int) -> bool:
+        """Whether keyframe ``k`` starts a chain (optimised from the source with ``steps``)."""
+        return k == 0 or (self.chain_length > 0 and k % self.chain_length == 0)
+
+    def chains(self, count: int) -> list[list[int]]:
+        """The keyframe indices of each independent chain."""
+        starts = [k for k in range(count) if self.chain_start(k)]
+        return [list(range(a, b)) for a, b in zip(starts, starts[1:] + [count])]
 
 
 @dataclass
@@ -191,10 +205,11 @@ def optimize_keyframes(generator, clip, targets: torch.Tensor, source_ws: torch.
                        settings: KeyframeSettings = KeyframeSettings(), *, target_weights: torch.Tensor | None = None,
                        cache_dir: str | Path | None = None, callback: Callable | None = None,
                        should_cancel: Callable[[], bool] | None = None, preview_every: int = 0,
-                       on_keyframe: Callable[[int, bool], None] | None = None, labels: Sequence[str] = ()
-                       ) -> Keyframes:
+                       on_keyframe: Callable[[int, bool], None] | None = None, labels: Sequence[str] = (),
+                       only: Sequence[int] | None = None) -> Keyframes:
     """One W+ code per keyframe (see the module docstring). ``callback(k, StepInfo)`` after each step;
-    ``on_keyframe(k, from_cache)`` after each keyframe. ``source_ws`` is ``[1, num_ws, w_dim]``."""
+    ``on_keyframe(k, from_cache)`` after each keyframe. ``source_ws`` is ``[1, num_ws, w_dim]``.
+    ``only``: optimise just these keyframes (whole chains); the result then holds their times and codes."""
     from ..latents import load_wplus, save_wplus
     from ..optimize import optimize_latent
 
@@ -204,6 +219,15 @@ def optimize_keyframes(generator, clip, targets: torch.Tensor, source_ws: torch.
         value = getattr(settings, name)
         if isinstance(value, bool) or int(value) != value or value < 1:
             raise ParameterError(f"{name}: expected an integer >= 1, got {value!r}", parameter=name)
+    chain_length = settings.chain_length
+    if isinstance(chain_length, bool) or int(chain_length) != chain_length or chain_length < 0:
+        raise ParameterError(f"chain_length: expected an integer >= 0 (0: one chain), got {chain_length!r}",
+                             parameter="chain_length")
+    wanted = set(range(len(times))) if only is None else {int(k) for k in only}
+    broken = [k for k in wanted if not 0 <= k < len(times) or (not settings.chain_start(k) and k - 1 not in wanted)]
+    if broken:
+        raise ParameterError(f"only: keyframe {min(broken)} is not in range or its chain is not whole "
+                             f"(chain_length {chain_length})", parameter="only")
     generator_name = str(getattr(generator, "name", ""))
     source = source_ws.detach().float().cpu()[:1]
     folder = None
@@ -215,6 +239,10 @@ def optimize_keyframes(generator, clip, targets: torch.Tensor, source_ws: torch.
     codes: list[torch.Tensor] = []
     previous = None
     for k in range(len(times)):
+        if k not in wanted:
+            continue
+        if settings.chain_start(k):
+            previous = None
         path = folder / f"keyframe_{k:04d}.safetensors" if folder is not None else None
         if path is not None and path.is_file():
             ws, _, _ = load_wplus(path)
@@ -227,7 +255,7 @@ def optimize_keyframes(generator, clip, targets: torch.Tensor, source_ws: torch.
         result = optimize_latent(
             generator, clip, targets[k:k + 1].to(device), source_ws=source.to(device),
             init_ws=None if previous is None else previous.to(device),
-            target_weights=target_weights, steps=int(settings.steps if k == 0 else settings.keyframe_steps),
+            target_weights=target_weights, steps=int(settings.steps if previous is None else settings.keyframe_steps),
             lr=settings.lr, lambda_sim=settings.lambda_sim, layer_weights=settings.layer_weights,
             seed=int(settings.seed) + k, callback=step_callback, should_cancel=should_cancel,
             preview_every=preview_every, return_images=False)
@@ -238,5 +266,6 @@ def optimize_keyframes(generator, clip, targets: torch.Tensor, source_ws: torch.
         previous = code
         if on_keyframe is not None:
             on_keyframe(k, False)
-    return Keyframes(times=list(times), codes=torch.cat(codes), source=source, generator=generator_name,
-                     labels=list(labels))
+    kept = sorted(wanted)
+    return Keyframes(times=[times[k] for k in kept], codes=torch.cat(codes), source=source, generator=generator_name,
+                     labels=[labels[k] for k in kept] if labels else [])

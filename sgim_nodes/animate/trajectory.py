@@ -6,7 +6,9 @@ through every keyframe code and its velocity is continuous, so nothing jumps at 
 
 Reaction. Per frame and W+ row, the path's displacement from the source is scaled by
 ``1 + reactivity * drive``, where ``drive`` in [0, 1] is the envelope ``(loudness + onset) / 2``;
-with ``band_layers`` the coarse rows (4-8 px: layout) follow half envelope, half bass energy, the
+with ``beat_weight`` > 0 that envelope is mixed with beat pulses (1 on each tracked beat, decaying
+over :data:`~sgim_nodes.animate.beats.PULSE_SECONDS`; the features must carry beats); with
+``band_layers`` the coarse rows (4-8 px: layout) follow half envelope, half bass energy, the
 middle rows (16-32 px) the mid band and the fine rows (colour, texture) the highs. The curves are
 centred, so the image pulses on the beat, not after it.
 
@@ -94,12 +96,19 @@ class Trajectory:
     band_layers: bool = True
     rotation_degrees: float = DEFAULT_ROTATION_DEGREES
     translation: float = DEFAULT_TRANSLATION
+    beat_weight: float = 0.0  # share of the drive that follows beat pulses instead of the envelope
 
     def __post_init__(self):
         for name in ("reactivity", "rotation_degrees", "translation"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ParameterError(f"{name}: expected a finite number >= 0, got {value!r}", parameter=name)
+        if not isinstance(self.beat_weight, (int, float)) or not 0.0 <= self.beat_weight <= 1.0:
+            raise ParameterError(f"beat_weight: expected a number in [0, 1], got {self.beat_weight!r}",
+                                 parameter="beat_weight")
+        if self.beat_weight > 0 and self.features.tempo is None:
+            raise ParameterError("beat_weight: the features carry no beats (track them first: "
+                                 "animate.beats.with_beats)", parameter="beat_weight")
         if len(self.keyframes.times) != self.keyframes.codes.shape[0] or not self.keyframes.times:
             raise ParameterError("keyframes: the times and codes do not match", parameter="keyframes")
 
@@ -122,6 +131,11 @@ class Trajectory:
         if self.reactivity == 0:
             return path.float()
         drive = layer_drive(self.features, path.shape[1], self.band_layers, offset, count)
+        if self.beat_weight > 0:
+            from .beats import beat_pulses
+
+            pulses = torch.from_numpy(beat_pulses(self.features.beat_times, self.timeline, offset, count)).float()
+            drive = (1 - self.beat_weight) * drive + self.beat_weight * pulses[:, None]
         displacement = path - self.keyframes.source.to(path)
         return (path + self.reactivity * drive[:, :, None].to(path) * displacement).float()
 

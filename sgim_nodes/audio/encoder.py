@@ -129,6 +129,9 @@ def _read_official(path: Path) -> dict[str, torch.Tensor]:
     except Exception as exc:  # UnpicklingError for foreign pickles, RuntimeError for zip garbage, ...
         raise ModelFileError(f"{path}: not a readable PyTorch checkpoint of plain tensors "
                              f"({type(exc).__name__}: {torch_message(exc)})") from None
+    from ..limits import check_file_claims
+
+    check_file_claims(path, obj)  # views claim no more than the file stores, before any is materialised
     for wrapper in ("state_dict", "model", "audio_encoder"):  # training scripts often nest the weights
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
@@ -312,4 +315,5 @@ def check_compatible(encoder: AudioEncoder, clip: Any) -> None:
         raise ParameterError(
             f"audio encoder and CLIP model do not match: the encoder outputs {encoder.embed_dim}-d embeddings"
             f"{f' (aligned to {aligned})' if aligned else ''} but the CLIP model "
-            f"{getattr(clip, 'name', '?')} has {clip_dim}-d embeddings; load the CLIP model the encoder was trained with")
+            f"{getattr(clip, 'name', '?')} has {clip_dim}-d embeddings; load the CLIP model the encoder was trained with",
+            parameter="clip")

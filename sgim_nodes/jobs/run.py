@@ -4,7 +4,9 @@ Every long-running job takes one ``Run``. Library code never prints progress, po
 cancellation or touches glibc's allocator settings by itself; it asks its run:
 
     run.status("loading generator.pkl")        a line before slow work
-    run.progress(done, total, preview=images)  after each unit of work (preview: [B, 3, H, W] in [-1, 1] or None)
+    run.progress(done, total, preview=images, terms={"clip": 0.3}, text="keyframe 2/5")
+                                                after each unit of work (preview: [B, 3, H, W] in [-1, 1]
+                                                or None; terms: loss terms to show; text: a short line)
     run.check_cancel()                          raises Cancelled when the host asked to stop
     with run.cpu_memory():                      the allocator policy around a loop (see sgim_nodes.memory)
 
@@ -39,8 +41,10 @@ class Run:
     def status(self, message: str) -> None:
         """One line said before slow work (loading, analysing); silent by default."""
 
-    def progress(self, done: int, total: int, preview: torch.Tensor | None = None, text: str | None = None) -> None:
-        """``done`` of ``total`` units finished; ``preview`` images in [-1, 1] when the job has some."""
+    def progress(self, done: int, total: int, preview: torch.Tensor | None = None, text: str | None = None,
+                 terms: dict[str, float] | None = None) -> None:
+        """``done`` of ``total`` units finished; ``preview`` images in [-1, 1] when the job has some,
+        ``terms`` the loss terms of an optimiser step, ``text`` what the work is at (e.g. "keyframe 2/5")."""
 
     def cancel_requested(self) -> bool:
         """True when the host asked the job to stop."""
@@ -74,7 +78,7 @@ class QuietRun(Run):
         self.on_progress = on_progress
         self.calls = 0
 
-    def progress(self, done, total, preview=None, text=None):
+    def progress(self, done, total, preview=None, text=None, terms=None):
         self.calls += 1
         if self.on_progress is not None:
             self.on_progress(done, total)
@@ -97,9 +101,9 @@ class TqdmRun(Run):
         self._bar = None
 
     def status(self, message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
+        print(f"[sgim] {message}", file=sys.stderr, flush=True)
 
-    def progress(self, done, total, preview=None, text=None):
+    def progress(self, done, total, preview=None, text=None, terms=None):
         if not self.show_progress:
             return
         if self._bar is None or self._bar.total != total:
@@ -109,7 +113,10 @@ class TqdmRun(Run):
             self._bar = tqdm(total=total, unit=self.unit, file=sys.stderr, dynamic_ncols=True)
         self._bar.n = done
         if text:
-            self._bar.set_postfix_str(text, refresh=False)
+            self._bar.set_description_str(text, refresh=False)
+        if terms:
+            self._bar.set_postfix_str(", ".join(f"{k}={v:.4f}" for k, v in terms.items() if k != "total"),
+                                      refresh=False)
         self._bar.refresh()
         if done >= total:
             self.close()

@@ -33,7 +33,8 @@ import torch
 from torch import nn
 
 from ..errors import Cancelled, NonFiniteError, ParameterError
-from ..limits import MAX_BATCH, MAX_LR, MAX_SEED, MAX_STEPS, MAX_TRUNCATION, check_float, check_int
+from ..limits import (MAX_BATCH, MAX_LR, MAX_SEED, MAX_STEPS, MAX_TRUNCATION, check_float, check_int,
+                      check_weight)
 from ..memory import reuse_freed_memory
 from ..presets import PRESETS  # noqa: F401  (re-exported: the released settings)
 from .identity import identity_features, identity_loss
@@ -115,7 +116,7 @@ def optimize_latent(generator, clip, targets: torch.Tensor, source_ws: torch.Ten
                     truncation: float = 0.7, noise_mode: str = "const", cosine_scale: float = 1.0,
                     return_images: bool = True, autocast: str | None = None, channels_last: bool | None = None,
                     compile: bool = False, modulation: str | None = "activation",
-                    reuse_cpu_memory: bool = True, init_ws: torch.Tensor | None = None) -> OptimizeResult:
+                    reuse_cpu_memory: bool = False, init_ws: torch.Tensor | None = None) -> OptimizeResult:
     """Optimise W+ codes so the generated images move toward CLIP-space ``targets``.
 
     generator   from ``sgim_nodes.stylegan`` (``synthesis``, ``mapping``, ``num_ws``, ``w_dim``, ``w_avg``).
@@ -142,21 +143,23 @@ def optimize_latent(generator, clip, targets: torch.Tensor, source_ws: torch.Ten
     compile     wrap rendering + CLIP in ``torch.compile`` (per call; on this 2-core CPU it took
                 minutes to compile and ran slower than eager, so it is off by default).
     reuse_cpu_memory  on CPU, keep freed activation memory mapped between steps instead of page-faulting
-                it in again every step (``sgim_nodes.memory``; about half the step time at 1024 px).
+                it in again every step (``sgim_nodes.memory``; about half the step time at 1024 px). Off
+                by default: it changes process-wide allocator settings, so jobs leave it to their run
+                (``Run.cpu_memory``), which only the command line's run turns on.
     init_ws     edit mode only: where the optimisation starts (``[B, num_ws, w_dim]``), while the
                 similarity term still pulls toward ``source_ws`` (warm starts, e.g. the keyframes of
                 ``sgim_nodes.animate``). Default: start at the source.
     """
     steps = check_int("steps", steps, 1, MAX_STEPS, "a number of steps")
-    preview_every = _check_int("preview_every", preview_every, minimum=0)
-    lr = _check_number("lr", lr, positive=True)
+    preview_every = check_int("preview_every", preview_every, 0, MAX_STEPS, "a number of steps")
+    lr = check_weight("lr", lr, positive=True)
     if lr > MAX_LR:
         raise ParameterError(f"lr: expected a learning rate up to {MAX_LR:g} (the paper uses 0.05-0.1), got {lr!r}",
                              parameter="lr")
     seed = check_int("seed", seed, 0, MAX_SEED, "a seed")
-    lambda_sim = _check_number("lambda_sim", lambda_sim)
-    lambda_id = _check_number("lambda_id", lambda_id)
-    cosine_scale = _check_number("cosine_scale", cosine_scale, positive=True)
+    lambda_sim = check_weight("lambda_sim", lambda_sim)
+    lambda_id = check_weight("lambda_id", lambda_id)
+    cosine_scale = check_weight("cosine_scale", cosine_scale, positive=True)
     if noise_mode not in ("const", "random", "none"):
         raise ParameterError(f"noise_mode: expected 'const', 'random' or 'none', got {noise_mode!r}",
                              parameter="noise_mode")
@@ -324,7 +327,7 @@ def _starting_codes(generator, source_ws, batch: int, seed: int, truncation: flo
         if source_ws != "random":
             raise ParameterError(f"source_ws: expected a W+ tensor, 'random' or None, got {source_ws!r}",
                                  parameter="source_ws")
-        truncation = _check_number("truncation", truncation)
+        truncation = check_weight("truncation", truncation)
         return sample_source_ws(generator, batch, seed, truncation).detach().clone(), "edit"
     if not isinstance(source_ws, torch.Tensor):
         raise ParameterError(f"source_ws: expected a W+ tensor, 'random' or None, got {type(source_ws).__name__}",
@@ -405,7 +408,7 @@ def _modulation_mode(generator, mode: str | None):
 def _seeded(seed: int, device: torch.device):
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(_check_int("seed", seed, minimum=0))
+        torch.manual_seed(check_int("seed", seed, 0, MAX_SEED, "a seed"))
         yield
 
 
@@ -419,23 +422,3 @@ def _autocast_context(autocast: str | None, device: torch.device):
         raise ParameterError(f"autocast: {autocast} is offered on CUDA only (the generator is on {device})",
                              parameter="autocast")
     return torch.autocast(device_type="cuda", dtype=dtypes[autocast])
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int,)) and not (
-            isinstance(value, float) and value.is_integer()):
-        raise ParameterError(f"{name}: expected an integer >= {minimum}, got {value!r}", parameter=name)
-    if int(value) < minimum:
-        raise ParameterError(f"{name}: expected an integer >= {minimum}, got {value!r}", parameter=name)
-    return int(value)
-
-
-def _check_number(name: str, value, positive: bool = False) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ParameterError(f"{name}: expected a number, got {value!r}", parameter=name) from None
-    if not math.isfinite(number) or number < 0 or (positive and number == 0):
-        raise ParameterError(f"{name}: expected a finite number {'> 0' if positive else '>= 0'}, got {value!r}",
-                             parameter=name)
-    return number

@@ -22,6 +22,8 @@ Batch: the number of random source codes drawn from the seed. A given W+ file br
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -121,3 +123,65 @@ def check_source_options(mode: str, *, batch: int = 1, seed_given: bool = False,
         if seed_given:
             raise ParameterError("seed: the given source W+ fixes the codes and the noise is constant, nothing is "
                                  "random; leave the seed out", parameter="seed")
+
+
+def parse_freedom_json(text: str, num_ws: int, parameter: str = "weights") -> list[float]:
+    """Per-layer freedom written as a JSON list (the Layer Mask's bar editor) -> checked values."""
+    try:
+        values = json.loads(text) if text.strip() else None
+    except json.JSONDecodeError as exc:
+        raise ParameterError(f"{parameter}: not valid JSON ({exc}); expected a list of {num_ws} numbers",
+                             parameter=parameter) from None
+    if (not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                for v in values)):
+        raise ParameterError(f"{parameter}: expected a JSON list of {num_ws} numbers in [0, 1], got {text[:80]!r}",
+                             parameter=parameter)
+    return check_freedom(values, num_ws, parameter)
+
+
+def generator_freedom(preset: str, generator, parameter: str = "preset") -> list[float]:
+    """A preset's freedom for ``generator``, refused when it selects no layer of it."""
+    freedom = preset_freedom(preset, generator.num_ws, getattr(generator, "ws_resolutions", None))
+    try:
+        freedom_mask(freedom).check(generator.num_ws)
+    except ParameterError as exc:
+        raise ParameterError(f"{parameter}: {preset!r} for generator {generator.name!r} ({generator.num_ws} W+ "
+                             f"layers): {exc}", parameter=parameter) from None
+    return freedom
+
+
+@dataclass(frozen=True)
+class LayerFreedom:
+    """How free each W+ layer is (the nodes' SGIM_LAYER_MASK): ``freedom`` in [0, 1] per layer.
+
+    0 freezes the layer, 1 is the paper's plain similarity weight g = 1, values between hold it
+    back harder (g = 1 / freedom). Style Mix reads the same numbers as blend weights toward B.
+    """
+
+    freedom: tuple[float, ...]
+    generator: str = ""
+
+    @property
+    def num_ws(self) -> int:
+        return len(self.freedom)
+
+    def layer_mask(self) -> LayerMask:
+        return freedom_mask(self.freedom)
+
+    def blend(self) -> torch.Tensor:
+        return torch.tensor(self.freedom, dtype=torch.float32)
+
+
+def blend_weights(layers: str, num_ws: int, ws_resolutions: Sequence[float] | None = None,
+                  freedom: LayerFreedom | None = None, custom: str = "") -> torch.Tensor:
+    """Style Mix's per-layer weights toward its second code: a preset's layers, or with ``layers="custom"``
+    a layer freedom, else the layer list ``custom`` ("0-3, 8")."""
+    from .layer_mask import parse_layer_list
+
+    if layers != "custom":
+        return torch.tensor(preset_freedom(layers, num_ws, ws_resolutions))
+    if freedom is not None:
+        return freedom.blend()
+    blend = torch.zeros(num_ws)
+    blend[parse_layer_list(custom, num_ws)] = 1.0
+    return blend

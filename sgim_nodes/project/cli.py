@@ -1,6 +1,6 @@
 """``python -m sgim_nodes project IMAGE --generator G --out CODE.safetensors [--tune]``.
 
-Writes the W+ code (our W+ file: ``edit --source-latent CODE.safetensors`` and the Load Latent node read
+Writes the W+ code (our W+ file: ``edit --source-latent CODE.safetensors`` and the Load W+ Code node read
 it) and ``CODE_projection.png`` (the code rendered). With ``--tune`` (or ``--noise on``) the generator
 that renders the fit is a modified copy, written as ``CODE_generator.safetensors`` (``--tuned-generator``
 to choose); edit with it: ``edit --generator CODE_generator.safetensors --source-latent CODE.safetensors``.
@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--space", choices=SPACES, default="wplus", help="wplus: W first, then W+ (default); w: W only")
     p.add_argument("--w-fraction", type=float, default=0.5, help="share of the steps spent in W (default 0.5)")
     p.add_argument("--lr", type=float, default=0.1, help="peak learning rate in W (default 0.1, NVlabs')")
-    p.add_argument("--wplus-lr", type=float, default=0.05, help="peak learning rate in W+ (default 0.05)")
+    p.add_argument("--wplus-lr", type=float, help="peak learning rate in W+ (default: half of --lr, 0.05)")
     p.add_argument("--pixel-weight", type=float, default=0.0, help="add this much pixel MSE to the distance")
     p.add_argument("--noise", choices=["auto", "on", "off"], default="auto",
                    help="optimise StyleGAN2's noise maps: auto = only with --tune (they are stored in the tuned "
@@ -46,110 +46,73 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tune-lr", type=float, default=TUNE_LR, help=f"tuning learning rate (default {TUNE_LR})")
     p.add_argument("--tuned-generator", type=Path, help="where to write the tuned generator "
                                                         "(default: <out>_generator.safetensors)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random draws (the starting noise maps)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     p.add_argument("--lean-memory", action="store_true", help="CPU: give freed memory back every step (lower peak, slower)")
     return p
 
 
-def _read_pictures(paths: list[Path]):
-    from PIL import Image, UnidentifiedImageError
-
-    pictures = []
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                image.load()
-                pictures.append(image.copy())
-        except FileNotFoundError:
-            raise ParameterError(f"IMAGE: file not found: {path}", parameter="image") from None
-        except (UnidentifiedImageError, OSError) as exc:
-            raise ParameterError(f"IMAGE: {path} is not a picture Pillow can read ({exc})", parameter="image") from None
-    return pictures
-
-
-def _find(folder: str, given: str | None, known: str, arg: str) -> Path:
+def _find_all(wanted: list[tuple[str, str | None, str, str]]) -> dict[str, Path]:
+    """``{arg: path}`` of ``[(folder, given, known default, arg)]``; missing known defaults are fetched
+    on first use, as ``edit`` does (``$SGIM_OFFLINE`` turns that into the missing-models message)."""
     from ..models import KNOWN_MODELS, find_model_file
-    from ..pipeline import _missing_message
+    from ..pipeline import fetch_missing_models
 
-    found = find_model_file(folder, given, KNOWN_MODELS[known].filename)
-    if found is None:
-        if given:
+    paths, missing = {}, []
+    for folder, given, known, arg in wanted:
+        found = find_model_file(folder, given, KNOWN_MODELS[known].filename)
+        if found is None and given:
             raise ParameterError(f"--{arg}: file not found: {given}", parameter=arg)
-        raise ParameterError(_missing_message([(arg, known)]), parameter=arg)
-    return found
+        if found is None:
+            missing.append((arg, known))
+        paths[arg] = found
+    if missing:
+        paths.update(fetch_missing_models(missing))
+    return paths
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)  # before the heavy imports: --help stays fast
 
-    from tqdm import tqdm
-
-    from ..device import resolve_device
-    from ..latents import save_wplus
+    from ..jobs.project import ProjectFilesRequest, ProjectRequest, read_pictures, run_project
+    from ..jobs.run import TqdmRun
     from ..models import launcher
-    from ..pipeline import save_images
-    from ..stylegan import load_generator, save_generator
-    from .distance import load_lpips
-    from .projector import project_image
+    from .options import VGG_FOLDER
 
-    out = Path(args.out)
-    if out.suffix != ".safetensors":
-        raise ParameterError(f"--out: expected a .safetensors file name, got {out}", parameter="out")
-    pictures = _read_pictures(args.image)
-    generator_path = _find("stylegan", args.generator, "landscape", "generator")
-    lpips = clip = None
+    if Path(args.out).suffix != ".safetensors":
+        raise ParameterError(f"--out: expected a .safetensors file name, got {args.out}", parameter="out")
+    from ..fileio import check_output_file
+
+    out = check_output_file(args.out, "--out", create_folders=False)  # every output, before any work
+    check_output_file(out.with_name(out.stem + "_projection.png"), "--out", create_folders=False)
+    if args.tuned_generator is not None:
+        check_output_file(args.tuned_generator, "--tuned-generator", create_folders=False)
+    pictures = read_pictures(args.image)  # a typo in a picture's name stops before the models are looked for
+    wanted = [("stylegan", args.generator, "landscape", "generator")]
     if args.distance == "lpips":
-        from .options import VGG_FOLDER
-
-        lpips_path = _find(VGG_FOLDER, args.vgg, "vgg16", "vgg")
+        wanted.append((VGG_FOLDER, args.vgg, "vgg16", "vgg"))
     if args.distance == "clip":
-        clip_path = _find("sgim_clip", args.clip, "clip-vit-b-32", "clip")
-    device = resolve_device(args.device)
-    generator = load_generator(generator_path, device=device)
-    if args.distance == "lpips":
-        lpips = load_lpips(lpips_path, device=device)
-    if args.distance == "clip":
-        from ..clip import load_clip
-        clip = load_clip(clip_path, model_name=args.clip_model, device=device)
-
-    tune_steps = args.tune_steps if args.tune else 0
-    bar = tqdm(total=args.steps + tune_steps, desc="projecting", unit="step")
-
-    def on_step(info):
-        bar.set_description({"w": "projecting (W)", "wplus": "projecting (W+)", "tune": "tuning"}[info.phase])
-        bar.update(1)
-        bar.set_postfix(loss=f"{info.loss:.4f}")
-
-    try:
-        result = project_image(generator, pictures, distance=args.distance, lpips=lpips, clip=clip, steps=args.steps,
-                               space=args.space, w_fraction=args.w_fraction, lr=args.lr, wplus_lr=args.wplus_lr,
-                               pixel_weight=args.pixel_weight,
-                               optimize_noise={"auto": None, "on": True, "off": False}[args.noise],
-                               fit=args.fit, tune_steps=tune_steps, tune_lr=args.tune_lr, seed=args.seed,
-                               callback=on_step, reuse_cpu_memory=not args.lean_memory)
-    finally:
-        bar.close()
-
-    stem = out.with_suffix("")
-    written = []
-    generator_name = generator.name
-    if result.generator is not None:
-        generator_out = Path(args.tuned_generator or stem.with_name(stem.name + "_generator.safetensors"))
-        save_generator(result.generator, generator_out)
-        written.append(generator_out)
-        generator_name = generator_out.stem  # the name the loaders give that file
-    save_wplus(out, result.ws, generator_name)
-    written.append(out)
-    written += save_images(result.images, stem.with_name(stem.name + "_projection.png"))
+        wanted.append(("sgim_clip", args.clip, "clip-vit-b-32", "clip"))
+    paths = _find_all(wanted)
+    generator, vgg, clip = paths["generator"], paths.get("vgg"), paths.get("clip")
+    math = ProjectRequest(None, None, distance=args.distance, steps=args.steps, space=args.space,
+                          w_fraction=args.w_fraction, lr=args.lr, wplus_lr=args.wplus_lr,
+                          pixel_weight=args.pixel_weight, optimize_noise=args.noise, fit=args.fit,
+                          tune_steps=args.tune_steps if args.tune else 0, tune_lr=args.tune_lr, seed=args.seed)
+    run = TqdmRun(args.device, lean_memory=args.lean_memory)
+    outcome = run_project(ProjectFilesRequest(pictures, args.out, generator, vgg=vgg, clip=clip,
+                                              clip_model=args.clip_model, projection=math,
+                                              tuned_generator=args.tuned_generator), run)
+    result = outcome.result
     figures = ", ".join(f"{v:.2f}" for v in result.psnr)
-    if tune_steps:
+    if outcome.tuned:
         figures = ", ".join(f"{a:.2f} -> {b:.2f} (tuned)" for a, b in zip(result.psnr_before_tuning, result.psnr))
-    print(f"PSNR to the picture at {generator.resolution} px: {figures} dB")
-    for path in written:
+    print(f"PSNR to the picture at {outcome.generator_resolution} px: {figures} dB")
+    for path in outcome.written:
         print(f"wrote {path}")
     if result.generator is not None:
-        print(f"edit it with: {launcher()} edit --generator {written[0]} --source-latent {out} --audio ...")
+        print(f"edit it with: {launcher()} edit --generator {outcome.written[0]} --source-latent {args.out} "
+              "--audio ...")
     return 0
 
 

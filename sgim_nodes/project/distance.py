@@ -146,14 +146,22 @@ def load_vgg16_features(path: str | os.PathLike) -> VGG16Features:
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(vgg16_missing_message(str(path.parent)) + f" (looked for {path})")
+    from ..errors import UnsafeFileError, torch_message
+    from ..limits import check_file_claims
+    from ..safe_pickle import check_torch_file
+
+    check_torch_file(path)  # no zip bomb, every declared storage within the file, before torch reads it
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # a truncated or foreign file: a weights-only unpickler error, never code execution
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:
-            raise ModelFileError(f"{path}: not a torchvision VGG16 weights file readable with weights_only "
-                                 f"({str(exc).splitlines()[0][:200]})") from None
+        except Exception as second:  # the reason without mmap (a legacy file cannot be memory-mapped)
+            message = torch_message(second)
+            error = UnsafeFileError if "Weights only load failed" in str(second) else ModelFileError
+            raise error(f"{path}: not a torchvision VGG16 weights file of plain tensors ({message[:200]}); "
+                        "nothing from it was executed") from None
+    check_file_claims(path, state)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

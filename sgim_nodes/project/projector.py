@@ -41,7 +41,8 @@ import torch.nn.functional as F
 
 from ..errors import ParameterError
 from ..memory import reuse_freed_memory
-from ..optimize.loop import _check_int, _check_number, lr_schedule
+from ..limits import MAX_SEED, MAX_STEPS, check_int, check_weight
+from ..optimize.loop import lr_schedule
 from .distance import Distance, LPIPSVGG
 from .image import prepare_target
 
@@ -137,6 +138,7 @@ def with_noise_maps(generator, maps: list[torch.Tensor]):
         clone = copy.deepcopy(generator)
         for buffer, noise in zip(clone.noise_buffers(), maps):
             buffer.copy_(noise.detach())
+    clone.source_file = None  # other weights than the file's: caches keyed by the file must not match it
     return clone
 
 
@@ -146,7 +148,7 @@ def project_image(generator, image, *, distance: str = "lpips", lpips: LPIPSVGG 
                   noise_weight: float = NOISE_WEIGHT, fit: str = "crop", tune_steps: int = 0,
                   tune_lr: float = TUNE_LR, tune_pixel_weight: float = 1.0, seed: int = 0,
                   callback: Callable[[ProjectStep], None] | None = None, preview_every: int = 0,
-                  reuse_cpu_memory: bool = True) -> ProjectResult:
+                  reuse_cpu_memory: bool = False) -> ProjectResult:
     """Project ``image`` (any picture or batch, see :mod:`.image`) into ``generator``'s W (+W+) and
     optionally tune a copy of the generator around the result (see the module doc).
 
@@ -157,15 +159,15 @@ def project_image(generator, image, *, distance: str = "lpips", lpips: LPIPSVGG 
     tune_steps  0 = no tuning; PTI uses about 350
     callback    called after every step with a :class:`ProjectStep`; its exceptions propagate (Cancel)
     """
-    steps = _check_int("steps", steps, minimum=1)
-    tune_steps = _check_int("tune_steps", tune_steps, minimum=0)
-    preview_every = _check_int("preview_every", preview_every, minimum=0)
-    seed = _check_int("seed", seed, minimum=0)
-    lr, wplus_lr, tune_lr = (_check_number(n, v, positive=True) for n, v in
+    steps = check_int("steps", steps, 1, MAX_STEPS)
+    tune_steps = check_int("tune_steps", tune_steps, 0, MAX_STEPS)
+    preview_every = check_int("preview_every", preview_every, 0, MAX_STEPS)
+    seed = check_int("seed", seed, 0, MAX_SEED)
+    lr, wplus_lr, tune_lr = (check_weight(n, v, positive=True) for n, v in
                              (("lr", lr), ("wplus_lr", wplus_lr), ("tune_lr", tune_lr)))
-    pixel_weight, noise_weight, tune_pixel_weight = (_check_number(n, v) for n, v in (
+    pixel_weight, noise_weight, tune_pixel_weight = (check_weight(n, v) for n, v in (
         ("pixel_weight", pixel_weight), ("noise_weight", noise_weight), ("tune_pixel_weight", tune_pixel_weight)))
-    w_fraction = _check_number("w_fraction", w_fraction)
+    w_fraction = check_weight("w_fraction", w_fraction)
     if space not in SPACES:
         raise ParameterError(f"space: expected one of {SPACES}, got {space!r}", parameter="space")
     if w_fraction > 1:
@@ -266,10 +268,11 @@ def tune_generator(generator, ws: torch.Tensor, measure: Callable[[torch.Tensor]
     """Pivotal tuning: a fine-tuned COPY of ``generator`` (synthesis weights only; the mapping stays, so
     ``w_avg`` and random codes keep their meaning) whose render of the pivot ``ws`` is closer to the
     targets held by ``measure``. ``noise_maps`` (from projection) become the copy's stored noise."""
-    steps = _check_int("tune_steps", steps, minimum=1)
+    steps = check_int("tune_steps", steps, 1, MAX_STEPS)
     targets = measure.targets
     with torch.inference_mode(False), torch.enable_grad():
         tuned = with_noise_maps(generator, noise_maps) if noise_maps is not None else copy.deepcopy(generator)
+        tuned.source_file = None  # tuned weights: no longer the file's
         modulation = getattr(tuned, "modulation", None)
         if modulation is not None and modulation != "weight":
             tuned.modulation = "weight"  # the activation form's hand-written backward computes no weight gradient

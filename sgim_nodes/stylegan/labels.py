@@ -58,11 +58,18 @@ def class_index(generator, label: Any, name: str = "labels") -> int:
     c_dim = int(getattr(generator, "c_dim", 0) or 0)
     names: Sequence[str] | None = getattr(generator, "class_names", None)
     if isinstance(label, str):
+        import re
+
+        from ..limits import MAX_NAME_CHARS, short_repr
+
         text = label.strip()
-        if text.lstrip("-").isdigit():
-            label = int(text)
-        elif names and text in names:
+        if len(text) > MAX_NAME_CHARS:
+            raise ParameterError(f"{name}: a class name or index of {len(text):,} characters ({short_repr(text, 40)}); "
+                                 f"class names are at most {MAX_NAME_CHARS}", parameter="labels")
+        if names and text in names:  # a name first: class names may themselves be digits ("1", "2", ...)
             return list(names).index(text)
+        if re.fullmatch(r"-?[0-9]{1,12}", text):  # ASCII digits only: "²".isdigit() is true too
+            label = int(text)
         else:
             known = (f"its classes are {_preview(names)}" if names else
                      "the file carries no class names, so give the class as an index")

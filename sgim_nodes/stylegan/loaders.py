@@ -1,4 +1,4 @@
-"""Loading StyleGAN2 generators from any common checkpoint format, without running code from the file.
+"""Loading StyleGAN2 and StyleGAN3 generators from any common checkpoint format, without running code from the file.
 
 Formats (detected from the bytes, never from the extension):
 
@@ -55,7 +55,7 @@ _LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu",
                    dtype: torch.dtype | str = torch.float32, modulation: str = "activation",
                    mapping_lr_mul: float | None = None) -> Generator:
-    """Load a StyleGAN2 generator from a rosinality ``.pt``, NVlabs ``.pkl`` or our ``.safetensors``.
+    """Load a StyleGAN2 or StyleGAN3 generator from a rosinality ``.pt``, NVlabs ``.pkl`` or our ``.safetensors``.
 
     ``device`` as :func:`..device.resolve_device` ("auto", "cpu", "cuda:1", ...); ``dtype`` float32,
     float16 or bfloat16 (a torch dtype or its name); ``modulation`` "activation" or "weight";
@@ -84,6 +84,7 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu",
             generator.w_avg.copy_(generator.estimate_w_avg())
         _check_finite(generator, path)
         generator.class_names = _stored_class_names(path, config.c_dim)
+        generator.source_file = str(path.resolve())  # what caches about this generator are keyed by
         return generator.to(device=device, dtype=dtype)
 
 
@@ -104,7 +105,13 @@ def save_generator(generator: Generator | StyleGAN3Generator, path: str | os.Pat
 
 def check_class_names(names, c_dim: int, name: str) -> list[str]:
     """``names`` as a list of ``c_dim`` distinct non-empty strings, or a ParameterError naming ``name``."""
-    names = [str(n).strip() for n in names]
+    from ..limits import MAX_NAME_CHARS
+
+    if any(not isinstance(n, (str, int)) or isinstance(n, bool) for n in names):
+        raise ParameterError(f"{name}: class names must be strings")
+    names = [n.strip() if isinstance(n, str) else str(n) for n in names]
+    if any(len(n) > MAX_NAME_CHARS for n in names):
+        raise ParameterError(f"{name}: class names must be at most {MAX_NAME_CHARS} characters")
     if c_dim == 0:
         raise ParameterError(f"{name}: the generator is unconditional; it has no classes to name")
     if len(names) != c_dim:
@@ -130,8 +137,9 @@ def _stored_class_names(path: Path, c_dim: int) -> list[str] | None:
         if not isinstance(value, list):
             raise TypeError(f"expected a list, got {type(value).__name__}")
         return check_class_names(value, c_dim, "class_names")
-    except (ValueError, TypeError) as exc:
-        raise ModelFileError(f"{path}: the 'class_names' metadata is invalid ({exc})") from None
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise ModelFileError(f"{path}: the 'class_names' metadata is invalid ({type(exc).__name__}: "
+                             f"{str(exc)[:200]})") from None
 
 
 def rosinality_checkpoint(generator: Generator) -> dict[str, Any]:
@@ -176,23 +184,27 @@ def rosinality_checkpoint(generator: Generator) -> dict[str, Any]:
 
 def _read_generator(path: Path, mapping_lr_mul: float | None) -> tuple[GeneratorConfig, dict, bool]:
     """(config, our state dict, whether w_avg came from the file) for any supported file."""
+    from ..limits import check_file_claims
+
     kind = _sniff(path)
     if kind == "safetensors":
         return _read_safetensors(path, mapping_lr_mul)
     if kind == "torch":
-        return _from_container(_torch_load(path), path, mapping_lr_mul)
+        obj = _torch_load(path)
+        check_file_claims(path, obj)  # views claim no more than the file stores, before any is materialised
+        return _from_container(obj, path, mapping_lr_mul)
     return _from_container(_load_pickle(path), path, mapping_lr_mul)
 
 
 def _sniff(path: Path) -> str:
     if not path.exists():
-        raise ModelFileError(f"{path}: file not found (expected a StyleGAN2 .pt, .pkl or .safetensors file)")
+        raise ModelFileError(f"{path}: file not found (expected a StyleGAN2 or StyleGAN3 .pt, .pkl or .safetensors file)")
     if path.is_dir():
-        raise ModelFileError(f"{path}: is a folder, expected a StyleGAN2 checkpoint file")
+        raise ModelFileError(f"{path}: is a folder, expected a StyleGAN2 or StyleGAN3 checkpoint file")
     with open(path, "rb") as f:
         head = f.read(16)
     if not head:
-        raise ModelFileError(f"{path}: the file is empty (expected a StyleGAN2 checkpoint)")
+        raise ModelFileError(f"{path}: the file is empty (expected a StyleGAN2 or StyleGAN3 checkpoint)")
     if head.startswith(b"PK\x03\x04") or head.startswith(_LEGACY_TORCH_MAGIC):
         return "torch"
     if head[:1] == b"\x80":
@@ -201,8 +213,8 @@ def _sniff(path: Path) -> str:
         return "safetensors"
     for magic, what in _MAGIC_NAMES.items():
         if head.startswith(magic):
-            raise ModelFileError(f"{path}: this is {what}, not a StyleGAN2 checkpoint (.pt, .pkl or .safetensors)")
-    raise ModelFileError(f"{path}: not a StyleGAN2 checkpoint: the content is neither a PyTorch file, "
+            raise ModelFileError(f"{path}: this is {what}, not a StyleGAN2 or StyleGAN3 checkpoint (.pt, .pkl or .safetensors)")
+    raise ModelFileError(f"{path}: not a StyleGAN2 or StyleGAN3 checkpoint: the content is neither a PyTorch file, "
                          "a pickle nor a .safetensors file")
 
 
@@ -483,6 +495,9 @@ def _from_nvlabs_network(obj: Any, path: Path) -> tuple[GeneratorConfig, dict, b
     if class_name != "Generator":
         raise ModelFileError(f"{path}: 'G_ema' is a '{class_name}', expected an NVlabs StyleGAN2 'Generator'")
     tensors, attrs = _flatten_persistent(obj, path)
+    from ..limits import check_file_claims
+
+    check_file_claims(path, tensors)  # per module path, so a tensor shared by many records counts per use
     if is_stylegan3(tensors, attrs):
         config, ours = from_nvlabs_stylegan3(state.get("_init_kwargs"), tensors, attrs, path)
         return config, ours, True
@@ -492,7 +507,7 @@ def _from_nvlabs_network(obj: Any, path: Path) -> tuple[GeneratorConfig, dict, b
         raise ModelFileError(f"{path}: the synthesis network is neither StyleGAN2's nor StyleGAN3's "
                              f"({synthesis.get('class_name')!r}); expected an NVlabs StyleGAN2/3 generator")
     c_dim = state.get("c_dim", 0)
-    if isinstance(c_dim, int) and c_dim > 0 and "mapping.embed.weight" not in tensors:
+    if isinstance(c_dim, int) and not isinstance(c_dim, bool) and c_dim > 0 and "mapping.embed.weight" not in tensors:
         raise ModelFileError(f"{path}: a conditional generator (c_dim={c_dim}) without its class embedding "
                              "'mapping.embed' (damaged or an unknown variant)")
     return _from_nvlabs_flat(tensors, attrs, path)

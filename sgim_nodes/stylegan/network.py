@@ -108,7 +108,8 @@ class GeneratorConfig:
                                  "zero)", parameter="blur_kernel")
         self.channels = {check_int("channels", k, 4, MAX_RESOLUTION, "resolutions"):
                          check_int("channels", v, 1, MAX_CHANNELS, "channel counts") for k, v in
-                         ((int(k) if isinstance(k, str) and k.isdigit() else k, v) for k, v in self.channels.items())}
+                         ((int(k) if isinstance(k, str) and k.isascii() and k.isdigit() and len(k) < 8 else k, v)
+                          for k, v in self.channels.items())}
         if not isinstance(self.source_format, str):
             raise ParameterError(f"source_format: expected a string, got {self.source_format!r}",
                                  parameter="source_format")
@@ -124,9 +125,9 @@ class GeneratorConfig:
     def _normalise_labels(self) -> None:
         """One spelling per label setup, so configs compare equal: unconditional has no mode or width, a
         conditional one defaults to "embed", and a width equal to its mode's default is None."""
-        self.c_dim = int(self.c_dim)
-        if self.c_dim < 0:
-            raise ParameterError(f"c_dim: expected 0 (unconditional) or a number of classes, got {self.c_dim}")
+        from ..limits import MAX_CLASSES, check_int
+
+        self.c_dim = check_int("c_dim", self.c_dim, 0, MAX_CLASSES, "0 (unconditional) or a number of classes")
         if self.c_dim == 0:
             self.label_mode = self.label_features = None
             return
@@ -310,12 +311,22 @@ class ModulatedConv(nn.Module):
             self.register_buffer("blur", blur.expand(out_channels, 1, *blur.shape).clone(), persistent=False)
             self.blur_pad = (blur.shape[0] - 2) // 2  # as in both originals; [1,3,3,1] -> 1
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None,
-                owns_output_grad: bool = False) -> torch.Tensor:
-        """``owns_output_grad``: the caller guarantees that the gradient arriving at the output is read by
+    def affine(self, w: torch.Tensor) -> torch.Tensor:
+        """This layer's style vector s = A w + b, [B, in_channels] (its StyleSpace coordinates)."""
+        return torch.addmm(self.affine_bias, w, self.affine_weight.t())
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor | None, noise: torch.Tensor | None,
+                owns_output_grad: bool = False, styles: torch.Tensor | None = None) -> torch.Tensor:
+        """From the W+ row ``w`` [B, w_dim], or from the given ``styles`` (then ``w`` is unused)."""
+        return self.modulated(x, self.affine(w) if styles is None else styles, noise, owns_output_grad)
+
+    def modulated(self, x: torch.Tensor, styles: torch.Tensor, noise: torch.Tensor | None,
+                  owns_output_grad: bool = False) -> torch.Tensor:
+        """The layer from its style vector ``styles`` [B, in_channels] (see :meth:`affine`).
+
+        ``owns_output_grad``: the caller guarantees that the gradient arriving at the output is read by
         this layer only (true inside :class:`SynthesisNetwork`), so the activation form's backward may
         overwrite it instead of allocating another full-size buffer."""
-        styles = torch.addmm(self.affine_bias, w, self.affine_weight.t())  # [B, I]
         noise_term = None if noise is None else noise * (self.noise_strength * SQRT2)
         if self.modulation == "activation":
             if torch.is_grad_enabled() and any(p.requires_grad for p in (self.weight, self.bias, self.noise_strength)):
@@ -457,8 +468,14 @@ class ToRGB(nn.Module):
         self.weight = nn.Parameter(torch.randn(img_channels, in_channels) / math.sqrt(in_channels))
         self.bias = nn.Parameter(torch.zeros(img_channels))
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        styles = torch.addmm(self.affine_bias, w, self.affine_weight.t())  # [B, I]
+    def affine(self, w: torch.Tensor) -> torch.Tensor:
+        """This layer's style vector s = A w + b, [B, in_channels]."""
+        return torch.addmm(self.affine_bias, w, self.affine_weight.t())
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor | None, styles: torch.Tensor | None = None) -> torch.Tensor:
+        return self.modulated(x, self.affine(w) if styles is None else styles)
+
+    def modulated(self, x: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
         weight = self.weight[None] * styles[:, None, :]  # [B, 3, I]: tiny, so modulate the weight
         batch, in_ch, height, width = x.shape
         if x.is_contiguous():  # NCHW: [B, 3, I] @ [B, I, HW]
@@ -487,11 +504,12 @@ class _StripwiseLastBlock(torch.autograd.Function):
     """The last synthesis block as one node: forward and backward strip by strip (see SynthesisNetwork)."""
 
     @staticmethod
-    def forward(ctx, x, ws3, network, noise_up, noise_conv):
+    def forward(ctx, x, s_up, s_conv, s_rgb, network, noise_up, noise_conv):
         plan = network._strip_plan(x.shape[2])
-        rgb = torch.cat([network._last_block_rows(x[:, :, strip.first:strip.last], strip, ws3, noise_up, noise_conv)
-                         for strip in plan], dim=2)
-        ctx.save_for_backward(x, ws3)
+        styles3 = (s_up, s_conv, s_rgb)
+        rgb = torch.cat([network._last_block_rows(x[:, :, strip.first:strip.last], strip, styles3, noise_up,
+                                                  noise_conv) for strip in plan], dim=2)
+        ctx.save_for_backward(x, s_up, s_conv, s_rgb)
         ctx.network, ctx.noise, ctx.plan = network, (noise_up, noise_conv), plan
         device = x.device.type  # backward recomputes under the forward's autocast state
         ctx.autocast = (device, torch.get_autocast_dtype(device), torch.is_autocast_enabled(device))
@@ -500,22 +518,23 @@ class _StripwiseLastBlock(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_rgb):
-        x, ws3 = ctx.saved_tensors
+        x, *styles3 = ctx.saved_tensors
         want_x = ctx.needs_input_grad[0]
         grad_x = torch.zeros_like(x) if want_x else None
-        grad_ws = torch.zeros_like(ws3)
+        grad_styles = [torch.zeros_like(s) for s in styles3]
         device, dtype, enabled = ctx.autocast
         for strip in ctx.plan:  # recompute one strip with autograd, differentiate it, free it
             with torch.enable_grad(), torch.autocast(device, dtype=dtype, enabled=enabled):
                 slab = x[:, :, strip.first:strip.last].detach().requires_grad_(want_x)
-                ws_rows = ws3.detach().requires_grad_(True)
-                rgb = ctx.network._last_block_rows(slab, strip, ws_rows, *ctx.noise)
-                grads = torch.autograd.grad(rgb, [ws_rows] + ([slab] if want_x else []),
+                style_leaves = [s.detach().requires_grad_(True) for s in styles3]
+                rgb = ctx.network._last_block_rows(slab, strip, style_leaves, *ctx.noise)
+                grads = torch.autograd.grad(rgb, style_leaves + ([slab] if want_x else []),
                                             grad_rgb[:, :, strip.top:strip.bottom])
-            grad_ws += grads[0]
+            for total, grad in zip(grad_styles, grads[:3]):
+                total += grad
             if want_x:
-                grad_x[:, :, strip.first:strip.last] += grads[1]
-        return grad_x, grad_ws, None, None, None
+                grad_x[:, :, strip.first:strip.last] += grads[3]
+        return (grad_x, *grad_styles, None, None, None)
 
 
 @dataclass(frozen=True)
@@ -564,29 +583,53 @@ class SynthesisNetwork(nn.Module):
                              persistent=False)
         self.skip_pad = (skip.shape[0] - 2) // 2
 
+    def style_modules(self) -> list[tuple[str, nn.Module, int, str]]:
+        """(name, layer, W+ row, kind) of every modulated layer in StyleSpace order, the order they run in:
+        conv0, torgb0, then per resolution the up-conv, the second conv and its ToRGB. Conv ``i`` reads
+        W+ row ``i``; ``torgbs[k]`` row ``2k + 1``."""
+        out = []
+        for index, conv in enumerate(self.convs):
+            out.append((f"conv{index}", conv, index, "conv"))
+            if index % 2 == 0:
+                out.append((f"torgb{index // 2}", self.torgbs[index // 2], index + 1, "torgb"))
+        return out
+
+    def styles_from_ws(self, ws: torch.Tensor) -> list[torch.Tensor]:
+        """The style vectors [B, channels] of every modulated layer (StyleSpace, :meth:`style_modules` order)."""
+        return [layer.affine(ws[:, row]) for _, layer, row, _ in self.style_modules()]
+
     def forward(self, ws: torch.Tensor, noise_mode: str = "const",
                 noise_generator: torch.Generator | None = None,
                 noise_maps: list[torch.Tensor] | None = None) -> torch.Tensor:
-        batch = ws.shape[0]
+        return self.forward_styles(self.styles_from_ws(ws), noise_mode, noise_generator, noise_maps)
+
+    def forward_styles(self, styles: list[torch.Tensor], noise_mode: str = "const",
+                       noise_generator: torch.Generator | None = None,
+                       noise_maps: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """The image from the style vectors (:meth:`styles_from_ws`); W+ rendering goes through here too."""
+        batch = styles[0].shape[0]
         x = self.const[None].expand(batch, -1, -1, -1)
         if self.channels_last and self.convs[0].modulation == "activation":  # grouped convs are slower in NHWC
             x = x.contiguous(memory_format=torch.channels_last)
         img = None
         last_up = len(self.convs) - 2
+        k = 0  # position in ``styles``
         for index, conv in enumerate(self.convs):
             noise = noise_maps[index] if noise_maps is not None else self._noise(conv, batch, noise_mode,
                                                                                  noise_generator)
-            if index == last_up and self._use_strips(x, ws, noise_maps):
+            if index == last_up and self._use_strips(x, styles[k:k + 3], noise_maps):
                 noise_last = noise_maps[-1] if noise_maps is not None else self._noise(
                     self.convs[-1], batch, noise_mode, noise_generator)
-                rgb = _StripwiseLastBlock.apply(x, ws[:, index:index + 3], self, noise, noise_last)
+                rgb = _StripwiseLastBlock.apply(x, *styles[k:k + 3], self, noise, noise_last)
                 img = rgb.add_(self._upsample_skip(img))
                 break
             # Each conv output feeds only the next conv and a ToRGB, whose backward passes return fresh
             # gradients: the sum arriving at the conv is its own to overwrite.
-            x = conv(x, ws[:, index], noise, owns_output_grad=True)
+            x = conv(x, None, noise, owns_output_grad=True, styles=styles[k])
+            k += 1
             if index % 2 == 0:  # after the 4 px conv and after every second conv: ToRGB + skip
-                rgb = self.torgbs[index // 2](x, ws[:, index + 1])
+                rgb = self.torgbs[index // 2](x, None, styles=styles[k])
+                k += 1
                 if img is not None:
                     rgb = rgb.add_(self._upsample_skip(img))
                 img = rgb
@@ -603,13 +646,15 @@ class SynthesisNetwork(nn.Module):
     # full-resolution activation is ever held. Same function (each strip reads the rows it depends
     # on, halos included); costs one more forward of the last block.
 
-    def _use_strips(self, x: torch.Tensor, ws: torch.Tensor, noise_maps: list[torch.Tensor] | None = None) -> bool:
-        if self.last_block_strips <= 1 or not torch.is_grad_enabled() or not (x.requires_grad or ws.requires_grad):
+    def _use_strips(self, x: torch.Tensor, styles3: list[torch.Tensor],
+                    noise_maps: list[torch.Tensor] | None = None) -> bool:
+        if self.last_block_strips <= 1 or not torch.is_grad_enabled() or not (
+                x.requires_grad or any(s.requires_grad for s in styles3)):
             return False
         if noise_maps is not None and any(n is not None and n.requires_grad for n in noise_maps[-2:]):
-            return False  # the strip recomputation differentiates only x and ws
+            return False  # the strip recomputation differentiates only x and the styles
         layers = (self.convs[-2], self.convs[-1], self.torgbs[-1])
-        # the recomputation differentiates only x and ws: parameters that want gradients take the plain path
+        # the recomputation differentiates only x and the styles: parameters that want gradients take the plain path
         return not any(p.requires_grad for layer in layers for p in layer.parameters())
 
     def _strip_plan(self, in_rows: int) -> list[_Strip]:
@@ -629,18 +674,21 @@ class SynthesisNetwork(nn.Module):
             plan.append(_Strip(top, bottom, conv_top, conv_bottom, first, last))
         return plan
 
-    def _last_block_rows(self, slab: torch.Tensor, strip: _Strip, ws3: torch.Tensor, noise_up, noise_conv
+    def _last_block_rows(self, slab: torch.Tensor, strip: _Strip, styles3, noise_up, noise_conv
                          ) -> torch.Tensor:
         """RGB rows ``strip.top:strip.bottom`` of the last block (before the skip) from ``slab``, the block
-        input's rows ``strip.first:strip.last``; ``ws3`` holds the block's three W+ rows."""
+        input's rows ``strip.first:strip.last``; ``styles3``: the block's three style vectors (up-conv,
+        conv, ToRGB)."""
         up, conv, torgb = self.convs[-2], self.convs[-1], self.torgbs[-1]
         # Strip outputs are sliced before use: the gradient arriving at each conv is a fresh tensor.
-        u = up(slab, ws3[:, 0], _noise_rows(noise_up, 2 * strip.first, 2 * strip.last), owns_output_grad=True)
+        u = up(slab, None, _noise_rows(noise_up, 2 * strip.first, 2 * strip.last), owns_output_grad=True,
+               styles=styles3[0])
         u = u[:, :, strip.conv_top - 2 * strip.first:strip.conv_bottom - 2 * strip.first]
-        v = conv(u, ws3[:, 1], _noise_rows(noise_conv, strip.conv_top, strip.conv_bottom), owns_output_grad=True)
+        v = conv(u, None, _noise_rows(noise_conv, strip.conv_top, strip.conv_bottom), owns_output_grad=True,
+                 styles=styles3[1])
         v = v[:, :, strip.top - strip.conv_top:strip.bottom - strip.conv_top]
         v = v.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
-        return torgb(v, ws3[:, 2])
+        return torgb(v, None, styles=styles3[2])
 
     def set_channels_last(self, enabled: bool) -> None:
         """NHWC activations and conv weights (activation modulation only). Measured on a 2-core CPU
@@ -678,6 +726,7 @@ class MappedGenerator(nn.Module):
         self.z_dim = config.z_dim
         self.c_dim = config.c_dim
         self.class_names: list[str] | None = None  # set by loaders when the file names its classes
+        self.source_file: str | None = None  # set by loaders: the file the weights came from
         self.mapping_network = MappingNetwork(config)
         self.register_buffer("w_avg", torch.zeros(config.w_dim))
 
@@ -709,6 +758,29 @@ class MappedGenerator(nn.Module):
     def forward(self, z: torch.Tensor, truncation_psi: float = 1.0, noise_mode: str = "const",
                 truncation_cutoff: int | None = None, *, c: torch.Tensor | None = None) -> torch.Tensor:
         return self.synthesis(self.mapping(z, truncation_psi, truncation_cutoff, c=c), noise_mode)
+
+    # StyleSpace (see :mod:`.stylespace`) ---------------------------------------------------------
+    def style_layers(self):
+        """One :class:`.stylespace.StyleLayer` per modulated layer (name, kind, W+ row, channels, offset)."""
+        from .stylespace import style_table
+
+        return style_table(self)
+
+    def styles(self, ws: torch.Tensor) -> list[torch.Tensor]:
+        """ws [B, num_ws, w_dim] -> the style vectors [B, C_l] of every modulated layer, in the order they run."""
+        from .stylespace import styles_from_ws
+
+        return styles_from_ws(self, ws)
+
+    def synthesis_styles(self, styles, noise_mode: str = "const", **kwargs) -> torch.Tensor:
+        """float32 images from style vectors (a list as :meth:`styles` gives, or one flat tensor);
+        ``synthesis(ws)`` equals ``synthesis_styles(styles(ws))``. Keyword options as :meth:`synthesis`."""
+        from .stylespace import check_styles
+
+        if noise_mode not in NOISE_MODES:
+            raise ParameterError(f"noise_mode: expected one of {NOISE_MODES}, got {noise_mode!r}",
+                                 parameter="noise_mode")
+        return self.synthesis_network.forward_styles(check_styles(self, styles), noise_mode, **kwargs).float()
 
     @torch.no_grad()
     def estimate_w_avg(self, n_samples: int = 4096, seed: int = 0, batch_size: int = 1024) -> torch.Tensor:

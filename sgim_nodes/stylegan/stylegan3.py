@@ -81,11 +81,11 @@ class StyleGAN3Config:
     source_format: str = "random"
 
     def __post_init__(self) -> None:
-        from ..limits import MAX_CHANNELS, MAX_MAPPING_LAYERS, MAX_RESOLUTION, check_float, check_int
+        from ..limits import MAX_CHANNELS, MAX_CLASSES, MAX_MAPPING_LAYERS, MAX_RESOLUTION, check_float, check_int
 
         # Types and ranges before anything is derived from them: a config may come from a file's metadata.
         self.resolution = check_int("resolution", self.resolution, 4, MAX_RESOLUTION, "a power of two")
-        for name, low, high in (("z_dim", 1, MAX_CHANNELS), ("w_dim", 1, MAX_CHANNELS), ("c_dim", 0, 100_000),
+        for name, low, high in (("z_dim", 1, MAX_CHANNELS), ("w_dim", 1, MAX_CHANNELS), ("c_dim", 0, MAX_CLASSES),
                                 ("n_mapping", 1, MAX_MAPPING_LAYERS), ("img_channels", 1, 4),
                                 ("channel_base", 1, 1 << 22), ("channel_max", 1, MAX_CHANNELS), ("num_layers", 1, 64),
                                 ("num_critical", 0, 64), ("margin_size", 0, 1024), ("conv_kernel", 1, 15),
@@ -112,6 +112,7 @@ class StyleGAN3Config:
             raise ParameterError("conv_kernel, filter_size, lrelu_upsampling and n_mapping must be >= 1")
         if self.mapping_hidden == self.w_dim or self.n_mapping == 1:
             self.mapping_hidden = None
+        check_render_cost(self)
 
     @property
     def num_ws(self) -> int:
@@ -237,6 +238,47 @@ def design_layers(config: StyleGAN3Config) -> tuple[InputDesign, list[LayerDesig
             up_taps=up_taps, down_taps=down_taps, down_radial=config.use_radial_filters and not critical,
             padding=(pad_lo, pad_hi, pad_lo, pad_hi)))
     return inp, layers
+
+
+def check_render_cost(config: StyleGAN3Config) -> None:
+    """The design a config derives, checked before anything is built: every sampling rate and channel
+    count at least 1 (tiny stopbands or cutoffs derive rate 0, huge cutoffs channel count 0), and no
+    layer's activation for one image (channels x its upsampled grid) beyond ``MAX_LAYER_ACTIVATION``,
+    so a design within every single field's range cannot ask for tens of gigabytes at render time."""
+    from ..limits import MAX_LAYER_ACTIVATION
+
+    n, res = config.num_layers, config.resolution
+    with np.errstate(all="ignore"):
+        last_cutoff = res / 2
+        exponents = np.minimum(np.arange(n + 1) / (n - config.num_critical), 1)
+        cutoffs = config.first_cutoff * (last_cutoff / config.first_cutoff) ** exponents
+        last_stopband = last_cutoff * config.last_stopband_rel
+        stopbands = config.first_stopband * (last_stopband / config.first_stopband) ** exponents
+        rates = np.exp2(np.ceil(np.log2(np.minimum(stopbands * 2, res))))
+        channels = np.rint(np.minimum((config.channel_base / 2) / cutoffs, config.channel_max))
+    if not (np.isfinite(rates).all() and np.isfinite(cutoffs).all() and np.isfinite(channels).all()):
+        raise ParameterError("first_cutoff/first_stopband/last_stopband_rel: the design they derive is not finite",
+                             parameter="first_stopband")
+    if rates.min() < 1:
+        raise ParameterError(f"first_stopband: the design derives a sampling rate of {rates.min():g} (below 1) "
+                             f"from stopband {config.first_stopband:g}; the layers would divide by zero",
+                             parameter="first_stopband")
+    if channels[:-1].min() < 1:
+        layer = int(np.argmin(channels[:-1]))
+        raise ParameterError(f"channel_base: layer {layer} derives 0 channels (channel_base {config.channel_base} / "
+                             f"2 / cutoff {cutoffs[layer]:g}); raise channel_base or lower the cutoffs",
+                             parameter="channel_base")
+    _, layers = design_layers(config)
+    for design in layers:
+        grid = max(design.in_size * design.up_factor + design.up_taps, design.out_size * design.down_factor
+                   + design.down_taps) + design.conv_kernel
+        elements = max(design.in_channels, design.out_channels) * grid * grid
+        if elements > MAX_LAYER_ACTIVATION:
+            raise ParameterError(
+                f"StyleGAN3 design: layer {design.name} would compute {elements:,} activation values per image "
+                f"({max(design.in_channels, design.out_channels)} channels on a {grid} x {grid} grid), beyond the "
+                f"{MAX_LAYER_ACTIVATION:,} any real StyleGAN3 needs (margin_size {config.margin_size}, filter_size "
+                f"{config.filter_size}, lrelu_upsampling {config.lrelu_upsampling})", parameter="margin_size")
 
 
 def lowpass_filter(taps: int, cutoff: float, width: float, fs: float, radial: bool = False) -> torch.Tensor | None:
@@ -383,11 +425,19 @@ class SynthesisInput(nn.Module):
         self.register_buffer("freqs", freqs / (radii * radii.square().exp().pow(0.25)) * design.bandwidth)
         self.register_buffer("phases", torch.rand(channels) - 0.5)
 
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
+    def affine(self, w: torch.Tensor) -> torch.Tensor:
+        """The input's style vector [B, 4]: rotation (t0, t1) and translation (t2, t3) before normalisation."""
+        dtype = w.dtype
+        return torch.addmm(self.affine_bias.to(dtype), w, (self.affine_weight / math.sqrt(w.shape[1])).t().to(dtype))
+
+    def forward(self, w: torch.Tensor | None, styles: torch.Tensor | None = None) -> torch.Tensor:
+        return self.modulated(self.affine(w) if styles is None else styles)
+
+    def modulated(self, t: torch.Tensor) -> torch.Tensor:
+        """The Fourier features from the style vector ``t`` [B, 4] (see :meth:`affine`)."""
         design = self.design
-        batch, dtype = w.shape[0], w.dtype
+        batch, dtype, w = t.shape[0], t.dtype, t  # ``w`` below only supplies device and dtype
         # Per-sample rotation (t0, t1) and translation (t2, t3), normalised by the rotation's length.
-        t = torch.addmm(self.affine_bias.to(dtype), w, (self.affine_weight / math.sqrt(w.shape[1])).t().to(dtype))
         precise = torch.promote_types(dtype, torch.float32)  # angles and phases need at least float32
         t = t.to(precise)
         t = t / t[:, :2].norm(dim=1, keepdim=True)
@@ -434,11 +484,20 @@ class SynthesisLayer(nn.Module):
         else:
             self.up_filter = self.down_filter = None
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """x [B, C_in, in_size, in_size], w [B, w_dim] -> [B, C_out, out_size, out_size]."""
+    def affine(self, w: torch.Tensor) -> torch.Tensor:
+        """This layer's style vector [B, in_channels] (NVlabs' ``affine(w)``; StyleSpace coordinates)."""
+        dtype = w.dtype
+        return torch.addmm(self.affine_bias.to(dtype), w, (self.affine_weight / math.sqrt(w.shape[1])).t().to(dtype))
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor | None, styles: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, C_in, in_size, in_size], w [B, w_dim] (or the given ``styles``) -> [B, C_out, out_size, out_size]."""
+        return self.modulated(x, self.affine(w.to(x.dtype)) if styles is None else styles)
+
+    def modulated(self, x: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
+        """The layer from its style vector ``styles`` [B, in_channels] (see :meth:`affine`)."""
         design, dtype = self.design, x.dtype
         k = design.conv_kernel
-        styles = torch.addmm(self.affine_bias.to(dtype), w, (self.affine_weight / math.sqrt(w.shape[1])).t().to(dtype))
+        styles = styles.to(dtype)
         input_gain = self.magnitude_ema.rsqrt()  # normalises the input's running mean square to 1
         if design.is_torgb:
             styles = styles * (1 / math.sqrt(design.in_channels * k * k))
@@ -476,10 +535,25 @@ class StyleGAN3Synthesis(nn.Module):
     def layer_designs(self) -> list[LayerDesign]:
         return [layer.design for layer in self.layers]
 
-    def forward(self, ws: torch.Tensor) -> torch.Tensor:
-        x = self.input(ws[:, 0])
+    def style_modules(self) -> list[tuple[str, nn.Module, int, str]]:
+        """(name, layer, W+ row, kind) of every modulated layer in StyleSpace order: the Fourier input
+        (row 0, its 4 transform values), then layers L0 .. L{N} (row i + 1; the last is ToRGB)."""
+        out = [("input", self.input, 0, "input")]
         for index, layer in enumerate(self.layers):
-            x = layer(x, ws[:, index + 1])
+            out.append((layer.design.name.split("_")[0], layer, index + 1, "torgb" if layer.design.is_torgb else "conv"))
+        return out
+
+    def styles_from_ws(self, ws: torch.Tensor) -> list[torch.Tensor]:
+        return [layer.affine(ws[:, row]) for _, layer, row, _ in self.style_modules()]
+
+    def forward(self, ws: torch.Tensor) -> torch.Tensor:
+        return self.forward_styles(self.styles_from_ws(ws))
+
+    def forward_styles(self, styles: list[torch.Tensor], noise_mode: str = "const", **_: object) -> torch.Tensor:
+        """The image from the style vectors (no noise inputs: ``noise_mode`` is ignored)."""
+        x = self.input(None, styles=styles[0])
+        for layer, s in zip(self.layers, styles[1:]):
+            x = layer(x, None, styles=s)
         return x * self.output_scale
 
 

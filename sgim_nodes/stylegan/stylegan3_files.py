@@ -16,6 +16,7 @@ expects.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import torch
 
 from ..errors import ModelFileError, ParameterError
+from ..limits import short_repr
 from .stylegan3 import StyleGAN3Config, design_layers, lowpass_filter
 
 CLASS_NAMES = {"Generator", "MappingNetwork", "FullyConnectedLayer", "SynthesisNetwork", "SynthesisInput",
@@ -53,7 +55,7 @@ def from_nvlabs_stylegan3(init_kwargs: dict, tensors: dict[str, torch.Tensor], a
     """(config, our state dict) from a flattened NVlabs StyleGAN3 ``G_ema`` record."""
     for module, values in attrs.items():
         if values.get("class_name") not in CLASS_NAMES:
-            raise ModelFileError(f"{path}: module '{module or 'G_ema'}' is a {values.get('class_name')!r}, which "
+            raise ModelFileError(f"{path}: module '{module or 'G_ema'}' is a {short_repr(values.get('class_name'))}, which "
                                  f"is not part of an NVlabs StyleGAN3 generator (expected one of "
                                  f"{sorted(CLASS_NAMES)})")
     config = _config(init_kwargs, tensors, attrs, path)
@@ -62,10 +64,12 @@ def from_nvlabs_stylegan3(init_kwargs: dict, tensors: dict[str, torch.Tensor], a
 
 
 def _number(value: Any, what: str, path: Path) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):  # arrays, lists, strings where a number belongs
+        raise ModelFileError(f"{path}: {what} should be a number, found {type(value).__name__} {short_repr(value)}")
     try:
         out = float(value)
-    except (TypeError, ValueError):
-        raise ModelFileError(f"{path}: {what} should be a number, found {type(value).__name__}") from None
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a 400-digit integer
+        raise ModelFileError(f"{path}: {what} should be a number of usable size, found {short_repr(value)}") from None
     if not math.isfinite(out):
         raise ModelFileError(f"{path}: {what} is not finite ({out})")
     return out
@@ -91,6 +95,8 @@ def _config(init_kwargs: dict, tensors: dict, attrs: dict, path: Path) -> StyleG
         if key in init_kwargs:
             value = init_kwargs[key]
             if field == "use_radial_filters":
+                if not isinstance(value, (bool, int)) or value not in (0, 1):
+                    raise ModelFileError(f"{path}: {key} should be true or false, found {short_repr(value)}")
                 fields[field] = bool(value)
             elif field == "conv_clamp":
                 fields[field] = None if value is None else _number(value, key, path)
@@ -128,7 +134,7 @@ def _same(stored: Any, ours: Any) -> bool:
     try:
         values = [float(v) for v in (stored.tolist() if hasattr(stored, "tolist") else stored)] \
             if hasattr(stored, "__len__") else [float(stored)]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError, RecursionError):
         return False
     return all(math.isclose(v, float(ours), rel_tol=1e-9, abs_tol=1e-12) for v in values)
 
@@ -146,7 +152,7 @@ def _check_design(config: StyleGAN3Config, tensors: dict, attrs: dict, path: Pat
         raise ModelFileError(f"{path}: StyleGAN3 generator without its 'synthesis.input' layer")
     for key in ("channels", "size", "sampling_rate", "bandwidth"):
         if key in stored_input and not _same(stored_input[key], getattr(input_design, key)):
-            raise ModelFileError(f"{path}: synthesis.input.{key} is {stored_input[key]!r}, the design gives "
+            raise ModelFileError(f"{path}: synthesis.input.{key} is {short_repr(stored_input[key])}, the design gives "
                                  f"{getattr(input_design, key)!r}")
     for design in layer_designs:
         stored = attrs.get(f"synthesis.{design.name}")
@@ -160,7 +166,7 @@ def _check_design(config: StyleGAN3Config, tensors: dict, attrs: dict, path: Pat
         checks["conv_clamp"] = config.conv_clamp
         for key, value in checks.items():
             if key in stored and not _same(stored[key], value):
-                raise ModelFileError(f"{path}: layer {design.name}: {key} is {stored[key]!r} in the file, the "
+                raise ModelFileError(f"{path}: layer {design.name}: {key} is {short_repr(stored[key])} in the file, the "
                                      f"StyleGAN3 design gives {value!r}")
 
 

@@ -53,6 +53,12 @@ _SEMANTIC_KWARGS = {"mapping_lrmul", "resample_kernel", "conv_clamp", "architect
                     "mapping_nonlinearity", "normalize_latents", "use_noise"}
 
 
+def _short(value: Any) -> str:
+    from ..limits import short_repr
+
+    return short_repr(value)
+
+
 def tf_pickle_globals() -> dict[tuple[str, str], Any]:
     """The globals a TF pickle needs besides numpy dtypes/scalars: the Network classes (as inert
     records) and plain numpy arrays."""
@@ -77,6 +83,11 @@ def is_tf_container(obj: Any) -> bool:
 
 def from_tf_container(obj: Any, path: Path) -> tuple[GeneratorConfig, dict[str, torch.Tensor], bool]:
     """(config, our state dict, whether w_avg came from the file) for the inference generator of a TF pickle."""
+    from ..limits import check_file_claims
+
+    # Every array each network reaches, once per use: an array shared through the pickle's memo is one
+    # object in memory but is copied for each variable that names it.
+    check_file_claims(path, obj, "arrays")
     networks = list(obj) if isinstance(obj, tuple) else [obj]
     states = [_network_state(net, path, f"network {i}") for i, net in enumerate(networks)]
     # (G, D, Gs): Gs is the last; a lone pickled generator is used as it is.
@@ -138,7 +149,7 @@ def _kwargs(state: dict, components: dict, path: Path) -> dict:
               "normalize_latents": True}
     for key, supported in checks.items():
         if key in merged and merged[key] != supported:
-            raise ModelFileError(f"{path}: TensorFlow generator with {key}={merged[key]!r}; only {supported!r} "
+            raise ModelFileError(f"{path}: TensorFlow generator with {key}={_short(merged[key])}; only {supported!r} "
                                  "is supported")
     return merged
 
@@ -289,8 +300,14 @@ def _convert_generator(state: dict, path: Path) -> tuple[GeneratorConfig, dict[s
 
 
 def _number(value: Any, key: str, path: Path) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ModelFileError(f"{path}: TensorFlow kwarg {key}={value!r} is not a finite number")
+    from ..limits import short_repr
+
+    try:
+        finite = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+    except OverflowError:  # a 400-digit integer
+        finite = False
+    if not finite:
+        raise ModelFileError(f"{path}: TensorFlow kwarg {key}={short_repr(value)} is not a finite number of usable size")
     return value
 
 

@@ -97,7 +97,6 @@ class TrainConfig:
             (self.batch_size >= 2, "batch_size", "an integer >= 2 (a contrastive batch needs negatives)"),
             (self.accum_steps >= 1, "accum_steps", "an integer >= 1"),
             (self.optimizer in ("sgd", "adamw"), "optimizer", "'sgd' or 'adamw'"),
-            (self.lr > 0, "lr", "a positive number"),
             (0 < self.temperature <= 10, "temperature", "a number in (0, 10]"),
             (0 <= self.text_aug_prob <= 1, "text_aug_prob", "a probability in [0, 1]"),
             (self.text_variants >= 1, "text_variants", "an integer >= 1"),
@@ -111,4 +110,13 @@ class TrainConfig:
         ]
         for ok, name, expected in checks:
             if not ok:
-                raise ParameterError(f"{name}: expected {expected}, got {getattr(self, name, '?')!r}")
+                raise ParameterError(f"{name}: expected {expected}, got {getattr(self, name, '?')!r}",
+                                     parameter=name if name != "loss weights" else None)
+        from ..limits import MAX_LR, check_float
+
+        # finite and bounded: "lr > 0" alone lets inf through, and a huge lr turns the weights to NaN
+        check_float("lr", self.lr, 0.0, MAX_LR, exclusive_minimum=True, what="a learning rate")
+        check_float("cycle_epochs", self.cycle_epochs, 0.0, 1e6, exclusive_minimum=True)
+        for name, high in (("momentum", 1.0), ("min_lr_ratio", 1.0), ("weight_decay", 1.0)):
+            if hasattr(self, name):
+                check_float(name, getattr(self, name), 0.0, high)

@@ -527,10 +527,9 @@ def load_image(path: Path) -> torch.Tensor:
                 raise ParameterError(f"{path}: the video has no frames")
             array = frames[len(frames) // 2]
         else:
-            from PIL import Image
+            from ..pictures import read_picture
 
-            with Image.open(path) as im:
-                array = np.asarray(im.convert("RGB"))
+            array = np.asarray(read_picture(path, "image").convert("RGB"))
     except (OSError, ValueError) as exc:
         if isinstance(exc, ParameterError):
             raise

@@ -33,6 +33,7 @@ import csv
 import dataclasses
 import json
 import logging
+import math
 import os
 import random
 import sys
@@ -44,7 +45,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import AudioError, ModelFileError, ParameterError
+from ..errors import AudioError, ModelFileError, NonFiniteError, ParameterError
+from ..limits import short_repr
 from .data import (AudioTextDataset, EpochBatchSampler, build_targets, check_labels, collate,
                    embed_images, read_classes_file, read_dataset, select)
 from .config import TrainConfig  # noqa: F401  (re-exported: loop.TrainConfig)
@@ -172,6 +174,9 @@ def load_checkpoint(path: Path) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated or foreign file: say which
         raise ModelFileError(f"{path}: not a readable training checkpoint ({torch_message(exc)})") from None
+    from ..limits import check_file_claims
+
+    check_file_claims(path, state)
     if not isinstance(state, dict):
         raise ModelFileError(f"{path}: not a training checkpoint of this trainer (it holds a {type(state).__name__})")
     missing = [k for k in CHECKPOINT_FIELDS if k not in state]
@@ -319,6 +324,8 @@ def train(cfg: TrainConfig) -> Path:
                 f"{checkpoint_path}: cannot resume: the checkpoint was made with global batch {state['global_batch']}, "
                 f"seed {state['seed']}, {state['dataset_size']} clips; this run has {global_batch}, {cfg.seed}, "
                 f"{len(samples)}")
+        _check_resumed_schedule(state, scheduler, cfg, checkpoint_path)
+        _check_resumed_position(state, cfg, steps_per_epoch, checkpoint_path)
         try:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -357,6 +364,7 @@ def train(cfg: TrainConfig) -> Path:
     def checkpoint() -> None:
         if not dist_info.is_main:
             return
+        _check_finite_training(model, step, cfg, checkpoint_path)  # the last good checkpoint is never replaced by NaN
         save_checkpoint(checkpoint_path, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "rng": random_state(), "epoch": epoch, "batch_in_epoch": batch_in_epoch,
@@ -417,6 +425,11 @@ def train(cfg: TrainConfig) -> Path:
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             step += 1
+            if not use_amp and not math.isfinite(loss_sum):  # AMP's scaler skips overflowing steps itself
+                raise NonFiniteError(f"loss: training went non-finite at step {step} (loss {loss_sum / cfg.accum_steps})"
+                                     f"; lower --lr (now {cfg.lr:g}). {_kept_checkpoint(checkpoint_path)}",
+                                     parameter="lr")
+            _check_finite_training(model, step, cfg, checkpoint_path)
             step_epoch = epoch
             if batch_in_epoch >= steps_per_epoch * cfg.accum_steps:
                 epoch, batch_in_epoch = epoch + 1, 0
@@ -459,6 +472,73 @@ def train(cfg: TrainConfig) -> Path:
         dist.barrier()
         dist.destroy_process_group()
     return out
+
+
+def _kept_checkpoint(path: Path) -> str:
+    return (f"The last good checkpoint {path} is kept (resume from it with --resume)." if path.is_file()
+            else "No checkpoint was written.")
+
+
+def _check_finite_training(model: nn.Module, step: int, cfg: TrainConfig, checkpoint_path: Path) -> None:
+    """Stop a run whose weights went NaN/inf: nothing after this step could be right, and a checkpoint of
+    them would replace the last good one. Checked after every step (every rank holds the same weights)."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise NonFiniteError(f"lr: training went non-finite at step {step} (weight '{name}'); lower --lr (now "
+                                 f"{cfg.lr:g}). {_kept_checkpoint(checkpoint_path)}", parameter="lr")
+
+
+def _check_resumed_position(state: dict, cfg: TrainConfig, steps_per_epoch: int, path: Path) -> None:
+    """Where a checkpoint says the run stands must be a place in this run: a negative epoch would train
+    for ever, a huge batch index would skip the data."""
+    batches = steps_per_epoch * cfg.accum_steps
+    for key, high in (("epoch", cfg.epochs), ("batch_in_epoch", batches), ("step", cfg.epochs * steps_per_epoch)):
+        if not 0 <= state[key] <= high:
+            raise ModelFileError(f"{path}: cannot resume: '{key}' is {short_repr(state[key])}, outside this run "
+                                 f"(0 to {high})")
+
+
+def _check_resumed_schedule(state: dict, scheduler, cfg: TrainConfig, path: Path) -> None:
+    """The scheduler and optimiser fields of a checkpoint, before they are loaded: the same fields and types
+    as this run's own, finite, and the cycle this run's settings give (``load_state_dict`` takes any dict,
+    and a hostile ``T_0`` or ``base_lrs`` would fail only mid-run, raw)."""
+    import numbers
+
+    from ..limits import MAX_LR
+
+    ours, theirs = scheduler.state_dict(), state["scheduler"]
+
+    def refuse(detail: str):
+        raise ModelFileError(f"{path}: cannot resume: the checkpoint's learning-rate schedule is invalid ({detail})")
+
+    if set(theirs) != set(ours):
+        refuse(f"fields {sorted(map(str, set(theirs) ^ set(ours)))[:5]} differ from this trainer's")
+    for key, value in ours.items():
+        found = theirs[key]
+        if isinstance(value, bool) or value is None:
+            if not (isinstance(found, bool) or found is None):
+                refuse(f"'{key}' should be true/false")
+        elif isinstance(value, numbers.Real):
+            if isinstance(found, bool) or not isinstance(found, numbers.Real) or not math.isfinite(found) \
+                    or abs(found) > 1e12:
+                refuse(f"'{key}' should be a finite number, found {type(found).__name__}")
+        elif isinstance(value, list):
+            if not isinstance(found, list) or len(found) != len(value) or not all(
+                    isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v <= MAX_LR
+                    for v in found):
+                refuse(f"'{key}' should be {len(value)} learning rates in [0, {MAX_LR:g}]")
+    for key in ("T_0", "T_mult", "eta_min", "base_lrs"):  # fixed by this run's settings
+        if theirs[key] != ours[key] and not (isinstance(ours[key], float) and math.isclose(theirs[key], ours[key])):
+            refuse(f"'{key}' is {theirs[key]!r}, this run's settings give {ours[key]!r} (another --lr, "
+                   "--cycle-epochs or --min-lr-ratio?)")
+    if not 0 <= theirs["T_cur"] <= theirs["T_i"] or not 1 <= theirs["T_i"] <= 1e9:
+        refuse(f"T_cur {theirs['T_cur']} / T_i {theirs['T_i']} out of range")
+    groups = state["optimizer"].get("param_groups") if isinstance(state["optimizer"], dict) else None
+    if not isinstance(groups, list) or not all(
+            isinstance(g, dict) and isinstance(g.get("lr"), numbers.Real) and math.isfinite(g["lr"])
+            and 0 <= g["lr"] <= MAX_LR for g in groups):
+        raise ModelFileError(f"{path}: cannot resume: the optimiser's learning rates are missing, non-finite or "
+                             f"beyond {MAX_LR:g}")
 
 
 class _null_context:

@@ -482,12 +482,38 @@ def test_loss_readout_shows_only_the_prompts_this_tab_queued(frontend, server, s
         return readout(frontend, optimize)["text"].splitlines()[0]
 
     assert send("a-prompt-queued-elsewhere", 1, 7) == "loss terms appear here while it runs"
+    history_ids = "async () => Object.keys(await (await fetch('/history')).json())"
+    before = set(page.evaluate(history_ids))
     page.evaluate(f"async () => {{ await {APP}.queuePrompt(0, 1); }}")
     page.wait_for_function(
         f"(id) => ({APP}.graph.getNodeById(id).sgimLossReadout?.textContent || '').startsWith('step 2/2')",
         arg=optimize, timeout=120_000)
-    history = page.evaluate("async () => Object.keys(await (await fetch('/history?max_items=1')).json())")
-    assert history, "no prompt in the history"
-    assert send(history[-1], 3, 9) == "step 3/9"  # a prompt this tab queued
+    # the prompt this tab just queued: the history entry that is new once its whole graph has run
+    new = []
+    for _ in range(600):
+        new = sorted(set(page.evaluate(history_ids)) - before)
+        if new:
+            break
+        page.wait_for_timeout(200)
+    assert len(new) == 1, f"expected one new prompt in the history, got {new}"
+    latest = new[0]
+    assert send(latest, 3, 9) == "step 3/9"  # a prompt this tab queued
     assert send("a-prompt-queued-elsewhere", 4, 7) == "step 3/9"
     page.screenshot(path=str(shots / "loss_readout_prompt_keyed.png"))
+
+
+def test_menu_entry_opens_the_live_page(frontend, shots):
+    """Extensions > SGIM > SGIM Live: the command the pack registers opens /sgim/live/ in a new tab."""
+    page = frontend.page
+    commands = page.evaluate(f"() => ({APP}.extensions.find(e => e.name === 'sgim.nodes').commands || []).map(c => c.id)")
+    assert "sgim.openLive" in commands
+    with page.context.expect_page(timeout=30_000) as opened:
+        page.evaluate(f"() => {APP}.extensionManager.command.execute('sgim.openLive')")
+    live = opened.value
+    live.wait_for_load_state()
+    assert live.url.endswith("/sgim/live/")
+    live.wait_for_function("() => document.querySelector('#choices select[data-role=generator]')", timeout=30_000)
+    assert live.locator("#start").inner_text() == "Start"
+    live.screenshot(path=str(shots / "live_in_comfyui.png"))
+    live.close()
+    assert not frontend.our_problems(), frontend.our_problems()

@@ -117,7 +117,7 @@ def node_of(prompt: dict, class_type: str) -> str:
 def test_object_info_lists_every_node_without_import_errors(server):
     info = get_json(f"{server.url}/object_info")
     expected = pack_node_ids()
-    assert len(expected) == 24
+    assert len(expected) == 25  # 21 current nodes + Instant Edit + 3 deprecated ids
     missing = [n for n in expected if n not in info]
     assert not missing, f"not registered: {missing}\n{server.log()[-3000:]}"
     log = server.log()
@@ -153,6 +153,7 @@ def test_example_workflow_runs_with_progress_previews_and_saved_image(server):
     assert [p["value"] for p in progress] == list(range(1, 9)) and progress[-1]["max"] == 8
     losses = of_type(seen, "sgim.loss")
     assert [d["step"] for d in losses] == list(range(1, 9)) and losses[0]["node"] == optimize_id
+    assert {d["prompt_id"] for d in losses} == {seen["prompt_id"]}  # the readout keys by prompt, not node id only
     assert {"total", "clip", "similarity"} <= set(losses[-1]["terms"])
     previews = [payload for event, payload in seen["binary"] if event == 1]  # PREVIEW_IMAGE
     assert len(previews) == 4  # steps 2, 4, 6, 8

@@ -1,0 +1,248 @@
+"""Music video: audio features -> keyframes -> per-frame W+ trajectory -> frames (+ the audio cut to the
+same span, and the frame rate) for core Create Video / Save Video. The job is sgim_nodes.jobs.music_video;
+one frame-count rule (sgim_nodes.animate.timeline) serves the features, the codes, the frames and the audio.
+
+    SGIM_AUDIO_FEATURES  MusicFeatures: AudioFeatures (timeline + per-frame curves) + the AUDIO
+    SGIM_KEYFRAMES       MusicKeyframes: Keyframes (times, codes, source) + MusicFeatures
+    SGIM_WPLUS from Music Trajectory carries "animation": {"chunk": TrajectoryChunk, "audio": AUDIO}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import torch
+
+from ..sgim_nodes.jobs.music_video import check_audio
+from .host import (CATEGORY_ROOT, check_wplus, job_run, library_errors, models_on_device, node_error, on_device,
+                   to_comfy_image, torch_device, wplus_value)
+
+
+@dataclass(frozen=True)
+class MusicFeatures:
+    features: object  # sgim_nodes.animate.AudioFeatures
+    audio: dict  # the core AUDIO they were computed from (not copied, never modified)
+
+
+@dataclass(frozen=True)
+class MusicKeyframes:
+    keyframes: object  # sgim_nodes.animate.Keyframes
+    music: MusicFeatures
+
+
+class SGIMAudioFeatures:
+    DESCRIPTION = ("Per-frame audio features of a track at a frame rate: loudness, onsets (spectral flux), "
+                   "brightness (spectral centroid) and low/mid/high band energies, smoothed with a centred "
+                   "window (no lag) and scaled to 0..1. Feeds Music Keyframes; the curves are also plain "
+                   "float lists (one value per frame) for other packs, and a plot.")
+    CATEGORY = f"{CATEGORY_ROOT}/music video"
+    RETURN_TYPES = ("SGIM_AUDIO_FEATURES", "FLOAT", "FLOAT", "FLOAT", "FLOAT", "FLOAT", "FLOAT", "IMAGE", "INT",
+                    "STRING")
+    RETURN_NAMES = ("features", "loudness", "onset", "centroid", "low", "mid", "high", "plot", "frame_count", "json")
+    OUTPUT_TOOLTIPS = ("Features and timeline for Music Keyframes.",
+                       "Loudness (RMS) per frame, a list of floats in 0..1.",
+                       "Onset strength (spectral flux) per frame, 0..1.",
+                       "Brightness (spectral centroid) per frame, 0..1.",
+                       "Bass energy (20-250 Hz) per frame, 0..1.",
+                       "Mid energy (250-2000 Hz) per frame, 0..1.",
+                       "Treble energy (2-11 kHz) per frame, 0..1.",
+                       "The curves as an image (onsets marked).",
+                       "Frames of the video: round((end - start) x fps).",
+                       "Everything as JSON (fps, start, frames, curves, onset times).")
+    FUNCTION = "analyse"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "audio": ("AUDIO", {"tooltip": "The track (core AUDIO, e.g. from Load Audio); the first clip of a batch."}),
+            "fps": ("FLOAT", {"default": 24.0, "min": 1.0, "max": 120.0, "step": 0.01, "round": 0.001,
+                              "tooltip": "Frames per second of the video (29.97 works)."}),
+            "start_seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 86400.0, "step": 0.1,
+                                        "tooltip": "Start the video at this second of the track."}),
+            "end_seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 86400.0, "step": 0.1,
+                                      "tooltip": "End at this second (0 = the end of the track)."}),
+            "smoothing_seconds": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip":
+                "Width of the centred smoothing window (0 = none); larger = calmer motion."}),
+        }}
+
+    def analyse(self, audio, fps=24.0, start_seconds=0.0, end_seconds=0.0, smoothing_seconds=0.1):
+        from ..sgim_nodes.animate import features_of_waveform, make_timeline, plot_features
+
+        with library_errors(self):
+            waveform, rate = check_audio(audio)
+            timeline = make_timeline(waveform.shape[-1] / rate, fps, start_seconds, end_seconds or None)
+            features = features_of_waveform(waveform[0], rate, timeline, smoothing_seconds)
+        plot = torch.from_numpy(plot_features(features).astype("float32") / 255.0)[None]
+        curves = [list(features.values[name]) for name in ("loudness", "onset", "centroid", "low", "mid", "high")]
+        return (MusicFeatures(features, audio), *curves, plot, timeline.frames, features.to_json())
+
+
+class SGIMMusicKeyframes:
+    DESCRIPTION = ("Semantic keyframes of a music video: every keyframe_seconds (optionally moved onto onsets), "
+                   "the sound around that moment (one encoder window, centred) and optionally a prompt "
+                   "schedule become a target, and the optimiser turns it into a W+ code - the first from the "
+                   "source with 'steps', each next one warm-started from the previous with 'keyframe_steps'. "
+                   "Live preview; Cancel stops within one step.")
+    CATEGORY = f"{CATEGORY_ROOT}/music video"
+    RETURN_TYPES = ("SGIM_KEYFRAMES", "STRING")
+    RETURN_NAMES = ("keyframes", "keyframe_log")
+    OUTPUT_TOOLTIPS = ("Keyframe times and codes, for Music Trajectory.", "Keyframe times and targets as JSON.")
+    FUNCTION = "optimize"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "generator": ("SGIM_STYLEGAN", {"tooltip": "From Load StyleGAN."}),
+                "clip": ("SGIM_CLIP", {"tooltip": "The CLIP model of the audio encoder's space (From Load CLIP)."}),
+                "audio_encoder": ("SGIM_AUDIO_ENCODER", {"tooltip": "From Load Audio Encoder."}),
+                "features": ("SGIM_AUDIO_FEATURES", {"tooltip": "From Audio Features (the track and its timeline)."}),
+                "source": ("SGIM_WPLUS", {"tooltip": "The image the video starts from (Source Latent); first code."}),
+                "keyframe_seconds": ("FLOAT", {"default": 4.0, "min": 0.25, "max": 600.0, "step": 0.25,
+                                               "tooltip": "Time between keyframes."}),
+                "snap_to_onsets": ("BOOLEAN", {"default": False, "tooltip":
+                    "Move each keyframe onto the nearest detected onset (within half an interval)."}),
+                "steps": ("INT", {"default": 100, "min": 1, "max": 5000, "tooltip": "Optimiser steps of the first keyframe."}),
+                "keyframe_steps": ("INT", {"default": 30, "min": 1, "max": 5000, "tooltip":
+                    "Steps of each later keyframe (it starts from the previous keyframe's code)."}),
+                "lr": ("FLOAT", {"default": 0.1, "min": 0.0001, "max": 10.0, "step": 0.005, "round": 0.0001,
+                                 "tooltip": "Learning rate."}),
+                "lambda_sim": ("FLOAT", {"default": 0.002, "min": 0.0, "max": 10.0, "step": 0.001, "round": 0.0001,
+                                         "tooltip": "How strongly every keyframe stays near the source."}),
+                "prompt_schedule": ("STRING", {"default": "", "multiline": True, "tooltip":
+                    "Optional text mixed into the targets: one prompt, or a schedule "
+                    "'0: a calm sea | 12.5: a storm at sea' (seconds of the track)."}),
+                "text_weight": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.05,
+                                          "tooltip": "Weight of the prompt against the sound (0 = sound only)."}),
+                "preview_every": ("INT", {"default": 10, "min": 0, "max": 1000, "tooltip":
+                    "Show a preview image every N steps (0 = none)."}),
+            },
+            "optional": {
+                "layer_mask": ("SGIM_LAYER_MASK", {"tooltip": "Which layers may change (Layer Mask); default all."}),
+                "follow": (["optimise", "instant"], {"default": "optimise", "tooltip":
+                    "optimise: keyframes every keyframe_seconds by the optimiser; instant: no optimisation, a "
+                    "keyframe every follow_seconds that follows its own moment's sound through instant edits "
+                    "(the generator's analysis, cached; steps, lr and lambda_sim are then unused)."}),
+                "follow_seconds": ("FLOAT", {"default": 0.25, "min": 0.0, "max": 60.0, "step": 0.05, "tooltip":
+                    "instant: time between followed moments (0 = every frame)."}),
+                "alpha": ("FLOAT", {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.05, "tooltip":
+                    "instant: strength (as Instant Edit's alpha)."}),
+                "beta": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 0.99, "step": 0.01, "tooltip":
+                    "instant: relevance threshold (as Instant Edit's beta)."}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    def optimize(self, generator, clip, audio_encoder, features, source, keyframe_seconds=4.0, snap_to_onsets=False,
+                 steps=100, keyframe_steps=30, lr=0.1, lambda_sim=0.002, prompt_schedule="", text_weight=0.3,
+                 preview_every=10, layer_mask=None, follow="optimise", follow_seconds=0.25, alpha=1.0, beta=0.1,
+                 unique_id=None):
+        from ..sgim_nodes.jobs.music_video import KeyframesRequest, TrackAudio, run_keyframes
+
+        source_ws = check_wplus(source, generator, self, "source")[:1]
+        with library_errors(self):
+            waveform, rate = check_audio(features.audio)
+        g, c, encoder = models_on_device([generator, clip, audio_encoder], torch_device())
+        with job_run(self, unique_id) as run:
+            result = run_keyframes(KeyframesRequest(
+                g, c, encoder, features.features, TrackAudio.of_waveform(waveform[0], rate), source_ws,
+                keyframe_seconds=keyframe_seconds, snap_to_onsets=snap_to_onsets, steps=steps,
+                keyframe_steps=keyframe_steps, lr=lr, lambda_sim=lambda_sim,
+                layer_weights=layer_mask.layer_mask() if layer_mask is not None else None, prompts=prompt_schedule,
+                text_weight=text_weight, preview_every=preview_every, follow=follow, follow_seconds=follow_seconds,
+                alpha=alpha, beta=beta), run)
+        timeline = features.features.timeline
+        log = json.dumps({"fps": timeline.fps, "frames": timeline.frames,
+                          "keyframes": [{"seconds": t, "frame": round(t * timeline.fps), "target": label}
+                                        for t, label in zip(result.times, result.labels)]})
+        return (MusicKeyframes(result.keyframes, features), log)
+
+
+class SGIMMusicTrajectory:
+    DESCRIPTION = ("The W+ code of every video frame: a smooth path through the keyframes (cubic Hermite, no "
+                   "jumps) that pulses with loudness and onsets (reactivity); with band_layers the bass drives "
+                   "the coarse layers and the highs the fine ones. frame_offset / frame_count render a long "
+                   "song in chunks. StyleGAN3 generators also rotate and shift slowly with the music.")
+    CATEGORY = f"{CATEGORY_ROOT}/music video"
+    RETURN_TYPES = ("SGIM_WPLUS", "INT")
+    RETURN_NAMES = ("wplus", "frame_count")
+    OUTPUT_TOOLTIPS = ("One W+ code per frame of the chunk, for Decode Frames.", "Frames in this chunk.")
+    FUNCTION = "trajectory"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "keyframes": ("SGIM_KEYFRAMES", {"tooltip": "From Music Keyframes."}),
+            "reactivity": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 5.0, "step": 0.05, "tooltip":
+                "How much the image pulses with the music: the displacement from the source grows by up to "
+                "this factor on loud beats (0 = a smooth path only)."}),
+            "band_layers": ("BOOLEAN", {"default": True, "tooltip":
+                "Bass drives the coarse layers (layout), mids the middle ones, highs the fine ones (texture)."}),
+            "rotation_degrees": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 180.0, "step": 0.5, "tooltip":
+                "StyleGAN3 only: largest rotation, following the loudness."}),
+            "translation": ("FLOAT", {"default": 0.05, "min": 0.0, "max": 2.0, "step": 0.01, "tooltip":
+                "StyleGAN3 only: largest shift, following brightness (x) and bass (y)."}),
+            "frame_offset": ("INT", {"default": 0, "min": 0, "max": 10_000_000, "tooltip":
+                "First frame of this chunk (render a long song in parts)."}),
+            "frame_count": ("INT", {"default": 0, "min": 0, "max": 10_000_000, "tooltip":
+                "Frames in this chunk (0 = up to the end)."}),
+        }}
+
+    def trajectory(self, keyframes, reactivity=0.5, band_layers=True, rotation_degrees=4.0, translation=0.05,
+                   frame_offset=0, frame_count=0):
+        from ..sgim_nodes.animate import trim_audio
+        from ..sgim_nodes.jobs.music_video import TrajectoryRequest, plan_trajectory
+
+        music = keyframes.music
+        with library_errors(self):
+            chunk = plan_trajectory(TrajectoryRequest(keyframes.keyframes, music.features, reactivity, band_layers,
+                                                      rotation_degrees, translation, frame_offset, frame_count))
+            ws = chunk.trajectory.codes(chunk.offset, chunk.count)
+            waveform, rate = check_audio(music.audio)
+        audio = {"waveform": trim_audio(waveform[:1], rate, chunk.trajectory.timeline, chunk.offset, chunk.count),
+                 "sample_rate": rate}
+        value = wplus_value(ws, keyframes.keyframes.generator)
+        value["animation"] = {"chunk": chunk, "audio": audio}
+        return (value, chunk.count)
+
+
+class SGIMDecodeFrames:
+    DESCRIPTION = ("Renders the frames of a Music Trajectory in batches (bounded memory; Cancel stops within a "
+                   "batch) and hands on the audio cut to exactly the same span and the frame rate, so that core "
+                   "Create Video + Save Video give a video in sync with the track.")
+    CATEGORY = f"{CATEGORY_ROOT}/music video"
+    RETURN_TYPES = ("IMAGE", "AUDIO", "FLOAT")
+    RETURN_NAMES = ("images", "audio", "fps")
+    OUTPUT_TOOLTIPS = ("The frames, IMAGE [frames, H, W, 3].", "The track cut to exactly frames / fps seconds.",
+                       "Frames per second, for Create Video.")
+    FUNCTION = "decode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "generator": ("SGIM_STYLEGAN", {"tooltip": "The generator the codes belong to."}),
+                "wplus": ("SGIM_WPLUS", {"tooltip": "From Music Trajectory."}),
+                "batch_size": ("INT", {"default": 8, "min": 1, "max": 256, "tooltip":
+                    "Frames rendered at once (more is faster on a GPU, needs more memory)."}),
+                "size": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 2, "tooltip":
+                    "Scale the frames to this many pixels (0 = the generator's resolution)."}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    def decode(self, generator, wplus, batch_size=8, size=0, unique_id=None):
+        from ..sgim_nodes.jobs.music_video import FramesRequest, iter_video_frames
+
+        animation = wplus.get("animation") if isinstance(wplus, dict) else None
+        if animation is None:
+            raise node_error(self, "wplus", "expected the codes of a Music Trajectory (they carry the frame timing "
+                                            "and the audio); for other W+ codes use StyleGAN Decode")
+        ws = check_wplus(wplus, generator, self, "wplus")
+        chunk = animation["chunk"]
+        g = on_device(generator, torch_device())
+        with job_run(self, unique_id, free_cache=False) as run:
+            frames = [to_comfy_image(images) for _, images in
+                      iter_video_frames(FramesRequest(g, chunk, batch_size, size, codes=ws), run)]
+        return (torch.cat(frames), animation["audio"], float(chunk.trajectory.timeline.fps))

@@ -1,0 +1,25 @@
+// Collects the input's first channel into blocks of about 40 ms and hands them to the page.
+class Capture extends AudioWorkletProcessor {
+  constructor() {
+    super();
+    this.block = new Float32Array(Math.max(128, Math.round(sampleRate * 0.04 / 128) * 128));
+    this.filled = 0;
+  }
+  process(inputs) {
+    const channel = inputs[0] && inputs[0][0];
+    if (channel) {
+      let offset = 0;
+      while (offset < channel.length) {
+        const n = Math.min(channel.length - offset, this.block.length - this.filled);
+        this.block.set(channel.subarray(offset, offset + n), this.filled);
+        this.filled += n; offset += n;
+        if (this.filled === this.block.length) {
+          this.port.postMessage(this.block.slice(0));
+          this.filled = 0;
+        }
+      }
+    }
+    return true;
+  }
+}
+registerProcessor("sgim-capture", Capture);
