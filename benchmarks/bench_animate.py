@@ -269,7 +269,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="timed optimiser steps per keyframe")
     parser.add_argument("--decode-batches", type=int, default=3, help="timed batches per decode batch size")
     parser.add_argument("--memory-seconds", default="30,300", help="track lengths for the CLI memory figure")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda (the render rows; beats are numpy)")
     parser.add_argument("--beat-seconds", type=float, default=600.0, help="music analysed for the beat cost")
     parser.add_argument("--render-seconds", type=float, default=60.0, help="music rendered with 1 and 2 processes")
     parser.add_argument("--compute-worker", nargs=3, help=argparse.SUPPRESS)
