@@ -122,7 +122,9 @@ def test_cancel_leaves_no_file_under_the_final_name_and_resumes_at_the_first_mis
     assert resumed.calls[0][0] == 24 and resumed.calls[1][0] == 48  # segment 0 and 1 were not rendered again
     fresh = render_to_file(generator, trajectory, tmp_path / "fresh.mp4", audio_path=tiny["track"], batch_size=4,
                            segment_seconds=2.0)
-    assert out.read_bytes() == fresh.read_bytes()  # resumed = uninterrupted, to the byte
+    # resumed = uninterrupted: the same encoded video and audio packets (the container's own box layout
+    # around them may differ, so bytes of the whole file are not compared)
+    assert _packets(out) == _packets(fresh)
     with pytest.raises(ParameterError, match="out"):
         render_to_file(generator, trajectory, tmp_path / "v.mov")
 
@@ -238,3 +240,10 @@ def test_flicker_follows_the_code_change_and_finds_a_flash(tiny, tmp_path):
     encoded = flicker_of_video(out, trajectory)
     # the encoder adds a little change of its own but keeps the same shape over time
     assert np.corrcoef(encoded.pixel, stats.pixel)[0, 1] > 0.8
+
+
+def _packets(path):
+    import av
+
+    with av.open(str(path)) as container:
+        return [(packet.stream.type, packet.pts, bytes(packet)) for packet in container.demux() if packet.size]
