@@ -165,13 +165,24 @@ def main(argv: list[str] | None = None) -> int:
             summary = run_music_folder(MusicFolderRequest(args.audio, args.out, request), run, ranks)
             if ranks.is_main:
                 print(summary.describe())
-            return 1 if summary.failed else 0
-        result = run_music_render(request, run, ranks)
-        if ranks.is_main:
-            if result.tempo is not None:
-                print(f"tempo {result.tempo:.1f} BPM")
-            print(result.describe())
-            print(f"wrote {result.path}")
-        return 0
+            code = 1 if summary.failed else 0
+        else:
+            result = run_music_render(request, run, ranks)
+            if ranks.is_main:
+                if result.tempo is not None:
+                    print(f"tempo {result.tempo:.1f} BPM")
+                print(result.describe())
+                print(f"wrote {result.path}")
+            code = 0
     finally:
         ranks.close()
+    if ranks.enabled:
+        # gloo's background threads can abort the interpreter's teardown after the work is done and the
+        # process group destroyed (seen once as SIGABRT of a finished rank under load): leave directly
+        import os
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
