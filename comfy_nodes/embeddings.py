@@ -7,7 +7,8 @@ import logging
 import torch
 
 from ..sgim_nodes.optimize.targets import mix_targets, single_embedding
-from .host import CATEGORY_ROOT, library_errors, node_error, on_device, show_node_text, torch_device
+from ..sgim_nodes.options import node_inputs
+from .host import CATEGORY_ROOT, library_errors, node_error, on_device, show_node_text, sockets, torch_device
 
 
 class SGIMEmbedAudio:
@@ -22,15 +23,9 @@ class SGIMEmbedAudio:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "audio_encoder": ("SGIM_AUDIO_ENCODER", {"tooltip": "From Load Audio Encoder."}),
+            **sockets("audio_encoder"),
             "audio": ("AUDIO", {"tooltip": "Sound to embed (core AUDIO: waveform [B, C, T] + sample_rate)."}),
-            "start_seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 86400.0, "step": 0.1,
-                                        "tooltip": "Ignore the sound before this time."}),
-            "end_seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 86400.0, "step": 0.1,
-                                      "tooltip": "Ignore the sound after this time (0 = until the end)."}),
-            "hop_seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 3600.0, "step": 0.5, "tooltip":
-                "Step between analysis windows for sounds longer than one window (0 = the window length, "
-                "no overlap). The paper uses only the first window of each clip."}),
+            **node_inputs(None, "start_seconds", "end_seconds", "hop_seconds"),
             "pool": (["mean", "first"], {"default": "mean", "tooltip":
                 "How to combine the windows of a long sound: their mean, or only the first window "
                 "(exactly the paper's inference)."}),
@@ -122,19 +117,12 @@ class SGIMMixEmbeddings:
 
     @classmethod
     def INPUT_TYPES(cls):
-        weight = {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.05}
-        return {
-            "required": {
-                "embedding_a": ("SGIM_EMBEDDING", {"tooltip": "First target (e.g. from Embed Audio)."}),
-                "weight_a": ("FLOAT", {**weight, "tooltip": "Weight of the first target."}),
-            },
-            "optional": {
-                "embedding_b": ("SGIM_EMBEDDING", {"tooltip": "Second target (e.g. from Embed Text)."}),
-                "weight_b": ("FLOAT", {**weight, "tooltip": "Weight of the second target."}),
-                "embedding_c": ("SGIM_EMBEDDING", {"tooltip": "Optional third target."}),
-                "weight_c": ("FLOAT", {**weight, "tooltip": "Weight of the third target."}),
-            },
-        }
+        def pair(letter, which):
+            return {f"embedding_{letter}": ("SGIM_EMBEDDING", {"tooltip": f"{which} target."}),
+                    **node_inputs(None, f"weight_{letter}", tooltips={f"weight_{letter}": f"Weight of the {which.lower()} target."})}
+
+        return {"required": pair("a", "First (e.g. from Embed Audio)"),
+                "optional": {**pair("b", "Second (e.g. from Embed Text)"), **pair("c", "Optional third")}}
 
     def mix(self, embedding_a, weight_a=1.0, embedding_b=None, weight_b=1.0, embedding_c=None, weight_c=1.0):
         parts = [(name, e, w) for name, e, w in (("embedding_a", embedding_a, weight_a),

@@ -598,6 +598,22 @@ def job_run(node, node_id: str | None = None, free_cache: bool = True):
             free_device_cache()
 
 
+# Inputs that many nodes take, with one tooltip each (a node passes its own where it says more).
+SOCKETS = {
+    "generator": ("SGIM_STYLEGAN", "From Load StyleGAN."),
+    "clip": ("SGIM_CLIP", "The CLIP model of the target's space (From Load CLIP)."),
+    "target": ("SGIM_EMBEDDING", "What to edit toward: Embed Audio / Text / Image or Mix."),
+    "source": ("SGIM_WPLUS", "The W+ code to edit (Source Latent or Load W+ Code)."),
+    "layer_mask": ("SGIM_LAYER_MASK", "Which layers may change (Layer Mask); default all."),
+    "audio_encoder": ("SGIM_AUDIO_ENCODER", "From Load Audio Encoder."),
+}
+
+
+def sockets(*names: str, **tooltips: str) -> dict[str, tuple]:
+    """Input specs of shared inputs, in order; keyword arguments replace a tooltip."""
+    return {name: (SOCKETS[name][0], {"tooltip": tooltips.get(name, SOCKETS[name][1])}) for name in names}
+
+
 def register_nodes(classes: dict[str, type], titles: dict[str, str]) -> None:
     """Called once by nodes.py: the node ids, their search aliases, model folders and routes."""
     NODE_CLASSES.update(classes)

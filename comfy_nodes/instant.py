@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from .host import CATEGORY_ROOT, check_wplus, job_run, models_on_device, torch_device, wplus_value
+from ..sgim_nodes.options import node_inputs
+from .host import CATEGORY_ROOT, check_wplus, job_run, models_on_device, sockets, torch_device, wplus_value
 
 
 class SGIMInstantEdit:
@@ -23,16 +24,8 @@ class SGIMInstantEdit:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "generator": ("SGIM_STYLEGAN", {"tooltip": "From Load StyleGAN."}),
-                "clip": ("SGIM_CLIP", {"tooltip": "The CLIP model of the target's space (From Load CLIP)."}),
-                "target": ("SGIM_EMBEDDING", {"tooltip": "What to edit toward: Embed Audio / Text / Image or Mix."}),
-                "source": ("SGIM_WPLUS", {"tooltip": "The W+ code to edit (Source Latent or Load W+ Code)."}),
-                "alpha": ("FLOAT", {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.05, "tooltip":
-                    "Strength: 1 moves the code by one typical W+ row spread (space 'style': standard "
-                    "deviations of the most relevant channel, try 3-6). Negative: away from the target."}),
-                "beta": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 0.99, "step": 0.01, "tooltip":
-                    "Use only style channels whose relevance to the target (a cosine) is at least this: "
-                    "larger = fewer channels, a more focused edit."}),
+                **sockets("generator", "clip", "target", "source"),
+                **node_inputs(None, "alpha", "beta"),
                 "reference": (["source", "mean"], {"default": "source", "tooltip":
                     "What the target is measured from: the source image's own CLIP embedding (best measured), "
                     "or the generator's average image."}),
@@ -41,7 +34,7 @@ class SGIMInstantEdit:
                     "per-channel edit, returned as the nearest W+ code."}),
             },
             "optional": {
-                "layer_mask": ("SGIM_LAYER_MASK", {"tooltip": "Which layers may change (Layer Mask); default all."}),
+                **sockets("layer_mask"),
                 "neutral": ("SGIM_EMBEDDING", {"tooltip": "Optional: measure the target from this embedding "
                                                           "instead (StyleCLIP's neutral prompt, e.g. 'a landscape')."}),
             },

@@ -6,8 +6,9 @@ import json
 
 
 from ..sgim_nodes.optimize.rules import LayerFreedom
+from ..sgim_nodes.options import node_input, node_inputs
 from .host import (CATEGORY_ROOT, check_wplus, job_run, library_errors, models_on_device, node_title, on_device,
-                   to_comfy_image, torch_device, wplus_value)
+                   sockets, to_comfy_image, torch_device, wplus_value)
 
 LAYER_PRESETS = ["all", "coarse", "middle", "fine", "custom"]
 
@@ -54,14 +55,13 @@ class SGIMSourceLatent:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "generator": ("SGIM_STYLEGAN", {"tooltip": "From Load StyleGAN."}),
+            **sockets("generator"),
             "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF, "control_after_generate": True,
                              "tooltip": "Seed of the random z (batch item i uses the next draws of this seed)."}),
-            "truncation_psi": ("FLOAT", {"default": 0.7, "min": 0.0, "max": 1.5, "step": 0.05, "tooltip":
-                "Pull toward the average image: 1 = no truncation, smaller = more typical (paper: 0.7)."}),
+            "truncation_psi": node_input("truncation_psi"),
             "mode": (["random", "mean"], {"default": "random", "tooltip":
                 "'random' draws z from the seed; 'mean' uses the average latent (seed ignored)."}),
-            "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Number of source images."}),
+            "batch_size": node_input("batch_size"),
         }, "optional": {
             "class_index": ("INT", {"default": -1, "min": -1, "max": 100000, "tooltip":
                 "Conditional generators (e.g. a WikiArt model with one class per style): the class to draw, "
@@ -98,26 +98,14 @@ class SGIMOptimizeLatent:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "generator": ("SGIM_STYLEGAN", {"tooltip": "From Load StyleGAN."}),
-                "clip": ("SGIM_CLIP", {"tooltip": "The CLIP model of the target's space (From Load CLIP)."}),
-                "target": ("SGIM_EMBEDDING", {"tooltip": "What to edit toward: Embed Audio / Text / Image or Mix."}),
-                "source": ("SGIM_WPLUS", {"tooltip": "The W+ code to edit (Source Latent or Load W+ Code)."}),
-                "steps": ("INT", {"default": 300, "min": 1, "max": 5000, "tooltip": "Adam steps (paper: 300)."}),
-                "lr": ("FLOAT", {"default": 0.1, "min": 0.0001, "max": 10.0, "step": 0.005, "round": 0.0001,
-                                 "tooltip": "Learning rate (paper: 0.1 for landscapes, 0.05 for faces)."}),
-                "lambda_sim": ("FLOAT", {"default": 0.002, "min": 0.0, "max": 10.0, "step": 0.001,
-                                         "round": 0.0001, "tooltip":
-                    "How strongly the code stays near the source (paper: 0.002 landscapes, 0.008 faces)."}),
-                "lambda_id": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 10.0, "step": 0.001, "round": 0.0001,
-                                        "tooltip": "Identity loss weight for faces (paper: 0.005); needs "
-                                                   "identity_model. 0 skips it."}),
+                **sockets("generator", "clip", "target", "source"),
+                **node_inputs(None, "steps", "lr", "lambda_sim", "lambda_id"),
                 "adaptive_mask": ("BOOLEAN", {"default": True, "tooltip":
                     "The paper's adaptive layer masking: per-layer weights learnt during the edit."}),
-                "preview_every": ("INT", {"default": 10, "min": 0, "max": 1000, "tooltip":
-                    "Show a preview image every N steps (0 = none)."}),
+                "preview_every": node_input("preview_every"),
             },
             "optional": {
-                "layer_mask": ("SGIM_LAYER_MASK", {"tooltip": "Which layers may change (Layer Mask); default all."}),
+                **sockets("layer_mask"),
                 "identity_model": ("SGIM_IDENTITY_MODEL", {"tooltip": "From Load Identity Model, for faces."}),
                 "init": (["source", "instant"], {"default": "source", "tooltip":
                     "Where the optimisation starts: the source, or the best point along an instant edit "

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import torch
 
 from ..sgim_nodes.jobs.music_video import check_audio
+from ..sgim_nodes.options import node_inputs
 from .host import (CATEGORY_ROOT, check_wplus, job_run, library_errors, models_on_device, node_error, on_device,
-                   to_comfy_image, torch_device, wplus_value)
+                   sockets, to_comfy_image, torch_device, wplus_value)
 
 
 @dataclass(frozen=True)
@@ -56,14 +57,9 @@ class SGIMAudioFeatures:
     def INPUT_TYPES(cls):
         return {"required": {
             "audio": ("AUDIO", {"tooltip": "The track (core AUDIO, e.g. from Load Audio); the first clip of a batch."}),
-            "fps": ("FLOAT", {"default": 24.0, "min": 1.0, "max": 120.0, "step": 0.01, "round": 0.001,
-                              "tooltip": "Frames per second of the video (29.97 works)."}),
-            "start_seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 86400.0, "step": 0.1,
-                                        "tooltip": "Start the video at this second of the track."}),
-            "end_seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 86400.0, "step": 0.1,
-                                      "tooltip": "End at this second (0 = the end of the track)."}),
-            "smoothing_seconds": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip":
-                "Width of the centred smoothing window (0 = none); larger = calmer motion."}),
+            **node_inputs("music", "fps", "start_seconds", "end_seconds", "smoothing_seconds", tooltips={
+                "start_seconds": "Start the video at this second of the track.",
+                "end_seconds": "End at this second (0 = the end of the track)."}),
         }}
 
     def analyse(self, audio, fps=24.0, start_seconds=0.0, end_seconds=0.0, smoothing_seconds=0.1):
@@ -94,42 +90,28 @@ class SGIMMusicKeyframes:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "generator": ("SGIM_STYLEGAN", {"tooltip": "From Load StyleGAN."}),
-                "clip": ("SGIM_CLIP", {"tooltip": "The CLIP model of the audio encoder's space (From Load CLIP)."}),
-                "audio_encoder": ("SGIM_AUDIO_ENCODER", {"tooltip": "From Load Audio Encoder."}),
+                **sockets("generator", "clip", "audio_encoder",
+                          clip="The CLIP model of the audio encoder's space (From Load CLIP)."),
                 "features": ("SGIM_AUDIO_FEATURES", {"tooltip": "From Audio Features (the track and its timeline)."}),
-                "source": ("SGIM_WPLUS", {"tooltip": "The image the video starts from (Source Latent); first code."}),
-                "keyframe_seconds": ("FLOAT", {"default": 4.0, "min": 0.25, "max": 600.0, "step": 0.25,
-                                               "tooltip": "Time between keyframes."}),
+                **sockets("source", source="The image the video starts from (Source Latent); first code."),
+                **node_inputs("music", "keyframe_seconds"),
                 "snap_to_onsets": ("BOOLEAN", {"default": False, "tooltip":
                     "Move each keyframe onto the nearest detected onset (within half an interval)."}),
-                "steps": ("INT", {"default": 100, "min": 1, "max": 5000, "tooltip": "Optimiser steps of the first keyframe."}),
-                "keyframe_steps": ("INT", {"default": 30, "min": 1, "max": 5000, "tooltip":
-                    "Steps of each later keyframe (it starts from the previous keyframe's code)."}),
-                "lr": ("FLOAT", {"default": 0.1, "min": 0.0001, "max": 10.0, "step": 0.005, "round": 0.0001,
-                                 "tooltip": "Learning rate."}),
-                "lambda_sim": ("FLOAT", {"default": 0.002, "min": 0.0, "max": 10.0, "step": 0.001, "round": 0.0001,
-                                         "tooltip": "How strongly every keyframe stays near the source."}),
+                **node_inputs("music", "steps", "keyframe_steps", "lr", "lambda_sim"),
                 "prompt_schedule": ("STRING", {"default": "", "multiline": True, "tooltip":
                     "Optional text mixed into the targets: one prompt, or a schedule "
                     "'0: a calm sea | 12.5: a storm at sea' (seconds of the track)."}),
-                "text_weight": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.05,
-                                          "tooltip": "Weight of the prompt against the sound (0 = sound only)."}),
-                "preview_every": ("INT", {"default": 10, "min": 0, "max": 1000, "tooltip":
-                    "Show a preview image every N steps (0 = none)."}),
+                **node_inputs("music", "text_weight", "preview_every"),
             },
             "optional": {
-                "layer_mask": ("SGIM_LAYER_MASK", {"tooltip": "Which layers may change (Layer Mask); default all."}),
+                **sockets("layer_mask"),
                 "follow": (["optimise", "instant"], {"default": "optimise", "tooltip":
                     "optimise: keyframes every keyframe_seconds by the optimiser; instant: no optimisation, a "
                     "keyframe every follow_seconds that follows its own moment's sound through instant edits "
                     "(the generator's analysis, cached; steps, lr and lambda_sim are then unused)."}),
-                "follow_seconds": ("FLOAT", {"default": 0.25, "min": 0.0, "max": 60.0, "step": 0.05, "tooltip":
-                    "instant: time between followed moments (0 = every frame)."}),
-                "alpha": ("FLOAT", {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.05, "tooltip":
-                    "instant: strength (as Instant Edit's alpha)."}),
-                "beta": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 0.99, "step": 0.01, "tooltip":
-                    "instant: relevance threshold (as Instant Edit's beta)."}),
+                **node_inputs("music", "follow_seconds", "alpha", "beta", tooltips={
+                    "alpha": "instant: strength (as Instant Edit's alpha).",
+                    "beta": "instant: relevance threshold (as Instant Edit's beta)."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -174,19 +156,10 @@ class SGIMMusicTrajectory:
     def INPUT_TYPES(cls):
         return {"required": {
             "keyframes": ("SGIM_KEYFRAMES", {"tooltip": "From Music Keyframes."}),
-            "reactivity": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 5.0, "step": 0.05, "tooltip":
-                "How much the image pulses with the music: the displacement from the source grows by up to "
-                "this factor on loud beats (0 = a smooth path only)."}),
+            **node_inputs("music", "reactivity"),
             "band_layers": ("BOOLEAN", {"default": True, "tooltip":
                 "Bass drives the coarse layers (layout), mids the middle ones, highs the fine ones (texture)."}),
-            "rotation_degrees": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 180.0, "step": 0.5, "tooltip":
-                "StyleGAN3 only: largest rotation, following the loudness."}),
-            "translation": ("FLOAT", {"default": 0.05, "min": 0.0, "max": 2.0, "step": 0.01, "tooltip":
-                "StyleGAN3 only: largest shift, following brightness (x) and bass (y)."}),
-            "frame_offset": ("INT", {"default": 0, "min": 0, "max": 10_000_000, "tooltip":
-                "First frame of this chunk (render a long song in parts)."}),
-            "frame_count": ("INT", {"default": 0, "min": 0, "max": 10_000_000, "tooltip":
-                "Frames in this chunk (0 = up to the end)."}),
+            **node_inputs("music", "rotation_degrees", "translation", "frame_offset", "frame_count"),
         }}
 
     def trajectory(self, keyframes, reactivity=0.5, band_layers=True, rotation_degrees=4.0, translation=0.05,
@@ -224,10 +197,7 @@ class SGIMDecodeFrames:
             "required": {
                 "generator": ("SGIM_STYLEGAN", {"tooltip": "The generator the codes belong to."}),
                 "wplus": ("SGIM_WPLUS", {"tooltip": "From Music Trajectory."}),
-                "batch_size": ("INT", {"default": 8, "min": 1, "max": 256, "tooltip":
-                    "Frames rendered at once (more is faster on a GPU, needs more memory)."}),
-                "size": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 2, "tooltip":
-                    "Scale the frames to this many pixels (0 = the generator's resolution)."}),
+                **node_inputs("music", "batch_size", "size"),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from ..sgim_nodes.options import node_input, node_inputs
 from .host import CATEGORY_ROOT, job_run, library_errors, models_on_device, to_comfy_image, torch_device, wplus_value
 
 
@@ -34,26 +35,19 @@ class SGIMProjectImage:
                 "distance": (list(DISTANCES), {"default": "lpips", "tooltip":
                     "lpips: the standard, needs Load VGG16; pixel: exact colours; multiscale: pixels on a "
                     "pyramid, no file needed; clip: content and style, needs clip."}),
-                "steps": ("INT", {"default": 1000, "min": 1, "max": 10000, "tooltip":
-                    "Projection steps: half in W, then W+ (NVlabs: 1000)."}),
-                "tune_steps": ("INT", {"default": 350, "min": 0, "max": 5000, "tooltip":
-                    "Pivotal tuning steps on a copy of the generator (PTI: 350); 0 = no tuning."}),
+                **node_inputs("project", "steps", "tune_steps"),
                 "fit": (list(FIT_MODES), {"default": "crop", "tooltip":
                     "crop: the centred square of the picture; pad: the whole picture, border repeats its edges."}),
                 "space": (["wplus", "w"], {"default": "wplus", "tooltip":
                     "wplus: W then W+ (closer fit); w: W only (stays closest to what the generator knows)."}),
-                "lr": ("FLOAT", {"default": 0.1, "min": 0.0001, "max": 10.0, "step": 0.005, "round": 0.0001,
-                                 "tooltip": "Peak learning rate in W (NVlabs: 0.1); W+ uses half of it."}),
-                "pixel_weight": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.1, "tooltip":
-                    "Add this much pixel error to the distance (holds colours; tuning always adds 1)."}),
+                **node_inputs("project", "lr", "pixel_weight"),
                 "optimize_noise": (["auto", "on", "off"], {"default": "auto", "tooltip":
                     "Fit StyleGAN2's noise maps too (auto: when tuning; they live in the returned generator)."}),
                 # Not named "seed": the frontend gives every "seed" a randomize control, which would re-run a
                 # long projection on every queue; this one changes only when the user changes it.
                 "init_seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF,
                                       "tooltip": "Seed of the noise maps and the W jitter."}),
-                "preview_every": ("INT", {"default": 10, "min": 0, "max": 1000, "tooltip":
-                    "Show a preview every N steps (0 = none)."}),
+                "preview_every": node_input("preview_every"),
             },
             "optional": {
                 "lpips": ("SGIM_LPIPS", {"tooltip": "From Load VGG16 (LPIPS), for the 'lpips' distance."}),

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import ParameterError
+from .options import flag
 from .models import KNOWN_MODELS, find_model_file, is_bare_name, launcher, model_source, models_dir, offline
 from .presets import PRESETS
 
@@ -66,12 +67,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="never download; print the download commands for missing models (also SGIM_OFFLINE=1)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="landscape",
                    help="the paper's released settings (values below); the options below override single values")
-    for name, flag, what in (("steps", "--steps", "optimiser steps"), ("lr", "--lr", "learning rate"),
+    for name, flag_name, what in (("steps", "--steps", "optimiser steps"), ("lr", "--lr", "learning rate"),
                              ("lambda_sim", "--lambda-sim", "weight of the latent-similarity term"),
                              ("lambda_id", "--lambda-id", "weight of the identity term (faces)"),
                              ("truncation", "--truncation", "truncation of the random source code")):
         by_preset = ", ".join(f"{preset} {values[name]}" for preset, values in PRESETS.items())
-        p.add_argument(flag, type=int if name == "steps" else float, help=f"{what} (preset: {by_preset})")
+        p.add_argument(flag_name, **flag(name, help=f"{what}; preset: {by_preset}", default=None))
     p.add_argument("--mask", help="layer freedom: a preset (all, coarse, middle, fine) or one number per W+ layer "
                                   "'f0,f1,...' in [0, 1]: 0 = frozen, 1 = free, between = held back (as the "
                                   "Layer Mask node; default: all free)")
@@ -82,14 +83,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="edit a source code, or generate freely from the mean latent")
     p.add_argument("--seed", type=int, help="draws the random source codes (default 0); an error where nothing "
                                             "is random (--source-latent, --mode generate)")
-    p.add_argument("--batch", type=int, default=1, help="number of random source codes edited together; "
-                                                        "only with random source codes")
+    p.add_argument("--batch", **flag("batch", help="number of random source codes edited together; only with "
+                                                   "random source codes"))
     p.add_argument("--class", dest="class_label", metavar="N",
                    help="conditional generators: class of the random source code, an index (0-based) or a "
                         "name the file carries; default: a random class per image from --seed")
-    p.add_argument("--hop", dest="hop_seconds", type=float, help="window hop in seconds for long audio")
-    p.add_argument("--start", dest="start_seconds", type=float, help="use the audio from this second")
-    p.add_argument("--end", dest="end_seconds", type=float, help="use the audio up to this second")
+    p.add_argument("--hop", dest="hop_seconds", **flag("hop_seconds", help="window hop in seconds for long audio",
+                                                       default=None))
+    p.add_argument("--start", dest="start_seconds", **flag("start", help="use the audio from this second", default=None))
+    p.add_argument("--end", dest="end_seconds", **flag("end", help="use the audio up to this second", default=None))
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     p.add_argument("--lean-memory", action="store_true",
                    help="CPU: return freed memory to the system every step (about 10%% lower peak at 1024 px, "
@@ -105,10 +107,10 @@ def _instant_arguments(p: argparse.ArgumentParser) -> None:
                         "(analysed once per generator and CLIP, then cached)")
     g.add_argument("--init", choices=["source", "instant"], default="source",
                    help="where the optimiser starts: the source, or the best point along the instant edit")
-    g.add_argument("--alpha", type=float, help="instant strength (default 1: the code moves one typical W+ row "
-                                               "spread; with --space style: standard deviations, try 3-6)")
-    g.add_argument("--beta", type=float, help="instant edits use only style channels whose relevance (a cosine) "
-                                              "is at least this (default 0.1; larger: fewer channels)")
+    g.add_argument("--alpha", **flag("alpha", default=None, help="instant strength (default 1: the code moves one "
+                                    "typical W+ row spread; with --space style: standard deviations, try 3-6)"))
+    g.add_argument("--beta", **flag("beta", default=None, help="instant edits use only style channels whose relevance "
+                                   "(a cosine) is at least this (default 0.1; larger: fewer channels)"))
     g.add_argument("--reference", choices=["source", "mean"], default="source",
                    help="what the target is measured from: the source image's CLIP embedding, or the "
                         "generator's mean image embedding")
@@ -165,21 +167,10 @@ def _check_arguments(args: argparse.Namespace) -> None:
     """Numbers and the output path, checked before any model is loaded or step run."""
     from .device import resolve_device
     from .fileio import check_output_file
-    from .limits import (MAX_BATCH, MAX_LOSS_WEIGHT, MAX_LR, MAX_SEED, MAX_STEPS, MAX_TRUNCATION, check_float,
-                         check_int)
+    from .limits import MAX_SEED, check_int
 
-    if args.seed is not None:
+    if args.seed is not None:  # the numbers of the options table were checked while parsing
         check_int("--seed", args.seed, 0, MAX_SEED, "a seed")
-    check_int("--batch", args.batch, 1, MAX_BATCH, "a batch size")
-    if args.steps is not None:
-        check_int("--steps", args.steps, 1, MAX_STEPS, "a number of steps")
-    if args.lr is not None:
-        check_float("--lr", args.lr, 0.0, MAX_LR, exclusive_minimum=True, what="a learning rate")
-    for name in ("lambda_sim", "lambda_id"):
-        if getattr(args, name) is not None:
-            check_float(f"--{name.replace('_', '-')}", getattr(args, name), 0.0, MAX_LOSS_WEIGHT)
-    if args.truncation is not None:
-        check_float("--truncation", args.truncation, 0.0, MAX_TRUNCATION)
     _check_instant_arguments(args)
     resolve_device(args.device)
     if args.source_latent is not None:  # a bad code file is refused before the models are loaded
@@ -197,8 +188,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
 
 def _check_instant_arguments(args: argparse.Namespace) -> None:
     from .instant.analysis import MAX_SAMPLES
-    from .instant.edit import MAX_ALPHA
-    from .limits import check_float, check_int
+    from .limits import check_int
 
     instant_flags = [f"--{name.replace('_', '-')}" for name in ("alpha", "beta", "neutral", "analysis_samples")
                      if getattr(args, name) is not None]
@@ -220,10 +210,6 @@ def _check_instant_arguments(args: argparse.Namespace) -> None:
     if (args.instant or args.init == "instant") and args.mode == "generate":
         raise ParameterError("--instant: an instant edit moves a source code; generate mode has none",
                              parameter="instant")
-    if args.alpha is not None:
-        check_float("--alpha", args.alpha, -MAX_ALPHA, MAX_ALPHA, what="a strength")
-    if args.beta is not None:
-        check_float("--beta", args.beta, 0.0, 0.999, what="a relevance threshold in [0, 1)")
     if args.analysis_samples is not None:
         check_int("--analysis-samples", args.analysis_samples, 1, MAX_SAMPLES, "a number of samples")
     if args.neutral is not None and args.reference != "source":

@@ -31,5 +31,5 @@ def test_every_option_has_help_and_one_default(name):
 def test_project_steps_default_is_stated_once():
     parser = importlib.import_module(COMMANDS["project"][0])._parser()
     text = parser.format_help()
-    assert "(default 1000)" in text and "(default: 1000)" not in text
+    assert "default 1000)" in text and "(default: 1000)" not in text
     assert "--seed" in text and "Load Latent" not in text

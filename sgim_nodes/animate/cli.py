@@ -19,8 +19,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import ParameterError
-from . import defaults
-from .defaults import DEFAULT_BATCH
+from ..options import flag
 
 
 # Library parameters named otherwise than the flag that sets them (the rest follow the flags' dests).
@@ -36,55 +35,47 @@ def _parser() -> argparse.ArgumentParser:
                    help="the track (wav, mp3, flac, ogg, ...), or a folder: one video per track")
     p.add_argument("--out", type=Path, required=True,
                    help="the video to write (.mp4); with a folder of tracks, the folder for the videos")
-    p.add_argument("--fps", type=float, default=24.0, help="frames per second (any positive rate, e.g. 29.97)")
-    p.add_argument("--start", type=float, help="start at this second of the track")
-    p.add_argument("--end", type=float, help="end at this second of the track")
-    p.add_argument("--size", type=int, help="scale frames so the longer side has this many pixels")
+    p.add_argument("--fps", **flag("fps", help="frames per second (e.g. 29.97)"))
+    p.add_argument("--start", **flag("start", help="start at this second of the track", default=None))
+    p.add_argument("--end", **flag("end", help="end at this second of the track", default=None))
+    p.add_argument("--size", **flag("size", help="scale frames so the longer side has this many pixels",
+                                    default=None))
     p.add_argument("--generator", help="StyleGAN file (.pt/.pkl/.safetensors) or a name in models/stylegan")
     p.add_argument("--encoder", help="audio encoder (.pth/.safetensors) or a name in models/sgim_audio_encoders")
     p.add_argument("--clip", help="CLIP model or a name in models/sgim_clip")
     p.add_argument("--clip-model", help="open_clip model name when it cannot be inferred from the file")
     p.add_argument("--text", help="one prompt mixed into every keyframe's target")
     p.add_argument("--prompts", help="prompt schedule, e.g. '0: a calm sea | 12.5: a storm at sea'")
-    p.add_argument("--text-weight", type=float, default=0.3, help="weight of the prompt against the sound (0..1)")
-    p.add_argument("--keyframe-seconds", type=float, default=defaults.DEFAULT_KEYFRAME_SECONDS,
-                   help="time between keyframes")
+    p.add_argument("--text-weight", **flag("text_weight"))
+    p.add_argument("--keyframe-seconds", **flag("keyframe_seconds"))
     p.add_argument("--keyframes", help="keyframes every N beats or bars, or seconds: beats:4, bars:1, seconds:2.5")
     p.add_argument("--bpm", type=float, help="the tempo, when detection gets it wrong (beats/bars keyframes)")
     p.add_argument("--tempo-correction", choices=("none", "double", "half"), default="none",
                    help="use twice or half the detected tempo")
-    p.add_argument("--beats-per-bar", type=int, default=4, help="beats in a bar (bars:N keyframes)")
-    p.add_argument("--beat-weight", type=float, default=0.0,
-                   help="share of the pulsing that follows the beats instead of loudness and onsets (0..1)")
-    p.add_argument("--chain-length", type=int, default=0,
-                   help="restart the keyframe chain every N keyframes (0: one chain); independent chains are "
-                        "shared by torchrun's processes")
+    p.add_argument("--beats-per-bar", **flag("beats_per_bar"))
+    p.add_argument("--beat-weight", **flag("beat_weight"))
+    p.add_argument("--chain-length", **flag("chain_length"))
     p.add_argument("--snap-to-onsets", action="store_true", help="move keyframes to the nearest detected onset")
-    p.add_argument("--steps", type=int, default=defaults.DEFAULT_STEPS,
-                   help="optimiser steps of the first keyframe")
-    p.add_argument("--keyframe-steps", type=int, default=defaults.DEFAULT_KEYFRAME_STEPS,
-                   help="steps of each later keyframe (warm-started from the previous one)")
-    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate of the keyframe optimiser")
-    p.add_argument("--lambda-sim", type=float, default=0.002, help="how strongly codes stay near the source")
-    p.add_argument("--truncation", type=float, default=0.7, help="truncation of the random source code")
+    p.add_argument("--steps", **flag("steps", "music"))
+    p.add_argument("--keyframe-steps", **flag("keyframe_steps"))
+    p.add_argument("--lr", **flag("lr", help="peak learning rate of the keyframe optimiser"))
+    p.add_argument("--lambda-sim", **flag("lambda_sim", "music"))
+    p.add_argument("--truncation", **flag("truncation", help="truncation of the random source code"))
     p.add_argument("--mask", help="layer freedom: a preset (all, coarse, middle, fine) or one number per W+ layer "
                                   "'f0,f1,...' in [0, 1] (0 = frozen, 1 = free), as edit's --mask")
     p.add_argument("--source-latent", type=Path, help="W+ file of the source image (default: random from --seed)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random source code (without --source-latent)")
-    p.add_argument("--reactivity", type=float, default=defaults.DEFAULT_REACTIVITY,
-                   help="how much the image pulses with loudness and onsets (0 = none)")
+    p.add_argument("--reactivity", **flag("reactivity", help="how much the image pulses with loudness and onsets "
+                                                             "(0 = none)"))
     p.add_argument("--no-band-layers", dest="band_layers", action="store_false",
                    help="every layer follows the same envelope (default: bass -> coarse, highs -> fine)")
-    p.add_argument("--smoothing", type=float, default=defaults.DEFAULT_SMOOTHING,
-                   help="centred smoothing of the audio features, seconds")
-    p.add_argument("--rotation", dest="rotation_degrees", type=float,
-                   default=defaults.DEFAULT_ROTATION_DEGREES, help="StyleGAN3: max rotation, degrees")
-    p.add_argument("--translation", type=float, default=defaults.DEFAULT_TRANSLATION,
-                   help="StyleGAN3: max translation (input coordinates)")
-    p.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="frames decoded at once")
-    p.add_argument("--crf", type=int, default=18, help="H.264 quality (0 lossless .. 51; 18 looks lossless)")
-    p.add_argument("--segment-seconds", type=float, default=10.0,
-                   help="length of the independently encoded pieces (resume and torchrun granularity)")
+    p.add_argument("--smoothing", **flag("smoothing", help="centred smoothing of the audio features, seconds"))
+    p.add_argument("--rotation", dest="rotation_degrees", **flag("rotation_degrees", help="StyleGAN3: max rotation, "
+                                                                                           "degrees"))
+    p.add_argument("--translation", **flag("translation", help="StyleGAN3: max translation (input coordinates)"))
+    p.add_argument("--batch", **flag("frame_batch", help="frames decoded at once"))
+    p.add_argument("--crf", **flag("crf"))
+    p.add_argument("--segment-seconds", **flag("segment_seconds"))
     p.add_argument("--private-segments", action="store_true",
                    help="torchrun over several nodes without a shared file system: send segments to rank 0")
     p.add_argument("--cache-dir", type=Path, help="where keyframe codes are kept (default: <out>.keyframes)")
@@ -93,17 +84,19 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--follow", choices=["keyframes", "instant"], default="keyframes",
                    help="keyframes: optimised keyframe codes; instant: no optimisation, every moment follows its "
                         "own sound through the generator's analysed directions (analysed once, cached)")
-    g.add_argument("--follow-seconds", type=float, default=0.25,
-                   help="instant: time between the followed moments (0 = every frame)")
-    g.add_argument("--alpha", type=float, help="instant strength (default 1, see edit --alpha)")
-    g.add_argument("--beta", type=float, help="instant relevance threshold (default 0.1, see edit --beta)")
+    g.add_argument("--follow-seconds", **flag("follow_seconds"))
+    g.add_argument("--alpha", **flag("alpha", help="instant strength (default 1, see edit --alpha)", default=None))
+    g.add_argument("--beta", **flag("beta", help="instant relevance threshold (default 0.1, see edit --beta)",
+                                    default=None))
     g.add_argument("--analysis-cache", type=Path, help="instant analysis cache file (default: models/sgim_instant/)")
     return p
 
 
 def request_from_args(args: argparse.Namespace):
     """The :class:`~sgim_nodes.jobs.music_render.MusicRenderRequest` of the parsed flags (models found or fetched)."""
-    from ..jobs.music_render import MusicRenderRequest
+    import dataclasses
+
+    from ..jobs.music_render import MusicRenderRequest, check_request
     from ..models import KNOWN_MODELS, find_model_file
     from ..pipeline import DEFAULT_FILES, fetch_missing_models
 
@@ -111,17 +104,21 @@ def request_from_args(args: argparse.Namespace):
 
     if args.text and args.prompts:
         raise ParameterError("give --text or --prompts, not both")
-    for flag, given in (("--text", args.text), ("--prompts", args.prompts)):
+    for name, given in (("--text", args.text), ("--prompts", args.prompts)):
         if given is not None and not given.strip():
-            raise ParameterError(f"{flag}: the prompt is empty; give words (or leave {flag} out)")
+            raise ParameterError(f"{name}: the prompt is empty; give words (or leave {name} out)")
     check_output_file(args.out, "--out", create_folders=False)  # before the models are looked for
     if args.follow != "instant":
-        for flag, value in (("--alpha", args.alpha), ("--beta", args.beta), ("--analysis-cache", args.analysis_cache)):
+        for name, value in (("--alpha", args.alpha), ("--beta", args.beta), ("--analysis-cache", args.analysis_cache)):
             if value is not None:
-                raise ParameterError(f"{flag}: only used with --follow instant", parameter=flag[2:])
+                raise ParameterError(f"{name}: only used with --follow instant", parameter=name[2:])
     elif args.snap_to_onsets:
         raise ParameterError("--snap-to-onsets: --follow instant follows every --follow-seconds; nothing to snap",
                              parameter="snap_to_onsets")
+    if args.keyframes and args.snap_to_onsets:
+        raise ParameterError("--snap-to-onsets: only with seconds keyframes (beats and bars are on onsets already)")
+    request = _request(args, MusicRenderRequest, generator=None, clip=None, encoder=None)
+    check_request(request, per_track=not Path(args.audio).is_dir())  # every option before any model is looked for
     paths, missing = {}, []
     for arg in ("generator", "clip", "encoder"):
         folder, default_name = DEFAULT_FILES[arg]
@@ -134,8 +131,10 @@ def request_from_args(args: argparse.Namespace):
         paths[arg] = found
     if missing:  # the known defaults are fetched on first use, as `edit` does (SGIM_OFFLINE forbids it)
         paths.update(fetch_missing_models(missing))
-    if args.keyframes and args.snap_to_onsets:
-        raise ParameterError("--snap-to-onsets: only with seconds keyframes (beats and bars are on onsets already)")
+    return dataclasses.replace(request, **paths)
+
+
+def _request(args: argparse.Namespace, MusicRenderRequest, **paths):
     return MusicRenderRequest(
         audio=args.audio, out=args.out, fps=args.fps, start=args.start, end=args.end, size=args.size,
         clip_model=args.clip_model, prompts=args.prompts or (args.text or ""), text_weight=args.text_weight,

@@ -17,16 +17,18 @@ KIND = "embedding"
 
 def _parser() -> argparse.ArgumentParser:
     from ..cli_help import command_parser
+    from ..options import flag
 
     parser = command_parser("embed-audio", __doc__)
     parser.add_argument("file", help="audio file (wav, flac, mp3, ogg, ...)")
     parser.add_argument("--encoder", required=True, help="audio encoder (official .pth or our .safetensors): a path "
                                                          "or a file name in models/sgim_audio_encoders")
     parser.add_argument("--out", help="save the embedding to this .safetensors file")
-    parser.add_argument("--hop", type=float, default=None, help="seconds between window starts (default: the window length)")
+    parser.add_argument("--hop", **flag("hop_seconds", default=None, help="seconds between window starts (default: "
+                                                                           "the window length)"))
     parser.add_argument("--per-window", action="store_true", help="keep one embedding per window instead of the mean")
-    parser.add_argument("--start", type=float, default=None, help="start of the part to embed, seconds")
-    parser.add_argument("--end", type=float, default=None, help="end of the part to embed, seconds")
+    parser.add_argument("--start", **flag("start", default=None, help="start of the part to embed, seconds"))
+    parser.add_argument("--end", **flag("end", default=None, help="end of the part to embed, seconds"))
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     parser.add_argument("--clip", help="CLIP model (a path or a file name in models/sgim_clip), to compare the sound "
                                        "with --text prompts")

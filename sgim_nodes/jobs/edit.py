@@ -51,6 +51,9 @@ class LatentEditResult:
 def run_latent_edit(request: LatentEdit, run: Run) -> LatentEditResult:
     """Optimise; progress, previews and loss terms go to ``run``, which may cancel between steps."""
     from ..optimize import optimize_latent
+    from ..options import EDIT_FIELDS, check_fields
+
+    check_fields(request, EDIT_FIELDS)  # the bounds the command line and the nodes share
 
     device = next(iter(request.generator.parameters())).device
     losses: list[dict[str, float]] = []
@@ -209,6 +212,9 @@ def run_edit(request: EditRequest, run: Run) -> EditOutcome:
     from ..stylegan import load_generator
     from ..stylegan.labels import class_labels
 
+    from ..options import EDIT_FIELDS, check_fields
+
+    check_fields(request, EDIT_FIELDS)  # before any model is loaded
     check_source_options(request.mode, batch=request.batch, seed_given=request.seed is not None,
                          source_given=request.source_latent is not None, class_given=request.class_label is not None)
     seed = 0 if request.seed is None else request.seed

@@ -103,7 +103,9 @@ def check_request(request: MusicRenderRequest, *, per_track: bool = True) -> Non
     from ..animate.beats import check_bpm, check_tempo_correction, parse_keyframe_spec
     from ..animate.segments import segment_length
     from ..animate.timeline import check_fps
+    from ..options import MUSIC_RENDER_FIELDS, check_fields
 
+    check_fields(request, MUSIC_RENDER_FIELDS)  # the bounds the command line and the nodes share
     check_fps(request.fps)
     unit, _ = parse_keyframe_spec(request.keyframes) if request.keyframes else ("seconds", None)
     check_bpm(request.bpm)

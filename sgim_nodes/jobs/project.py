@@ -63,7 +63,10 @@ class ProjectOutcome:
 
 
 def check_request(request: ProjectRequest) -> None:
-    """What the request lacks, before any work: the distance's network, a known noise choice."""
+    """What the request lacks, before any work: the distance's network, a known noise choice, the bounds."""
+    from ..options import PROJECT_FIELDS, check_fields
+
+    check_fields(request, PROJECT_FIELDS)
     if request.distance == "lpips" and request.lpips is None:
         raise ParameterError("lpips: the 'lpips' distance needs the LPIPS VGG16 network (vgg16-397923af.pth in "
                              "models/sgim_vgg; in ComfyUI connect Load VGG16 (LPIPS)), or choose 'pixel', "

@@ -12,11 +12,12 @@ import argparse
 from pathlib import Path
 
 from ..errors import ParameterError
+from ..options import flag
 
 
 def _parser() -> argparse.ArgumentParser:
     from ..cli_help import command_parser
-    from .options import DISTANCES, FIT_MODES, SPACES, TUNE_LR
+    from .options import DISTANCES, FIT_MODES, SPACES
 
     p = command_parser("project", "Project a picture into a StyleGAN generator's W+ (and optionally tune a copy "
                                   "of the generator around it), to edit it with sound.",
@@ -29,12 +30,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--vgg", help="torchvision's vgg16-397923af.pth (default: models/sgim_vgg/)")
     p.add_argument("--clip", help="CLIP model for --distance clip (file or a name in models/sgim_clip)")
     p.add_argument("--clip-model", help="open_clip model name when it cannot be inferred from the file")
-    p.add_argument("--steps", type=int, default=1000, help="projection steps (default 1000)")
+    p.add_argument("--steps", **flag("steps", "project"))
     p.add_argument("--space", choices=SPACES, default="wplus", help="wplus: W first, then W+ (default); w: W only")
-    p.add_argument("--w-fraction", type=float, default=0.5, help="share of the steps spent in W (default 0.5)")
-    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate in W (default 0.1, NVlabs')")
-    p.add_argument("--wplus-lr", type=float, help="peak learning rate in W+ (default: half of --lr, 0.05)")
-    p.add_argument("--pixel-weight", type=float, default=0.0, help="add this much pixel MSE to the distance")
+    p.add_argument("--w-fraction", **flag("w_fraction"))
+    p.add_argument("--lr", **flag("lr", "project"))
+    p.add_argument("--wplus-lr", **flag("wplus_lr", "project", help="peak learning rate in W+ (default: half of "
+                                                                    "--lr, 0.05)"))
+    p.add_argument("--pixel-weight", **flag("pixel_weight", help="add this much pixel MSE to the distance"))
     p.add_argument("--noise", choices=["auto", "on", "off"], default="auto",
                    help="optimise StyleGAN2's noise maps: auto = only with --tune (they are stored in the tuned "
                         "generator); on without --tune also writes a generator file carrying them")
@@ -42,8 +44,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="crop: centre square (default); pad: whole picture, border repeats its edges")
     p.add_argument("--tune", action="store_true", help="pivotal tuning of a copy of the generator (for edits of real "
                                                        "pictures that look right)")
-    p.add_argument("--tune-steps", type=int, default=350, help="tuning steps with --tune (default 350, PTI's)")
-    p.add_argument("--tune-lr", type=float, default=TUNE_LR, help=f"tuning learning rate (default {TUNE_LR})")
+    p.add_argument("--tune-steps", **flag("tune_steps", help="tuning steps with --tune (PTI's)"))
+    p.add_argument("--tune-lr", **flag("tune_lr"))
     p.add_argument("--tuned-generator", type=Path, help="where to write the tuned generator "
                                                         "(default: <out>_generator.safetensors)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random draws (the starting noise maps)")
