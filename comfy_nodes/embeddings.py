@@ -87,7 +87,7 @@ class SGIMEmbedImage:
     CATEGORY = f"{CATEGORY_ROOT}/embed"
     RETURN_TYPES = ("SGIM_EMBEDDING",)
     RETURN_NAMES = ("embedding",)
-    OUTPUT_TOOLTIPS = ("Unit-length CLIP image embedding, one per image of the batch.",)
+    OUTPUT_TOOLTIPS = ("Unit-length CLIP image embedding: one per image of the batch, or their mean.",)
     FUNCTION = "embed"
 
     @classmethod
@@ -95,14 +95,18 @@ class SGIMEmbedImage:
         return {"required": {
             "clip": ("SGIM_CLIP", {"tooltip": "From Load CLIP."}),
             "image": ("IMAGE", {"tooltip": "Reference image(s), e.g. from Load Image."}),
+        }, "optional": {
+            "combine": (["each", "mean"], {"default": "each", "tooltip":
+                "A batch of images (e.g. a video's frames): one target per image (a batch of edits), or their "
+                "mean as one target."}),
         }}
 
-    def embed(self, clip, image):
+    def embed(self, clip, image, combine="each"):
         from ..sgim_nodes.jobs.edit import embed_image
 
         clip = on_device(clip, torch_device())
         with library_errors(self):
-            vectors = embed_image(clip, image)
+            vectors = embed_image(clip, image, combine)
         return (single_embedding(vectors, "image", getattr(clip, "name", None)),)
 
 

@@ -14,7 +14,10 @@ W_PLUS_FOLDER = "sgim_wplus"  # subfolder of ComfyUI's input folder that Load W+
 
 class SGIMSaveWPlus:
     DESCRIPTION = ("Saves StyleGAN W+ codes (not a diffusion LATENT) as .safetensors in the output folder, with "
-                   "the generator name and, like core's savers, the prompt and workflow in the metadata. "
+                   "the generator name and, like core's savers, the prompt and workflow in the metadata. Files are "
+                   "numbered as Save Image numbers its pictures: with the same prefix in one run, the code and "
+                   "the picture get the same number (<prefix>_00001.safetensors beside <prefix>_00001_.png); an "
+                   "existing file is never overwritten. "
                    f"Copy a file to input/{W_PLUS_FOLDER}/ to re-render or re-edit it with Load W+ Code.")
     CATEGORY = f"{CATEGORY_ROOT}/latent"
     RETURN_TYPES = ()
@@ -32,13 +35,14 @@ class SGIMSaveWPlus:
     def save(self, wplus, filename_prefix="sgim/wplus", prompt=None, extra_pnginfo=None):
         from ..sgim_nodes.latents import check_wplus_values, save_wplus
         from ..sgim_nodes.limits import check_file_name
+        from ..sgim_nodes.node_values import paired_wplus_name
 
         out_dir = output_directory()
         try:
             folder, name, counter, subfolder, _ = save_path(filename_prefix, out_dir)
         except Exception as exc:  # folder_paths refuses a prefix that leaves the output folder
             raise node_error(self, "filename_prefix", f"{filename_prefix!r}: {exc}") from None
-        file_name = f"{name}_{counter:05}_.safetensors"
+        file_name = paired_wplus_name(folder, name, counter)
         with library_errors(self):  # every folder and the file name within what file systems take
             for part in [*subfolder.split("/"), file_name]:
                 check_file_name("filename_prefix", part)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import threading
 
 import torch
@@ -37,6 +36,7 @@ import torch
 from ..sgim_nodes.errors import ModelFileError, ParameterError, SGIMError
 from ..sgim_nodes.jobs.run import Run
 from ..sgim_nodes.models import MODEL_FOLDERS
+from ..sgim_nodes.node_values import generator_layout, preview_image, short_paths, to_comfy_image, wplus_value  # noqa: F401
 
 PACK_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CATEGORY_ROOT = "SGIM"
@@ -106,8 +106,12 @@ def model_file_path(key: str, name: str, node: str, input_name: str) -> str:
         found = file_in_folder(os.path.join(PACK_DIR, "models", key), name)
         path = str(found) if found is not None else None
     if not path or not os.path.isfile(path):
-        raise ModelFileError(f"{node}, input '{input_name}': model file {name!r} not found in the "
-                             f"'{key}' model folders (models/{key}/ or extra_model_paths.yaml)")
+        from ..sgim_nodes.models import how_to_get
+
+        folders = fp.folder_names_and_paths.get(key, ([],))[0] if fp is not None else [os.path.join(PACK_DIR, "models", key)]
+        raise ModelFileError(f"{node}, input '{input_name}': model file {name!r} is not in the '{key}' model "
+                             f"folders ({', '.join(folders) or f'models/{key}/'}; more in extra_model_paths.yaml). "
+                             f"{how_to_get(name, key)}")
     return path
 
 
@@ -295,14 +299,6 @@ INPUT_FOR_PARAMETER: dict[str, dict[str, str]] = {
                          "*": "image"},
 }
 
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.~])/(?:[^\s'\"/:,]+/)+([^\s'\"/:,]+)")
-
-
-def short_paths(text: str) -> str:
-    """Absolute paths in a message reduced to their file names (what the user picked in a combo)."""
-    return _ABSOLUTE_PATH.sub(r"\1", text)
-
-
 def node_id_of(node) -> str:
     """The node id a node class (or instance) is mapped under (a deprecated alias counts as its base)."""
     for cls in type(node).__mro__ if not isinstance(node, type) else node.__mro__:
@@ -461,6 +457,16 @@ class FileLoader:
     INPUT_NAME = ""
 
     @classmethod
+    def VALIDATE_INPUTS(cls, **inputs):
+        """Named, so ComfyUI leaves the check of the file name to us: a missing file is said as such (which
+        file, where it was looked for, how to get it), not as a value missing from the list."""
+        try:
+            model_file_path(cls.FOLDER, inputs.get(cls.INPUT_NAME), node_title(cls), cls.INPUT_NAME)
+        except ModelFileError as exc:
+            return str(exc)
+        return True
+
+    @classmethod
     def IS_CHANGED(cls, **inputs):
         fp_name = inputs.get(cls.INPUT_NAME)
         try:
@@ -506,12 +512,7 @@ def generator_info(name: str) -> dict:
         generator = load_model(load_generator_file, path)
     except SGIMError as exc:
         raise type(exc)(short_paths(str(exc))) from None
-    from ..sgim_nodes.optimize.rules import preset_freedom
-
-    groups = {preset: preset_freedom(preset, generator.num_ws, getattr(generator, "ws_resolutions", None))
-              for preset in ("coarse", "middle", "fine")}
-    info = {"name": name, "num_ws": generator.num_ws, "resolution": generator.resolution,
-            "w_dim": generator.w_dim, "family": getattr(generator, "family", "stylegan2"), "groups": groups}
+    info = {"name": name, **generator_layout(generator)}
     with _GENERATOR_INFO_LOCK:
         _GENERATOR_INFO[path] = (signature, info)
     return info
@@ -521,15 +522,6 @@ def generator_info(name: str) -> dict:
 # --------------------------------------------------------------------------------------------
 # Values passed between nodes, and the run of a job inside ComfyUI
 # --------------------------------------------------------------------------------------------
-
-def wplus_value(ws: torch.Tensor, generator_name: str, ws_resolutions=None) -> dict:
-    """``ws_resolutions``: the generator's nominal resolution per W+ row when it has its own layer
-    grouping (StyleGAN3), so that Style Mix presets pick the same rows as the Layer Mask."""
-    value = {"ws": ws.detach().to("cpu", torch.float32).clone(), "generator": generator_name}
-    if ws_resolutions is not None:
-        value["ws_resolutions"] = list(ws_resolutions)
-    return value
-
 
 def check_wplus(wplus: dict, generator, node, input_name: str) -> torch.Tensor:
     """The W+ tensor of ``wplus`` if it fits ``generator``; else an error naming the node input."""
@@ -541,17 +533,9 @@ def check_wplus(wplus: dict, generator, node, input_name: str) -> torch.Tensor:
         raise node_error(node, input_name, str(exc), type(exc)) from None
 
 
-def to_comfy_image(images: torch.Tensor) -> torch.Tensor:
-    """Generator output [B,3,H,W] in [-1,1] -> ComfyUI IMAGE [B,H,W,3] in [0,1] on the CPU."""
-    return ((images.detach().float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu().contiguous()
-
-
 def preview_tuple(images: torch.Tensor):
-    """First image of a [B,3,H,W] batch in [-1,1] as ComfyUI's JPEG preview tuple."""
-    from PIL import Image
-
-    array = (to_comfy_image(images[:1])[0].numpy() * 255).round().astype("uint8")
-    return ("JPEG", Image.fromarray(array), 512)
+    """First image of a [B,3,H,W] batch in [-1,1] as ComfyUI's JPEG preview tuple (sent at its real size)."""
+    return ("JPEG", *preview_image(images))
 
 
 

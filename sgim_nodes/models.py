@@ -251,6 +251,14 @@ def find_model_file(folder: str, name_or_path: str | os.PathLike | None, default
     return file_in_folder(models_dir() / folder, path.name)
 
 
+def how_to_get(filename: str, folder: str) -> str:
+    """One sentence on getting a missing model file: the download command of a known one, or where to put it."""
+    known = next((m for m in KNOWN_MODELS.values() if m.filename == os.path.basename(str(filename))), None)
+    if known is None:
+        return f"Put the file into models/{folder}/ (docs/nodes.md lists where to get each kind)."
+    return f"Get it with `{launcher()} download {known.name}` (writes {known.default_path})."
+
+
 def offline() -> bool:
     """True when ``$SGIM_OFFLINE`` forbids network access (any value but empty, 0, false, no)."""
     return os.environ.get("SGIM_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")

@@ -434,10 +434,10 @@ def test_source_latent_style_mix_decode_and_latent_files(nodes, models, comfy_ba
     workflow = {"nodes": [{"id": 1, "type": "SGIMSaveWPlus"}]}
     out = run("SGIMSaveWPlus", nodes, wplus=src, filename_prefix="edits/test", prompt={"1": {"class_type": "x"}},
               extra_pnginfo={"workflow": workflow})
-    assert out["ui"]["text"] == ["saved edits/test_00001_.safetensors"]  # core's savers' naming
+    assert out["ui"]["text"] == ["saved edits/test_00001.safetensors"]  # numbered as Save Image numbers
     out2 = run("SGIMSaveWPlus", nodes, wplus=src, filename_prefix="edits/test")
-    assert out2["ui"]["wplus"] == [{"filename": "test_00002_.safetensors", "subfolder": "edits", "type": "output"}]
-    saved = base / "output" / "edits" / "test_00001_.safetensors"
+    assert out2["ui"]["wplus"] == [{"filename": "test_00002.safetensors", "subfolder": "edits", "type": "output"}]
+    saved = base / "output" / "edits" / "test_00001.safetensors"
     with safe_open(str(saved), "pt") as f:  # prompt and workflow embedded like core's savers do
         metadata = f.metadata()
     assert metadata["generator"] == g.name and json.loads(metadata["workflow"]) == workflow
@@ -454,8 +454,8 @@ def test_source_latent_style_mix_decode_and_latent_files(nodes, models, comfy_ba
     loaded, = run("SGIMLoadWPlus", nodes, w_plus_file="edit.safetensors")
     assert torch.equal(loaded["ws"], src["ws"]) and loaded["generator"] == g.name
     # the old id with an old "[output]" value still loads
-    assert nodes.SGIMLoadLatent.VALIDATE_INPUTS(latent_file="edits/test_00001_.safetensors [output]") is True
-    old, = run("SGIMLoadLatent", nodes, latent_file="edits/test_00001_.safetensors [output]")
+    assert nodes.SGIMLoadLatent.VALIDATE_INPUTS(latent_file="edits/test_00001.safetensors [output]") is True
+    old, = run("SGIMLoadLatent", nodes, latent_file="edits/test_00001.safetensors [output]")
     assert torch.equal(old["ws"], src["ws"])
     assert nodes.SGIMLoadLatent.VALIDATE_INPUTS(latent_file="../../../etc/passwd") is not True
     (base / "input" / "sgim_wplus" / "junk.safetensors").write_bytes(b"junk")
@@ -557,7 +557,7 @@ def test_optimize_latent_reports_progress_and_edits(nodes, models, sound, fake_c
     assert all(p[1:] == (6, "17") for p in fake_comfy.progress)
     assert len(fake_comfy.previews) == 2  # steps 3 and 6
     kind, picture, size = fake_comfy.previews[0]
-    assert kind == "JPEG" and picture.size == (32, 32) and picture.mode == "RGB" and size == 512
+    assert kind == "JPEG" and picture.size == (32, 32) and picture.mode == "RGB" and size == 32  # the real size: the caption shows it
     losses = [e for e in fake_comfy.events if e[0] == "sgim.loss"]
     assert len(losses) == 6 and losses[-1][1]["step"] == 6 and losses[-1][2] == "client-1"
     assert losses[0][1]["terms"]["clip"] == pytest.approx(history[0]["clip"])
@@ -765,3 +765,23 @@ def test_project_image_node_errors_and_cancel(nodes, models, errors, fake_comfy)
         run("SGIMProjectImage", nodes, image=torch.rand(1, 8, 8, 3), generator=g, distance="pixel", steps=500,
             tune_steps=0, preview_every=0, unique_id="2")
     assert len(fake_comfy.progress) == 2  # stopped within one step
+
+
+def test_load_stylegan_names_a_missing_file_where_it_was_looked_for_and_how_to_get_it(nodes, comfy_base):
+    base, names = comfy_base
+    cls = nodes.NODE_CLASS_MAPPINGS["SGIMLoadStyleGAN"]
+    assert cls.VALIDATE_INPUTS(generator_name=names["generator"]) is True
+    message = cls.VALIDATE_INPUTS(generator_name="ffhq.pkl")  # a value outside the list reaches our check
+    assert message.startswith("Load StyleGAN, input 'generator_name': model file 'ffhq.pkl' is not in the "
+                              "'stylegan' model folders (")
+    assert str(base / "models" / "stylegan") in message and "download ffhq`" in message
+    assert "download" not in nodes.NODE_CLASS_MAPPINGS["SGIMLoadCLIP"].VALIDATE_INPUTS(clip_name="mine.bin")
+
+
+def test_embed_image_combine_mean_gives_one_target_for_a_batch(nodes, models):
+    frames = torch.rand(3, 32, 32, 3, generator=torch.Generator().manual_seed(1))
+    each, = run("SGIMEmbedImage", nodes, clip=models.clip, image=frames)
+    mean, = run("SGIMEmbedImage", nodes, clip=models.clip, image=frames, combine="mean")
+    assert each.vectors.shape[0] == 3 and mean.vectors.shape[0] == 1
+    expected = torch.nn.functional.normalize(each.vectors[:, 0].mean(0), dim=-1)
+    assert torch.allclose(mean.vectors[0, 0], expected, atol=1e-5)

@@ -112,15 +112,23 @@ def decode_codes(generator, ws: torch.Tensor, run: Run, noise_mode: str = "const
     return torch.cat(images)
 
 
-def embed_image(clip, image: torch.Tensor) -> torch.Tensor:
-    """CLIP embeddings of an IMAGE batch ``[B, H, W, C]`` in [0, 1] (alpha dropped)."""
+IMAGE_COMBINES = ("each", "mean")
+
+
+def embed_image(clip, image: torch.Tensor, combine: str = "each") -> torch.Tensor:
+    """CLIP embeddings of an IMAGE batch ``[B, H, W, C]`` in [0, 1] (alpha dropped): one per image
+    (``combine="each"``, ``[B, D]``), or their mean direction (``"mean"``, ``[1, D]``, unit length: one
+    target for a whole batch such as a video's frames, as Embed Audio pools its windows)."""
+    if combine not in IMAGE_COMBINES:
+        raise ParameterError(f"combine: expected one of {list(IMAGE_COMBINES)}, got {combine!r}", parameter="combine")
     if image.dim() != 4 or image.shape[-1] not in (3, 4) or 0 in image.shape:
         raise ParameterError(f"images: expected a non-empty IMAGE [B, H, W, 3], got {list(image.shape)}",
                              parameter="images")
     if not bool(torch.isfinite(image).all()):
         raise ParameterError("images: the image contains NaN or infinite values", parameter="images")
     with torch.no_grad():
-        return clip.encode_image(image[..., :3])
+        vectors = clip.encode_image(image[..., :3])
+    return vectors if combine == "each" else torch.nn.functional.normalize(vectors.mean(0, keepdim=True), dim=-1)
 
 
 # --- the command line's edit: files in, files out ----------------------------------------------
