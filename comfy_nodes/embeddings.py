@@ -8,16 +8,15 @@ import torch
 
 from ..sgim_nodes.optimize.targets import mix_targets, single_embedding
 from ..sgim_nodes.options import node_inputs
-from .host import CATEGORY_ROOT, library_errors, node_error, on_device, show_node_text, sockets, torch_device
+from .host import CATEGORY_ROOT, library_errors, node_error, on_device, outputs, show_node_text, sockets, torch_device
 
 
 class SGIMEmbedAudio:
     DESCRIPTION = ("Embeds a sound (core AUDIO, e.g. from Load Audio) into the CLIP space with the "
                    "audio encoder. Long sounds are cut into windows of the model's length and pooled.")
     CATEGORY = f"{CATEGORY_ROOT}/embed"
-    RETURN_TYPES = ("SGIM_EMBEDDING",)
-    RETURN_NAMES = ("embedding",)
-    OUTPUT_TOOLTIPS = ("Unit-length CLIP-space target, one per clip of the AUDIO batch.",)
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = outputs(
+        ("embedding", "SGIM_EMBEDDING", "Unit-length CLIP-space target, one per clip of the AUDIO batch."))
     FUNCTION = "embed"
 
     @classmethod
@@ -56,9 +55,8 @@ class SGIMEmbedAudio:
 class SGIMEmbedText:
     DESCRIPTION = "Embeds a text prompt with CLIP, as a target for text-guided edits or for mixing with sound."
     CATEGORY = f"{CATEGORY_ROOT}/embed"
-    RETURN_TYPES = ("SGIM_EMBEDDING",)
-    RETURN_NAMES = ("embedding",)
-    OUTPUT_TOOLTIPS = ("Unit-length CLIP text embedding (one per line when batch_lines is on).",)
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = outputs(
+        ("embedding", "SGIM_EMBEDDING", "Unit-length CLIP text embedding (one per line when batch_lines is on)."))
     FUNCTION = "embed"
 
     @classmethod
@@ -85,9 +83,8 @@ class SGIMEmbedText:
 class SGIMEmbedImage:
     DESCRIPTION = "Embeds an IMAGE with CLIP, as a target (edit toward the look of a reference picture)."
     CATEGORY = f"{CATEGORY_ROOT}/embed"
-    RETURN_TYPES = ("SGIM_EMBEDDING",)
-    RETURN_NAMES = ("embedding",)
-    OUTPUT_TOOLTIPS = ("Unit-length CLIP image embedding: one per image of the batch, or their mean.",)
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = outputs(
+        ("embedding", "SGIM_EMBEDDING", "Unit-length CLIP image embedding: one per image of the batch, or their mean."))
     FUNCTION = "embed"
 
     @classmethod
@@ -114,9 +111,8 @@ class SGIMMixEmbeddings:
     DESCRIPTION = ("Combines up to three targets (e.g. a sound and a text) into one weighted objective: "
                    "the optimiser pulls the image toward each target with its weight.")
     CATEGORY = f"{CATEGORY_ROOT}/embed"
-    RETURN_TYPES = ("SGIM_EMBEDDING",)
-    RETURN_NAMES = ("embedding",)
-    OUTPUT_TOOLTIPS = ("The weighted set of targets.",)
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = outputs(
+        ("embedding", "SGIM_EMBEDDING", "The weighted set of targets."))
     FUNCTION = "mix"
 
     @classmethod

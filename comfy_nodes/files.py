@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from .host import (CATEGORY_ROOT, file_signature, input_directory, library_errors, node_error, output_directory,
-                   save_path, workflow_metadata, wplus_value)
+                   outputs, save_path, workflow_metadata, wplus_value)
 from .latent_edits import SGIMStyleGANDecode
 
 W_PLUS_FOLDER = "sgim_wplus"  # subfolder of ComfyUI's input folder that Load W+ Code lists
@@ -69,9 +69,7 @@ class SGIMLoadWPlus:
     DESCRIPTION = (f"Loads StyleGAN W+ codes written by Save W+ Code, from input/{W_PLUS_FOLDER}/ "
                    "(copy saved files there).")
     CATEGORY = f"{CATEGORY_ROOT}/latent"
-    RETURN_TYPES = ("SGIM_WPLUS",)
-    RETURN_NAMES = ("wplus",)
-    OUTPUT_TOOLTIPS = ("The saved W+ code(s).",)
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = outputs(("wplus", "SGIM_WPLUS", "The saved W+ code(s)."))
     FUNCTION = "load"
 
     INPUT = "w_plus_file"

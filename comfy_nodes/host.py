@@ -593,6 +593,12 @@ SOCKETS = {
 }
 
 
+def outputs(*rows: tuple[str, str, str]) -> tuple[tuple, tuple, tuple]:
+    """``RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS`` of ``(name, type, tooltip)`` rows, one row per output."""
+    names, types, tooltips = zip(*rows)
+    return types, names, tooltips
+
+
 def sockets(*names: str, **tooltips: str) -> dict[str, tuple]:
     """Input specs of shared inputs, in order; keyword arguments replace a tooltip."""
     return {name: (SOCKETS[name][0], {"tooltip": tooltips.get(name, SOCKETS[name][1])}) for name in names}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from ..sgim_nodes.options import node_inputs
-from .host import CATEGORY_ROOT, check_wplus, job_run, models_on_device, sockets, torch_device, wplus_value
+from .host import CATEGORY_ROOT, check_wplus, job_run, models_on_device, outputs, sockets, torch_device, wplus_value
 
 
 class SGIMInstantEdit:
@@ -14,10 +14,9 @@ class SGIMInstantEdit:
                    "CLIP model (minutes; cached in models/sgim_instant), then every edit costs one render. "
                    "Less exact than Optimize Latent, which can start from it (init = instant).")
     CATEGORY = f"{CATEGORY_ROOT}"
-    RETURN_TYPES = ("SGIM_WPLUS", "STRING")
-    RETURN_NAMES = ("wplus", "report")
-    OUTPUT_TOOLTIPS = ("The edited W+ code (for Decode, Style Mix, Save W+ Code).",
-                       "CLIP distance before/after, channels used and the analysis, as JSON.")
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = outputs(
+        ("wplus", "SGIM_WPLUS", "The edited W+ code (for Decode, Style Mix, Save W+ Code)."),
+        ("report", "STRING", "CLIP distance before/after, channels used and the analysis, as JSON."))
     FUNCTION = "edit"
 
     @classmethod

@@ -8,7 +8,7 @@ import json
 from ..sgim_nodes.optimize.rules import LayerFreedom
 from ..sgim_nodes.options import node_input, node_inputs
 from .host import (CATEGORY_ROOT, check_wplus, job_run, library_errors, models_on_device, node_title, on_device,
-                   sockets, to_comfy_image, torch_device, wplus_value)
+                   outputs, sockets, to_comfy_image, torch_device, wplus_value)
 
 LAYER_PRESETS = ["all", "coarse", "middle", "fine", "custom"]
 
@@ -18,9 +18,8 @@ class SGIMLayerMask:
                    "layers (4-8 px) hold pose and layout, middle ones (16-32 px) shapes and features, fine "
                    "ones colour and texture. Drag the bars (0 = frozen, 1 = free) or pick a preset.")
     CATEGORY = f"{CATEGORY_ROOT}/latent"
-    RETURN_TYPES = ("SGIM_LAYER_MASK",)
-    RETURN_NAMES = ("layer_mask",)
-    OUTPUT_TOOLTIPS = ("Per-layer freedom for Optimize Latent / blend weights for Style Mix.",)
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = outputs(
+        ("layer_mask", "SGIM_LAYER_MASK", "Per-layer freedom for Optimize Latent / blend weights for Style Mix."))
     FUNCTION = "build"
 
     @classmethod
@@ -47,9 +46,7 @@ class SGIMSourceLatent:
     DESCRIPTION = ("The image to edit, as a W+ code: a random face/landscape from a seed (with truncation "
                    "toward the average), or the generator's average image.")
     CATEGORY = f"{CATEGORY_ROOT}/latent"
-    RETURN_TYPES = ("SGIM_WPLUS",)
-    RETURN_NAMES = ("wplus",)
-    OUTPUT_TOOLTIPS = ("W+ code [batch, num_ws, w_dim].",)
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = outputs(("wplus", "SGIM_WPLUS", "W+ code [batch, num_ws, w_dim]."))
     FUNCTION = "sample"
 
     @classmethod
@@ -89,9 +86,9 @@ class SGIMOptimizeLatent:
                    "keeping the identity (lambda_id). Shows a live preview and the loss terms; Cancel "
                    "stops it within one step.")
     CATEGORY = f"{CATEGORY_ROOT}"
-    RETURN_TYPES = ("SGIM_WPLUS", "STRING")
-    RETURN_NAMES = ("wplus", "loss_log")
-    OUTPUT_TOOLTIPS = ("The edited W+ code.", "Loss terms of the last step as JSON (with the full history).")
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = outputs(
+        ("wplus", "SGIM_WPLUS", "The edited W+ code."),
+        ("loss_log", "STRING", "Loss terms of the last step as JSON (with the full history)."))
     FUNCTION = "optimize"
 
     @classmethod
@@ -141,9 +138,7 @@ class SGIMStyleMix:
                    "coarse layers (layout) from the text edit and fine layers (colour, texture) from the "
                    "sound edit. A Layer Mask blends per layer: weight 1 takes wplus_b, 0 keeps wplus_a.")
     CATEGORY = f"{CATEGORY_ROOT}/latent"
-    RETURN_TYPES = ("SGIM_WPLUS",)
-    RETURN_NAMES = ("wplus",)
-    OUTPUT_TOOLTIPS = ("The mixed W+ code.",)
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = outputs(("wplus", "SGIM_WPLUS", "The mixed W+ code."))
     FUNCTION = "mix"
 
     @classmethod
@@ -177,9 +172,7 @@ class SGIMStyleMix:
 class SGIMStyleGANDecode:
     DESCRIPTION = "Renders W+ codes with the generator into a core IMAGE, to chain with any image node."
     CATEGORY = f"{CATEGORY_ROOT}"
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("image",)
-    OUTPUT_TOOLTIPS = ("IMAGE [B, H, W, 3] in 0..1.",)
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = outputs(("image", "IMAGE", "IMAGE [B, H, W, 3] in 0..1."))
     FUNCTION = "decode"
 
     @classmethod

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .host import CATEGORY_ROOT, FileLoader, load_generator_file, model_file_list
+from .host import CATEGORY_ROOT, FileLoader, load_generator_file, model_file_list, outputs
 
 
 class SGIMLoadStyleGAN(FileLoader):
@@ -11,9 +11,8 @@ class SGIMLoadStyleGAN(FileLoader):
                    "stylegan2-ada / stylegan3 .pkl and TensorFlow StyleGAN2 .pkl, read without running their code; "
                    "conditional ones too; or our .safetensors).")
     CATEGORY = f"{CATEGORY_ROOT}/loaders"
-    RETURN_TYPES = ("SGIM_STYLEGAN",)
-    RETURN_NAMES = ("generator",)
-    OUTPUT_TOOLTIPS = ("The frozen generator; its W+ space has one row per synthesis layer.",)
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = outputs(
+        ("generator", "SGIM_STYLEGAN", "The frozen generator; its W+ space has one row per synthesis layer."))
     FUNCTION = "load"
 
     @classmethod
@@ -30,9 +29,8 @@ class SGIMLoadAudioEncoder(FileLoader):
     DESCRIPTION = ("Loads an audio encoder that maps sound into a CLIP space (the paper's "
                    "resnet18_57.pth, or a .safetensors trained with `python -m sgim_nodes train`).")
     CATEGORY = f"{CATEGORY_ROOT}/loaders"
-    RETURN_TYPES = ("SGIM_AUDIO_ENCODER",)
-    RETURN_NAMES = ("audio_encoder",)
-    OUTPUT_TOOLTIPS = ("The audio encoder (frozen).",)
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = outputs(
+        ("audio_encoder", "SGIM_AUDIO_ENCODER", "The audio encoder (frozen)."))
     FUNCTION = "load"
 
     @classmethod
@@ -55,9 +53,8 @@ class SGIMLoadCLIP(FileLoader):
     DESCRIPTION = ("Loads a CLIP model (OpenAI ViT-B-32.pt, read without running its TorchScript "
                    "code, or an open_clip state dict) from models/sgim_clip. Nothing is downloaded.")
     CATEGORY = f"{CATEGORY_ROOT}/loaders"
-    RETURN_TYPES = ("SGIM_CLIP",)
-    RETURN_NAMES = ("clip",)
-    OUTPUT_TOOLTIPS = ("The CLIP model whose space the audio encoder was aligned to.",)
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = outputs(
+        ("clip", "SGIM_CLIP", "The CLIP model whose space the audio encoder was aligned to."))
     FUNCTION = "load"
 
     @classmethod
@@ -88,9 +85,8 @@ class SGIMLoadIdentityModel(FileLoader):
     DESCRIPTION = ("Loads the ArcFace IR-SE50 face-identity network (model_ir_se50.pth) used by the "
                    "identity loss of face edits; connect it to Optimize Latent and set lambda_id > 0.")
     CATEGORY = f"{CATEGORY_ROOT}/loaders"
-    RETURN_TYPES = ("SGIM_IDENTITY_MODEL",)
-    RETURN_NAMES = ("identity_model",)
-    OUTPUT_TOOLTIPS = ("The identity network (frozen).",)
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = outputs(
+        ("identity_model", "SGIM_IDENTITY_MODEL", "The identity network (frozen)."))
     FUNCTION = "load"
 
     @classmethod
@@ -112,9 +108,8 @@ class SGIMLoadVGG(FileLoader):
     DESCRIPTION = ("Loads VGG16 (torchvision's vgg16-397923af.pth, read with weights_only) for the LPIPS "
                    "distance of Project Image; the calibrated LPIPS layers come from the lpips package.")
     CATEGORY = f"{CATEGORY_ROOT}/loaders"
-    RETURN_TYPES = ("SGIM_LPIPS",)
-    RETURN_NAMES = ("lpips",)
-    OUTPUT_TOOLTIPS = ("LPIPS-VGG16 (frozen), for Project Image's 'lpips' distance.",)
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = outputs(
+        ("lpips", "SGIM_LPIPS", "LPIPS-VGG16 (frozen), for Project Image's 'lpips' distance."))
     FUNCTION = "load"
 
     @classmethod

@@ -17,7 +17,7 @@ import torch
 from ..sgim_nodes.jobs.music_video import check_audio
 from ..sgim_nodes.options import node_inputs
 from .host import (CATEGORY_ROOT, check_wplus, job_run, library_errors, models_on_device, node_error, on_device,
-                   sockets, to_comfy_image, torch_device, wplus_value)
+                   outputs, sockets, to_comfy_image, torch_device, wplus_value)
 
 
 @dataclass(frozen=True)
@@ -38,19 +38,17 @@ class SGIMAudioFeatures:
                    "window (no lag) and scaled to 0..1. Feeds Music Keyframes; the curves are also plain "
                    "float lists (one value per frame) for other packs, and a plot.")
     CATEGORY = f"{CATEGORY_ROOT}/music video"
-    RETURN_TYPES = ("SGIM_AUDIO_FEATURES", "FLOAT", "FLOAT", "FLOAT", "FLOAT", "FLOAT", "FLOAT", "IMAGE", "INT",
-                    "STRING")
-    RETURN_NAMES = ("features", "loudness", "onset", "centroid", "low", "mid", "high", "plot", "frame_count", "json")
-    OUTPUT_TOOLTIPS = ("Features and timeline for Music Keyframes.",
-                       "Loudness (RMS) per frame, a list of floats in 0..1.",
-                       "Onset strength (spectral flux) per frame, 0..1.",
-                       "Brightness (spectral centroid) per frame, 0..1.",
-                       "Bass energy (20-250 Hz) per frame, 0..1.",
-                       "Mid energy (250-2000 Hz) per frame, 0..1.",
-                       "Treble energy (2-11 kHz) per frame, 0..1.",
-                       "The curves as an image (onsets marked).",
-                       "Frames of the video: round((end - start) x fps).",
-                       "Everything as JSON (fps, start, frames, curves, onset times).")
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = outputs(
+        ("features", "SGIM_AUDIO_FEATURES", "Features and timeline for Music Keyframes."),
+        ("loudness", "FLOAT", "Loudness (RMS) per frame, a list of floats in 0..1."),
+        ("onset", "FLOAT", "Onset strength (spectral flux) per frame, 0..1."),
+        ("centroid", "FLOAT", "Brightness (spectral centroid) per frame, 0..1."),
+        ("low", "FLOAT", "Bass energy (20-250 Hz) per frame, 0..1."),
+        ("mid", "FLOAT", "Mid energy (250-2000 Hz) per frame, 0..1."),
+        ("high", "FLOAT", "Treble energy (2-11 kHz) per frame, 0..1."),
+        ("plot", "IMAGE", "The curves as an image (onsets marked)."),
+        ("frame_count", "INT", "Frames of the video: round((end - start) x fps)."),
+        ("json", "STRING", "Everything as JSON (fps, start, frames, curves, onset times)."))
     FUNCTION = "analyse"
 
     @classmethod
@@ -81,9 +79,9 @@ class SGIMMusicKeyframes:
                    "source with 'steps', each next one warm-started from the previous with 'keyframe_steps'. "
                    "Live preview; Cancel stops within one step.")
     CATEGORY = f"{CATEGORY_ROOT}/music video"
-    RETURN_TYPES = ("SGIM_KEYFRAMES", "STRING")
-    RETURN_NAMES = ("keyframes", "keyframe_log")
-    OUTPUT_TOOLTIPS = ("Keyframe times and codes, for Music Trajectory.", "Keyframe times and targets as JSON.")
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = outputs(
+        ("keyframes", "SGIM_KEYFRAMES", "Keyframe times and codes, for Music Trajectory."),
+        ("keyframe_log", "STRING", "Keyframe times and targets as JSON."))
     FUNCTION = "optimize"
 
     @classmethod
@@ -147,9 +145,9 @@ class SGIMMusicTrajectory:
                    "the coarse layers and the highs the fine ones. frame_offset / frame_count render a long "
                    "song in chunks. StyleGAN3 generators also rotate and shift slowly with the music.")
     CATEGORY = f"{CATEGORY_ROOT}/music video"
-    RETURN_TYPES = ("SGIM_WPLUS", "INT")
-    RETURN_NAMES = ("wplus", "frame_count")
-    OUTPUT_TOOLTIPS = ("One W+ code per frame of the chunk, for Decode Frames.", "Frames in this chunk.")
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = outputs(
+        ("wplus", "SGIM_WPLUS", "One W+ code per frame of the chunk, for Decode Frames."),
+        ("frame_count", "INT", "Frames in this chunk."))
     FUNCTION = "trajectory"
 
     @classmethod
@@ -185,10 +183,10 @@ class SGIMDecodeFrames:
                    "batch) and hands on the audio cut to exactly the same span and the frame rate, so that core "
                    "Create Video + Save Video give a video in sync with the track.")
     CATEGORY = f"{CATEGORY_ROOT}/music video"
-    RETURN_TYPES = ("IMAGE", "AUDIO", "FLOAT")
-    RETURN_NAMES = ("images", "audio", "fps")
-    OUTPUT_TOOLTIPS = ("The frames, IMAGE [frames, H, W, 3].", "The track cut to exactly frames / fps seconds.",
-                       "Frames per second, for Create Video.")
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = outputs(
+        ("images", "IMAGE", "The frames, IMAGE [frames, H, W, 3]."),
+        ("audio", "AUDIO", "The track cut to exactly frames / fps seconds."),
+        ("fps", "FLOAT", "Frames per second, for Create Video."))
     FUNCTION = "decode"
 
     @classmethod

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from ..sgim_nodes.options import node_input, node_inputs
-from .host import CATEGORY_ROOT, job_run, library_errors, models_on_device, to_comfy_image, torch_device, wplus_value
+from .host import (CATEGORY_ROOT, job_run, library_errors, models_on_device, outputs, to_comfy_image, torch_device,
+                   wplus_value)
 
 
 class SGIMProjectImage:
@@ -15,13 +16,12 @@ class SGIMProjectImage:
                    "returned generator: sound edits of real pictures look right only after tuning. "
                    "Shows a preview and the loss; Cancel stops it within one step.")
     CATEGORY = f"{CATEGORY_ROOT}/latent"
-    RETURN_TYPES = ("SGIM_WPLUS", "SGIM_STYLEGAN", "IMAGE", "STRING")
-    RETURN_NAMES = ("wplus", "generator", "projection", "report")
-    OUTPUT_TOOLTIPS = ("The picture's W+ code (one per picture of the batch).",
-                       "The generator to edit it with: the tuned copy (tune_steps > 0), a copy carrying the "
-                       "fitted noise maps, or the input generator unchanged.",
-                       "The code rendered by that generator.",
-                       "PSNR per picture (before and after tuning) and the loss history, as JSON.")
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = outputs(
+        ("wplus", "SGIM_WPLUS", "The picture's W+ code (one per picture of the batch)."),
+        ("generator", "SGIM_STYLEGAN", "The generator to edit it with: the tuned copy (tune_steps > 0), a copy"
+                                  " carrying the fitted noise maps, or the input generator unchanged."),
+        ("projection", "IMAGE", "The code rendered by that generator."),
+        ("report", "STRING", "PSNR per picture (before and after tuning) and the loss history, as JSON."))
     FUNCTION = "project"
 
     @classmethod

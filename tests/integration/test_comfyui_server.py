@@ -327,6 +327,20 @@ def test_invalid_widget_value_is_rejected_before_running(server):
     assert server.alive()
 
 
+def test_a_missing_generator_file_is_named_with_its_folder_and_how_to_get_it(server):
+    prompt = tiny_prompt(server, "landscape_sound_edit", steps=2, seed=410, preview_every=0)
+    loader = node_of(prompt, "SGIMLoadStyleGAN")
+    prompt[loader]["inputs"]["generator_name"] = "no_such_ffhq.pkl"  # a workflow naming a file not in the folder
+    status, body = post_json(f"{server.url}/prompt", {"prompt": prompt, "client_id": "x"})
+    assert status == 400, body
+    error = body["node_errors"][loader]["errors"][0]
+    assert error["extra_info"]["input_name"] == "generator_name", error
+    assert "Value not in list" not in json.dumps(error)
+    assert ("Load StyleGAN, input 'generator_name': model file 'no_such_ffhq.pkl' is not in the 'stylegan' model "
+            "folders") in error["details"] and "models/stylegan" in error["details"], error
+    assert server.alive()
+
+
 def test_conditional_generator_edits_with_a_chosen_class(server):
     """A TensorFlow conditional pickle through the real server: Source Latent's class input picks the class;
     a class out of range fails with a message naming the input."""
