@@ -583,14 +583,14 @@ def job_run(node, node_id: str | None = None, free_cache: bool = True):
 
 
 # Inputs that many nodes take, with one tooltip each (a node passes its own where it says more).
-SOCKETS = {
-    "generator": ("SGIM_STYLEGAN", "From Load StyleGAN."),
-    "clip": ("SGIM_CLIP", "The CLIP model of the target's space (From Load CLIP)."),
-    "target": ("SGIM_EMBEDDING", "What to edit toward: Embed Audio / Text / Image or Mix."),
-    "source": ("SGIM_WPLUS", "The W+ code to edit (Source Latent or Load W+ Code)."),
-    "layer_mask": ("SGIM_LAYER_MASK", "Which layers may change (Layer Mask); default all."),
-    "audio_encoder": ("SGIM_AUDIO_ENCODER", "From Load Audio Encoder."),
-}
+SOCKETS = {name: (kind, tooltip) for name, kind, tooltip in [
+    ("generator", "SGIM_STYLEGAN", "From Load StyleGAN."),
+    ("clip", "SGIM_CLIP", "The CLIP model of the target's space (From Load CLIP)."),
+    ("target", "SGIM_EMBEDDING", "What to edit toward: Embed Audio / Text / Image or Mix."),
+    ("source", "SGIM_WPLUS", "The W+ code to edit (Source Latent or Load W+ Code)."),
+    ("layer_mask", "SGIM_LAYER_MASK", "Which layers may change (Layer Mask); default all."),
+    ("audio_encoder", "SGIM_AUDIO_ENCODER", "From Load Audio Encoder."),
+]}
 
 
 def outputs(*rows: tuple[str, str, str]) -> tuple[tuple, tuple, tuple]:

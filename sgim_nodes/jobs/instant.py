@@ -8,7 +8,7 @@ The command line (``analyze``; phase 2: ``edit --instant``) and the node call th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -66,7 +66,6 @@ class InstantEditRequest:
     generator_file: str | None = None
     cache: str | None = None
     analysis: Any = None
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass
