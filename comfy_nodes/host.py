@@ -130,14 +130,9 @@ def save_path(filename_prefix: str, out_dir: str):
     fp = folder_paths()
     if fp is not None:
         return fp.get_save_image_path(filename_prefix, out_dir)
-    prefix = os.path.normpath(filename_prefix)  # without ComfyUI: the same rules, no %date% variables
-    folder = os.path.join(out_dir, os.path.dirname(prefix))
-    if os.path.commonpath((os.path.abspath(out_dir), os.path.abspath(folder))) != os.path.abspath(out_dir):
-        raise ValueError("saving outside the output folder is not allowed")
-    name = os.path.basename(prefix)
-    taken = [int(f[len(name) + 1:].split("_")[0]) for f in (os.listdir(folder) if os.path.isdir(folder) else [])
-             if f.startswith(name + "_") and f[len(name) + 1:].split("_")[0].isdigit()]
-    return folder, name, max(taken, default=0) + 1, os.path.dirname(prefix), filename_prefix
+    from ..sgim_nodes.node_values import save_path_without_comfyui
+
+    return save_path_without_comfyui(filename_prefix, out_dir)
 
 
 def workflow_metadata(prompt, extra_pnginfo) -> dict[str, str]:

@@ -60,6 +60,19 @@ def _counters(folder: str, name: str) -> dict[int, set[str]]:
     return found
 
 
+def save_path_without_comfyui(filename_prefix: str, out_dir: str):
+    """``(folder, file name, next image counter, subfolder, prefix)`` by core's saver rule (which counts
+    every ``<name>_<N>_...`` file), for the nodes outside ComfyUI; no %date% variables."""
+    prefix = os.path.normpath(filename_prefix)
+    folder = os.path.join(out_dir, os.path.dirname(prefix))
+    if os.path.commonpath((os.path.abspath(out_dir), os.path.abspath(folder))) != os.path.abspath(out_dir):
+        raise ValueError("saving outside the output folder is not allowed")
+    name = os.path.basename(prefix)
+    taken = [int(f[len(name) + 1:].split("_")[0]) for f in (os.listdir(folder) if os.path.isdir(folder) else [])
+             if f.startswith(name + "_") and f[len(name) + 1:].split("_")[0].isdigit()]
+    return folder, name, max(taken, default=0) + 1, os.path.dirname(prefix), filename_prefix
+
+
 def paired_wplus_name(folder: str, name: str, image_counter: int) -> str:
     """The file name of a W+ code saved under the prefix ``name``, numbered as the image saved beside it.
 

@@ -7,7 +7,7 @@ import torch
 from PIL import ImageOps
 
 from sgim_nodes.jobs.edit import embed_image
-from sgim_nodes.node_values import paired_wplus_name, preview_image
+from sgim_nodes.node_values import paired_wplus_name, preview_image, save_path_without_comfyui
 
 
 def core_counter(folder, name):
@@ -21,7 +21,9 @@ def core_counter(folder, name):
             digits = 0
         if head == name + "_":
             numbers.append(digits)
-    return max(numbers, default=0) + 1
+    counter = max(numbers, default=0) + 1
+    assert save_path_without_comfyui(name, str(folder))[2] == counter  # the nodes' rule outside ComfyUI
+    return counter
 
 
 def save_image(folder, name):
