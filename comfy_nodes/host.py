@@ -109,7 +109,7 @@ def model_file_path(key: str, name: str, node: str, input_name: str) -> str:
         from ..sgim_nodes.models import how_to_get
 
         folders = fp.folder_names_and_paths.get(key, ([],))[0] if fp is not None else [os.path.join(PACK_DIR, "models", key)]
-        raise ModelFileError(f"{node}, input '{input_name}': model file {name!r} is not in the '{key}' model "
+        raise ModelFileError(f"{node}, input '{input_name}': model file {name!r} not found in the '{key}' model "
                              f"folders ({', '.join(folders) or f'models/{key}/'}; more in extra_model_paths.yaml). "
                              f"{how_to_get(name, key)}")
     return path

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import limits
 from .animate import defaults as music
-from .errors import ParameterError
+from .errors import ParameterError, SGIMError
 from .project.options import TUNE_LR
 
 
@@ -185,30 +185,39 @@ def node_inputs(job: str | None, *names: str, tooltips: dict[str, str] | None = 
             for name in names}
 
 
-def flag(key: str, job: str | None = None, help: str | None = None, **extra) -> dict:
-    """argparse keywords of a flag for the row: its value is checked while parsing (argparse names the flag).
-    ``extra`` (e.g. ``default=None`` where a preset decides, ``dest``) is passed on."""
-    row = option(key, job)
+class FlagError(SGIMError):
+    """A flag's value beyond its row (not a ValueError, so that argparse passes it on unchanged: the
+    command prints it as its one-line error, as it prints every other refusal)."""
 
-    def parse(text: str):
+
+class _CheckedFlag(argparse.Action):
+    """Converts and checks the value while the command line is parsed, so before any model is looked for."""
+
+    option: Option
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        row = self.option
         try:
-            value = float(text) if row.kind is float else int(text, 10)
+            value = float(values) if row.kind is float else int(values, 10)
         except ValueError:
-            what = row.what or ("an integer" if row.kind is int else "a number")
-            raise argparse.ArgumentTypeError(f"expected {what} from {row.minimum:g} to {row.maximum:g}, "
-                                             f"got {text!r}") from None
+            value = values  # refused below, with the bounds
         try:
-            return row.check(key, value)
+            setattr(namespace, self.dest, row.check(option_string, value))
         except ParameterError as exc:
-            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{key}: ")) from None
+            raise FlagError(str(exc), parameter=self.dest) from None
 
-    parse.__name__ = row.what or ("integer" if row.kind is int else "number")  # argparse's word for a bad value
-    parse.option = row
+
+def flag(key: str, job: str | None = None, help: str | None = None, **extra) -> dict:
+    """argparse keywords of a flag for the row: its value is checked while parsing, and a value beyond the
+    row is refused naming the flag. ``extra`` (e.g. ``default=None`` where a preset decides, ``dest``) is
+    passed on."""
+    row = option(key, job)
     default = extra.pop("default", row.default)
     text = help if help is not None else row.help.rstrip(".")
     bounds = f"{_shown(row.minimum)}..{_shown(row.maximum)}"
     shown = "" if default is None else f", default {_shown(default)}"
-    return {"type": parse, "default": default, "help": f"{text} ({bounds}{shown})", **extra}
+    action = type("CheckedFlag", (_CheckedFlag,), {"option": row})
+    return {"action": action, "default": default, "help": f"{text} ({bounds}{shown})", **extra}
 
 
 def _shown(number) -> str:

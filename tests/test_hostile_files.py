@@ -624,7 +624,7 @@ def _one_line(err: str) -> str:
     (["--seed", "99999999999999999999999"], "--seed: expected a seed from 0 to 18446744073709551615"),
     (["--batch", "-3"], "--batch: expected a batch size from 1 to 4096, got -3"),
     (["--steps", "1000000000"], "--steps: expected a number of steps from 1 to 1000000"),
-    (["--lr", "1e30"], "--lr: expected a learning rate in (0, 100]"),
+    (["--lr", "1e30"], "--lr: expected a learning rate in [0.0001, 100]"),
     (["--device", "cuda:7"], "device: 'cuda:7'"),
     (["--device", "mps"], "device: 'mps' asks for Apple MPS"),
 ])

@@ -772,7 +772,7 @@ def test_load_stylegan_names_a_missing_file_where_it_was_looked_for_and_how_to_g
     cls = nodes.NODE_CLASS_MAPPINGS["SGIMLoadStyleGAN"]
     assert cls.VALIDATE_INPUTS(generator_name=names["generator"]) is True
     message = cls.VALIDATE_INPUTS(generator_name="ffhq.pkl")  # a value outside the list reaches our check
-    assert message.startswith("Load StyleGAN, input 'generator_name': model file 'ffhq.pkl' is not in the "
+    assert message.startswith("Load StyleGAN, input 'generator_name': model file 'ffhq.pkl' not found in the "
                               "'stylegan' model folders (")
     assert str(base / "models" / "stylegan") in message and "download ffhq`" in message
     assert "download" not in nodes.NODE_CLASS_MAPPINGS["SGIMLoadCLIP"].VALIDATE_INPUTS(clip_name="mine.bin")

@@ -336,7 +336,7 @@ def test_a_missing_generator_file_is_named_with_its_folder_and_how_to_get_it(ser
     error = body["node_errors"][loader]["errors"][0]
     assert error["extra_info"]["input_name"] == "generator_name", error
     assert "Value not in list" not in json.dumps(error)
-    assert ("Load StyleGAN, input 'generator_name': model file 'no_such_ffhq.pkl' is not in the 'stylegan' model "
+    assert ("Load StyleGAN, input 'generator_name': model file 'no_such_ffhq.pkl' not found in the 'stylegan' model "
             "folders") in error["details"] and "models/stylegan" in error["details"], error
     assert server.alive()
 
