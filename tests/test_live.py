@@ -877,3 +877,24 @@ def test_updates_run_off_the_frame_thread_and_frames_do_not_wait(models):
     # the same with no delay: the frame due at each update waits for it (what the delay avoids)
     eager = real_time_session(models, meaning, 2.5, update_delay=0.0)
     assert max(eager.update_waits) > 0.2
+
+
+def test_the_server_runs_the_instant_meaning_and_alpha_moves_it(models, directions):
+    from dataclasses import replace
+
+    analysis = instant_analysis(models, directions)
+    with_meaning = replace(models, meaning=analysis.provider)
+
+    async def scenario(client, server):
+        out = {}
+        for alpha in (0.0, 1.5):
+            headers, _ = await good_session(client, 3.0, {"size": 64, "alpha": alpha})
+            out[alpha] = [h for h, _ in headers]
+            assert await gone(server)
+        return out
+
+    out = run_server(with_meaning, scenario)
+    for alpha, headers in out.items():
+        assert all(h["meaning"] == "instant" for h in headers)
+        late = [h["offset"] for h in headers if h["t"] >= 2.0]  # first update at 0.75 s, applied at 1.25 s
+        assert late and (max(late) == 0.0 if alpha == 0.0 else min(late) > 0.2), (alpha, late)
