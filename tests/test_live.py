@@ -525,6 +525,11 @@ def test_live_request_makes_a_token_for_other_hosts(tmp_path):
         LiveRequest(generator=tmp_path / "g.pt", port=70000).checked()
     with pytest.raises(ParameterError, match="encoder/clip"):
         LiveRequest(generator=tmp_path / "g.pt", encoder=tmp_path / "e.pt").checked()
+    both = dict(generator=tmp_path / "g.pt", encoder=tmp_path / "e.pt", clip=tmp_path / "c.pt")
+    assert LiveRequest(**both).checked().meaning == "instant"  # the default with an encoder and CLIP
+    assert LiveRequest(generator=tmp_path / "g.pt").checked().meaning == "none"
+    with pytest.raises(ParameterError, match="meaning: expected one of instant, none"):
+        LiveRequest(**both, meaning="clever").checked()
 
 
 def test_live_command_serves_the_page_and_stops_on_ctrl_c(models_dir):
@@ -580,6 +585,11 @@ def test_live_command_names_the_flag(models_dir):
                              "--generator", str(models_dir / "stylegan" / "tiny_rosinality.pt")],
                             cwd=repo, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "--port: expected a TCP port" in result.stderr, result.stderr
+    result = subprocess.run([sys.executable, "-m", "sgim_nodes", "live", "--reactive-only", "--meaning", "instant",
+                             "--generator", str(models_dir / "stylegan" / "tiny_rosinality.pt")],
+                            cwd=repo, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "--meaning: instant edits need the audio encoder and CLIP" in result.stderr, \
+        result.stderr
     result = subprocess.run([sys.executable, "-m", "sgim_nodes", "live", "--generator", "no_such_generator.pt",
                              "--reactive-only"], cwd=repo, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "--generator: file not found: no_such_generator.pt" in result.stderr
@@ -898,3 +908,32 @@ def test_the_server_runs_the_instant_meaning_and_alpha_moves_it(models, directio
         assert all(h["meaning"] == "instant" for h in headers)
         late = [h["offset"] for h in headers if h["t"] >= 2.0]  # first update at 0.75 s, applied at 1.25 s
         assert late and (max(late) == 0.0 if alpha == 0.0 else min(late) > 0.2), (alpha, late)
+
+
+def test_folder_models_share_one_analysis_per_generator_and_clip(models, models_dir, tmp_path, monkeypatch):
+    from sgim_nodes.live.models import ROLES, FolderModels
+
+    monkeypatch.setenv("SGIM_INSTANT_CACHE", str(tmp_path / "cache"))
+    files = {"generator": models_dir / "stylegan" / "tiny_rosinality.pt",
+             "encoder": models_dir / "sgim_audio_encoders" / "tiny_encoder.safetensors",
+             "clip": models_dir / "sgim_clip" / "tiny_clip.pt"}
+    loads, moves, stamp = [], [], {"n": 0}
+    source = FolderModels(choices=lambda: {role: [files[role].name] if role in files else [] for role in ROLES},
+                          path_of=lambda role, name: str(files[role]),
+                          load=lambda role, path: loads.append(role) or getattr(models, role),
+                          signature=lambda path: (stamp["n"], 1), on_device=moves.append, device=lambda: "cpu")
+    first, second = source.load({}), source.load({"generator": "tiny_rosinality.pt"})
+    assert loads == ["generator", "encoder", "clip"]  # loaded once, kept while the files are unchanged
+    one, two = first.meaning(), second.meaning()
+    assert one.analysis is two.analysis and one.analysis.wait(120) and one.analysis.hit is False
+    assert list((tmp_path / "cache").glob("tiny_rosinality.*.safetensors"))
+    with first.device_scope():
+        pass
+    assert moves and all(len(m) == 3 for m in moves)  # the models went to the device (the analysis did too)
+    stamp["n"] = 1  # the files changed: loaded again, a new analysis (which finds the same file's cache)
+    third = source.load({})
+    assert third.meaning().analysis is not one.analysis and third.meaning().analysis.wait(60)
+    assert third.meaning().analysis.hit is True
+    files.pop("encoder")  # no encoder in the folder: reactivity only, no analysis
+    reactive = source.load({})
+    assert reactive.meaning is None and reactive.encoder is None and reactive.names["encoder"] is None

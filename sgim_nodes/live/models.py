@@ -28,6 +28,7 @@ class FolderModels:
         self.choices, self.path_of, self._load, self.signature = choices, path_of, load, signature
         self.on_device, self.device, self.log = on_device, device, log or (lambda message: None)
         self.lock = threading.Lock()
+        self.device_lock = threading.Lock()
         self.loaded: dict[str, tuple[str, tuple, object]] = {}  # role -> (path, file signature, model)
         self.analyses: dict[tuple, object] = {}  # (generator file, signature, clip file, signature) -> analysis
 
@@ -65,7 +66,8 @@ class FolderModels:
 
         @contextlib.contextmanager
         def device_scope():
-            self.on_device(models)
+            with self.device_lock:  # frames and meaning updates run on two threads: one move at a time
+                self.on_device(models)
             yield
 
         if clip is not None:
