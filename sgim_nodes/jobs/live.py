@@ -129,10 +129,11 @@ def run_live(request: LiveRequest, run: Run, on_ready=None) -> None:
         analysis = InstantAnalysis(models.generator, models.clip, generator_file=request.generator,
                                    cache=request.analysis_cache, log=run.status).start()
         models.meaning = analysis.provider
-        if not analysis.wait(5.0):  # a cache is read in a moment; an analysis says so and goes on meanwhile
-            run.status("meaning: no instant-edit analysis of this generator cached yet; analysing it in the "
-                       "background (once: cached after). The page serves now; the picture follows loudness "
-                       "and bands until it is done")
+        if not analysis.wait(5.0) and analysis.state == "analysing":  # a cache is read in a moment
+            what = ("no instant-edit analysis of this generator is cached yet: analysing it in the background "
+                    "(once; cached after)" if analysis.progress[1] else "still reading the instant-edit analysis")
+            run.status(f"meaning: {what}. The page serves now; the picture follows loudness and bands until "
+                       "the meaning is on")
     else:
         run.status("meaning: none (the picture follows loudness and bands)")
     config = ServerConfig(fps=request.fps, out_dir=Path(request.out_dir), token=request.token,
