@@ -249,13 +249,8 @@ def check_file_claims(path, obj: Any, what: str = "tensors") -> None:
 
 
 def available_memory_bytes() -> int | None:
-    """Memory the system can still give this process (psutil's ``available``; ``MemAvailable`` without it)."""
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except Exception:  # psutil missing (ComfyUI always has it) or no answer on this platform
-        pass
+    """Memory the system can still give this process (Linux ``MemAvailable``; free physical pages elsewhere
+    where the system says; None when unknown). No third-party package: the library declares none for this."""
     try:
         with open("/proc/meminfo") as meminfo:
             for line in meminfo:
@@ -263,7 +258,12 @@ def available_memory_bytes() -> int | None:
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return None
+    try:
+        import os
+
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def held_frames_budget(available: int | None = None) -> int:
