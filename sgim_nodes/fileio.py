@@ -47,11 +47,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def check_output_file(path: str | os.PathLike, parameter: str = "out", *, create_folders: bool = True) -> Path:
+def check_output_file(path: str | os.PathLike, parameter: str = "out", *, create_folders: bool = True,
+                      overwrite: bool = True, overwrite_flag: str = "--overwrite") -> Path:
     """Before any work: ``path`` can be written as a file (not a folder, parent creatable, a name the
     file system takes), so a long run never ends by failing to save its result. With
     ``create_folders=False`` (the commands' ``--out``) a missing folder is refused, naming it, rather
-    than created silently (a typo in a folder name would otherwise scatter results)."""
+    than created silently (a typo in a folder name would otherwise scatter results). With
+    ``overwrite=False`` an existing file is refused too (naming ``overwrite_flag``): a finished result of
+    an earlier run is never replaced by accident."""
     from .errors import ParameterError
     from .limits import check_file_name
 
@@ -60,6 +63,9 @@ def check_output_file(path: str | os.PathLike, parameter: str = "out", *, create
         raise ParameterError(f"{parameter}: {path} is an existing folder; give a file name for the result",
                              parameter=parameter)
     check_file_name(parameter, path.name)
+    if not overwrite and (path.exists() or path.is_symlink()):
+        raise ParameterError(f"{parameter}: {path} exists already; give {overwrite_flag} to replace it, or another "
+                             "name (nothing was written)", parameter=parameter)
     if not create_folders and not path.parent.exists():
         missing = path.parent
         while not missing.parent.exists():
@@ -73,6 +79,26 @@ def check_output_file(path: str | os.PathLike, parameter: str = "out", *, create
                                      parameter=parameter)
             if not os.access(parent, os.W_OK | os.X_OK):
                 raise ParameterError(f"{parameter}: cannot write into {parent} (permission denied)",
+                                     parameter=parameter)
+            break
+    return path
+
+
+def check_output_folder(path: str | os.PathLike, parameter: str = "out") -> Path:
+    """Before any work: ``path`` can be a folder we create or reuse (a cache, a resumable render's pieces):
+    an existing folder is fine (that is how a render resumes), a file there or a name too long is refused."""
+    from .errors import ParameterError
+    from .limits import check_file_name
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ParameterError(f"{parameter}: {path} is a file, but a folder is needed there; move it or choose "
+                             "another name", parameter=parameter)
+    check_file_name(parameter, path.name)
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ParameterError(f"{parameter}: {parent} is a file, so {path} cannot be created",
                                      parameter=parameter)
             break
     return path

@@ -76,6 +76,13 @@ MAX_PICTURE_PIXELS = 1 << 26  # pixels of a picture file, read from its header b
 MAX_FILENAME_BYTES = 200  # one file name we create (file systems allow 255; temp files add a suffix)
 MAX_NAME_CHARS = 200  # one class name, or an index given as text
 MAX_REPR_CHARS = 120  # a value from a file quoted in an error message
+# --- frames one node hands on in memory (Decode Frames' IMAGE: float32, every frame at once) --------
+# The batches and the stacked copy coexist for a moment: twice the IMAGE's bytes are counted. Budget:
+# a share of the memory available when the node starts, never more than the fixed cap (a 3-minute song
+# at 1024 px would otherwise ask for ~54 GB before failing).
+HELD_FRAMES_RAM_FRACTION = 0.5
+MAX_HELD_FRAMES_BYTES = 16 << 30
+TRAJECTORY_CHUNK_FRAMES = 256  # frames whose codes are computed together (float64 temporaries stay small)
 
 
 def check_int(name: str, value: Any, minimum: int, maximum: int, what: str = "") -> int:
@@ -239,3 +246,46 @@ def check_file_claims(path, obj: Any, what: str = "tensors") -> None:
     import os
 
     check_claimed(path, iter_claims(obj, path), os.path.getsize(path), what)
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the system can still give this process (Linux ``MemAvailable``; free physical pages elsewhere
+    where the system says; None when unknown). No third-party package: the library declares none for this."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import os
+
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def held_frames_budget(available: int | None = None) -> int:
+    """Bytes of frames one node may hold: :data:`HELD_FRAMES_RAM_FRACTION` of ``available`` (measured when
+    None), capped at :data:`MAX_HELD_FRAMES_BYTES`."""
+    available = available_memory_bytes() if available is None else available
+    if available is None:
+        return MAX_HELD_FRAMES_BYTES
+    return min(MAX_HELD_FRAMES_BYTES, int(HELD_FRAMES_RAM_FRACTION * available))
+
+
+def check_held_frames(frames: int, height: int, width: int, available: int | None = None,
+                      advice: str = "") -> int:
+    """Refuse, before rendering, to hold ``frames`` float32 RGB frames of ``height`` x ``width`` in memory at
+    once (counted twice: the batches and their stacked copy) beyond :func:`held_frames_budget`. Returns the
+    bytes counted. ``advice``: what the caller's user can lower (node inputs)."""
+    claimed = 2 * int(frames) * int(height) * int(width) * 3 * 4
+    budget = held_frames_budget(available)
+    if claimed > budget:
+        raise ParameterError(
+            f"frames: {int(frames):,} frames of {int(width)} x {int(height)} px would hold {claimed / 2 ** 30:.1f} GiB "
+            f"in memory as one IMAGE (float32, the batches and their stacked copy), beyond the "
+            f"{budget / 2 ** 30:.1f} GiB budget (half the available memory, at most {MAX_HELD_FRAMES_BYTES >> 30} GiB)"
+            f"{'; ' + advice if advice else ''}", parameter="frames")
+    return claimed

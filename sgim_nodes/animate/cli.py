@@ -79,6 +79,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--private-segments", action="store_true",
                    help="torchrun over several nodes without a shared file system: send segments to rank 0")
     p.add_argument("--cache-dir", type=Path, help="where keyframe codes are kept (default: <out>.keyframes)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing video (else refused before any work). An interrupted render needs no "
+                        "flag: it resumes from <out>.keyframes and <out>.segments. With a folder of tracks a video "
+                        "already there is done and skipped (delete it to render it again), so this flag is refused")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     g = p.add_argument_group("instant following (docs/instant.md)")
     g.add_argument("--follow", choices=["keyframes", "instant"], default="keyframes",
@@ -92,6 +96,34 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """Every file and folder the render will write, before any work: the video (an existing one only with
+    --overwrite), the keyframe cache and the segments folder (existing ones are reused: that is how a render
+    resumes). A folder of tracks: each track's video name, its cache and segments, and the summary; a video
+    already there is a finished track, skipped by the render, not an error."""
+    from ..fileio import check_output_file, check_output_folder
+    from ..jobs.music_render import SUMMARY_NAME, list_tracks, video_names
+
+    if Path(args.audio).is_dir():
+        if args.overwrite:
+            raise ParameterError("--overwrite: a folder of tracks skips the videos already rendered (that is how it "
+                                 "resumes); delete the videos to render again", parameter="overwrite")
+        out_dir = check_output_folder(args.out, "--out")
+        tracks = list_tracks(args.audio)
+        for name in video_names(tracks):
+            check_output_file(out_dir / name, "--out", overwrite=True)  # existing: done, skipped
+            check_output_folder(out_dir / (name + ".segments"), "--out")
+            check_output_folder(out_dir / ".keyframes" / Path(name).stem, "--out")
+        check_output_file(out_dir / SUMMARY_NAME, "--out", overwrite=True)  # the summary is rewritten as tracks finish
+        return
+    out = check_output_file(args.out, "--out", create_folders=False, overwrite=args.overwrite)
+    check_output_folder(Path(str(out) + ".segments"), "--out")
+    if args.cache_dir is not None:
+        check_output_folder(args.cache_dir, "--cache-dir")
+    else:
+        check_output_folder(Path(str(out) + ".keyframes"), "--out")
+
+
 def request_from_args(args: argparse.Namespace):
     """The :class:`~sgim_nodes.jobs.music_render.MusicRenderRequest` of the parsed flags (models found or fetched)."""
     import dataclasses
@@ -100,14 +132,12 @@ def request_from_args(args: argparse.Namespace):
     from ..models import KNOWN_MODELS, find_model_file
     from ..pipeline import DEFAULT_FILES, fetch_missing_models
 
-    from ..fileio import check_output_file
-
     if args.text and args.prompts:
         raise ParameterError("give --text or --prompts, not both")
     for name, given in (("--text", args.text), ("--prompts", args.prompts)):
         if given is not None and not given.strip():
             raise ParameterError(f"{name}: the prompt is empty; give words (or leave {name} out)")
-    check_output_file(args.out, "--out", create_folders=False)  # before the models are looked for
+    check_outputs(args)  # before the models are looked for
     if args.follow != "instant":
         for name, value in (("--alpha", args.alpha), ("--beta", args.beta), ("--analysis-cache", args.analysis_cache)):
             if value is not None:

@@ -126,7 +126,23 @@ class Trajectory:
         return hermite_path(torch.tensor(self.keyframes.times, dtype=torch.float64), self.keyframes.codes, at)
 
     def codes(self, offset: int = 0, count: int | None = None) -> torch.Tensor:
-        """One W+ code per frame of the chunk: ``[count, num_ws, w_dim]`` float32."""
+        """One W+ code per frame of the chunk: ``[count, num_ws, w_dim]`` float32, computed
+        :data:`~sgim_nodes.limits.TRAJECTORY_CHUNK_FRAMES` frames at a time (the float64 temporaries of a
+        whole song would be gigabytes; every frame's code depends on its own time only, so the result is
+        the same)."""
+        from ..limits import TRAJECTORY_CHUNK_FRAMES
+
+        offset, count = self.timeline.check_range(offset, count)
+        if count <= TRAJECTORY_CHUNK_FRAMES:
+            return self._codes(offset, count)
+        out = torch.empty(count, *self.keyframes.codes.shape[1:], dtype=torch.float32,
+                          device=self.keyframes.codes.device)
+        for first in range(0, count, TRAJECTORY_CHUNK_FRAMES):
+            part = min(TRAJECTORY_CHUNK_FRAMES, count - first)
+            out[first:first + part] = self._codes(offset + first, part)
+        return out
+
+    def _codes(self, offset: int, count: int) -> torch.Tensor:
         path = self.path(offset, count)
         if self.reactivity == 0:
             return path.float()

@@ -261,6 +261,12 @@ def plan_trajectory(request: TrajectoryRequest) -> TrajectoryChunk:
     return TrajectoryChunk(path, offset, count)
 
 
+HELD_FRAMES_ADVICE = ("render fewer frames at once (Audio Features' start_seconds / end_seconds, or Music "
+                      "Trajectory's frame_offset / frame_count to render the song in parts) or a smaller size; "
+                      "or use \"Render Music Video (SGIM)\", which writes the video to a "
+                      "file batch by batch and holds no frames")
+
+
 @dataclass
 class FramesRequest:
     generator: object
@@ -268,6 +274,7 @@ class FramesRequest:
     batch_size: int = defaults.DEFAULT_BATCH
     size: int | None = None  # longer side in pixels (None / 0: the generator's resolution)
     codes: torch.Tensor | None = None  # the chunk's codes when computed (and perhaps changed) elsewhere
+    hold_all: bool = True  # the caller keeps every frame (Decode Frames stacks them): budgeted before the work
 
 
 def iter_video_frames(request: FramesRequest, run: Run) -> Iterator[tuple[int, torch.Tensor]]:
@@ -279,6 +286,12 @@ def iter_video_frames(request: FramesRequest, run: Run) -> Iterator[tuple[int, t
     if request.codes is not None and request.codes.shape[0] != chunk.count:
         raise ParameterError(f"codes: {request.codes.shape[0]} codes for a chunk of {chunk.count} frames",
                              parameter="codes")
+
+    if request.hold_all:
+        from ..limits import check_held_frames
+
+        side = size or generator.resolution
+        check_held_frames(chunk.count, side, side, advice=HELD_FRAMES_ADVICE)
 
     def cancelled() -> bool:
         run.check_cancel()

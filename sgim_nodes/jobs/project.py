@@ -135,6 +135,32 @@ def read_pictures(paths: list[Path]):
     return [read_picture(path, "IMAGE") for path in paths]
 
 
+def output_paths(out: Path, pictures: int, writes_generator: bool, tuned_generator: Path | None = None
+                 ) -> dict[str, list[Path]]:
+    """Every file :func:`run_project` writes, by the flag that names it: the code, its rendering(s) (one per
+    picture of a batch, as :func:`~sgim_nodes.pipeline.save_images` names them) and the generator copy."""
+    out = Path(out)
+    stem = out.with_suffix("")
+    picture = stem.with_name(stem.name + "_projection.png")
+    pictures_out = [picture] if pictures == 1 else [picture.with_name(f"{picture.stem}_{i}{picture.suffix}")
+                                                    for i in range(pictures)]
+    paths = {"--out": [out, *pictures_out]}
+    if writes_generator:
+        flag = "--tuned-generator" if tuned_generator is not None else "--out"
+        paths.setdefault(flag, []).append(Path(tuned_generator or stem.with_name(stem.name + "_generator.safetensors")))
+    return paths
+
+
+def check_outputs(out: Path, pictures: int, writes_generator: bool, tuned_generator: Path | None = None,
+                  overwrite: bool = False) -> None:
+    """Before any work: every output can be written, and none replaces an existing file unless ``overwrite``."""
+    from ..fileio import check_output_file
+
+    for flag, paths in output_paths(out, pictures, writes_generator, tuned_generator).items():
+        for path in paths:
+            check_output_file(path, flag, create_folders=False, overwrite=overwrite)
+
+
 def run_project(request: ProjectFilesRequest, run: Run) -> ProjectFilesOutcome:
     """Write the W+ code ``out``, ``<out>_projection.png`` and, when the generator changed, its copy."""
     from dataclasses import replace
@@ -163,7 +189,8 @@ def run_project(request: ProjectFilesRequest, run: Run) -> ProjectFilesOutcome:
     written = []
     generator_name = generator.name
     if result.generator is not None:
-        generator_out = Path(request.tuned_generator or stem.with_name(stem.name + "_generator.safetensors"))
+        generator_out = output_paths(out, 1, True, request.tuned_generator)["--tuned-generator" if
+                                                                             request.tuned_generator else "--out"][-1]
         save_generator(result.generator, generator_out)
         written.append(generator_out)
         generator_name = generator_out.stem  # the name the loaders give that file

@@ -49,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tuned-generator", type=Path, help="where to write the tuned generator "
                                                         "(default: <out>_generator.safetensors)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random draws (the starting noise maps)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files (else refused before any work)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     p.add_argument("--lean-memory", action="store_true", help="CPU: give freed memory back every step (lower peak, slower)")
     return p
@@ -83,12 +84,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if Path(args.out).suffix != ".safetensors":
         raise ParameterError(f"--out: expected a .safetensors file name, got {args.out}", parameter="out")
-    from ..fileio import check_output_file
+    from ..jobs.project import check_outputs
 
-    out = check_output_file(args.out, "--out", create_folders=False)  # every output, before any work
-    check_output_file(out.with_name(out.stem + "_projection.png"), "--out", create_folders=False)
-    if args.tuned_generator is not None:
-        check_output_file(args.tuned_generator, "--tuned-generator", create_folders=False)
+    # every output (the code, its rendering(s), the generator copy), before any work
+    check_outputs(args.out, len(args.image), args.tune or args.noise == "on", args.tuned_generator, args.overwrite)
     pictures = read_pictures(args.image)  # a typo in a picture's name stops before the models are looked for
     wanted = [("stylegan", args.generator, "landscape", "generator")]
     if args.distance == "lpips":

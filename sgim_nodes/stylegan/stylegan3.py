@@ -270,6 +270,9 @@ def check_render_cost(config: StyleGAN3Config) -> None:
                              parameter="channel_base")
     _, layers = design_layers(config)
     for design in layers:
+        for taps, cutoff, width in ((design.up_taps, design.in_cutoff, 2 * design.in_half_width),
+                                    (design.down_taps, design.out_cutoff, 2 * design.out_half_width)):
+            check_filter_design(design.name, taps, cutoff, width, design.tmp_sampling_rate)
         grid = max(design.in_size * design.up_factor + design.up_taps, design.out_size * design.down_factor
                    + design.down_taps) + design.conv_kernel
         elements = max(design.in_channels, design.out_channels) * grid * grid
@@ -281,23 +284,64 @@ def check_render_cost(config: StyleGAN3Config) -> None:
                 f"{config.filter_size}, lrelu_upsampling {config.lrelu_upsampling})", parameter="margin_size")
 
 
+MAX_KAISER_BETA = 700.0  # the window divides by I0(beta), which overflows float64 past beta ~713 (NaN taps)
+
+
+def _kaiser_beta(taps: int, width: float, fs: float) -> float:
+    import scipy.signal
+
+    return float(scipy.signal.kaiser_beta(scipy.signal.kaiser_atten(taps, width / (fs / 2))))
+
+
+def check_filter_design(layer: str, taps: int, cutoff: float, width: float, fs: float) -> None:
+    """A layer's low-pass design can be built and is finite: the cutoff strictly inside (0, fs / 2) and a
+    Kaiser window whose beta stays where I0 is finite. Extreme cutoffs or stopbands, each within its own
+    range, derive a cutoff at or past Nyquist (scipy's raw ValueError) or a transition band so wide that
+    every tap is NaN."""
+    if taps == 1:
+        return
+    if not (math.isfinite(cutoff) and 0 < cutoff < fs / 2):
+        raise ParameterError(f"first_cutoff: StyleGAN3 layer {layer} derives a filter cutoff of {cutoff:g}, outside "
+                             f"(0, {fs / 2:g}) (half its sampling rate {fs:g}); lower first_cutoff or raise the stopbands",
+                             parameter="first_cutoff")
+    beta = _kaiser_beta(taps, width, fs) if math.isfinite(width) else math.inf
+    if not beta <= MAX_KAISER_BETA:
+        raise ParameterError(f"first_stopband/last_stopband_rel: StyleGAN3 layer {layer} derives a transition band "
+                             f"of {width:g} at sampling rate {fs:g} ({taps} taps): its Kaiser window (beta {beta:.4g}, "
+                             f"limit {MAX_KAISER_BETA:g}) would be NaN; bring the stopbands closer to the cutoffs",
+                             parameter="first_stopband")
+
+
 def lowpass_filter(taps: int, cutoff: float, width: float, fs: float, radial: bool = False) -> torch.Tensor | None:
-    """Kaiser-window low-pass FIR (float32), 1-D (separable) or 2-D radial; None for a single tap."""
+    """Kaiser-window low-pass FIR (float32), 1-D (separable) or 2-D radial; None for a single tap. A design
+    that cannot give finite taps is refused (:func:`check_filter_design`), never built."""
     if taps == 1:
         return None
     import scipy.signal
     import scipy.special
 
+    check_filter_design("?", taps, cutoff, width, fs)
     if not radial:
-        return torch.as_tensor(scipy.signal.firwin(numtaps=taps, cutoff=cutoff, width=width, fs=fs),
-                               dtype=torch.float32)
+        taps_1d = scipy.signal.firwin(numtaps=taps, cutoff=cutoff, width=width, fs=fs)
+        if not np.isfinite(taps_1d).all():
+            raise ParameterError(f"first_stopband: a low-pass design (cutoff {cutoff:g}, width {width:g}, rate {fs:g}) "
+                                 "gives non-finite taps", parameter="first_stopband")
+        return torch.as_tensor(taps_1d, dtype=torch.float32)
     coords = (np.arange(taps) - (taps - 1) / 2) / fs
     radius = np.hypot(*np.meshgrid(coords, coords))  # taps is even: radius > 0 everywhere
     kernel = scipy.special.j1(2 * cutoff * (np.pi * radius)) / (np.pi * radius)
     beta = scipy.signal.kaiser_beta(scipy.signal.kaiser_atten(taps, width / (fs / 2)))
     window = np.kaiser(taps, beta)
     kernel = kernel * np.outer(window, window)
-    return torch.as_tensor(kernel / np.sum(kernel), dtype=torch.float32)
+    total = float(np.sum(kernel))
+    if not (math.isfinite(total) and total > 0) or not np.isfinite(kernel).all():
+        raise ParameterError(f"first_cutoff: a radial low-pass design (cutoff {cutoff:g}, width {width:g}, rate {fs:g}) "
+                             "sums to no usable gain; its taps would be NaN or infinite", parameter="first_cutoff")
+    kernel = kernel / total
+    if not np.isfinite(kernel).all() or float(np.abs(kernel).max()) > 1e3:  # a near-zero gain blows the taps up
+        raise ParameterError(f"first_cutoff: a radial low-pass design (cutoff {cutoff:g}, width {width:g}, rate {fs:g}) "
+                             "has a near-zero gain; its taps would reach huge values", parameter="first_cutoff")
+    return torch.as_tensor(kernel, dtype=torch.float32)
 
 
 # ----------------------------------------------------------------------------------------- filtered lrelu
