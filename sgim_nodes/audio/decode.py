@@ -199,8 +199,11 @@ def iter_audio(path: str | os.PathLike, *, sample_rate: int | None = None, mono:
                     raise AudioError(f"{path}: the sample rate changes mid-stream ({native} -> "
                                      f"{frame.sample_rate} Hz); not supported")
                 if skip is None:
-                    first_time = float(frame.pts * frame.time_base) if frame.pts is not None else 0.0
-                    skip = int(round((start - first_time) * rate))
+                    # in whole samples, rounded as an in-memory track's read rounds ``start``: rounding the
+                    # float difference put half-sample starts one sample off that read
+                    first = (round(frame.pts * frame.time_base * rate)
+                             if frame.pts is not None and frame.time_base is not None else 0)
+                    skip = int(round(start * rate)) - int(first)
                     if skip < 0:  # the seek landed after ``start``: the missing samples are silence
                         yield torch.zeros(frame.layout.nb_channels if not mono else 1, -skip)
                         skip = 0
