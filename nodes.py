@@ -19,6 +19,7 @@ from .comfy_nodes.latent_edits import (SGIMLayerMask, SGIMOptimizeLatent, SGIMSo
 from .comfy_nodes.loaders import SGIMLoadAudioEncoder, SGIMLoadCLIP, SGIMLoadIdentityModel, SGIMLoadStyleGAN, SGIMLoadVGG
 from .comfy_nodes.music_video import SGIMAudioFeatures, SGIMDecodeFrames, SGIMMusicKeyframes, SGIMMusicTrajectory
 from .comfy_nodes.projection import SGIMProjectImage
+from .comfy_nodes import music_render
 
 NODE_CLASS_MAPPINGS = {
     "SGIMLoadStyleGAN": SGIMLoadStyleGAN,
@@ -46,6 +47,9 @@ NODE_CLASS_MAPPINGS = {
     "SGIMDecodeFrames": SGIMDecodeFrames,
     "SGIMLoadVGG": SGIMLoadVGG,
     "SGIMProjectImage": SGIMProjectImage,
+    "SGIMRenderMusicVideo": music_render.SGIMRenderMusicVideo,
+    "SGIMTempoBeats": music_render.SGIMTempoBeats,
+    "SGIMMusicFolder": music_render.SGIMMusicFolder,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -74,6 +78,10 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SGIMDecodeFrames": "Decode Frames (SGIM)",
     "SGIMLoadVGG": "Load VGG16 for LPIPS (SGIM)",
     "SGIMProjectImage": "Project Image (SGIM)",
+    "SGIMRenderMusicVideo": "Render Music Video (SGIM)",
+    "SGIMTempoBeats": "Tempo and Beats (SGIM)",
+    "SGIMMusicFolder": "Music Videos from a Folder (SGIM)",
 }
 
+host.INPUT_FOR_PARAMETER.update(music_render.INPUT_FOR_PARAMETER)
 host.register_nodes(NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS)
