@@ -19,7 +19,8 @@ from .comfy_nodes.latent_edits import (SGIMLayerMask, SGIMOptimizeLatent, SGIMSo
 from .comfy_nodes.loaders import SGIMLoadAudioEncoder, SGIMLoadCLIP, SGIMLoadIdentityModel, SGIMLoadStyleGAN, SGIMLoadVGG
 from .comfy_nodes.music_video import SGIMAudioFeatures, SGIMDecodeFrames, SGIMMusicKeyframes, SGIMMusicTrajectory
 from .comfy_nodes.projection import SGIMProjectImage
-from .comfy_nodes import music_render
+from .comfy_nodes.music_render import INPUT_FOR_PARAMETER as MUSIC_RENDER_INPUTS
+from .comfy_nodes.music_render import SGIMMusicFolder, SGIMRenderMusicVideo, SGIMTempoBeats
 
 NODE_CLASS_MAPPINGS = {
     "SGIMLoadStyleGAN": SGIMLoadStyleGAN,
@@ -47,9 +48,9 @@ NODE_CLASS_MAPPINGS = {
     "SGIMDecodeFrames": SGIMDecodeFrames,
     "SGIMLoadVGG": SGIMLoadVGG,
     "SGIMProjectImage": SGIMProjectImage,
-    "SGIMRenderMusicVideo": music_render.SGIMRenderMusicVideo,
-    "SGIMTempoBeats": music_render.SGIMTempoBeats,
-    "SGIMMusicFolder": music_render.SGIMMusicFolder,
+    "SGIMRenderMusicVideo": SGIMRenderMusicVideo,
+    "SGIMTempoBeats": SGIMTempoBeats,
+    "SGIMMusicFolder": SGIMMusicFolder,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -83,5 +84,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SGIMMusicFolder": "Music Videos from a Folder (SGIM)",
 }
 
-host.INPUT_FOR_PARAMETER.update(music_render.INPUT_FOR_PARAMETER)
+host.INPUT_FOR_PARAMETER.update(MUSIC_RENDER_INPUTS)
 host.register_nodes(NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS)

@@ -4,7 +4,7 @@ tempo and beats as values, and a folder of songs. The jobs are sgim_nodes.jobs.m
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import types
 
 import torch
 
@@ -18,50 +18,39 @@ BATCH = ("INT", {"default": 8, "min": 1, "max": 256, "tooltip": "Frames rendered
 CRF = ("INT", {"default": 18, "min": 0, "max": 51, "tooltip": "H.264 quality (lower = better, larger file)."})
 SIZE = ("INT", {"default": 0, "min": 0, "max": 8192, "step": 2, "tooltip": "Longer side in pixels (0 = generator's)."})
 # library parameter -> node input, merged into host.INPUT_FOR_PARAMETER by nodes.py
-INPUT_FOR_PARAMETER = {
-    "SGIMRenderMusicVideo": {"codes": "wplus", "out": "filename_prefix", "size": "size", "*": "wplus"},
-    "SGIMTempoBeats": {"*": "features"},
-    "SGIMMusicFolder": {"audio": "folder", "out": "output_folder", "batch": "batch_size", "prompts": "prompt_schedule",
-                        "source": "source", "keyframes": "keyframes", "*": "folder"},
-}
+INPUT_FOR_PARAMETER = {"SGIMRenderMusicVideo": {"codes": "wplus", "out": "filename_prefix", "*": "wplus"},
+                       "SGIMTempoBeats": {"*": "features"}, "SGIMMusicFolder": {
+                           "audio": "folder", "out": "output_folder", "batch": "batch_size",
+                           "prompts": "prompt_schedule", "*": "folder"}}
 
 
 def video_from_file(path: str):
-    """Core VIDEO backed by ``path`` (ComfyUI's VideoFromFile); without ComfyUI, an object holding the path."""
+    """Core VIDEO backed by ``path`` (ComfyUI's VideoFromFile: Save Video copies its streams, no re-encoding)."""
     try:
         from comfy_api.latest import InputImpl  # type: ignore[import-not-found]
-    except ImportError:
-        return VideoFile(path)
+    except ImportError:  # unit tests, without ComfyUI: a stand-in that knows its file
+        return types.SimpleNamespace(path=path, get_stream_source=lambda: path)
     return InputImpl.VideoFromFile(path)
-
-
-class VideoFile:
-    def __init__(self, path: str):
-        self.path = path
-
-    def get_stream_source(self) -> str:
-        return self.path
 
 
 def input_directory() -> str:
     try:
         import folder_paths  # type: ignore[import-not-found]
-    except ImportError:
+    except ImportError:  # as host.output_directory() without ComfyUI
         return os.path.join(os.getcwd(), "input")
     return folder_paths.get_input_directory()
 
 
-def _ui_video(path: Path) -> dict:
+def _ui_video(path) -> dict:
     subfolder = os.path.relpath(path.parent, output_directory())
     return {"images": [{"filename": path.name, "subfolder": "" if subfolder == "." else subfolder, "type": "output"}],
             "animated": (True,)}
 
 
 class SGIMRenderMusicVideo:
-    DESCRIPTION = ("Renders a Music Trajectory straight into an .mp4 with the track under ComfyUI's output folder "
-                   "(a batch of frames in memory at a time: hours of video fit) and hands it on as a core VIDEO "
-                   "for Save Video and other video nodes. Cancel leaves no half file; a rerun after Cancel "
-                   "continues from the finished 10-second segments. Never overwrites a file.")
+    DESCRIPTION = ("A Music Trajectory straight into a new .mp4 with the track in the output folder (one batch of "
+                   "frames in memory: hours fit), handed on as a core VIDEO for Save Video. Cancel leaves no half "
+                   "file; a rerun continues from the finished 10-second segments.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("VIDEO", "STRING", "INT")
     RETURN_NAMES = ("video", "filename", "frame_count")
@@ -72,9 +61,8 @@ class SGIMRenderMusicVideo:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "generator": ("SGIM_STYLEGAN", {"tooltip": "The generator the codes belong to."}),
+            "generator": ("SGIM_STYLEGAN", {}), "batch_size": BATCH, "crf": CRF, "size": SIZE,
             "wplus": ("SGIM_WPLUS", {"tooltip": "From Music Trajectory (a chunk renders as its own video)."}),
-            "batch_size": BATCH, "crf": CRF, "size": SIZE,
             "filename_prefix": ("STRING", {"default": "sgim/music_video", "tooltip":
                 "folder/name under the output folder; a counter is added (name_00001.mp4)."}),
         }, "hidden": {"unique_id": "UNIQUE_ID"}}
@@ -85,11 +73,10 @@ class SGIMRenderMusicVideo:
 
         animation = wplus.get("animation") if isinstance(wplus, dict) else None
         if animation is None:
-            raise node_error(self, "wplus", "expected the codes of a Music Trajectory (they carry the frame timing "
-                                            "and the audio)")
+            raise node_error(self, "wplus", "expected the codes of a Music Trajectory (timing and audio)")
         ws = check_wplus(wplus, generator, self, "wplus")
         with library_errors(self):
-            out = next_video_path(output_directory(), filename_prefix)
+            out = next_video_path(output_directory(), filename_prefix)  # a bad prefix: refused before any work
         g, = models_on_device([generator], torch_device())
         with job_run(self, unique_id, free_cache=False) as run:
             result = run_chunk_render(ChunkRenderRequest(g, animation["chunk"], animation["audio"], out, batch_size,
@@ -99,14 +86,12 @@ class SGIMRenderMusicVideo:
 
 
 class SGIMTempoBeats:
-    DESCRIPTION = ("Tempo (BPM) and beat times of a track's features (onset autocorrelation + dynamic-programming "
-                   "beat tracking), for other nodes: a float list of beat times, JSON, and the features plot with "
-                   "the beats ticked along the top.")
+    DESCRIPTION = ("Tempo (BPM) and beat times of Audio Features (dynamic-programming beat tracking) for other "
+                   "nodes, and the features plot with the beats ticked along the top.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("FLOAT", "FLOAT", "INT", "STRING", "IMAGE")
     RETURN_NAMES = ("tempo", "beat_times", "beat_count", "json", "plot")
-    OUTPUT_TOOLTIPS = ("Beats per minute.", "Beat times in seconds from the features' start (a float list).",
-                       "Number of beats.", "Tempo and beat times as JSON.", "The features plot with the beats.")
+    OUTPUT_TOOLTIPS = ("BPM.", "Beat times, seconds from the features' start.", "Beats.", "All as JSON.", "Plot.")
     FUNCTION = "beats"
 
     @classmethod
@@ -125,10 +110,9 @@ class SGIMTempoBeats:
 
 
 class SGIMMusicFolder:
-    DESCRIPTION = ("One music video per song: a folder under the input folder (or one file per line), each track "
-                   "through features, keyframes (every N beats/bars/seconds), trajectory and the file renderer "
-                   "into output_folder. Tracks whose video exists are skipped (rerun to resume); a failing track "
-                   "is reported and the rest go on.")
+    DESCRIPTION = ("One music video per song of a folder under the input folder (or one file per line) into "
+                   "output_folder. Tracks whose video exists are skipped (rerun to resume); a failing track is "
+                   "reported and the rest go on.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("STRING", "STRING")
     RETURN_NAMES = ("report", "videos")
@@ -138,8 +122,10 @@ class SGIMMusicFolder:
 
     @classmethod
     def INPUT_TYPES(cls):
-        number = lambda d, lo, hi, step, tip: ("FLOAT", {"default": d, "min": lo, "max": hi, "step": step, "tooltip": tip})
-        count = lambda d, lo, hi, tip: ("INT", {"default": d, "min": lo, "max": hi, "tooltip": tip})
+        def number(default, low, high, step, tooltip):
+            return ("FLOAT", {"default": default, "min": low, "max": high, "step": step, "tooltip": tooltip})
+
+        steps = ("INT", {"default": 100, "min": 1, "max": 5000, "tooltip": "Optimiser steps of the first keyframe."})
         return {"required": {
             "generator": ("SGIM_STYLEGAN", {}), "clip": ("SGIM_CLIP", {}), "audio_encoder": ("SGIM_AUDIO_ENCODER", {}),
             "folder": ("STRING", {"default": "album", "multiline": True, "tooltip":
@@ -147,37 +133,24 @@ class SGIMMusicFolder:
             "output_folder": ("STRING", {"default": "sgim/album", "tooltip": "Under the output folder."}),
             "fps": number(24.0, 1.0, 120.0, 0.01, "Frames per second."),
             "keyframes": ("STRING", {"default": "beats:8", "tooltip": "beats:N, bars:N or seconds:N."}),
-            "bpm": BPM, "tempo_correction": CORRECTIONS,
-            "steps": count(100, 1, 5000, "Optimiser steps of the first keyframe."),
-            "keyframe_steps": count(30, 1, 5000, "Steps of each later keyframe."),
+            "bpm": BPM, "tempo_correction": CORRECTIONS, "steps": steps,
+            "keyframe_steps": (steps[0], {**steps[1], "default": 30, "tooltip": "Steps of each later keyframe."}),
             "reactivity": number(0.5, 0.0, 5.0, 0.05, "How much the image pulses with the music."),
             "beat_weight": number(0.0, 0.0, 1.0, 0.05, "Share of the pulse that follows the beats."),
             "prompt_schedule": ("STRING", {"default": "", "multiline": True, "tooltip": "As in Music Keyframes."}),
             "text_weight": number(0.3, 0.0, 1.0, 0.05, "Weight of the prompt against the sound."),
-            "seed": count(0, 0, 2 ** 31 - 1, "Random source image (without a source input)."),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 31 - 1, "tooltip": "Random source (no source input)."}),
             "batch_size": BATCH, "crf": CRF, "size": SIZE,
         }, "optional": {"source": ("SGIM_WPLUS", {"tooltip": "The image every video starts from."})},
             "hidden": {"unique_id": "UNIQUE_ID"}}
 
-    def render(self, generator, clip, audio_encoder, folder, output_folder, fps, keyframes, bpm, tempo_correction,
-               steps, keyframe_steps, reactivity, beat_weight, prompt_schedule, text_weight, seed, batch_size, crf,
-               size, source=None, unique_id=None):
-        from ..sgim_nodes.jobs.music_graph import inside, resolve_tracks
-        from ..sgim_nodes.jobs.music_render import Models, MusicFolderRequest, MusicRenderRequest, run_music_folder
+    def render(self, generator, clip, audio_encoder, folder, output_folder, source=None, unique_id=None, **options):
+        from ..sgim_nodes.jobs.music_graph import FolderRequest, run_folder_render
+        from ..sgim_nodes.jobs.music_render import Models
 
         source_ws = None if source is None else check_wplus(source, generator, self, "source")[:1]
-        with library_errors(self):
-            audio_dir, tracks = resolve_tracks(folder, input_directory())
-            out_dir = inside(Path(output_directory()), output_folder, "out")
-            options = MusicRenderRequest(
-                None, None, Path(getattr(generator, "name", "generator")), Path("clip"), Path("encoder"), fps=fps,
-                keyframes=keyframes.strip(), bpm=bpm or None, tempo_correction=tempo_correction, steps=steps,
-                keyframe_steps=keyframe_steps, reactivity=reactivity, beat_weight=beat_weight,
-                prompts=prompt_schedule, text_weight=text_weight, seed=seed, source_ws=source_ws, batch=batch_size,
-                crf=crf, size=size or None)
         models = Models(*models_on_device([generator, clip, audio_encoder], torch_device()))
         with job_run(self, unique_id) as run:
-            summary = run_music_folder(MusicFolderRequest(audio_dir, out_dir, options, tracks=tracks), run,
-                                       models=models)
-        videos = [os.path.relpath(out_dir / t.video, output_directory()) for t in summary.tracks if t.status != "failed"]
+            summary, videos = run_folder_render(FolderRequest(models, folder, input_directory(), output_directory(),
+                                                              output_folder, options, source_ws), run)
         return {"ui": {"text": [summary.describe()]}, "result": (summary.describe(), "\n".join(videos))}

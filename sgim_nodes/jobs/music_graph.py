@@ -1,6 +1,7 @@
 """The music-video jobs behind the graph's file-backed nodes (comfy_nodes/music_render.py).
 
     run_chunk_render(request, run)   a Music Trajectory (or a chunk of it) straight into a new .mp4
+    run_folder_render(request, run)  a folder of songs (or a list of files) with the graph's models
     tempo_and_beats(features, ...)   tempo, beat times and a plot with the beats marked
     resolve_tracks(spec, base)       a folder of songs, or a list of files, under the input folder
 
@@ -167,3 +168,38 @@ def resolve_tracks(spec: str, base: str | os.PathLike) -> tuple[Path, list[Path]
                                  parameter="folder")
         files.append(path)
     return base, files
+
+
+@dataclass
+class FolderRequest:
+    """Music Videos from a Folder: its models, the tracks (``folder``, see :func:`resolve_tracks`), where the
+    videos go (``output_folder`` under ``output_dir``) and its other inputs by their node names."""
+
+    models: object  # music_render.Models
+    folder: str
+    input_dir: str | os.PathLike
+    output_dir: str | os.PathLike
+    output_folder: str
+    options: dict
+    source_ws: torch.Tensor | None = None
+
+
+NODE_OPTION_NAMES = {"batch_size": "batch", "prompt_schedule": "prompts"}  # node input -> request field
+
+
+def run_folder_render(request: FolderRequest, run: Run):
+    """``(summary, videos written or already there, relative to output_dir)``; checked before any work."""
+    from .music_render import MusicFolderRequest, MusicRenderRequest, run_music_folder
+
+    options = {NODE_OPTION_NAMES.get(k, k): v for k, v in request.options.items()}
+    options.update(bpm=options.get("bpm") or None, size=options.get("size") or None,
+                   keyframes=str(options.get("keyframes", "")).strip())
+    audio_dir, tracks = resolve_tracks(request.folder, request.input_dir)
+    out_dir = inside(Path(request.output_dir), request.output_folder, "out")
+    generator = request.models.generator
+    settings = MusicRenderRequest(None, None, Path(str(getattr(generator, "name", "generator"))), Path("clip"),
+                                  Path("encoder"), source_ws=request.source_ws, **options)
+    summary = run_music_folder(MusicFolderRequest(audio_dir, out_dir, settings, tracks=tracks), run,
+                               models=request.models)
+    videos = [os.path.relpath(out_dir / t.video, request.output_dir) for t in summary.tracks if t.status != "failed"]
+    return summary, videos
