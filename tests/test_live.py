@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
+import time
 import sys
 from pathlib import Path
 
@@ -47,7 +48,7 @@ class LinearMeaning:
         self.map = torch.randn(dim, num_ws * w_dim, generator=g) * scale / dim ** 0.5
         self.shape = (num_ws, w_dim)
 
-    def direction(self, target, source):
+    def direction(self, target, source, settings=None):
         return (target.float() @ self.map).reshape(self.shape)
 
 
@@ -524,16 +525,24 @@ def test_live_request_makes_a_token_for_other_hosts(tmp_path):
         LiveRequest(generator=tmp_path / "g.pt", port=70000).checked()
     with pytest.raises(ParameterError, match="encoder/clip"):
         LiveRequest(generator=tmp_path / "g.pt", encoder=tmp_path / "e.pt").checked()
+    both = dict(generator=tmp_path / "g.pt", encoder=tmp_path / "e.pt", clip=tmp_path / "c.pt")
+    assert LiveRequest(**both).checked().meaning == "instant"  # the default with an encoder and CLIP
+    assert LiveRequest(generator=tmp_path / "g.pt").checked().meaning == "none"
+    with pytest.raises(ParameterError, match="meaning: expected one of instant, none"):
+        LiveRequest(**both, meaning="clever").checked()
 
 
 def test_live_command_serves_the_page_and_stops_on_ctrl_c(models_dir):
     import os
     import signal
     import subprocess
+    import threading
+    import time
     import urllib.request
 
     repo = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, PYTHONPATH=str(repo), OMP_NUM_THREADS="1")
+    cache = models_dir / "instant_cache_of_the_command"
+    env = dict(os.environ, PYTHONPATH=str(repo), OMP_NUM_THREADS="1", SGIM_INSTANT_CACHE=str(cache))
     command = [sys.executable, "-m", "sgim_nodes", "live", "--port", "0", "--device", "cpu",
                "--generator", str(models_dir / "stylegan" / "tiny_rosinality.pt"),
                "--encoder", str(models_dir / "sgim_audio_encoders" / "tiny_encoder.safetensors"),
@@ -547,10 +556,21 @@ def test_live_command_serves_the_page_and_stops_on_ctrl_c(models_dir):
             assert b"<button id=\"start\">Start</button>" in page.read()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/info", timeout=20) as info:
             assert json.loads(info.read())["models"]["generator"] == "tiny_rosinality.pt"
+        lines = []
+        reader = threading.Thread(target=lambda: lines.extend(iter(process.stderr.readline, "")), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 120
+        while not any("meaning: instant edits on" in line for line in lines) and time.monotonic() < deadline:
+            time.sleep(0.2)
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=30)
+        process.wait(timeout=30)
+        reader.join(10)
+        err = "".join(lines)
         assert process.returncode == 0, err
         assert f"live page: http://127.0.0.1:{port}/" in err
+        # no cache yet: analysed in the background (the page served meanwhile), then on and cached
+        assert "meaning: instant edits on" in err and "analysed 64/64 samples" in err, err
+        assert len(list(cache.glob("tiny_rosinality.*.safetensors"))) == 1
     finally:
         if process.poll() is None:
             process.kill()
@@ -565,6 +585,11 @@ def test_live_command_names_the_flag(models_dir):
                              "--generator", str(models_dir / "stylegan" / "tiny_rosinality.pt")],
                             cwd=repo, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "--port: expected a TCP port" in result.stderr, result.stderr
+    result = subprocess.run([sys.executable, "-m", "sgim_nodes", "live", "--reactive-only", "--meaning", "instant",
+                             "--generator", str(models_dir / "stylegan" / "tiny_rosinality.pt")],
+                            cwd=repo, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "--meaning: instant edits need the audio encoder and CLIP" in result.stderr, \
+        result.stderr
     result = subprocess.run([sys.executable, "-m", "sgim_nodes", "live", "--generator", "no_such_generator.pt",
                              "--reactive-only"], cwd=repo, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "--generator: file not found: no_such_generator.pt" in result.stderr
@@ -681,3 +706,234 @@ def test_the_page_can_pick_models_from_a_source(models):
 
     run_server(source, scenario)
     assert source.asked[0] == {"generator": "b.pkl"}
+
+
+# meaning through instant edits ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def directions(models):
+    from sgim_nodes.instant import AnalysisSettings, analyze_styles
+
+    return analyze_styles(models.generator, models.clip, AnalysisSettings(samples=8, std_samples=256))
+
+
+def instant_analysis(models, directions):
+    from sgim_nodes.live.meaning import InstantAnalysis
+
+    analysis = InstantAnalysis(models.generator, models.clip, directions=directions).start()
+    assert analysis.wait(60) and analysis.status() == "instant"
+    return analysis
+
+
+def last_code(live: LiveSession, audio: np.ndarray, chunks: int = 23) -> torch.Tensor:
+    for chunk in np.array_split(audio, chunks):
+        live.feed(chunk)
+    code, stats = live.code(live.newest_frame)
+    return code, stats
+
+
+def window_ending_at(live: LiveSession, audio: np.ndarray, seconds: float) -> np.ndarray:
+    end = int(round(seconds * RATE))
+    window = np.zeros(live.ring.size, np.float32)
+    piece = audio[max(0, end - live.ring.size):end]
+    window[live.ring.size - piece.size:] = piece
+    return window
+
+
+def test_instant_meaning_is_the_instant_edit_scaled_by_alpha(models, directions):
+    """Updates at 2 s and 4 s of stream, applied 0.5 s later, blended over 0.5 s: at 5.4 s the code is
+    exactly instant's edit of the source toward the 4 s window's sound, at strength alpha."""
+    from sgim_nodes.audio import embed_audio
+    from sgim_nodes.instant import instant_edit
+
+    analysis = instant_analysis(models, directions)
+    audio, _ = click_track(5.5, RATE)
+    codes = {}
+    for alpha in (0.0, 0.5, 1.0, 2.0):
+        live = session(models, analysis.provider(), settings=LiveSettings(size=64, reactivity=0.0, alpha=alpha,
+                                                                           beta=0.05),
+                       embed_every=2.0, blend_seconds=0.5, update_delay=0.5)
+        code, stats = last_code(live, audio)
+        assert stats["t"] >= 5.0 and live.meaning_status == "instant"
+        codes[alpha] = code
+        source = live.source
+        live.close()
+    shift = {a: float((c - source).norm()) for a, c in codes.items()}
+    assert shift[0.0] == 0.0 and shift[0.5] > 0.5  # alpha 0: the source itself; else it moves
+    for alpha in (0.5, 2.0):  # along one direction, in proportion to alpha
+        assert torch.allclose(codes[alpha] - source, alpha * (codes[1.0] - source), atol=1e-5)
+    target = embed_audio(models.encoder, torch.from_numpy(window_ending_at(live, audio, 4.0))[None], RATE,
+                         pool="first").float()
+    edit = instant_edit(models.generator, models.clip, directions, target, source, alpha=1.0, beta=0.05)
+    assert float((edit.ws - codes[1.0]).abs().max()) < 1e-4
+    print(f"instant meaning: W+ shift {shift}")
+
+
+def test_another_sound_moves_elsewhere_and_beta_selects_channels(models, directions):
+    analysis = instant_analysis(models, directions)
+    clicks, _ = click_track(3.0, RATE)
+    rng = np.random.default_rng(3)
+    hiss = (0.3 * rng.standard_normal(clicks.size)).astype(np.float32)
+    offsets = {}
+    for name, audio, beta in (("clicks", clicks, 0.0), ("hiss", hiss, 0.0), ("clicks_selective", clicks, 0.3)):
+        live = session(models, analysis.provider(), settings=LiveSettings(size=64, reactivity=0.0, beta=beta),
+                       embed_every=1.0, blend_seconds=0.2, update_delay=0.3)
+        code, _ = last_code(live, audio)
+        offsets[name] = (code - live.source)[0]
+        live.close()
+    cos = torch.nn.functional.cosine_similarity(offsets["clicks"].flatten(), offsets["hiss"].flatten(), dim=0)
+    assert float(cos) < 0.99 and float(offsets["hiss"].norm()) > 0.5  # another sound: another direction
+    # a higher beta keeps fewer style channels: the direction changes (its length is alpha's, the same)
+    assert not torch.allclose(offsets["clicks"], offsets["clicks_selective"], atol=1e-4)
+    assert abs(float(offsets["clicks"].norm()) - float(offsets["clicks_selective"].norm())) < 1e-3
+
+
+def test_instant_meaning_is_deterministic_and_names_the_nearest_prompts(models, directions):
+    analysis = instant_analysis(models, directions)
+    audio, _ = click_track(4.0, RATE)
+    one = session(models, analysis.provider())
+    every = {}
+    for chunk in np.array_split(audio, 53):
+        one.feed(chunk)
+        while one.last_rendered < one.newest_frame:
+            frame = one.render(one.last_rendered + 1)
+            every[frame.index] = (frame.image, frame.stats)
+    two = session(models, analysis.provider())
+    some = {}
+    for chunk in np.array_split(audio, 13):
+        two.feed(chunk)
+        frame = two.render_latest()
+        if frame is not None:
+            some[frame.index] = frame.image
+    assert len(some) >= 8 and two.dropped > 0
+    for index, image in some.items():
+        assert np.array_equal(image, every[index][0]), index
+    last = every[max(every)][1]
+    assert last["meaning"] == "instant" and last["offset"] > 0.1  # the meaning is in and moves the code
+    reactive = session(models)  # the readout is the same with or without the meaning
+    reactive.feed(audio)
+    reactive.render_latest()
+    assert len(last["nearest"]) == 5 and last["nearest"] == [[n, round(s, 4)] for n, s in reactive.nearest]
+    for live in (one, two, reactive):
+        live.close()
+
+
+def test_meaning_switches_on_once_the_analysis_is_done(models, directions):
+    from sgim_nodes.live.meaning import InstantAnalysis
+
+    analysis = InstantAnalysis(models.generator, models.clip, directions=directions)  # not started: "analysing"
+    live = session(models, analysis.provider(), settings=LiveSettings(size=64, reactivity=0.0), embed_every=0.5,
+                   update_delay=0.25, blend_seconds=0.25)
+    audio, _ = click_track(4.0, RATE)
+    code, stats = last_code(live, audio[: 2 * RATE])
+    assert float((code - live.source).abs().max()) == 0.0 and stats["offset"] == 0.0
+    assert live.meaning_status.startswith("instant (preparing") and live.nearest  # reactive, prompts named
+    analysis.start().wait(60)
+    code, stats = last_code(live, audio[2 * RATE:])
+    assert live.meaning_status == "instant" and stats["offset"] > 0.1
+    live.close()
+
+
+def test_analysis_is_cached_and_read_back(models, tmp_path):
+    from sgim_nodes.instant import AnalysisSettings
+    from sgim_nodes.live.meaning import InstantAnalysis
+
+    cache = tmp_path / "live_analysis.safetensors"
+    lines = []
+    settings = AnalysisSettings(samples=4, std_samples=64)
+    first = InstantAnalysis(models.generator, models.clip, cache=cache, settings=settings, log=lines.append).start()
+    assert first.wait(120) and first.hit is False and cache.is_file()
+    assert any("analysed 4/4 samples" in line for line in lines)
+    second = InstantAnalysis(models.generator, models.clip, cache=cache, settings=settings).start()
+    assert second.wait(60) and second.hit is True
+    assert torch.equal(first.editor().unit, second.editor().unit)
+    damaged = tmp_path / "damaged.safetensors"
+    damaged.write_bytes(cache.read_bytes()[:200])
+    third = InstantAnalysis(models.generator, models.clip, cache=damaged, settings=settings).start()
+    assert not third.wait(60) and "damaged.safetensors" in third.status()  # named; sessions go on reactive
+
+
+class SlowMeaning(LinearMeaning):
+    """A meaning whose update takes 0.3 s of wall time (a slow encoder or a large analysis)."""
+
+    def direction(self, target, source, settings=None):
+        time.sleep(0.3)
+        return super().direction(target, source, settings)
+
+
+def real_time_session(models, meaning, seconds: float, **kwargs) -> LiveSession:
+    """Feeds 40 ms messages in real time and renders the newest frame after each, as the server does."""
+    audio, _ = click_track(seconds, RATE)
+    live = session(models, meaning, fps=15, embed_every=0.5, **kwargs)
+    start = time.perf_counter()
+    for k, first in enumerate(range(0, audio.size, 1920)):
+        live.feed(audio[first:first + 1920])
+        live.render_latest()
+        time.sleep(max(0.0, start + (k + 1) * 0.04 - time.perf_counter()))
+    live.close()
+    return live
+
+
+def test_updates_run_off_the_frame_thread_and_frames_do_not_wait(models):
+    import threading
+
+    meaning = SlowMeaning(models.encoder.embed_dim, *linear_meaning(models).shape)
+    live = real_time_session(models, meaning, 4.0, update_delay=0.5)
+    assert len(live.update_seconds) >= 6 and min(live.update_seconds) >= 0.3
+    assert live.update_threads == {"sgim-live-update_0"} != {threading.current_thread().name}
+    # the update worked out meanwhile: no frame waited for it, no frame took the update's 0.3 s
+    assert max(live.update_waits) < 0.1 and max(live.render_seconds) < 0.2, (max(live.update_waits),
+                                                                              max(live.render_seconds))
+    # the same with no delay: the frame due at each update waits for it (what the delay avoids)
+    eager = real_time_session(models, meaning, 2.5, update_delay=0.0)
+    assert max(eager.update_waits) > 0.2
+
+
+def test_the_server_runs_the_instant_meaning_and_alpha_moves_it(models, directions):
+    from dataclasses import replace
+
+    analysis = instant_analysis(models, directions)
+    with_meaning = replace(models, meaning=analysis.provider)
+
+    async def scenario(client, server):
+        out = {}
+        for alpha in (0.0, 1.5):
+            headers, _ = await good_session(client, 3.0, {"size": 64, "alpha": alpha})
+            out[alpha] = [h for h, _ in headers]
+            assert await gone(server)
+        return out
+
+    out = run_server(with_meaning, scenario)
+    for alpha, headers in out.items():
+        assert all(h["meaning"] == "instant" for h in headers)
+        late = [h["offset"] for h in headers if h["t"] >= 2.0]  # first update at 0.75 s, applied at 1.25 s
+        assert late and (max(late) == 0.0 if alpha == 0.0 else min(late) > 0.2), (alpha, late)
+
+
+def test_folder_models_share_one_analysis_per_generator_and_clip(models, models_dir, tmp_path, monkeypatch):
+    from sgim_nodes.live.models import ROLES, FolderModels
+
+    monkeypatch.setenv("SGIM_INSTANT_CACHE", str(tmp_path / "cache"))
+    files = {"generator": models_dir / "stylegan" / "tiny_rosinality.pt",
+             "encoder": models_dir / "sgim_audio_encoders" / "tiny_encoder.safetensors",
+             "clip": models_dir / "sgim_clip" / "tiny_clip.pt"}
+    loads, moves, stamp = [], [], {"n": 0}
+    source = FolderModels(choices=lambda: {role: [files[role].name] if role in files else [] for role in ROLES},
+                          path_of=lambda role, name: str(files[role]),
+                          load=lambda role, path: loads.append(role) or getattr(models, role),
+                          signature=lambda path: (stamp["n"], 1), on_device=moves.append, device=lambda: "cpu")
+    first, second = source.load({}), source.load({"generator": "tiny_rosinality.pt"})
+    assert loads == ["generator", "encoder", "clip"]  # loaded once, kept while the files are unchanged
+    one, two = first.meaning(), second.meaning()
+    assert one.analysis is two.analysis and one.analysis.wait(120) and one.analysis.hit is False
+    assert list((tmp_path / "cache").glob("tiny_rosinality.*.safetensors"))
+    with first.device_scope():
+        pass
+    assert moves and all(len(m) == 3 for m in moves)  # the models went to the device (the analysis did too)
+    stamp["n"] = 1  # the files changed: loaded again, a new analysis (which finds the same file's cache)
+    third = source.load({})
+    assert third.meaning().analysis is not one.analysis and third.meaning().analysis.wait(60)
+    assert third.meaning().analysis.hit is True
+    files.pop("encoder")  # no encoder in the folder: reactivity only, no analysis
+    reactive = source.load({})
+    assert reactive.meaning is None and reactive.encoder is None and reactive.names["encoder"] is None

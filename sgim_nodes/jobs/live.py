@@ -2,6 +2,12 @@
 
 ``run_live(request, run)``: the command line calls it with a ``TqdmRun`` (Ctrl+C stops the server);
 the models go to ``run.device``. Sessions themselves are the page's: see :mod:`sgim_nodes.live.server`.
+
+Meaning (``meaning="instant"``, the default with an encoder and CLIP): the generator's instant-edit
+directions come from the analysis cache; without one the generator is analysed on a background thread
+(progress in the terminal, "analysing n/N" on the page) while the page already serves and sessions
+follow loudness and bands; the meaning switches on at their next update after it (and the cache
+serves every later start). See :mod:`sgim_nodes.live.meaning`.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from ..errors import ParameterError
 from ..limits import check_int
 from ..live import defaults
 from .run import Run
+
+MEANINGS = ("instant", "none")
 
 
 @dataclass
@@ -30,6 +38,8 @@ class LiveRequest:
     embed_every: float = defaults.DEFAULT_EMBED_EVERY
     seed: int = 0
     token: str | None = None  # None on a non-local host: one is made up and printed
+    meaning: str | None = None  # "instant" or "none"; None: instant with an encoder and CLIP, else none
+    analysis_cache: Path | None = None  # the instant-edit analysis cache file (None: the default place)
 
     def checked(self) -> "LiveRequest":
         from ..live.server import is_local
@@ -41,6 +51,14 @@ class LiveRequest:
         if (self.encoder is None) != (self.clip is None):
             raise ParameterError("encoder/clip: give both (the meaning needs the sound and the prompts in one "
                                  "CLIP space) or neither (reactivity alone)", parameter="encoder")
+        if self.meaning is None:
+            self.meaning = "instant" if self.encoder is not None else "none"
+        if self.meaning not in MEANINGS:
+            raise ParameterError(f"meaning: expected one of {', '.join(MEANINGS)}, got {self.meaning!r}",
+                                 parameter="meaning")
+        if self.meaning == "instant" and self.encoder is None:
+            raise ParameterError("meaning: instant edits need the audio encoder and CLIP (give them, or choose "
+                                 "none for loudness and bands only)", parameter="meaning")
         if not isinstance(self.host, str) or not self.host:
             raise ParameterError("host: expected an address to listen on", parameter="host")
         if not is_local(self.host) and self.token is None:
@@ -104,6 +122,20 @@ def run_live(request: LiveRequest, run: Run, on_ready=None) -> None:
 
     request = request.checked()
     models = load_live_models(request, run)
+    analysis = None
+    if request.meaning == "instant":
+        from ..live.meaning import InstantAnalysis
+
+        analysis = InstantAnalysis(models.generator, models.clip, generator_file=request.generator,
+                                   cache=request.analysis_cache, log=run.status).start()
+        models.meaning = analysis.provider
+        if not analysis.wait(5.0) and analysis.state == "analysing":  # a cache is read in a moment
+            what = ("no instant-edit analysis of this generator is cached yet: analysing it in the background "
+                    "(once; cached after)" if analysis.progress[1] else "still reading the instant-edit analysis")
+            run.status(f"meaning: {what}. The page serves now; the picture follows loudness and bands until "
+                       "the meaning is on")
+    else:
+        run.status("meaning: none (the picture follows loudness and bands)")
     config = ServerConfig(fps=request.fps, out_dir=Path(request.out_dir), token=request.token,
                           embed_every=request.embed_every, seed=request.seed)
     app = make_app(models, config, log=run.status)
@@ -113,5 +145,9 @@ def run_live(request: LiveRequest, run: Run, on_ready=None) -> None:
         if on_ready is not None:
             on_ready(port)
 
-    with run.cpu_memory():
-        asyncio.run(serve(app, request, run, ready))
+    try:
+        with run.cpu_memory():
+            asyncio.run(serve(app, request, run, ready))
+    finally:
+        if analysis is not None:
+            analysis.stop()  # an unfinished analysis resumes from its partial cache next time

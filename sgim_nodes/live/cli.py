@@ -24,6 +24,10 @@ def _parser():
     p.add_argument("--clip-model", help="open_clip model name when it cannot be inferred from the file")
     p.add_argument("--reactive-only", action="store_true",
                    help="load no encoder or CLIP: the picture follows loudness and bands only")
+    p.add_argument("--meaning", choices=("instant", "none"),
+                   help="instant (default with an encoder and CLIP): the picture moves toward what the sound "
+                        "means through instant-edit directions (the generator's analysis is read from its cache, "
+                        "or made in the background on first use); none: loudness and bands only")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on; anything but 127.0.0.1/localhost/::1 requires the printed token")
     p.add_argument("--port", type=int, default=defaults.DEFAULT_PORT, help="TCP port (0: any free one)")
@@ -61,7 +65,8 @@ def request_from_args(args):
         paths.update(fetch_missing_models(missing))
     return LiveRequest(generator=paths["generator"], encoder=paths.get("encoder"), clip=paths.get("clip"),
                        clip_model=args.clip_model, host=args.host, port=args.port, fps=args.fps,
-                       out_dir=args.out_dir, embed_every=args.embed_every, seed=args.seed)
+                       out_dir=args.out_dir, embed_every=args.embed_every, seed=args.seed,
+                       meaning=args.meaning if not args.reactive_only else (args.meaning or "none"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -62,8 +62,9 @@ MAX_PENDING_SECONDS = 30.0  # audio received and not analysed yet, at most (a cl
 
 @dataclass
 class LiveModels:
-    """What sessions render with. ``meaning`` builds a session's meaning provider (None: reactivity only);
-    ``device_scope`` is entered around every render (ComfyUI: its model management)."""
+    """What sessions render with. ``meaning`` builds a session's meaning provider (None: reactivity only;
+    :meth:`sgim_nodes.live.meaning.InstantAnalysis.provider`: instant edits); ``device_scope`` is entered
+    around every render and update (ComfyUI: its model management)."""
 
     generator: Any
     encoder: Any = None
@@ -235,12 +236,12 @@ class Connection:
                 return LiveSession(models.generator, sample_rate=rate, fps=config.fps, settings=settings,
                                    encoder=models.encoder, clip=models.clip,
                                    meaning=models.meaning() if models.meaning else None, seed=config.seed,
-                                   embed_every=config.embed_every)
+                                   embed_every=config.embed_every, scope=models.device_scope)
 
         self.session = await self.call(create)
         self.last_progress = time.monotonic()
         await self.send_json({"type": "ready", "fps": self.session.fps, "sample_rate": self.session.sample_rate,
-                              "settings": self.session.settings.to_dict(), "meaning": self.session.meaning.name,
+                              "settings": self.session.settings.to_dict(), "meaning": self.session.meaning_status,
                               "models": models.names, "max_message_bytes": config.max_message_bytes})
         self.render_task = asyncio.ensure_future(self.render_loop())
 

@@ -7,10 +7,15 @@ Per video frame ``i`` (``i / fps`` seconds into the stream) the code is
 
 - ``offset(t)``: every ``embed_every`` seconds of stream the audio encoder embeds the last window
   (at most the encoder's ~10 s), optionally mixed with a prompt, and a :class:`Meaning` turns the
-  target into a W+ direction; the new direction replaces the previous one over ``blend_seconds``
-  (smoothstep), so nothing jumps. Without a meaning provider (``NoMeaning``) the offset is zero and
-  the picture follows the sound's loudness and bands only; the embedding still names the nearest
-  prompts.
+  target into a W+ direction (:class:`sgim_nodes.live.meaning.InstantMeaning`: the instant edit's
+  direction at strength 1, so ``alpha`` is the instant edit's strength); the new direction replaces
+  the previous one over ``blend_seconds`` (smoothstep), so nothing jumps. Without a meaning provider
+  (``NoMeaning``) the offset is zero and the picture follows the sound's loudness and bands only; the
+  embedding still names the nearest prompts.
+- Updates run on a worker thread of their own, off the frame thread: the update made from the window
+  ending at stream time ``t`` is applied (its blend starts) at exactly ``t + update_delay``, whatever
+  the wall clock did. A frame at or after that time waits for the update only if it is not finished
+  yet (work slower than the delay), so the frames never depend on how fast the worker was.
 - ``drive``: animate's :func:`~sgim_nodes.animate.trajectory.layer_drive` (envelope, bass -> coarse
   rows, mids -> middle rows, highs -> fine rows) on the causal features of :mod:`.features`. In
   animate the reaction scales the edit's displacement from its source; live there may be no edit,
@@ -19,20 +24,23 @@ Per video frame ``i`` (``i / fps`` seconds into the stream) the code is
 - ``rows``: the layer preset (all, coarse, middle, fine) the edits are allowed to touch.
 - StyleGAN3: the slow loudness / brightness / bass curves rotate and shift the input, as animate does.
 
-Determinism: a frame depends only on the stream up to its own time (the direction updates happen at
-fixed stream times and the blend is a function of stream time), so the same audio gives the same
+Determinism: a frame depends only on the stream up to its own time and the knobs (the direction updates
+are made and applied at fixed stream times and the blend is a function of stream time), so the same audio gives the same
 frames however it is chunked and whichever frames a slow renderer had to drop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import threading
 import time
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -59,6 +67,7 @@ class LiveSettings:
 
     reactivity: float = defaults.DEFAULT_REACTIVITY
     alpha: float = defaults.DEFAULT_ALPHA
+    beta: float = defaults.DEFAULT_BETA
     prompt: str = ""
     prompt_weight: float = defaults.DEFAULT_PROMPT_WEIGHT
     layers: str = "all"
@@ -70,6 +79,7 @@ class LiveSettings:
     def checked(self) -> "LiveSettings":
         check_float("reactivity", self.reactivity, 0.0, 10.0, what="a reactivity")
         check_float("alpha", self.alpha, 0.0, 10.0, what="a strength")
+        check_float("beta", self.beta, 0.0, 0.95, what="a relevance threshold")
         check_float("prompt_weight", self.prompt_weight, 0.0, 1.0, what="a weight")
         check_float("rotation_degrees", self.rotation_degrees, 0.0, 180.0, what="an angle in degrees")
         check_float("translation", self.translation, 0.0, 1.0, what="a shift")
@@ -84,7 +94,7 @@ class LiveSettings:
         if self.size not in SIZES or isinstance(self.size, bool):
             raise ParameterError(f"size: expected one of {', '.join(map(str, SIZES))} pixels, got {self.size!r}",
                                  parameter="size")
-        return replace(self, reactivity=float(self.reactivity), alpha=float(self.alpha),
+        return replace(self, reactivity=float(self.reactivity), alpha=float(self.alpha), beta=float(self.beta),
                        prompt_weight=float(self.prompt_weight), rotation_degrees=float(self.rotation_degrees),
                        translation=float(self.translation), size=int(self.size))
 
@@ -104,11 +114,16 @@ class LiveSettings:
 
 
 class Meaning(Protocol):
-    """Turns a CLIP-space target into a W+ direction (at strength 1) from the session's source code."""
+    """Turns a CLIP-space target into a W+ direction (at strength 1) from the session's source code.
+
+    Optional: ``prepare(generator, clip, source)`` (called once when the session starts, e.g. the
+    source's own CLIP embedding) and ``status()`` (what the page shows, e.g. "instant: analysing 40%").
+    ``direction`` runs on the session's update thread and may return None: no direction yet (keep the
+    current one)."""
 
     name: str
 
-    def direction(self, target: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    def direction(self, target: torch.Tensor, source: torch.Tensor, settings: "LiveSettings") -> torch.Tensor | None:
         """``target`` [D] (unit norm), ``source`` [1, num_ws, w_dim] -> offset [num_ws, w_dim]."""
 
 
@@ -117,7 +132,7 @@ class NoMeaning:
 
     name = "none"
 
-    def direction(self, target, source):
+    def direction(self, target, source, settings=None):
         return torch.zeros_like(source[0])
 
 
@@ -219,13 +234,17 @@ class Recorder:
 
 class LiveSession:
     """One stream of audio -> frames. ``feed`` audio as it arrives; ``render_latest`` (bounded latency)
-    or ``render(i)`` (every frame, offline). Not thread-safe: one thread feeds and renders."""
+    or ``render(i)`` (every frame, offline). Not thread-safe: one thread feeds and renders (the meaning
+    updates run on the session's own update thread, inside ``scope()``, e.g. a host's device scope).
+    ``close()`` when done (it stops that thread)."""
 
     def __init__(self, generator, *, sample_rate: int, fps: float = defaults.DEFAULT_FPS,
                  settings: LiveSettings | None = None, encoder=None, clip=None, meaning: Meaning | None = None,
                  seed: int = 0, truncation: float = 0.7, embed_every: float = defaults.DEFAULT_EMBED_EVERY,
                  window_seconds: float | None = None, blend_seconds: float = defaults.DEFAULT_BLEND_SECONDS,
-                 release: float = defaults.DEFAULT_RELEASE, vocabulary: Sequence[str] = VOCABULARY):
+                 release: float = defaults.DEFAULT_RELEASE, vocabulary: Sequence[str] = VOCABULARY,
+                 update_delay: float = defaults.DEFAULT_UPDATE_DELAY,
+                 scope: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext):
         from ..audio.features import check_sample_rate
         from ..optimize import sample_source_ws
 
@@ -238,6 +257,7 @@ class LiveSession:
         self.embed_every = check_float("embed_every", embed_every, 0.05, 60.0, what="seconds")
         self.blend_seconds = check_float("blend_seconds", blend_seconds, 0.0, 60.0, what="seconds")
         self.release = check_float("release", release, 0.0, 10.0, what="seconds")
+        self.update_delay = check_float("update_delay", update_delay, 0.0, 60.0, what="seconds")
         self.generator, self.encoder, self.clip = generator, encoder, clip
         self.meaning = meaning or NoMeaning()
         self.source = sample_source_ws(generator, 1, seed, truncation).detach()  # [1, num_ws, w_dim]
@@ -252,7 +272,8 @@ class LiveSession:
         self.ring = np.zeros(ring, np.float32)  # the last window of audio, oldest first
         self.samples = 0  # samples received
         self.frame_values: deque[tuple[int, dict, float | None]] = deque(maxlen=max(8, int(self.fps * 10)))
-        self.pending_updates: deque[tuple[float, np.ndarray]] = deque(maxlen=8)
+        # (apply at, window end, the update's result to come); bounded by the audio a host lets queue
+        self.pending_updates: deque[tuple[float, float, Future]] = deque()
         self.next_update = self.embed_every
         self.blend_from = torch.zeros_like(self.source[0])
         self.blend_to = torch.zeros_like(self.source[0])
@@ -260,12 +281,20 @@ class LiveSession:
         self.last_rendered = -1
         self.dropped = 0
         self.nearest: list[tuple[str, float]] = []
-        self.update_seconds: deque[float] = deque(maxlen=32)  # embedding + direction, per update
+        self.update_seconds: deque[float] = deque(maxlen=32)  # embedding + direction, per update (update thread)
+        self.update_waits: deque[float] = deque(maxlen=32)  # how long a frame waited for an unfinished update
+        self.update_threads: set[str] = set()  # the threads updates ran on (off the frame thread: tested)
         self.render_seconds: deque[float] = deque(maxlen=32)
         self.recorder: Recorder | None = None
         self.vocabulary = list(vocabulary)
         self._vocabulary_embeddings = None
         self._prompt_embedding: tuple[str, torch.Tensor] | None = None
+        self.scope = scope
+        if hasattr(self.meaning, "prepare"):
+            self.meaning.prepare(generator, clip, self.source)
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sgim-live-update")
+        if clip is not None and encoder is not None:  # the vocabulary's text, before the first update needs it
+            self._worker.submit(self._vocabulary_text)
 
     # audio -------------------------------------------------------------------------------------
     def feed(self, samples: np.ndarray, stamp: float | None = None) -> int:
@@ -285,7 +314,9 @@ class LiveSession:
                 self._take(piece, stamp)
                 start += piece.size
             if self.samples >= int(round(self.next_update * self.sample_rate)):
-                self.pending_updates.append((self.next_update, self.ring.copy()))
+                # the knobs as they are now (the prompt, its weight, beta) go with the window
+                future = self._worker.submit(self._make_update, self.ring.copy(), self.settings)
+                self.pending_updates.append((self.next_update + self.update_delay, self.next_update, future))
                 self.next_update += self.embed_every
         return self.newest_frame
 
@@ -317,22 +348,40 @@ class LiveSession:
 
     # meaning -----------------------------------------------------------------------------------
     def _apply_updates(self, until: float) -> None:
+        """On the frame thread: the updates due by stream time ``until``, in order (waiting for one only
+        if its work is not finished yet)."""
         while self.pending_updates and self.pending_updates[0][0] <= until + 1e-9:
-            at, window = self.pending_updates.popleft()
+            at, _, future = self.pending_updates[0]
             clock = time.perf_counter()
-            target, embedding = self._target(window)
-            if target is not None:
-                direction = self.meaning.direction(target, self.source).detach().to(self.source)
-                if direction.shape != self.source.shape[1:] or not bool(torch.isfinite(direction).all()):
-                    raise ParameterError(f"meaning {self.meaning.name!r}: expected a finite direction of shape "
-                                         f"{list(self.source.shape[1:])}, got {list(direction.shape)}")
+            direction, nearest = future.result()
+            self.update_waits.append(time.perf_counter() - clock)
+            self.pending_updates.popleft()
+            if direction is not None:
                 self.blend_from = self._offset(at)
                 self.blend_to = direction
                 self.blend_start = at
-                self._name_nearest(embedding)
-            self.update_seconds.append(time.perf_counter() - clock)
+            if nearest is not None:
+                self.nearest = nearest
 
-    def _target(self, window: np.ndarray):
+    def _make_update(self, window: np.ndarray, settings: LiveSettings):
+        """On the update thread: (direction or None, nearest prompts or None) of one window."""
+        clock = time.perf_counter()
+        self.update_threads.add(threading.current_thread().name)
+        with self.scope(), torch.no_grad():
+            target, embedding = self._target(window, settings)
+            direction = nearest = None
+            if target is not None:
+                direction = self.meaning.direction(target, self.source, settings)
+                if direction is not None:
+                    direction = direction.detach().to(self.source)
+                    if direction.shape != self.source.shape[1:] or not bool(torch.isfinite(direction).all()):
+                        raise ParameterError(f"meaning {self.meaning.name!r}: expected a finite direction of "
+                                             f"shape {list(self.source.shape[1:])}, got {list(direction.shape)}")
+                nearest = self._nearest(embedding, settings)
+        self.update_seconds.append(time.perf_counter() - clock)
+        return direction, nearest
+
+    def _target(self, window: np.ndarray, settings: LiveSettings):
         if self.encoder is None:
             return None, None
         from ..audio import embed_audio
@@ -340,10 +389,10 @@ class LiveSession:
         audio = torch.from_numpy(window)[None]
         embedding = embed_audio(self.encoder, audio, self.sample_rate, pool="first")[0].float()
         target = embedding
-        prompt = self.settings.prompt.strip()
-        if prompt and self.clip is not None and self.settings.prompt_weight > 0:
+        prompt = settings.prompt.strip()
+        if prompt and self.clip is not None and settings.prompt_weight > 0:
             text = self._text(prompt)
-            w = self.settings.prompt_weight
+            w = settings.prompt_weight
             target = torch.nn.functional.normalize((1 - w) * embedding.to(text) + w * text, dim=0)
         return target, embedding
 
@@ -352,17 +401,26 @@ class LiveSession:
             self._prompt_embedding = (prompt, self.clip.encode_text([prompt])[0].float())
         return self._prompt_embedding[1]
 
-    def _name_nearest(self, embedding: torch.Tensor) -> None:
-        if self.clip is None:
-            return
+    def _vocabulary_text(self) -> torch.Tensor:
         if self._vocabulary_embeddings is None:
-            self._vocabulary_embeddings = self.clip.encode_text(self.vocabulary).float()
-        names, text = list(self.vocabulary), self._vocabulary_embeddings
-        prompt = self.settings.prompt.strip()
+            with self.scope(), torch.no_grad():
+                self._vocabulary_embeddings = self.clip.encode_text(self.vocabulary).float()
+        return self._vocabulary_embeddings
+
+    def _nearest(self, embedding: torch.Tensor, settings: LiveSettings) -> list[tuple[str, float]] | None:
+        if self.clip is None:
+            return None
+        names, text = list(self.vocabulary), self._vocabulary_text()
+        prompt = settings.prompt.strip()
         if prompt and prompt not in names:
             names, text = names + [prompt], torch.cat([text, self._text(prompt)[None].to(text)])
         sims = (text @ torch.nn.functional.normalize(embedding.to(text), dim=0)).tolist()
-        self.nearest = sorted(zip(names, sims), key=lambda item: -item[1])[:5]
+        return sorted(zip(names, sims), key=lambda item: -item[1])[:5]
+
+    @property
+    def meaning_status(self) -> str:
+        status = getattr(self.meaning, "status", None)
+        return status() if callable(status) else self.meaning.name
 
     def _offset(self, t: float) -> torch.Tensor:
         if self.blend_seconds == 0:
@@ -392,6 +450,7 @@ class LiveSession:
         code = base + push[None]
         stats = {"index": index, "t": round(t, 4), "stamp": stamp, "drive": round(float(drive.mean()), 4),
                  "displacement": round(float(push.norm(dim=-1).mean()), 5),
+                 "offset": round(float((base - self.source)[0].norm(dim=-1).mean()), 5),  # the meaning's shift
                  "features": {k: round(v, 4) for k, v in values.items()}}
         return code, stats
 
@@ -433,7 +492,9 @@ class LiveSession:
             self.recorder.add_frame(index, image)
         self.render_seconds.append(time.perf_counter() - clock)
         stats.update(dropped=self.dropped, nearest=[[name, round(sim, 4)] for name, sim in self.nearest],
+                     meaning=self.meaning_status,
                      update_ms=round(1000 * float(np.mean(self.update_seconds)), 2) if self.update_seconds else None,
+                     update_wait_ms=round(1000 * max(self.update_waits), 2) if self.update_waits else None,
                      render_ms=round(1000 * float(np.mean(self.render_seconds)), 2),
                      recording=self.recorder is not None)
         return LiveFrame(index, index / self.fps, image, stats)
@@ -471,6 +532,7 @@ class LiveSession:
                 "first_frame": recorder.first_frame, "start_seconds": recorder.first_frame / self.fps}
 
     def close(self) -> None:
+        self._worker.shutdown(wait=False, cancel_futures=True)
         if self.recorder is not None:
             self.recorder.abort()
             self.recorder = None

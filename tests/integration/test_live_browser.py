@@ -40,11 +40,18 @@ def clicks(tmp_path_factory) -> Path:
 def live_server(tmp_path_factory):
     from tiny_models import write_tiny_models
 
+    from sgim_nodes.instant import AnalysisSettings
+    from sgim_nodes.live.meaning import InstantAnalysis
     from sgim_nodes.live.server import ServerConfig
 
     root = tmp_path_factory.mktemp("live_browser")
     write_tiny_models(root / "models")
     models = load_live_models(root / "models")
+    # the meaning: instant edits over a small analysis of the tiny generator (a second), made before the page opens
+    analysis = InstantAnalysis(models.generator, models.clip, cache=root / "analysis.safetensors",
+                               settings=AnalysisSettings(samples=8, std_samples=256)).start()
+    assert analysis.wait(120), analysis.status()
+    models.meaning = analysis.provider
     config = ServerConfig(fps=FPS, out_dir=root / "recordings")
     with ThreadServer(models, config) as server:
         yield server
@@ -133,6 +140,25 @@ def test_microphone_frames_follow_the_clicks_and_the_recording_matches(page, liv
           f" end-to-end latency median {statistics.median(latencies):.0f} ms, "
           f"p90 {np.percentile(latencies, 90):.0f} ms; frames shown {len(log)}")
     assert not page.errors, page.errors
+
+
+def test_meaning_is_on_and_alpha_moves_the_picture(page):
+    assert live(page, "running")
+    assert page.locator("#meaning").inner_text().startswith("instant")
+    offsets = {}
+    for alpha in (0, 2, 1):
+        page.fill("#alpha", str(alpha))
+        page.dispatch_event("#alpha", "input")
+        page.wait_for_function(f"() => window.sgimLive.messages.some(m => m.type === 'settings' && "
+                               f"m.settings.alpha === {alpha})", timeout=60_000)
+        count = live(page, "frames")
+        wait_frames(page, count + 10)
+        offsets[alpha] = [entry["offset"] for entry in live(page, "log.slice(-5)")]
+        assert all(entry["meaning"] == "instant" for entry in live(page, "log.slice(-5)"))
+    # the meaning's W+ shift: none at alpha 0, and twice alpha 1's at alpha 2 (within the blend's drift)
+    assert all(o == 0 for o in offsets[0]) and min(offsets[1]) > 0.1, offsets
+    assert 1.5 < np.median(offsets[2]) / np.median(offsets[1]) < 2.6, offsets
+    assert page.locator("#meaning").inner_text() == "instant · α 1.00"
 
 
 def test_knobs_change_live(page):

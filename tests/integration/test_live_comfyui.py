@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
+import time
 import urllib.request
 
 import numpy as np
@@ -79,3 +80,9 @@ def test_a_session_runs_on_the_servers_models_and_records(server):
     status, body, _ = get(f"{server.url}/sgim/live/recordings/{name}")
     assert status == 200 and body[4:8] == b"ftyp"
     assert "Requested to load ManagedModel" in server.log()[log_start:]  # ComfyUI's model management moved them
+    # the meaning: instant edits, the pair's analysis made once in the background (tiny models: seconds)
+    assert ready["meaning"].startswith("instant") and all(h["meaning"].startswith("instant") for h in headers)
+    deadline = time.monotonic() + 90
+    while "[sgim live] meaning: instant edits on" not in server.log()[log_start:] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert "[sgim live] meaning: instant edits on" in server.log()[log_start:], server.log()[log_start:][-3000:]

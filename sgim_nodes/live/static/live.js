@@ -6,7 +6,7 @@
   const $ = (id) => document.getElementById(id);
   const token = new URLSearchParams(location.search).get("token");
   const withToken = (url) => (token ? `${url}${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}` : url);
-  const KNOBS = ["reactivity", "alpha", "prompt", "prompt_weight", "layers", "size"];
+  const KNOBS = ["reactivity", "alpha", "beta", "prompt", "prompt_weight", "layers", "size"];
   // What tests and curious users can read: frames shown, a log of their headers, messages received.
   const state = (window.sgimLive = { frames: 0, log: [], messages: [], recordings: [], running: false,
                                      ready: null, ended: null, lastLatency: null, sessions: 0 });
@@ -30,12 +30,12 @@
   }
 
   function knobValues() {
-    return { reactivity: +$("reactivity").value, alpha: +$("alpha").value, prompt: $("prompt").value,
+    return { reactivity: +$("reactivity").value, alpha: +$("alpha").value, beta: +$("beta").value, prompt: $("prompt").value,
              prompt_weight: +$("prompt_weight").value, layers: $("layers").value, size: +$("size").value };
   }
 
   function showKnobValues() {
-    for (const name of ["reactivity", "alpha", "prompt_weight"]) $(`${name}-value`).textContent = (+$(name).value).toFixed(2);
+    for (const name of ["reactivity", "alpha", "beta", "prompt_weight"]) $(`${name}-value`).textContent = (+$(name).value).toFixed(2);
   }
 
   const send = (message) => { if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(message)); };
@@ -123,7 +123,8 @@
     if (state.messages.length > 200) state.messages.shift();
     if (message.type === "ready") {
       state.ready = message;
-      $("model").textContent = `${message.models.generator || "?"} (meaning: ${message.meaning})`;
+      $("model").textContent = message.models.generator || "?";
+      $("meaning").textContent = message.meaning;
     } else if (message.type === "error" || message.type === "refused") {
       say(message.message);
     } else if (message.type === "end") {
@@ -160,7 +161,7 @@
       state.frames += 1;
       state.lastLatency = latency;
       state.log.push({ index: header.index, t: header.t, displacement: header.displacement, drive: header.drive,
-                       onset: header.features.onset, latency, shown: now, dropped: header.dropped });
+                       onset: header.features.onset, meaning: header.meaning, offset: header.offset, latency, shown: now, dropped: header.dropped });
       if (state.log.length > 20000) state.log.shift();
       send({ type: "ack", index: header.index });
       shownAt.push(now);
@@ -168,6 +169,8 @@
       $("fps").textContent = (shownAt.length / 2).toFixed(1);
       $("latency").textContent = latency == null ? "-" : `${latency.toFixed(0)} ms`;
       $("dropped").textContent = header.dropped;
+      // "instant" once the directions are in (then α moves the picture), "instant (analysing n/N ...)" before
+      $("meaning").textContent = header.meaning + (header.meaning === "instant" ? ` · α ${(+$("alpha").value).toFixed(2)}` : "");
       $("nearest").innerHTML = header.nearest.map(([name, sim]) => `<li>${name} <small>${sim.toFixed(2)}</small></li>`).join("");
       $("overlay").textContent = "";
     };
