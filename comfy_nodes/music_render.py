@@ -61,7 +61,7 @@ class SGIMRenderMusicVideo:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "generator": ("SGIM_STYLEGAN", {}), "batch_size": BATCH, "crf": CRF, "size": SIZE,
+            "generator": ("SGIM_STYLEGAN", {"tooltip": "The codes' generator."}), "batch_size": BATCH, "crf": CRF, "size": SIZE,
             "wplus": ("SGIM_WPLUS", {"tooltip": "From Music Trajectory (a chunk renders as its own video)."}),
             "filename_prefix": ("STRING", {"default": "sgim/music_video", "tooltip":
                 "folder/name under the output folder; a counter is added (name_00001.mp4)."}),
@@ -127,7 +127,9 @@ class SGIMMusicFolder:
 
         steps = ("INT", {"default": 100, "min": 1, "max": 5000, "tooltip": "Optimiser steps of the first keyframe."})
         return {"required": {
-            "generator": ("SGIM_STYLEGAN", {}), "clip": ("SGIM_CLIP", {}), "audio_encoder": ("SGIM_AUDIO_ENCODER", {}),
+            "generator": ("SGIM_STYLEGAN", {"tooltip": "From Load StyleGAN."}),
+            "clip": ("SGIM_CLIP", {"tooltip": "From Load CLIP."}),
+            "audio_encoder": ("SGIM_AUDIO_ENCODER", {"tooltip": "From Load Audio Encoder."}),
             "folder": ("STRING", {"default": "album", "multiline": True, "tooltip":
                 "A folder under the input folder, or one audio file per line (relative to it)."}),
             "output_folder": ("STRING", {"default": "sgim/album", "tooltip": "Under the output folder."}),
@@ -144,7 +146,13 @@ class SGIMMusicFolder:
         }, "optional": {"source": ("SGIM_WPLUS", {"tooltip": "The image every video starts from."})},
             "hidden": {"unique_id": "UNIQUE_ID"}}
 
-    def render(self, generator, clip, audio_encoder, folder, output_folder, source=None, unique_id=None, **options):
+    def render(self, generator, clip, audio_encoder, folder, output_folder, fps, keyframes, bpm, tempo_correction,
+               steps, keyframe_steps, reactivity, beat_weight, prompt_schedule, text_weight, seed, batch_size, crf,
+               size, source=None, unique_id=None):
+        options = dict(fps=fps, keyframes=keyframes, bpm=bpm, tempo_correction=tempo_correction, steps=steps,
+                       keyframe_steps=keyframe_steps, reactivity=reactivity, beat_weight=beat_weight, seed=seed,
+                       prompt_schedule=prompt_schedule, text_weight=text_weight, batch_size=batch_size, crf=crf,
+                       size=size)
         from ..sgim_nodes.jobs.music_graph import FolderRequest, run_folder_render
         from ..sgim_nodes.jobs.music_render import Models
 
