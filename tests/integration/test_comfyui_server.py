@@ -117,7 +117,7 @@ def node_of(prompt: dict, class_type: str) -> str:
 def test_object_info_lists_every_node_without_import_errors(server):
     info = get_json(f"{server.url}/object_info")
     expected = pack_node_ids()
-    assert len(expected) == 25  # 21 current nodes + Instant Edit + 3 deprecated ids
+    assert len(expected) == 28  # 21 current nodes + Instant Edit + 3 file-backed music nodes + 3 deprecated ids
     missing = [n for n in expected if n not in info]
     assert not missing, f"not registered: {missing}\n{server.log()[-3000:]}"
     log = server.log()
