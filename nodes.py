@@ -19,6 +19,8 @@ from .comfy_nodes.latent_edits import (SGIMLayerMask, SGIMOptimizeLatent, SGIMSo
 from .comfy_nodes.loaders import SGIMLoadAudioEncoder, SGIMLoadCLIP, SGIMLoadIdentityModel, SGIMLoadStyleGAN, SGIMLoadVGG
 from .comfy_nodes.music_video import SGIMAudioFeatures, SGIMDecodeFrames, SGIMMusicKeyframes, SGIMMusicTrajectory
 from .comfy_nodes.projection import SGIMProjectImage
+from .comfy_nodes.music_render import INPUT_FOR_PARAMETER as MUSIC_RENDER_INPUTS
+from .comfy_nodes.music_render import SGIMMusicFolder, SGIMRenderMusicVideo, SGIMTempoBeats
 
 NODE_CLASS_MAPPINGS = {
     "SGIMLoadStyleGAN": SGIMLoadStyleGAN,
@@ -46,6 +48,9 @@ NODE_CLASS_MAPPINGS = {
     "SGIMDecodeFrames": SGIMDecodeFrames,
     "SGIMLoadVGG": SGIMLoadVGG,
     "SGIMProjectImage": SGIMProjectImage,
+    "SGIMRenderMusicVideo": SGIMRenderMusicVideo,
+    "SGIMTempoBeats": SGIMTempoBeats,
+    "SGIMMusicFolder": SGIMMusicFolder,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -74,6 +79,10 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SGIMDecodeFrames": "Decode Frames (SGIM)",
     "SGIMLoadVGG": "Load VGG16 for LPIPS (SGIM)",
     "SGIMProjectImage": "Project Image (SGIM)",
+    "SGIMRenderMusicVideo": "Render Music Video (SGIM)",
+    "SGIMTempoBeats": "Tempo and Beats (SGIM)",
+    "SGIMMusicFolder": "Music Videos from a Folder (SGIM)",
 }
 
+host.INPUT_FOR_PARAMETER.update(MUSIC_RENDER_INPUTS)
 host.register_nodes(NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS)

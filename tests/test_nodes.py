@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 from tiny_models import write_tiny_models  # noqa: E402
 
 PACK_MODULE = "custom_nodes_x_comfyui_sgim_under_test"
-CORE_TYPES = {"AUDIO", "IMAGE", "STRING", "INT", "FLOAT", "BOOLEAN"}
+CORE_TYPES = {"AUDIO", "IMAGE", "STRING", "INT", "FLOAT", "BOOLEAN", "VIDEO"}
 
 
 def fake_folder_paths(base: Path) -> types.ModuleType:
@@ -179,7 +179,7 @@ def same(a, b) -> bool:
 # ------------------------------------------------------------------------------ definitions
 
 def test_every_node_definition_is_valid(nodes, comfy_base):
-    assert len(nodes.NODE_CLASS_MAPPINGS) == 25  # 24 + Instant Edit
+    assert len(nodes.NODE_CLASS_MAPPINGS) == 28  # 24 + Instant Edit + 3 file-backed music nodes
     assert set(nodes.NODE_DISPLAY_NAME_MAPPINGS) == set(nodes.NODE_CLASS_MAPPINGS)
     deprecated = {k for k, cls in nodes.NODE_CLASS_MAPPINGS.items() if getattr(cls, "DEPRECATED", False)}
     assert deprecated == {"SGIMDecode", "SGIMSaveLatent", "SGIMLoadLatent"}  # old ids: still load, hidden in search

@@ -31,6 +31,7 @@ from ..errors import ParameterError
 from .distributed import Ranks
 from . import render
 from .render import DEFAULT_BATCH, VideoWriter, check_size, frame_rate_fraction, iter_frames, resize
+from .timeline import Timeline
 from .trajectory import Trajectory
 
 DEFAULT_SEGMENT_SECONDS = 10.0
@@ -87,8 +88,10 @@ def encode_segment(path: Path, generator, trajectory: Trajectory, first: int, co
                 writer.close()
 
 
-def _audio_source(timeline, audio_path: Path | None, waveform: tuple[torch.Tensor, int] | None) -> dict:
-    """VideoWriter's audio arguments: the track from ``timeline.start``, from a file or a ``([C, T], rate)``."""
+def _audio_source(timeline, audio_path: Path | None, waveform: tuple[torch.Tensor, int] | None,
+                  waveform_start: float = 0.0) -> dict:
+    """VideoWriter's audio arguments: the track from ``timeline.start``, from a file or a ``([C, T], rate)``
+    whose first sample is at ``waveform_start`` seconds of the track."""
     from .stream import iter_samples, iter_tensor, probe
 
     if audio_path is not None:
@@ -98,13 +101,13 @@ def _audio_source(timeline, audio_path: Path | None, waveform: tuple[torch.Tenso
     if waveform is not None:
         samples, rate = waveform
         samples = samples[0] if samples.dim() == 3 else samples
-        first = int(round(timeline.start * int(rate)))
+        first = max(0, int(round((timeline.start - waveform_start) * int(rate))))
         return dict(audio=iter_tensor(samples[:, first:].float()), sample_rate=int(rate), channels=samples.shape[0])
     return {}
 
 
 def join_segments(paths: list[Path], out: Path, timeline, audio_path: Path | None = None,
-                  waveform: tuple[torch.Tensor, int] | None = None) -> None:
+                  waveform: tuple[torch.Tensor, int] | None = None, waveform_start: float = 0.0) -> None:
     """Segments' packets into one .mp4 at ``out`` (no re-encoding), with the track's audio (a file, or a
     ``([C, T], rate)`` waveform) from ``timeline.start`` cut to ``timeline.frames / fps`` (AAC,
     interleaved as the frames go in)."""
@@ -113,7 +116,7 @@ def join_segments(paths: list[Path], out: Path, timeline, audio_path: Path | Non
     with av.open(str(paths[0])) as first:
         template = first.streams.video[0]
         writer = VideoWriter(out, timeline, 0, 0, video_template=template,
-                             **_audio_source(timeline, audio_path, waveform))
+                             **_audio_source(timeline, audio_path, waveform, waveform_start))
     try:
         offset = 0  # frames before this segment
         for path in paths:
@@ -144,7 +147,8 @@ def render_to_file(generator, trajectory: Trajectory, out: str | Path, *, audio_
                    size: int | None = None, batch_size: int = DEFAULT_BATCH, crf: int = 18,
                    segment_seconds: float = DEFAULT_SEGMENT_SECONDS, noise_mode: str = "const", run=None,
                    ranks: Ranks | None = None, segments_dir: str | Path | None = None,
-                   private_segments: bool = False) -> Path | None:
+                   private_segments: bool = False, frame_offset: int = 0, frame_count: int | None = None,
+                   audio_waveform_start: float = 0.0) -> Path | None:
     """Render every frame of ``trajectory`` into the .mp4 ``out`` with the track muxed in; returns ``out``
     (on rank 0; other ranks return None after their share). See the module docstring.
 
@@ -153,7 +157,9 @@ def render_to_file(generator, trajectory: Trajectory, out: str | Path, *, audio_
     ``run``: progress (frames done of this rank's share, previews when the host wants them) and cancel.
     ``ranks``: the processes sharing the work (default: this one). ``private_segments``: each rank
     keeps its segments in a folder of its own and sends rank 0 what it needs (several nodes
-    without a shared file system).
+    without a shared file system). ``frame_offset`` / ``frame_count``: only that chunk of the trajectory
+    (a video of its own, its audio from the chunk's first frame); ``audio_waveform_start``: the track
+    time of ``audio_waveform``'s first sample (a waveform already cut to the chunk starts there).
     """
     from ..fileio import atomic_path
     from ..jobs.run import QuietRun
@@ -168,11 +174,16 @@ def render_to_file(generator, trajectory: Trajectory, out: str | Path, *, audio_
     if isinstance(crf, bool) or int(crf) != crf or not 0 <= crf <= 51:
         raise ParameterError(f"crf: expected an integer in 0..51, got {crf!r}", parameter="crf")
     size = check_size(size, getattr(generator, "resolution", 0))
-    timeline = trajectory.timeline
+    whole = trajectory.timeline
+    frame_offset, frame_count = whole.check_range(frame_offset, frame_count)
+    # the chunk as a video of its own: its frame 0 is the trajectory's frame_offset
+    timeline = Timeline(fps=whole.fps, start=whole.time_of(frame_offset), frames=frame_count)
     segment_frames = segment_length(timeline.fps, int(batch_size), segment_seconds)
-    segments = plan_segments(timeline.frames, segment_frames)
+    segments = [(frame_offset + first, count) for first, count in plan_segments(timeline.frames, segment_frames)]
     key = render_key(trajectory, str(getattr(generator, "name", "")), size, int(batch_size), int(crf),
                      segment_frames, noise_mode)
+    if (frame_offset, frame_count) != (0, whole.frames):
+        key = hashlib.sha256(f"{key}:{frame_offset}:{frame_count}".encode()).hexdigest()[:16]
     base = Path(segments_dir) if segments_dir is not None else Path(str(out) + ".segments")
     shared_folder = base / key
     folder = shared_folder / f"rank{ranks.rank}" if private_segments else shared_folder
@@ -214,7 +225,8 @@ def render_to_file(generator, trajectory: Trajectory, out: str | Path, *, audio_
     try:
         run.status(f"joining {len(segments)} segments into {out.name}")
         with atomic_path(out) as tmp:
-            join_segments(paths, tmp, timeline, None if audio_path is None else Path(audio_path), audio_waveform)
+            join_segments(paths, tmp, timeline, None if audio_path is None else Path(audio_path), audio_waveform,
+                          float(audio_waveform_start))
         shutil.rmtree(shared_folder, ignore_errors=True)
         if base.is_dir() and not any(base.iterdir()):
             base.rmdir()

@@ -29,6 +29,8 @@ from .run import QuietRun, Run
 
 AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".aif", ".aiff", ".wma")
 SUMMARY_NAME = "summary.json"
+MAX_FOLDER_ENTRIES = 10_000  # entries looked at in a folder of songs (an album has tens)
+MAX_TRACKS = 1_000  # tracks in one folder render
 
 
 @dataclass
@@ -61,6 +63,7 @@ class MusicRenderRequest:
     truncation: float = 0.7
     mask: str | None = None
     source_latent: Path | None = None
+    source_ws: object = None  # a [1, num_ws, w_dim] code in memory (the graph's), before source_latent
     seed: int = 0
     reactivity: float = defaults.DEFAULT_REACTIVITY
     band_layers: bool = True
@@ -173,7 +176,9 @@ def render_track(request: MusicRenderRequest, models: Models, run: Run, ranks=No
     track = TrackAudio.of_file(request.audio)
     timeline = make_timeline(track.seconds, request.fps, request.start, request.end)
     features = features_of_file(request.audio, timeline, request.smoothing)
-    if request.source_latent is not None:
+    if request.source_ws is not None:
+        source = check_wplus_fits(request.source_ws, generator, "source")[:1].to(run.device)
+    elif request.source_latent is not None:
         ws, _, _ = load_wplus(request.source_latent)
         source = check_wplus_fits(ws, generator, "source_latent")[:1].to(run.device)
     else:
@@ -226,6 +231,7 @@ class MusicFolderRequest:
     out_dir: Path
     options: MusicRenderRequest  # every track's settings (its audio/out are ignored)
     keep_going: bool = True  # False: stop at the first failing track
+    tracks: list[Path] | None = None  # these files instead of the audio files in audio_dir
 
 
 @dataclass
@@ -269,14 +275,28 @@ class MusicFolderSummary:
 
 
 def list_tracks(folder: Path) -> list[Path]:
-    """Audio files directly in ``folder`` (by extension), sorted by name."""
+    """Audio files directly in ``folder`` (by extension), sorted by name; a folder of more than
+    MAX_FOLDER_ENTRIES entries or MAX_TRACKS tracks is refused before anything is rendered."""
+    import itertools
+
     folder = Path(folder)
     if not folder.is_dir():
         raise ParameterError(f"audio: {folder} is not a folder", parameter="audio")
-    tracks = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
+    entries = list(itertools.islice(folder.iterdir(), MAX_FOLDER_ENTRIES + 1))
+    if len(entries) > MAX_FOLDER_ENTRIES:
+        raise ParameterError(f"audio: {folder} holds more than {MAX_FOLDER_ENTRIES} entries; give a folder of "
+                             "songs (an album), not a whole library", parameter="audio")
+    tracks = sorted(p for p in entries if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
                     and not p.name.startswith("."))
     if not tracks:
         raise ParameterError(f"audio: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in {folder}", parameter="audio")
+    return check_track_count(tracks)
+
+
+def check_track_count(tracks: list[Path]) -> list[Path]:
+    if len(tracks) > MAX_TRACKS:
+        raise ParameterError(f"audio: {len(tracks)} tracks; at most {MAX_TRACKS} in one run (split the folder)",
+                             parameter="audio")
     return tracks
 
 
@@ -299,7 +319,8 @@ def run_music_folder(request: MusicFolderRequest, run: Run | None = None, ranks=
     run = run or QuietRun("cpu")
     ranks = ranks or Ranks(device=run.device)
     check_request(request.options, per_track=False)
-    tracks = list_tracks(request.audio_dir)
+    tracks = (check_track_count([Path(t) for t in request.tracks]) if request.tracks is not None
+              else list_tracks(request.audio_dir))
     out_dir = Path(request.out_dir)
     if out_dir.suffix.lower() == ".mp4" or (out_dir.exists() and not out_dir.is_dir()):
         raise ParameterError(f"out: {out_dir} is a file; expected a folder for the videos", parameter="out")

@@ -182,7 +182,9 @@ def chain_upscale_save():
 
 
 def music_video():
-    """A track -> a painting that follows it -> an .mp4 with the track (core Create Video + Save Video)."""
+    """A track -> a painting that follows it -> an .mp4 with the track, rendered straight to the file (Render
+    Music Video: one batch of frames in memory at a time) and handed to core Save Video as a VIDEO; the
+    tempo and beats shown beside the features."""
     nodes, links = common_models(WIKIART)
     nodes += [
         {"id": 3, "type": "LoadAudio", "pos": [X[0], 350], "size": [320, 140], "widgets": {"audio": "music.wav"}},
@@ -191,19 +193,21 @@ def music_video():
         {"id": 6, "type": "SGIMSourceLatent", "pos": [X[1], 0], "widgets": {"seed": 11, "truncation_psi": 0.7}},
         {"id": 7, "type": "SGIMMusicKeyframes", "pos": [X[2], 0], "size": [340, 560]},
         {"id": 8, "type": "SGIMMusicTrajectory", "pos": [X[3], 0], "size": [320, 260]},
-        {"id": 9, "type": "SGIMDecodeFrames", "pos": [X[3], 300], "size": [320, 170]},
-        {"id": 10, "type": "CreateVideo", "pos": [X[4], 0], "size": [300, 120]},
-        {"id": 11, "type": "SaveVideo", "pos": [X[4], 160], "size": [320, 380],
+        {"id": 9, "type": "SGIMRenderMusicVideo", "pos": [X[3], 300], "size": [320, 420],
+         "widgets": {"filename_prefix": "sgim/music_video_render"}},
+        {"id": 11, "type": "SaveVideo", "pos": [X[4], 0], "size": [320, 380],
          "widgets": {"filename_prefix": "sgim/music_video"}},
         {"id": 12, "type": "PreviewImage", "pos": [X[1], 620], "size": [340, 300], "title": "Audio features"},
+        {"id": 13, "type": "SGIMTempoBeats", "pos": [X[4], 440], "size": [320, 130]},
+        {"id": 14, "type": "PreviewImage", "pos": [X[4], 620], "size": [320, 300], "title": "Tempo and beats"},
     ]
     links += [
         (3, "AUDIO", 5, "audio"), (1, "generator", 6, "generator"),
         (1, "generator", 7, "generator"), (2, "clip", 7, "clip"), (4, "audio_encoder", 7, "audio_encoder"),
         (5, "features", 7, "features"), (6, "wplus", 7, "source"), (7, "keyframes", 8, "keyframes"),
         (1, "generator", 9, "generator"), (8, "wplus", 9, "wplus"),
-        (9, "images", 10, "images"), (9, "fps", 10, "fps"), (9, "audio", 10, "audio"),
-        (10, "VIDEO", 11, "video"), (5, "plot", 12, "images"),
+        (9, "video", 11, "video"), (5, "plot", 12, "images"), (5, "features", 13, "features"),
+        (13, "plot", 14, "images"),
     ]
     return nodes, links
 

@@ -117,7 +117,7 @@ def node_of(prompt: dict, class_type: str) -> str:
 def test_object_info_lists_every_node_without_import_errors(server):
     info = get_json(f"{server.url}/object_info")
     expected = pack_node_ids()
-    assert len(expected) == 25  # 21 current nodes + Instant Edit + 3 deprecated ids
+    assert len(expected) == 28  # 21 current nodes + Instant Edit + 3 file-backed music nodes + 3 deprecated ids
     missing = [n for n in expected if n not in info]
     assert not missing, f"not registered: {missing}\n{server.log()[-3000:]}"
     log = server.log()
@@ -501,16 +501,27 @@ def test_models_are_under_comfyui_memory_management_and_freed_by_the_free_endpoi
     assert after_free - before < 64e6
 
 
-def test_music_video_example_saves_a_video_in_sync_with_the_track(server):
+def _video_facts(path) -> tuple[int, float, float]:
+    """Decoded video frames, video and audio stream durations (PyAV)."""
     import av
 
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        count = sum(1 for _ in container.decode(video))
+        audio = container.streams.audio[0]
+        return count, float(video.duration * video.time_base), float(audio.duration * audio.time_base)
+
+
+def test_music_video_example_saves_a_video_in_sync_with_the_track(server):
+    """The example renders straight to a file (Render Music Video) and core Save Video takes its VIDEO: both
+    files have every frame, and video and audio last exactly frames / fps."""
     from sgim_nodes.audio import load_audio
 
     prompt = tiny_prompt(server, "music_video", steps=3, seed=500, preview_every=1)
     keyframes_id = node_of(prompt, "SGIMMusicKeyframes")
     prompt[keyframes_id]["inputs"].update(steps=3, keyframe_steps=2, keyframe_seconds=4.0, preview_every=1)
-    decode_id = node_of(prompt, "SGIMDecodeFrames")
-    prompt[decode_id]["inputs"]["batch_size"] = 32
+    render_id = node_of(prompt, "SGIMRenderMusicVideo")
+    prompt[render_id]["inputs"]["batch_size"] = 32
     started = time.monotonic()
     seen = run_prompt(server, prompt, timeout=300)
     elapsed = time.monotonic() - started
@@ -520,23 +531,25 @@ def test_music_video_example_saves_a_video_in_sync_with_the_track(server):
     frames = round(waveform.shape[-1] / rate * 24.0)  # the pack's frame-count rule at the example's 24 fps
     keyframe_steps = [d["value"] for d in of_type(seen, "progress") if d["node"] == keyframes_id]
     assert keyframe_steps == list(range(1, len(keyframe_steps) + 1)) and len(keyframe_steps) >= 3 + 2
-    decoded = [d["value"] for d in of_type(seen, "progress") if d["node"] == decode_id]
-    assert decoded[-1] == frames and decoded[0] == 32
+    rendered = [d["value"] for d in of_type(seen, "progress") if d["node"] == render_id]
+    assert rendered[-1] == frames and rendered[0] == min(32, frames)
 
     history = wait_for_history(server, seen["prompt_id"])
     assert history["status"]["status_str"] == "success"
+    shown = history["outputs"][render_id]["images"][0]  # the node shows its file
+    own = server.base / "output" / shown["subfolder"] / shown["filename"]
+    assert shown["type"] == "output" and shown["filename"].startswith("music_video_render_")
     saved = history["outputs"][node_of(prompt, "SaveVideo")]
     entry = (saved.get("images") or saved.get("videos") or saved.get("gifs"))[0]
     path = server.base / "output" / entry["subfolder"] / entry["filename"]
-    with av.open(str(path)) as container:
-        video = container.streams.video[0]
-        count = sum(1 for _ in container.decode(video))
-        video_seconds = float(video.duration * video.time_base)
-        audio = container.streams.audio[0]
-        audio_seconds = float(audio.duration * audio.time_base)
-    assert count == frames
-    assert abs(video_seconds - frames / 24.0) < 1e-3
-    assert abs(audio_seconds - frames / 24.0) < 0.03  # AAC frames are 1024 samples: within one
+    assert path != own
+    for video in (own, path):
+        count, video_seconds, audio_seconds = _video_facts(video)
+        assert count == frames, video
+        assert abs(video_seconds - frames / 24.0) < 1e-3, video
+        assert abs(audio_seconds - frames / 24.0) < 0.03, video  # AAC frames are 1024 samples: within one
+    previews = [k for k, v in prompt.items() if v["class_type"] == "PreviewImage"]  # features; tempo and beats
+    assert len(previews) == 2 and all(history["outputs"][k]["images"] for k in previews)
     print(f"tiny music video: {frames} frames, {elapsed:.1f} s end to end")
 
 
