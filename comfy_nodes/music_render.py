@@ -8,15 +8,18 @@ import types
 
 import torch
 
+from ..sgim_nodes.options import node_input, node_inputs
+
 from .host import (CATEGORY_ROOT, check_wplus, job_run, library_errors, models_on_device, node_error,
                    output_directory, torch_device)
 
 CATEGORY = f"{CATEGORY_ROOT}/music video"
 CORRECTIONS = (["none", "double", "half"], {"default": "none", "tooltip": "Detected tempo x2 or /2 (octave errors)."})
-BPM = ("FLOAT", {"default": 0.0, "min": 0.0, "max": 600.0, "step": 0.1, "tooltip": "Manual tempo (0 = detect)."})
-BATCH = ("INT", {"default": 8, "min": 1, "max": 256, "tooltip": "Frames rendered at once."})
-CRF = ("INT", {"default": 18, "min": 0, "max": 51, "tooltip": "H.264 quality (lower = better, larger file)."})
-SIZE = ("INT", {"default": 0, "min": 0, "max": 8192, "step": 2, "tooltip": "Longer side in pixels (0 = generator's)."})
+BPM = node_input("bpm", "music")
+# the shared bounds (sgim_nodes.options), as Decode Frames and Music Keyframes have them
+BATCH = node_input("batch_size", "music")
+CRF = node_input("crf", "music")
+SIZE = node_input("size", "music")
 # library parameter -> node input, merged into host.INPUT_FOR_PARAMETER by nodes.py
 INPUT_FOR_PARAMETER = {"SGIMRenderMusicVideo": {"codes": "wplus", "out": "filename_prefix", "*": "wplus"},
                        "SGIMTempoBeats": {"*": "features"}, "SGIMMusicFolder": {
@@ -122,10 +125,6 @@ class SGIMMusicFolder:
 
     @classmethod
     def INPUT_TYPES(cls):
-        def number(default, low, high, step, tooltip):
-            return ("FLOAT", {"default": default, "min": low, "max": high, "step": step, "tooltip": tooltip})
-
-        steps = ("INT", {"default": 100, "min": 1, "max": 5000, "tooltip": "Optimiser steps of the first keyframe."})
         return {"required": {
             "generator": ("SGIM_STYLEGAN", {"tooltip": "From Load StyleGAN."}),
             "clip": ("SGIM_CLIP", {"tooltip": "From Load CLIP."}),
@@ -133,14 +132,12 @@ class SGIMMusicFolder:
             "folder": ("STRING", {"default": "album", "multiline": True, "tooltip":
                 "A folder under the input folder, or one audio file per line (relative to it)."}),
             "output_folder": ("STRING", {"default": "sgim/album", "tooltip": "Under the output folder."}),
-            "fps": number(24.0, 1.0, 120.0, 0.01, "Frames per second."),
+            "fps": node_input("fps", "music"),
             "keyframes": ("STRING", {"default": "beats:8", "tooltip": "beats:N, bars:N or seconds:N."}),
-            "bpm": BPM, "tempo_correction": CORRECTIONS, "steps": steps,
-            "keyframe_steps": (steps[0], {**steps[1], "default": 30, "tooltip": "Steps of each later keyframe."}),
-            "reactivity": number(0.5, 0.0, 5.0, 0.05, "How much the image pulses with the music."),
-            "beat_weight": number(0.0, 0.0, 1.0, 0.05, "Share of the pulse that follows the beats."),
+            "bpm": BPM, "tempo_correction": CORRECTIONS,
+            **node_inputs("music", "steps", "keyframe_steps", "reactivity", "beat_weight"),
             "prompt_schedule": ("STRING", {"default": "", "multiline": True, "tooltip": "As in Music Keyframes."}),
-            "text_weight": number(0.3, 0.0, 1.0, 0.05, "Weight of the prompt against the sound."),
+            "text_weight": node_input("text_weight", "music"),
             "seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 31 - 1, "tooltip": "Random source (no source input)."}),
             "batch_size": BATCH, "crf": CRF, "size": SIZE,
         }, "optional": {"source": ("SGIM_WPLUS", {"tooltip": "The image every video starts from."})},

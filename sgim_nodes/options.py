@@ -100,6 +100,7 @@ OPTIONS: dict[str, Option] = {
     "frame_count": _i(0, 0, 10_000_000, "Frames in this chunk (0 = up to the end)."),
     "frame_batch": _i(music.DEFAULT_BATCH, 1, 256, "Frames rendered at once (more is faster on a GPU, needs more "
                       "memory).", "a batch size"),
+    "bpm": _f(0.0, 0.0, 600.0, 0.1, "Manual tempo in beats per minute (0 = detect).", "a tempo"),
     "beats_per_bar": _i(4, 1, 64, "Beats in a bar (bars:N keyframes).", "a number of beats"),
     "beat_weight": _f(0.0, 0.0, 1.0, 0.05, "Share of the pulsing that follows the beats instead of loudness and "
                       "onsets.", "a share"),

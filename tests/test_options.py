@@ -21,7 +21,8 @@ PACK_MODULE = "custom_nodes_x_comfyui_sgim_options_test"
 
 # The job whose rows a node's inputs use (sgim_nodes.options.option_key); the others use the plain rows.
 NODE_JOB = {"SGIMAudioFeatures": "music", "SGIMMusicKeyframes": "music", "SGIMMusicTrajectory": "music",
-            "SGIMDecodeFrames": "music", "SGIMProjectImage": "project"}
+            "SGIMDecodeFrames": "music", "SGIMRenderMusicVideo": "music", "SGIMMusicFolder": "music", "SGIMTempoBeats": "music",
+            "SGIMProjectImage": "project"}
 NOT_IN_TABLE = {"seed", "class_index", "init_seed"}  # seeds and indices: no shared meaning to bound
 
 COMMANDS = {  # command -> (module with main, the required arguments)
