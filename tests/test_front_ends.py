@@ -102,6 +102,34 @@ def test_long_running_nodes_never_touch_the_allocator(nodes, models, fake_comfy,
     assert len(fake_comfy.progress) == 2 + 9 + 8 + 4
 
 
+def test_instant_and_file_backed_music_nodes_never_touch_the_allocator(nodes, models, fake_comfy, comfy_base,
+                                                                       monkeypatch, tmp_path):
+    """The nodes added since: Instant Edit (with its analysis), Optimize Latent from an instant warm start,
+    Render Music Video and Music Videos from a Folder run their jobs with ComfyUI's run, which never asks."""
+    from test_music_render_nodes import FOLDER, album, render, trajectory_of
+
+    monkeypatch.setenv("SGIM_INSTANT_CACHE", str(tmp_path / "cache"))
+    libc = RecordingLibc()
+    monkeypatch.setattr(importlib.import_module(PACK_MODULE + ".sgim_nodes.memory"), "_LIBC", libc)
+    g = models.generator
+    text, = run("SGIMEmbedText", nodes, clip=models.clip, text="a storm")
+    source, = run("SGIMSourceLatent", nodes, generator=g, seed=1, truncation_psi=0.7, mode="random", batch_size=1)
+    edited, report = run("SGIMInstantEdit", nodes, generator=g, clip=models.clip, target=text, source=source,
+                         alpha=1.0, beta=0.1, reference="source", space="wplus")
+    assert '"cache_hit": false' in report and not torch.equal(edited["ws"], source["ws"])
+    run("SGIMOptimizeLatent", nodes, generator=g, clip=models.clip, target=text, source=source, steps=2, lr=0.1,
+        lambda_sim=0.002, lambda_id=0.0, adaptive_mask=False, preview_every=1, init="instant", unique_id="1")
+    wplus, count = trajectory_of(nodes, models, {"waveform": click_track(3.0, clicks=[0.5, 1.5, 2.5], rate=22050)[None], "sample_rate": 22050})
+    video, name, frames = render(nodes, models, wplus)["result"]
+    assert frames == count == 72
+    base, _ = comfy_base
+    album(base / "input" / "album_alloc")
+    report, videos = run("SGIMMusicFolder", nodes, generator=g, clip=models.clip, audio_encoder=models.encoder,
+                         folder="album_alloc", output_folder="sgim/album_alloc", **FOLDER)["result"]
+    assert report.splitlines()[0].startswith("3 tracks: 2 rendered")
+    assert libc.calls == []
+
+
 def test_command_line_keeps_its_memory_policy(comfy_base, monkeypatch, tmp_path, picture):
     import sgim_nodes.memory as memory
 

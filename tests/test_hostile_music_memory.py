@@ -181,3 +181,18 @@ def test_decode_frames_of_a_three_minute_song_at_1024_px_refused_before_renderin
     # a caller that streams the frames (hold_all=False) is not budgeted
     with pytest.raises(AssertionError, match="the generator was used"):
         next(iter_video_frames(FramesRequest(_Generator(), chunk, 8, 0, hold_all=False), _Run()))
+
+
+def test_music_trajectory_codes_are_budgeted_before_they_are_computed(monkeypatch):
+    """An hour at 24 fps of 18 x 512 codes claims 5.9 GiB (codes + a copy): refused against a 4 GiB budget
+    before any code is computed, naming frame_count and the chunking advice; a chunk within it is the codes."""
+    from sgim_nodes.jobs.music_video import TrajectoryChunk, chunk_codes
+
+    hour = song(3600.0, num_ws=18, w_dim=512)
+    monkeypatch.setattr(Trajectory, "_codes", lambda *a: pytest.fail("codes computed before the budget check"))
+    with pytest.raises(ParameterError, match=r"frame_count: 86,400 frames' W\+ codes would hold 5\.9 GiB") as err:
+        chunk_codes(TrajectoryChunk(hour, 0, hour.timeline.frames), available=8 * GIB)
+    assert err.value.parameter == "frame_count" and "Render Music Video" in str(err.value)
+    monkeypatch.undo()
+    part = TrajectoryChunk(hour, 1000, 48)
+    assert torch.equal(chunk_codes(part, available=8 * GIB), hour.codes(1000, 48))

@@ -69,7 +69,8 @@ class ComfyServer:
         if self.frontend_root:  # another frontend than the one the checkout pins (its static folder)
             command += ["--front-end-root", self.frontend_root]
         log = open(self.log_path, "w")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # instant-edit analyses go to this server's own models folder, never into the checkout
+        env = {"SGIM_INSTANT_CACHE": str(self.base / "models" / "sgim_instant"), **os.environ, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(command, cwd=self.comfyui_dir, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
