@@ -163,13 +163,13 @@ class SGIMMusicTrajectory:
     def trajectory(self, keyframes, reactivity=0.5, band_layers=True, rotation_degrees=4.0, translation=0.05,
                    frame_offset=0, frame_count=0):
         from ..sgim_nodes.animate import trim_audio
-        from ..sgim_nodes.jobs.music_video import TrajectoryRequest, plan_trajectory
+        from ..sgim_nodes.jobs.music_video import TrajectoryRequest, chunk_codes, plan_trajectory
 
         music = keyframes.music
         with library_errors(self):
             chunk = plan_trajectory(TrajectoryRequest(keyframes.keyframes, music.features, reactivity, band_layers,
                                                       rotation_degrees, translation, frame_offset, frame_count))
-            ws = chunk.trajectory.codes(chunk.offset, chunk.count)
+            ws = chunk_codes(chunk)
             waveform, rate = check_audio(music.audio)
         audio = {"waveform": trim_audio(waveform[:1], rate, chunk.trajectory.timeline, chunk.offset, chunk.count),
                  "sample_rate": rate}
