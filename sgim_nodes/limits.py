@@ -275,17 +275,23 @@ def held_frames_budget(available: int | None = None) -> int:
     return min(MAX_HELD_FRAMES_BYTES, int(HELD_FRAMES_RAM_FRACTION * available))
 
 
-def check_held_frames(frames: int, height: int, width: int, available: int | None = None,
-                      advice: str = "") -> int:
-    """Refuse, before rendering, to hold ``frames`` float32 RGB frames of ``height`` x ``width`` in memory at
-    once (counted twice: the batches and their stacked copy) beyond :func:`held_frames_budget`. Returns the
-    bytes counted. ``advice``: what the caller's user can lower (node inputs)."""
-    claimed = 2 * int(frames) * int(height) * int(width) * 3 * 4
+def check_held_bytes(parameter: str, what: str, claimed: int, held_as: str, available: int | None = None,
+                     advice: str = "") -> int:
+    """Refuse, before the work, to hold ``claimed`` bytes of ``what`` (``held_as``: how they are held) beyond
+    :func:`held_frames_budget`, naming ``parameter``; ``advice``: what the user can lower. Returns ``claimed``."""
     budget = held_frames_budget(available)
     if claimed > budget:
         raise ParameterError(
-            f"frames: {int(frames):,} frames of {int(width)} x {int(height)} px would hold {claimed / 2 ** 30:.1f} GiB "
-            f"in memory as one IMAGE (float32, the batches and their stacked copy), beyond the "
+            f"{parameter}: {what} would hold {claimed / 2 ** 30:.1f} GiB {held_as}, beyond the "
             f"{budget / 2 ** 30:.1f} GiB budget (half the available memory, at most {MAX_HELD_FRAMES_BYTES >> 30} GiB)"
-            f"{'; ' + advice if advice else ''}", parameter="frames")
+            f"{'; ' + advice if advice else ''}", parameter=parameter)
     return claimed
+
+
+def check_held_frames(frames: int, height: int, width: int, available: int | None = None,
+                      advice: str = "") -> int:
+    """:func:`check_held_bytes` for ``frames`` float32 RGB frames of ``height`` x ``width`` held as one IMAGE
+    (counted twice: the batches and their stacked copy)."""
+    return check_held_bytes("frames", f"{int(frames):,} frames of {int(width)} x {int(height)} px",
+                            2 * int(frames) * int(height) * int(width) * 3 * 4,
+                            "in memory as one IMAGE (float32, the batches and their stacked copy)", available, advice)

@@ -119,7 +119,8 @@ def test_instant_and_file_backed_music_nodes_never_touch_the_allocator(nodes, mo
     assert '"cache_hit": false' in report and not torch.equal(edited["ws"], source["ws"])
     run("SGIMOptimizeLatent", nodes, generator=g, clip=models.clip, target=text, source=source, steps=2, lr=0.1,
         lambda_sim=0.002, lambda_id=0.0, adaptive_mask=False, preview_every=1, init="instant", unique_id="1")
-    wplus, count = trajectory_of(nodes, models, {"waveform": click_track(3.0, clicks=[0.5, 1.5, 2.5], rate=22050)[None], "sample_rate": 22050})
+    song = {"waveform": click_track(3.0, clicks=[0.5, 1.5, 2.5], rate=TRACK_RATE)[None], "sample_rate": TRACK_RATE}
+    wplus, count = trajectory_of(nodes, models, song)
     video, name, frames = render(nodes, models, wplus)["result"]
     assert frames == count == 72
     base, _ = comfy_base

@@ -262,18 +262,15 @@ def plan_trajectory(request: TrajectoryRequest) -> TrajectoryChunk:
 
 
 def chunk_codes(chunk: TrajectoryChunk, available: int | None = None) -> torch.Tensor:
-    """Every frame's W+ code of ``chunk`` held at once (Music Trajectory hands them on as one value), after
-    a budget check: float32 codes, counted twice (the codes and a consumer's copy), within the budget the
-    held frames have (:func:`~sgim_nodes.limits.held_frames_budget`), else an error with the chunking advice."""
-    from ..limits import held_frames_budget
+    """Every frame's W+ code of ``chunk`` held at once (Music Trajectory hands them on as one value), after the
+    held-memory budget check: float32 codes, counted twice (the codes and a consumer's copy)."""
+    import math
 
-    per_frame = int(torch.tensor(chunk.trajectory.keyframes.codes.shape[1:]).prod()) * 4
-    claimed, budget = 2 * chunk.count * per_frame, held_frames_budget(available)
-    if claimed > budget:
-        raise ParameterError(
-            f"frame_count: {chunk.count:,} frames' W+ codes would hold {claimed / 2 ** 30:.1f} GiB at once, beyond "
-            f"the {budget / 2 ** 30:.1f} GiB budget (half the available memory); {HELD_FRAMES_ADVICE}",
-            parameter="frame_count")
+    from ..limits import check_held_bytes
+
+    per_frame = math.prod(chunk.trajectory.keyframes.codes.shape[1:]) * 4
+    check_held_bytes("frame_count", f"{chunk.count:,} frames' W+ codes", 2 * chunk.count * per_frame,
+                     "at once (float32, the codes and a consumer's copy)", available, HELD_FRAMES_ADVICE)
     return chunk.trajectory.codes(chunk.offset, chunk.count)
 
 
